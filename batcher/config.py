@@ -1,0 +1,86 @@
+"""Configuration of the batcher and the store, as frozen dataclasses.
+
+Defaults come from ``constants.py`` (and so from the environment); the batcher itself never reads
+the environment, so two batchers in one process can be configured independently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import constants
+
+from .errors import ConfigError
+
+__all__ = ["BatcherConfig", "StoreConfig"]
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatcherConfig:
+    """How the batcher buffers, flushes and retries.
+
+    Raises:
+        ConfigError: a value is out of range.
+    """
+
+    batch_size: int = constants.SSE_BATCH_SIZE
+    batch_timeout_seconds: float = constants.SSE_BATCH_TIMEOUT_SECONDS
+    max_retries: int = constants.SSE_BATCH_MAX_RETRIES
+    retry_delay_seconds: float = constants.SSE_BATCH_RETRY_DELAY
+    batching_enabled: bool = constants.SSE_BATCHING_ENABLED
+    max_buffered_events: int = constants.SSE_MAX_BUFFERED_EVENTS
+    max_event_bytes: int = constants.SSE_MAX_EVENT_BYTES
+    shutdown_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
+    subscriber_queue_size: int = constants.SSE_SUBSCRIBER_QUEUE_SIZE
+    data_dir: Path = field(default_factory=lambda: Path(constants.SSE_DATA_DIR))
+    default_source: str = "app"
+
+    def __post_init__(self) -> None:
+        _positive("batch_size", self.batch_size)
+        _positive("batch_timeout_seconds", self.batch_timeout_seconds)
+        _non_negative("max_retries", self.max_retries)
+        _non_negative("retry_delay_seconds", self.retry_delay_seconds)
+        _positive("max_buffered_events", self.max_buffered_events)
+        _positive("max_event_bytes", self.max_event_bytes)
+        _positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
+        _positive("subscriber_queue_size", self.subscriber_queue_size)
+        if self.batch_size > self.max_buffered_events:
+            raise ConfigError("batch_size must not exceed max_buffered_events")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    """How the PostgreSQL store connects, pages and retains.
+
+    Raises:
+        ConfigError: a value is out of range.
+    """
+
+    dsn: str
+    pool_size: int = constants.SSE_DB_POOL_SIZE
+    timeout_seconds: float = constants.SSE_STORE_TIMEOUT_SECONDS
+    replay_page_size: int = constants.SSE_REPLAY_PAGE_SIZE
+    retention_seconds: float = constants.SSE_RETENTION_SECONDS
+    retention_interval_seconds: float = constants.SSE_RETENTION_INTERVAL_SECONDS
+    retention_delete_batch: int = 5000
+
+    def __post_init__(self) -> None:
+        if not self.dsn:
+            raise ConfigError("dsn must be a PostgreSQL URL")
+        _positive("pool_size", self.pool_size)
+        _positive("timeout_seconds", self.timeout_seconds)
+        _positive("replay_page_size", self.replay_page_size)
+        _positive("retention_seconds", self.retention_seconds)
+        _positive("retention_interval_seconds", self.retention_interval_seconds)
+        _positive("retention_delete_batch", self.retention_delete_batch)

@@ -1,0 +1,152 @@
+"""The event model: what a worker emits, and the message that is stored and broadcast.
+
+An :class:`Event` is validated and its ``data`` encoded to JSON once, at emit, on the caller's
+thread. The encoded bytes are kept (``msgspec.Raw``) and spliced into every later encoding, so an
+event is never encoded twice however many aggregates, rows or clients it reaches.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+import msgspec
+
+from .errors import EventValidationError
+
+__all__ = [
+    "CRITICAL",
+    "NORMAL",
+    "Event",
+    "Message",
+    "Priority",
+    "StoredMessage",
+    "check_key",
+    "check_priority",
+    "check_source",
+    "check_type",
+    "encode_data",
+]
+
+Priority = Literal["normal", "critical"]
+NORMAL: Final = "normal"
+CRITICAL: Final = "critical"
+
+_TYPE_RE: Final = re.compile(r"[A-Z0-9_]{1,64}")
+_SOURCE_RE: Final = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+_MAX_KEY_CHARS: Final = 256
+# PostgreSQL's jsonb refuses the NUL character; rejecting it at emit keeps one poisonous string
+# from reaching the store at all (the store still isolates any row it refuses).
+_NUL_ESCAPE: Final = b"\\u0000"
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One validated event. ``seq`` is global and strictly increasing within a process."""
+
+    type: str
+    source: str
+    seq: int
+    ts: float
+    data: msgspec.Raw
+    priority: str = NORMAL
+    key: str | None = None
+    # False for events from a worker with use_batching=False: they travel alone, at once.
+    batched: bool = True
+
+
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """A unit of storage and broadcast: a single event or the aggregate of a group.
+
+    ``payload`` is exactly the JSON of the SSE ``data:`` line. ``event_type`` is the type of the
+    original events (aggregates match filters by it). ``idem_key`` (the emitting process's nonce
+    and the first seq) is unique, so a retried write is skipped instead of stored twice.
+    """
+
+    idem_key: str
+    type: str
+    event_type: str
+    source: str
+    event_count: int
+    first_seq: int
+    last_seq: int
+    ts: float
+    payload: bytes
+    priority: str = NORMAL
+
+
+class StoredMessage(msgspec.Struct, frozen=True, gc=False):
+    """A message as committed: ``id`` is its place in the deployment-wide order."""
+
+    id: int
+    type: str
+    event_type: str
+    source: str
+    event_count: int
+    payload: bytes
+    created_at: float
+
+
+def check_type(value: object) -> str:
+    """Return ``value`` if it is a valid event type.
+
+    Raises:
+        EventValidationError: not 1-64 characters of A-Z, 0-9 and ``_``.
+    """
+    if isinstance(value, str) and _TYPE_RE.fullmatch(value):
+        return value
+    raise EventValidationError("type", f"must be 1-64 characters of A-Z, 0-9 and _, got {value!r:.80}")
+
+
+def check_source(value: object) -> str:
+    """Return ``value`` if it is a valid source (worker name).
+
+    Raises:
+        EventValidationError: not 1-64 characters of letters, digits, ``-``, ``_`` and ``.``.
+    """
+    if isinstance(value, str) and _SOURCE_RE.fullmatch(value):
+        return value
+    raise EventValidationError(
+        "source", f"must be 1-64 characters of letters, digits, '-', '_' and '.', got {value!r:.80}"
+    )
+
+
+def check_priority(value: object) -> str:
+    """Return ``value`` if it is ``"normal"`` or ``"critical"``.
+
+    Raises:
+        EventValidationError: anything else.
+    """
+    if value == NORMAL or value == CRITICAL:
+        return value  # type: ignore[return-value]
+    raise EventValidationError("priority", f"must be 'normal' or 'critical', got {value!r:.80}")
+
+
+def check_key(value: object) -> str | None:
+    """Return ``value`` if it is ``None`` or a string of 1-256 characters.
+
+    Raises:
+        EventValidationError: anything else.
+    """
+    if value is None or (isinstance(value, str) and 0 < len(value) <= _MAX_KEY_CHARS):
+        return value
+    raise EventValidationError("key", f"must be a string of 1-{_MAX_KEY_CHARS} characters or null")
+
+
+def encode_data(data: object, max_bytes: int) -> bytes:
+    """Encode ``data`` to JSON, checking that it is an object of at most ``max_bytes``.
+
+    Raises:
+        EventValidationError: not a dict, not JSON-encodable, too large, or holding a NUL character.
+    """
+    if not isinstance(data, dict):
+        raise EventValidationError("data", f"must be a JSON object, got {type(data).__name__}")
+    try:
+        raw = _ENCODER.encode(data)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise EventValidationError("data", f"must be JSON-encodable: {exc}") from None
+    if len(raw) > max_bytes:
+        raise EventValidationError("data", f"must encode to at most {max_bytes} bytes, got {len(raw)}")
+    if _NUL_ESCAPE in raw:
+        raise EventValidationError("data", "must not contain the NUL character (\\u0000)")
+    return raw
