@@ -3,16 +3,22 @@
 Events of one ``(source, type)`` become one aggregate; a group of one stays a plain event. The
 aggregate carries every original event, in emit order, so a consumer loses nothing by taking it.
 Events that must travel alone (critical, or from a worker with batching off) are never grouped.
+Per-type rules (``rules.py``), when given, may cut a group into parts, coalesce it by key (the
+aggregate then says how many events were ``superseded``) or fold identical payloads (``counts``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from .events import CRITICAL, Event, Message
+from .rules import shape_group
+
+if TYPE_CHECKING:
+    from .rules import AggregationRules
 
 __all__ = ["aggregate", "aggregate_type", "messages_for"]
 
@@ -30,8 +36,10 @@ class _Aggregate(msgspec.Struct, omit_defaults=True, kw_only=True):
     type: str
     source: str
     batch_count: int
+    superseded: int | msgspec.UnsetType = msgspec.UNSET
     job_ids: list[Any] | msgspec.UnsetType = msgspec.UNSET
     events: list[Event]
+    counts: list[int] | msgspec.UnsetType = msgspec.UNSET
 
 
 def aggregate_type(event_type: str) -> str:
@@ -60,23 +68,27 @@ def _single(event: Event, origin: str) -> Message:
     )
 
 
-def _group(events: list[Event], origin: str) -> Message:
+def _group(events: list[Event], origin: str, counts: list[int] | None = None, superseded: int = 0) -> Message:
     first = events[0]
-    job_ids = [ref.job_id for ref in map(_JOB_DECODER.decode, (e.data for e in events)) if ref.job_id is not msgspec.UNSET]
+    count = len(events) if counts is None else sum(counts)
+    refs = map(_JOB_DECODER.decode, [e.data for e in events])
+    job_ids = [ref.job_id for ref in refs if ref.job_id is not msgspec.UNSET]
     name = aggregate_type(first.type)
     body = _Aggregate(
         type=name,
         source=first.source,
-        batch_count=len(events),
+        batch_count=count,
+        superseded=superseded if superseded else msgspec.UNSET,
         events=events,
         job_ids=job_ids if job_ids else msgspec.UNSET,
+        counts=msgspec.UNSET if counts is None else counts,
     )
     return Message(
         idem_key=f"{origin}:{first.seq}",
         type=name,
         event_type=first.type,
         source=first.source,
-        event_count=len(events),
+        event_count=count,
         first_seq=first.seq,
         last_seq=events[-1].seq,
         ts=events[-1].ts,
@@ -84,21 +96,42 @@ def _group(events: list[Event], origin: str) -> Message:
     )
 
 
-def aggregate(events: Iterable[Event], origin: str) -> list[Message]:
+def aggregate(events: Iterable[Event], origin: str, rules: AggregationRules | None = None) -> list[Message]:
     """Turn the events of one flush (in seq order) into messages ordered by their first seq.
 
     ``origin`` is the emitting process's nonce: with the first seq it makes each message's
-    idempotency key, so a retried write can never store a message twice.
+    idempotency key, so a retried write can never store a message twice. ``rules`` (none by
+    default) apply per-type batching, group sizes, key coalescing and identical grouping.
     """
+    unbatched = rules.unbatched_types() if rules is not None else frozenset()
     groups: dict[object, list[Event]] = {}
     for event in events:
-        key: object = event.seq if _travels_alone(event) else (event.source, event.type)
+        alone = _travels_alone(event) or event.type in unbatched
+        key: object = event.seq if alone else (event.source, event.type)
         group = groups.get(key)
         if group is None:
             groups[key] = [event]
         else:
             group.append(event)
-    return [_single(g[0], origin) if len(g) == 1 else _group(g, origin) for g in groups.values()]
+    if rules is None or rules.plain:
+        return [_single(g[0], origin) if len(g) == 1 else _group(g, origin) for g in groups.values()]
+    return _with_rules(groups, origin, rules)
+
+
+def _with_rules(groups: dict[object, list[Event]], origin: str, rules: AggregationRules) -> list[Message]:
+    messages: list[Message] = []
+    for group in groups.values():
+        if len(group) == 1:
+            messages.append(_single(group[0], origin))
+            continue
+        for part in shape_group(group, rules.rule(group[0].type)):
+            if len(part.events) == 1 and part.event_count == 1 and not part.superseded:
+                messages.append(_single(part.events[0], origin))
+            else:
+                messages.append(_group(part.events, origin, part.counts, part.superseded))
+    # Cutting groups into parts can interleave them; the contract is first-seq order.
+    messages.sort(key=lambda m: m.first_seq)
+    return messages
 
 
 def messages_for(events: Sequence[Event], origin: str, *, batching: bool) -> list[Message]:

@@ -333,13 +333,14 @@ class SSEEventBatcher:
     async def flush(self, timeout: float | None = None) -> bool:
         """Store and hand out every event accepted before the call.
 
-        Returns True when all of them were stored and nothing waits in the dead-letter file;
-        False when the timeout passed first or some went to the dead-letter file.
+        While the store is down that includes writing the dead-letter file back. Returns True
+        when all of them were stored; False when ``timeout`` passed first (they are then still
+        buffered or on disk, never lost) or the batcher closed.
         """
         target = self._buffer.last_seq
         if self._state is not State.RUNNING:
             return self._handled_seq >= target and not self._deadletter_pending
-        if self._handled_seq < target:
+        if self._handled_seq < target or self._deadletter_pending:
             done = anyio.Event()
             self._flush_waiters.append((target, done))
             self._manual = True
@@ -458,9 +459,10 @@ class SSEEventBatcher:
         if not self._flush_waiters:
             return
         closed = self._state is State.CLOSED
+        stored = not self._deadletter_pending
         keep = []
         for target, done in self._flush_waiters:
-            if closed or self._handled_seq >= target:
+            if closed or (stored and self._handled_seq >= target):
                 done.set()
             else:
                 keep.append((target, done))
@@ -471,16 +473,15 @@ class SSEEventBatcher:
         if self._deadletter_pending and not await self._drain_deadletter():
             await self._dead_letter(messages)
             return False
+        # Kept until handled: if shutdown cancels the write, the batch is dead-lettered, not lost.
         self._inflight = messages
-        try:
-            result = await self._write_with_retries(messages)
-            if result is None:
-                await self._dead_letter(messages)
-                return False
+        result = await self._write_with_retries(messages)
+        if result is None:
+            await self._dead_letter(messages)
+        else:
             await self._handle_result(result)
-            return True
-        finally:
-            self._inflight = None
+        self._inflight = None
+        return result is not None
 
     async def _write_with_retries(self, messages: list[Message]) -> WriteResult | None:
         # During shutdown one attempt is all we can afford: the rest goes to disk, not lost.
@@ -540,6 +541,7 @@ class SSEEventBatcher:
         await anyio.to_thread.run_sync(self._deadletter.clear)
         self._deadletter_written = 0
         self._deadletter_pending = False
+        self._release_flush_waiters()
         return True
 
     # -- handing out -------------------------------------------------------------------------

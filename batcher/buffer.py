@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import count
 
 import msgspec
 
 from .errors import BufferFullError
 from .events import CRITICAL, NORMAL, Event
+from .rules import WindowClock
 
 __all__ = ["EventBuffer"]
 
@@ -29,8 +30,12 @@ class EventBuffer:
     it must be cheap and thread-safe, e.g. ``loop.call_soon_threadsafe(event.set)``.
     """
 
-    def __init__(self, capacity: int, batch_size: int, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, capacity: int, batch_size: int, wake: Callable[[], None], windows: Mapping[str, float] | None = None
+    ) -> None:
         self._capacity = capacity
+        # Only when some type has a window of its own; otherwise the oldest event sets the deadline.
+        self._windows = WindowClock(windows) if windows else None
         self._batch_size = batch_size
         self._wake = wake
         self._events: deque[Event] = deque()
@@ -68,15 +73,17 @@ class EventBuffer:
                 self._wait_for_room(timeout)
             seq = next(self._seq)
             self._last_seq = seq
-            events.append(Event(type_, source, seq, time.time(), msgspec.Raw(data), priority, key, batched))
+            now = time.time()
+            events.append(Event(type_, source, seq, now, msgspec.Raw(data), priority, key, batched))
             depth = len(events)
+            rearm = self._windows is not None and self._windows.add(type_, seq, now)
             self._emitted += 1
             if depth > self._high_water:
                 self._high_water = depth
             urgent = priority == CRITICAL or not batched
             if urgent:
                 self._urgent = True
-            wake = depth == 1 or depth == self._batch_size or urgent
+            wake = depth == 1 or depth == self._batch_size or urgent or rearm
         if wake:
             self._wake()
         return seq
@@ -116,11 +123,14 @@ class EventBuffer:
             was_empty = not events
             seqs = []
             urgent = False
+            rearm = False
             for type_, source, data, priority, key, batched in items:
                 seq = next(self._seq)
                 seqs.append(seq)
                 events.append(Event(type_, source, seq, now, msgspec.Raw(data), priority, key, batched))
                 urgent = urgent or priority == CRITICAL or not batched
+                if self._windows is not None and self._windows.add(type_, seq, now):
+                    rearm = True
             if seqs:
                 self._last_seq = seqs[-1]
             depth = len(events)
@@ -128,7 +138,7 @@ class EventBuffer:
             self._high_water = max(self._high_water, depth)
             if urgent:
                 self._urgent = True
-            wake = bool(items) and (was_empty or depth >= self._batch_size or urgent)
+            wake = bool(items) and (was_empty or depth >= self._batch_size or urgent or rearm)
         if wake:
             self._wake()
         return seqs
@@ -140,6 +150,8 @@ class EventBuffer:
             events = self._events
             n = min(limit, len(events))
             batch = [events.popleft() for _ in range(n)]
+            if self._windows is not None and batch:
+                self._windows.drop_through(batch[-1].seq)
             if not events:
                 self._urgent = False
             elif self._urgent and not any(e.priority == CRITICAL or not e.batched for e in events):
@@ -173,6 +185,14 @@ class EventBuffer:
             return self._events[0].ts
         except IndexError:
             return None
+
+    def next_deadline(self, timeout_seconds: float) -> float | None:
+        """When the first waiting event is due (per-type windows, else ``timeout_seconds``); None when empty."""
+        if self._windows is None:
+            oldest = self.oldest_ts()
+            return None if oldest is None else oldest + timeout_seconds
+        with self._lock:
+            return self._windows.next_deadline(timeout_seconds)
 
     @property
     def urgent(self) -> bool:

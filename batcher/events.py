@@ -118,7 +118,7 @@ def check_priority(value: object) -> str:
         EventValidationError: anything else.
     """
     if value == NORMAL or value == CRITICAL:
-        return value  # type: ignore[return-value]
+        return value
     raise EventValidationError("priority", f"must be 'normal' or 'critical', got {value!r:.80}")
 
 

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import msgspec
+
+from batcher.aggregate import aggregate, aggregate_type
+from batcher.events import Event
+
+
+def _event(seq: int, type_: str = "JOB_STARTED", source: str = "thumbnail", **kw: object) -> Event:
+    data = kw.pop("data", {"job_id": seq})
+    return Event(type_, source, seq, 1000.0 + seq, msgspec.Raw(msgspec.json.encode(data)), **kw)  # type: ignore[arg-type]
+
+
+def test_aggregate_names_follow_the_design() -> None:
+    assert aggregate_type("JOB_STARTED") == "JOBS_BATCH_STARTED"
+    assert aggregate_type("FRAME_RENDERED") == "FRAME_RENDERED_BATCH"
+
+
+def test_group_of_one_stays_a_plain_event() -> None:
+    [message] = aggregate([_event(1)], "o")
+    assert message.type == "JOB_STARTED"
+    assert message.event_count == 1
+    assert msgspec.json.decode(message.payload) == {
+        "type": "JOB_STARTED",
+        "source": "thumbnail",
+        "seq": 1,
+        "ts": 1001.0,
+        "data": {"job_id": 1},
+    }
+
+
+def test_three_job_started_become_one_aggregate_holding_every_event_in_order() -> None:
+    [message] = aggregate([_event(1), _event(2), _event(3)], "o")
+    body = msgspec.json.decode(message.payload)
+    assert message.type == body["type"] == "JOBS_BATCH_STARTED"
+    assert body["batch_count"] == 3
+    assert body["job_ids"] == [1, 2, 3]
+    assert [e["seq"] for e in body["events"]] == [1, 2, 3]
+    assert message.event_type == "JOB_STARTED"
+    assert message.idem_key == "o:1"
+    assert list(body) == ["type", "source", "batch_count", "job_ids", "events"]
+
+
+def test_groups_split_by_source_and_type_and_are_ordered_by_first_seq() -> None:
+    events = [
+        _event(1, "JOB_PROGRESS", "a"),
+        _event(2, "JOB_STARTED", "b"),
+        _event(3, "JOB_PROGRESS", "a"),
+        _event(4, "JOB_STARTED", "a"),
+        _event(5, "JOB_STARTED", "b"),
+    ]
+    messages = aggregate(events, "o")
+    assert [(m.source, m.type, m.first_seq, m.event_count) for m in messages] == [
+        ("a", "JOBS_BATCH_PROGRESS", 1, 2),
+        ("b", "JOBS_BATCH_STARTED", 2, 2),
+        ("a", "JOB_STARTED", 4, 1),
+    ]
+
+
+def test_job_ids_absent_when_events_carry_none() -> None:
+    [message] = aggregate([_event(1, "PING", data={"x": 1}), _event(2, "PING", data={"x": 2})], "o")
+    body = msgspec.json.decode(message.payload)
+    assert body["type"] == "PING_BATCH"
+    assert "job_ids" not in body
+
+
+def test_critical_and_unbatched_events_travel_alone() -> None:
+    events = [_event(1), _event(2, priority="critical"), _event(3, batched=False), _event(4)]
+    messages = aggregate(events, "o")
+    assert [(m.type, m.event_count) for m in messages] == [
+        ("JOBS_BATCH_STARTED", 2),
+        ("JOB_STARTED", 1),
+        ("JOB_STARTED", 1),
+    ]
+    assert msgspec.json.decode(messages[1].payload)["priority"] == "critical"
+    assert msgspec.json.decode(messages[2].payload)["batched"] is False
