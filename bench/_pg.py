@@ -1,0 +1,55 @@
+"""A throwaway embedded PostgreSQL for benchmarks: started in a temp dir, removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+from server.embedded_pg import EmbeddedPostgres
+
+__all__ = ["database", "machine", "postgres"]
+
+
+@contextmanager
+def postgres() -> Iterator[EmbeddedPostgres]:
+    """Start an embedded PostgreSQL in a temporary directory; stop and remove it afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="sse-bench-"))
+    os.chmod(root, 0o755)
+    server = EmbeddedPostgres(root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@asynccontextmanager
+async def database(server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A fresh database on ``server``; yields its dsn."""
+    name = f"b_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server.dsn())
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    yield server.dsn(name)
+
+
+def machine() -> str:
+    """One line describing this machine, for bench/RESULTS.md."""
+    freq = psutil.cpu_freq()
+    mhz = f" @ {freq.current:.0f} MHz" if freq else ""
+    return (
+        f"{platform.machine()}, {psutil.cpu_count()} cores{mhz}, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
+    )

@@ -1,0 +1,98 @@
+"""Emit throughput: how many events/s ``SSEEventBatcher.emit`` accepts, from 1 and from 4 threads.
+
+Run: ``python -m bench.emit [--events N]``. Prints events/s for a bare ``deque.append`` loop (the
+physical limit of a Python append under the GIL), for ``emit`` with the buffer alone, and for
+``emit`` while the flush loop runs and stores into the embedded PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoreConfig
+from bench._pg import database, machine, postgres
+
+_DATA = {"job_id": 123, "percent": 40, "step": "render tile 4/10"}
+
+
+def _bare_deque(n: int) -> float:
+    q: deque[object] = deque()
+    lock = threading.Lock()
+    started = time.perf_counter()
+    for i in range(n):
+        with lock:
+            q.append((i, _DATA))
+    return n / (time.perf_counter() - started)
+
+
+def _emit_threads(batcher: SSEEventBatcher, threads: int, per_thread: int) -> float:
+    barrier = threading.Barrier(threads + 1)
+
+    def run(index: int) -> None:
+        source = f"worker-{index}"
+        emit = batcher.emit
+        barrier.wait()
+        for _ in range(per_thread):
+            emit("JOB_PROGRESS", _DATA, source=source, timeout=30)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for w in workers:
+        w.join()
+    return threads * per_thread / (time.perf_counter() - started)
+
+
+async def _with_flush_loop(dsn: str, threads: int, per_thread: int, data_dir: Path) -> tuple[float, float]:
+    config = BatcherConfig(batch_size=500, max_buffered_events=200_000, data_dir=data_dir)
+    async with PostgresStore(StoreConfig(dsn=dsn)) as store, SSEEventBatcher(store, config) as batcher:
+        started = time.perf_counter()
+        rate = await asyncio.to_thread(_emit_threads, batcher, threads, per_thread)
+        await batcher.flush(timeout=120)
+        stored = threads * per_thread / (time.perf_counter() - started)
+    return rate, stored
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000, help="events per measurement")
+    args = parser.parse_args()
+    n = args.events
+    print(f"machine: {machine()}")
+    print(f"events per run: {n:,}")
+    print(f"bare deque.append under a lock, 1 thread: {_bare_deque(n):>12,.0f} events/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        for threads in (1, 4):
+            # Buffer only: the batcher is not started, so this is the cost of emit() itself.
+            config = BatcherConfig(max_buffered_events=n + 1, batch_size=500, data_dir=Path(tmp))
+            idle = SSEEventBatcher(_NoStore(), config)  # type: ignore[arg-type]
+            rate = _emit_threads(idle, threads, n // threads)
+            print(f"emit(), buffer only, {threads} thread(s):      {rate:>12,.0f} events/s")
+        with postgres() as server:
+
+            async def run() -> None:
+                for threads in (1, 4):
+                    async with database(server) as dsn:
+                        rate, stored = await _with_flush_loop(dsn, threads, n // (2 * threads), Path(tmp))
+                    print(
+                        f"emit() while flushing to PostgreSQL, {threads} thread(s): {rate:>10,.0f} events/s"
+                        f"  (stored end to end: {stored:,.0f} events/s)"
+                    )
+
+            asyncio.run(run())
+
+
+class _NoStore:
+    """Never written to: the batcher is not started in the buffer-only measurement."""
+
+
+if __name__ == "__main__":
+    main()

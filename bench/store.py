@@ -1,0 +1,96 @@
+"""Events stored per second end to end, against a peer that INSERTs each event on its own.
+
+Run: ``python -m bench.store [--events N] [--peer-events M] [--batch-size B]``.
+
+Ours: emit -> buffer -> flush -> aggregate -> one transaction per batch (asyncpg executemany)
+-> committed, timed from the first emit until ``flush()`` returns. The peer is what people write
+without a batcher: one INSERT in its own transaction per event, on the same PostgreSQL, with the
+same payloads. Both run in one process, one after the other, on the same embedded server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+from batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoreConfig
+from bench._pg import database, machine, postgres
+
+_SOURCES = ("thumbnail", "overlay", "scheduler", "transcoder")
+_TYPES = ("JOB_STARTED", "JOB_PROGRESS", "JOB_COMPLETED")
+
+
+def _event(i: int) -> tuple[str, str, dict[str, object]]:
+    return _TYPES[i % 3], _SOURCES[(i // 3) % 4], {"job_id": i, "percent": i % 100, "step": "tile"}
+
+
+async def ours(dsn: str, events: int, batch_size: int, data_dir: Path) -> tuple[float, float]:
+    config = BatcherConfig(
+        batch_size=batch_size, max_buffered_events=max(events, batch_size) + 1, data_dir=data_dir
+    )
+    async with PostgresStore(StoreConfig(dsn=dsn)) as store, SSEEventBatcher(store, config) as batcher:
+        started = time.perf_counter()
+        for i in range(events):
+            type_, source, data = _event(i)
+            batcher.emit(type_, data, source=source)
+            if i % 5000 == 4999:
+                await asyncio.sleep(0)  # an emitter in the loop's own thread yields now and then
+        if not await batcher.flush(timeout=300):
+            raise RuntimeError("flush did not finish")
+        elapsed = time.perf_counter() - started
+        stats = batcher.statistics()
+    return events / elapsed, stats.messages_stored / events
+
+
+async def peer(dsn: str, events: int) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS peer_events (id bigserial PRIMARY KEY, type text, source text,"
+            " data jsonb, created_at timestamptz DEFAULT now())"
+        )
+        started = time.perf_counter()
+        for i in range(events):
+            type_, source, data = _event(i)
+            await conn.execute(  # autocommit: one transaction per event
+                "INSERT INTO peer_events (type, source, data) VALUES ($1, $2, $3)",
+                type_,
+                source,
+                msgspec.json.encode(data).decode(),
+            )
+        return events / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--peer-events", type=int, default=5_000)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with postgres() as server, tempfile.TemporaryDirectory() as tmp:
+
+        async def run() -> None:
+            async with database(server) as dsn:
+                rate, rows = await ours(dsn, args.events, args.batch_size, Path(tmp))
+            async with database(server) as dsn:
+                peer_rate = await peer(dsn, args.peer_events)
+            print(f"sse-batcher (batch size {args.batch_size}): {rate:>10,.0f} events/s stored, "
+                  f"{rows:.4f} rows per event ({args.events:,} events)")
+            print(f"peer, one INSERT + COMMIT per event:   {peer_rate:>10,.0f} events/s stored, "
+                  f"1.0000 rows per event ({args.peer_events:,} events)")
+            print(f"ratio: {rate / peer_rate:,.1f}x")
+
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
