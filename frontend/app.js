@@ -1,0 +1,169 @@
+/**
+ * Dashboard wiring: one stream subscription, one /api/stats poller, one render scheduler.
+ *
+ * Data flows in through `ingest…` calls, which only update plain arrays and counters; the DOM is
+ * touched only in `render(now)`, which the scheduler calls at most once per animation frame. A
+ * panel's render returns true when it held work back (throttled) and wants another frame.
+ *
+ * Every url is relative (no leading slash) so the dashboard works when mounted under a prefix.
+ * An optional subscribe token is taken from `?token=` once, kept in sessionStorage and removed from
+ * the address bar, and sent as `Authorization: Bearer` on the stream and the API calls.
+ *
+ * @module app
+ */
+
+import { subscribe } from "./sse-batcher.js";
+import { createBatchSizePanel } from "./panels/batchsize.js";
+import { createBurstPanel } from "./panels/burst.js";
+import { createConnectionPanel } from "./panels/connection.js";
+import { createEventLogPanel } from "./panels/eventlog.js";
+import { createJobsPanel } from "./panels/jobs.js";
+import { createLoadPanel } from "./panels/load.js";
+import { createThroughputPanel } from "./panels/throughput.js";
+import { createTotalsPanel } from "./panels/totals.js";
+import { createWorkersPanel } from "./panels/workers.js";
+
+const STATS_URL = "api/stats";
+const EVENTS_URL = "events";
+const STATS_INTERVAL_MS = 1000;
+const STATS_TIMEOUT_MS = 5000;
+const TOKEN_KEY = "sse-batcher-token";
+
+function readToken() {
+  let token = null;
+  try {
+    const url = new URL(window.location.href);
+    token = url.searchParams.get("token");
+    if (token) {
+      sessionStorage.setItem(TOKEN_KEY, token);
+      url.searchParams.delete("token");
+      history.replaceState(history.state, "", url.toString());
+    } else {
+      token = sessionStorage.getItem(TOKEN_KEY);
+    }
+  } catch {
+    // Storage may be disabled; the token then lives only in this page.
+  }
+  return token || undefined;
+}
+
+function main() {
+  const token = readToken();
+  const authHeaders = () => (token ? { Authorization: `Bearer ${token}` } : {});
+
+  let framePending = false;
+  /** @type {{render: (now: number) => boolean}[]} */
+  let panels = [];
+
+  function frame(now) {
+    framePending = false;
+    let again = false;
+    for (const panel of panels) {
+      try {
+        if (panel.render(now)) again = true;
+      } catch (error) {
+        // One broken panel must not freeze the others.
+        reportError(error);
+      }
+    }
+    if (again) requestRender();
+  }
+
+  function requestRender() {
+    if (framePending) return;
+    framePending = true;
+    requestAnimationFrame(frame);
+  }
+
+  const connection = createConnectionPanel();
+  const throughput = createThroughputPanel({ requestRender });
+  const batchsize = createBatchSizePanel({ requestRender });
+  const load = createLoadPanel();
+  const totals = createTotalsPanel();
+  const workers = createWorkersPanel();
+  const jobs = createJobsPanel({ requestRender });
+  const log = createEventLogPanel({ requestRender });
+  const burst = createBurstPanel({ headers: authHeaders, requestRender });
+  panels = [connection, totals, load, workers, batchsize, throughput, jobs, log, burst];
+  const statsConsumers = [throughput, batchsize, load, totals, workers, burst];
+
+  const subscription = subscribe(EVENTS_URL, {
+    token,
+    onState(state, info) {
+      connection.setState(state, info);
+      requestRender();
+    },
+    onMessage(msg) {
+      connection.ingestMessage(msg);
+      const data = msg.data;
+      let count = 0;
+      if (data && typeof data === "object") {
+        if (Array.isArray(data.events)) count = data.events.length;
+        else if (msg.type !== "HISTORY_TRUNCATED") count = 1;
+      }
+      throughput.ingestMessage(count);
+      if (msg.type === "HISTORY_TRUNCATED") log.ingestNotice(msg);
+      requestRender();
+    },
+    onEvent(event, msg, index) {
+      log.ingestEvent(event, msg, index);
+      jobs.ingestEvent(event);
+      batchsize.ingestEvent(event);
+    },
+  });
+  window.addEventListener("pagehide", (e) => {
+    if (!e.persisted) subscription.close();
+  });
+
+  let statsInFlight = false;
+  async function pollStats() {
+    if (statsInFlight) return; // never overlap: a slow server is not asked twice
+    statsInFlight = true;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), STATS_TIMEOUT_MS);
+    try {
+      const response = await fetch(STATS_URL, {
+        headers: { Accept: "application/json", ...authHeaders() },
+        cache: "no-store",
+        signal: controller.signal,
+      });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const stats = await response.json();
+      if (!stats || typeof stats !== "object") throw new Error("not a JSON object");
+      for (const panel of statsConsumers) {
+        try {
+          panel.ingestStats(stats);
+        } catch (error) {
+          reportError(error);
+        }
+      }
+      connection.setStatsState("ok", "stats: live");
+    } catch (error) {
+      const reason = error && error.name === "AbortError" ? "timed out" : error.message || "error";
+      connection.setStatsState("error", `stats: unavailable (${reason})`);
+      burst.ingestStats(null);
+    } finally {
+      clearTimeout(timer);
+      statsInFlight = false;
+      requestRender();
+    }
+  }
+
+  pollStats();
+  setInterval(() => {
+    pollStats();
+    throughput.tick();
+  }, STATS_INTERVAL_MS);
+  requestRender();
+}
+
+function reportError(error) {
+  if (typeof globalThis.reportError === "function") globalThis.reportError(error);
+  else setTimeout(() => { throw error; });
+}
+
+if (document.readyState === "loading") {
+  document.addEventListener("DOMContentLoaded", main, { once: true });
+} else {
+  main();
+}

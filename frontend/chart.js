@@ -1,0 +1,97 @@
+/**
+ * Thin wrapper around the vendored uPlot (window.uPlot, loaded by a classic <script> tag): dark
+ * theme axes, width that follows the container, and the "Waiting for…" overlay. Resizes are
+ * applied on the next render, never inside the ResizeObserver callback, so a resize never causes
+ * another layout inside the observer ("ResizeObserver loop" warnings).
+ *
+ * @module chart
+ */
+
+import { cssVar } from "./format.js";
+
+/** Compact axis numbers: 1200 -> "1.2k". */
+export function compact(value) {
+  if (value === null || value === undefined) return "—";
+  const abs = Math.abs(value);
+  if (abs >= 1e6) return `${+(value / 1e6).toFixed(1)}M`;
+  if (abs >= 1e3) return `${+(value / 1e3).toFixed(1)}k`;
+  return `${+value.toFixed(abs < 10 ? 1 : 0)}`;
+}
+
+/** Time axis labels as local "HH:MM:SS" (uPlot's default adds a date row that crowds a 5-minute axis). */
+function clock(seconds) {
+  const d = new Date(seconds * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/**
+ * @param {HTMLElement} container  element holding the chart and its `.chart-empty` overlay
+ * @param {object} opts            uPlot options without width/height/axes
+ * @param {{height?: number, onResize?: () => void}} [extra]
+ */
+export function createChart(container, opts, { height = 220, onResize } = {}) {
+  const UPlot = globalThis.uPlot;
+  const overlay = container.querySelector(".chart-empty");
+  const muted = cssVar("--muted", "#a3afbd");
+  const grid = cssVar("--grid", "#26303c");
+  const axis = {
+    stroke: muted,
+    grid: { stroke: grid, width: 1 },
+    ticks: { stroke: grid, width: 1 },
+    font: "12px system-ui, sans-serif",
+  };
+  let plot = null;
+  let pendingWidth = 0;
+
+  function width() {
+    return Math.max(200, Math.floor(container.clientWidth));
+  }
+
+  if (typeof UPlot === "function") {
+    const options = {
+      width: width(),
+      height,
+      cursor: { drag: { x: false, y: false } },
+      legend: { live: true },
+      ...opts,
+      axes: [
+        { ...axis, space: 70, values: (u, vals) => vals.map(clock) },
+        { ...axis, size: 52, values: (u, vals) => vals.map(compact) },
+      ],
+    };
+    plot = new UPlot(options, opts.data || [[]], container);
+    if (typeof ResizeObserver === "function") {
+      new ResizeObserver(() => {
+        const w = width();
+        if (plot && w !== plot.width) {
+          pendingWidth = w;
+          if (onResize) onResize();
+        }
+      }).observe(container);
+    }
+  } else if (overlay) {
+    overlay.textContent = "Chart library failed to load.";
+  }
+
+  return {
+    /** @param {Array<Array<number|null>>} data  aligned uPlot data */
+    setData(data) {
+      if (plot) plot.setData(data);
+    },
+    /** Apply a pending resize; call from the render loop. */
+    applySize() {
+      if (plot && pendingWidth && pendingWidth !== plot.width) {
+        plot.setSize({ width: pendingWidth, height });
+      }
+      pendingWidth = 0;
+    },
+    /** Show or hide the empty-state overlay. */
+    setEmpty(empty) {
+      if (overlay && overlay.hidden === empty) overlay.hidden = !empty;
+    },
+    get plot() {
+      return plot;
+    },
+  };
+}

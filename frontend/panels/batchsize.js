@@ -1,0 +1,220 @@
+/**
+ * Batch size panel: the batch size over the last five minutes (from /api/stats, polled every
+ * second), a dot for every adjustment (BATCH_SIZE_ADJUSTED events from the stream, and
+ * `sizing.history` from the stats so a page opened late still sees recent ones), the current size
+ * and timeout, and flush counts by reason (totals and the last 60 s, from `batcher.flushes` deltas,
+ * in the #flush-table card).
+ *
+ * Times on this chart are server timestamps (`ts` of the stats and of the events), so samples and
+ * adjustment dots line up whatever the browser's clock says.
+ *
+ * @module panels/batchsize
+ */
+
+import { createChart } from "../chart.js";
+import { DASH, cssVar, el, fmtInt, fmtSeconds, get, isNumber, setText } from "../format.js";
+
+const WINDOW_SECONDS = 300;
+const FLUSH_WINDOW_SECONDS = 60;
+const KNOWN_REASONS = ["size", "timeout", "manual", "critical", "shutdown"];
+const MAX_MARKERS = 500;
+
+/**
+ * @param {{root?: Document|Element, requestRender: () => void}} options
+ */
+export function createBatchSizePanel({ root = document, requestRender }) {
+  const container = root.querySelector("#chart-batchsize");
+  const sizeEl = root.querySelector("#batch-size-current");
+  const timeoutEl = root.querySelector("#batch-timeout-current");
+  const modeEl = root.querySelector("#batch-sizing-mode");
+  const lastChangeEl = root.querySelector("#batch-last-change");
+  const flushBody = root.querySelector("#flush-table tbody");
+
+  /** @type {{ts: number, size: number}[]} */
+  const samples = [];
+  /** @type {Map<string, {ts: number, newSize: number, oldSize: any, reason: any}>} */
+  const markers = new Map();
+  /** @type {{ts: number, deltas: Record<string, number>}[]} */
+  const flushDeltas = [];
+  const flushRows = new Map();
+
+  let previousFlushes = null;
+  let flushTotals = {};
+  let current = { size: undefined, timeout: undefined, dynamic: undefined, enabled: undefined };
+  let latestTs = Date.now() / 1000;
+  let dirtyChart = false;
+  let dirtyText = true;
+  let lastChartAt = 0;
+
+  const y = (u, v) => (v === null || v === undefined ? "—" : String(Math.round(v)));
+  const chart = createChart(
+    container,
+    {
+      scales: {
+        x: { time: true, range: () => [latestTs - WINDOW_SECONDS, latestTs] },
+        y: { range: (u, min, max) => [0, Math.max(10, max * 1.15)] },
+      },
+      series: [
+        {},
+        {
+          label: "batch size",
+          stroke: cssVar("--accent", "#6cc6ff"),
+          width: 2,
+          spanGaps: true,
+          paths: globalThis.uPlot && globalThis.uPlot.paths.stepped
+            ? globalThis.uPlot.paths.stepped({ align: 1 })
+            : undefined,
+          points: { show: false },
+          value: y,
+        },
+        {
+          label: "adjustment",
+          stroke: cssVar("--warn", "#f2c063"),
+          fill: cssVar("--warn", "#f2c063"),
+          paths: () => null,
+          points: { show: true, size: 9, width: 1, fill: cssVar("--warn", "#f2c063") },
+          value: y,
+        },
+      ],
+      data: [[], [], []],
+    },
+    { onResize: requestRender },
+  );
+
+  function addMarker(ts, newSize, oldSize, reason) {
+    if (!isNumber(ts) || !isNumber(newSize)) return;
+    const key = `${ts.toFixed(3)}:${newSize}`;
+    if (markers.has(key)) return;
+    markers.set(key, { ts, newSize, oldSize, reason });
+    if (markers.size > MAX_MARKERS) markers.delete(markers.keys().next().value);
+    dirtyChart = true;
+    dirtyText = true;
+  }
+
+  function latestMarker() {
+    let best = null;
+    for (const m of markers.values()) if (!best || m.ts >= best.ts) best = m;
+    return best;
+  }
+
+  function chartData() {
+    const oldest = latestTs - WINDOW_SECONDS;
+    const points = [];
+    for (const s of samples) points.push([s.ts, s.size, null]);
+    for (const m of markers.values()) if (m.ts >= oldest) points.push([m.ts, null, m.newSize]);
+    points.sort((a, b) => a[0] - b[0]);
+    const xs = new Array(points.length);
+    const sizes = new Array(points.length);
+    const marks = new Array(points.length);
+    for (let i = 0; i < points.length; i++) {
+      [xs[i], sizes[i], marks[i]] = points[i];
+    }
+    return [xs, sizes, marks];
+  }
+
+  function renderFlushes() {
+    if (!flushBody) return;
+    const recent = {};
+    for (const entry of flushDeltas) {
+      for (const [reason, n] of Object.entries(entry.deltas)) recent[reason] = (recent[reason] || 0) + n;
+    }
+    const reasons = [...KNOWN_REASONS];
+    for (const reason of Object.keys(flushTotals)) if (!reasons.includes(reason)) reasons.push(reason);
+    for (const reason of reasons) {
+      let row = flushRows.get(reason);
+      if (!row) {
+        row = el("tr");
+        row.dataset.reason = reason;
+        row.append(el("td", "", reason), el("td", "num", DASH), el("td", "num", DASH));
+        flushRows.set(reason, row);
+        flushBody.append(row);
+      }
+      setText(row.children[1], fmtInt(flushTotals[reason]));
+      setText(row.children[2], previousFlushes ? fmtInt(recent[reason] || 0) : DASH);
+    }
+  }
+
+  return {
+    /** A fresh /api/stats answer. */
+    ingestStats(stats) {
+      const ts = isNumber(stats && stats.ts) ? stats.ts : Date.now() / 1000;
+      latestTs = Math.max(latestTs, ts);
+      const size = get(stats, "sizing.batch_size") ?? get(stats, "batcher.batch_size");
+      const timeout =
+        get(stats, "sizing.batch_timeout_seconds") ?? get(stats, "batcher.batch_timeout_seconds");
+      current = {
+        size,
+        timeout,
+        dynamic: get(stats, "sizing.dynamic"),
+        enabled: get(stats, "batcher.batching_enabled"),
+      };
+      if (isNumber(size)) {
+        samples.push({ ts, size });
+        while (samples.length && samples[0].ts < latestTs - WINDOW_SECONDS) samples.shift();
+        dirtyChart = true;
+      }
+      const history = get(stats, "sizing.history");
+      if (Array.isArray(history)) {
+        for (const h of history) if (h) addMarker(h.ts, h.new_size, h.old_size, h.reason);
+      }
+      const flushes = get(stats, "batcher.flushes");
+      if (flushes && typeof flushes === "object") {
+        const deltas = {};
+        for (const [reason, total] of Object.entries(flushes)) {
+          if (!isNumber(total)) continue;
+          const before = previousFlushes ? previousFlushes[reason] : undefined;
+          if (isNumber(before) && total >= before) deltas[reason] = total - before;
+        }
+        if (previousFlushes) flushDeltas.push({ ts, deltas });
+        while (flushDeltas.length && flushDeltas[0].ts <= ts - FLUSH_WINDOW_SECONDS) flushDeltas.shift();
+        previousFlushes = flushes;
+        flushTotals = flushes;
+      }
+      dirtyText = true;
+    },
+
+    /** An original event from the stream; only BATCH_SIZE_ADJUSTED matters here. */
+    ingestEvent(event) {
+      if (event.type !== "BATCH_SIZE_ADJUSTED") return;
+      const d = event.data || {};
+      addMarker(isNumber(event.ts) ? event.ts : Date.now() / 1000, d.new_size, d.old_size, d.reason);
+    },
+
+    render(now) {
+      chart.applySize();
+      let again = false;
+      if (dirtyChart) {
+        if (now - lastChartAt >= 250) {
+          dirtyChart = false;
+          lastChartAt = now;
+          const data = chartData();
+          chart.setEmpty(data[0].length === 0);
+          chart.setData(data);
+        } else {
+          again = true;
+        }
+      }
+      if (dirtyText) {
+        dirtyText = false;
+        setText(sizeEl, fmtInt(current.size));
+        setText(timeoutEl, fmtSeconds(current.timeout));
+        let mode = DASH;
+        if (current.enabled === false) mode = "batching off";
+        else if (current.dynamic === true) mode = "dynamic";
+        else if (current.dynamic === false) mode = "fixed";
+        setText(modeEl, mode);
+        const last = latestMarker();
+        setText(
+          lastChangeEl,
+          last
+            ? `${isNumber(last.oldSize) ? last.oldSize : "?"} → ${last.newSize}${
+                last.reason ? ` (${String(last.reason)})` : ""
+              }`
+            : DASH,
+        );
+        renderFlushes();
+      }
+      return again;
+    },
+  };
+}
