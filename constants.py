@@ -13,11 +13,13 @@ __all__ = [
     "DATABASE_URL",
     "SSE_BATCHING_ENABLED",
     "SSE_BATCH_ADJUST_COOLDOWN_SECONDS",
+    "SSE_BATCH_LATENCY_TARGET_SECONDS",
     "SSE_BATCH_MAX_RETRIES",
     "SSE_BATCH_RETRY_DELAY",
     "SSE_BATCH_SIZE",
     "SSE_BATCH_SIZE_MAX",
     "SSE_BATCH_SIZE_MIN",
+    "SSE_BATCH_TIMEOUT_MIN_SECONDS",
     "SSE_BATCH_TIMEOUT_SECONDS",
     "SSE_BREAKER_FAILURES",
     "SSE_BREAKER_RESET_SECONDS",
@@ -30,11 +32,13 @@ __all__ = [
     "SSE_EMIT_TIMEOUT_SECONDS",
     "SSE_HOST",
     "SSE_LOAD_HIGH_PERCENT",
+    "SSE_LOAD_LOOP_LAG_HIGH_SECONDS",
     "SSE_LOAD_LOW_PERCENT",
     "SSE_LOAD_SAMPLE_SECONDS",
     "SSE_MAX_BUFFERED_EVENTS",
     "SSE_MAX_CLIENTS",
     "SSE_MAX_EVENT_BYTES",
+    "SSE_MAX_REQUEST_EVENTS",
     "SSE_MAX_REQUEST_BYTES",
     "SSE_PING_SECONDS",
     "SSE_PORT",
@@ -48,6 +52,7 @@ __all__ = [
     "SSE_STORE_TIMEOUT_SECONDS",
     "SSE_SUBSCRIBE_TOKEN",
     "SSE_SUBSCRIBER_QUEUE_SIZE",
+    "SSE_WORKER_QUEUE_SIZE",
     "env_bool",
     "env_float",
     "env_int",
@@ -131,6 +136,12 @@ SSE_LOAD_LOW_PERCENT = env_float("SSE_LOAD_LOW_PERCENT", 50.0)
 SSE_LOAD_HIGH_PERCENT = env_float("SSE_LOAD_HIGH_PERCENT", 80.0)
 SSE_LOAD_SAMPLE_SECONDS = env_float("SSE_LOAD_SAMPLE_SECONDS", 1.0)
 SSE_BATCH_ADJUST_COOLDOWN_SECONDS = env_float("SSE_BATCH_ADJUST_COOLDOWN_SECONDS", 2.0)
+# The adaptive timeout's floor: how long a lone event waits when the server is idle.
+SSE_BATCH_TIMEOUT_MIN_SECONDS = env_float("SSE_BATCH_TIMEOUT_MIN_SECONDS", 0.02)
+# A flush's store write should take at most this long; past it the batch size backs off.
+SSE_BATCH_LATENCY_TARGET_SECONDS = env_float("SSE_BATCH_LATENCY_TARGET_SECONDS", 0.1)
+# Event-loop lag at or above this counts as high load, whatever psutil says.
+SSE_LOAD_LOOP_LAG_HIGH_SECONDS = env_float("SSE_LOAD_LOOP_LAG_HIGH_SECONDS", 0.05)
 SSE_RULES_FILE = env_str("SSE_RULES_FILE", None)
 SSE_BREAKER_FAILURES = env_int("SSE_BREAKER_FAILURES", 5)
 SSE_BREAKER_RESET_SECONDS = env_float("SSE_BREAKER_RESET_SECONDS", 10.0)
@@ -153,8 +164,14 @@ SSE_CLIENT_QUEUE_SIZE = env_int("SSE_CLIENT_QUEUE_SIZE", 1000)
 SSE_CLIENT_SEND_TIMEOUT_SECONDS = env_float("SSE_CLIENT_SEND_TIMEOUT_SECONDS", 30.0)
 SSE_MAX_CLIENTS = env_int("SSE_MAX_CLIENTS", 10_000)
 SSE_MAX_REQUEST_BYTES = env_int("SSE_MAX_REQUEST_BYTES", 1024 * 1024)
+# Events in one POST /api/events; a longer list is refused whole (413) before any is validated.
+SSE_MAX_REQUEST_EVENTS = env_int("SSE_MAX_REQUEST_EVENTS", 10_000)
 SSE_SUBSCRIBE_TOKEN = env_str("SSE_SUBSCRIBE_TOKEN", None)
 SSE_PUBLISH_TOKEN = env_str("SSE_PUBLISH_TOKEN", None)
 
 # Demo
 SSE_DEMO_RATE = env_float("SSE_DEMO_RATE", 20.0)
+
+# Workers
+# Jobs a worker holds waiting for a free slot; a demo burst asks for up to 10,000 at once.
+SSE_WORKER_QUEUE_SIZE = env_int("SSE_WORKER_QUEUE_SIZE", 10_000)
