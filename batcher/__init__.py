@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from .aggregate import aggregate, aggregate_type
 from .batcher import FlushReport, SSEEventBatcher, State
+from .breaker import BreakerState, BreakerStats, CircuitBreaker
 from .config import BatcherConfig, StoreConfig
+from .controller import SizingConfig, SizingController
 from .deadletter import DeadLetterFile
 from .errors import (
     BatcherClosedError,
@@ -20,7 +22,10 @@ from .errors import (
     StoreUnavailableError,
 )
 from .events import CRITICAL, NORMAL, Event, Message, StoredMessage
+from .load import LoadSample, ServerLoadMonitor
 from .protocols import EventStore, Rejected, WriteResult
+from .rules import AggregationRules, TypeRule
+from .sizing import AdaptiveSizing, DynamicBatchManager, SizingStats
 from .stats import BatcherStats, HistogramSnapshot
 from .store import PostgresStore, StoreStats
 from .subscription import Subscription
@@ -28,22 +33,33 @@ from .subscription import Subscription
 __all__ = [
     "CRITICAL",
     "NORMAL",
+    "AdaptiveSizing",
+    "AggregationRules",
     "BatcherClosedError",
     "BatcherConfig",
     "BatcherError",
     "BatcherStats",
+    "BreakerState",
+    "BreakerStats",
     "BufferFullError",
+    "CircuitBreaker",
     "ConfigError",
     "DeadLetterFile",
+    "DynamicBatchManager",
     "Event",
     "EventStore",
     "EventValidationError",
     "FlushReport",
     "HistogramSnapshot",
+    "LoadSample",
     "Message",
     "PostgresStore",
     "Rejected",
     "SSEEventBatcher",
+    "ServerLoadMonitor",
+    "SizingConfig",
+    "SizingController",
+    "SizingStats",
     "State",
     "StoreConfig",
     "StoreError",
@@ -52,6 +68,7 @@ __all__ = [
     "StoreUnavailableError",
     "StoredMessage",
     "Subscription",
+    "TypeRule",
     "WriteResult",
     "aggregate",
     "aggregate_type",

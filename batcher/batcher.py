@@ -29,13 +29,16 @@ import anyio
 import anyio.abc
 
 from .aggregate import aggregate
+from .breaker import BreakerState, CircuitBreaker
 from .buffer import EventBuffer
 from .config import BatcherConfig
 from .deadletter import DeadLetterFile
 from .errors import BatcherClosedError, BufferFullError, EventValidationError, StoreError
-from .events import NORMAL, Message, StoredMessage, check_key, check_priority, check_source, check_type
+from .events import NORMAL, NUL_ESCAPE, Message, StoredMessage, check_key, check_priority, check_source, check_type
 from .events import encode_data as _encode_data
+from .events import encode_json as _encode
 from .protocols import EventStore, WriteResult
+from .rules import AggregationRules
 from .stats import BATCH_SIZE_BUCKETS, FLUSH_REASONS, LATENCY_BUCKETS, BatcherStats, Histogram
 from .subscription import Subscription
 
@@ -80,13 +83,27 @@ class SSEEventBatcher:
     ``emit()`` may be called from any thread, before or after ``start()``, until ``aclose()``.
     """
 
-    def __init__(self, store: EventStore, config: BatcherConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        config: BatcherConfig | None = None,
+        *,
+        rules: AggregationRules | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self._store = store
         self._config = config = config or BatcherConfig()
+        # Per-type rules (default: JOB_FAILED unbatched) and the optional store circuit breaker.
+        self._rules = rules = rules if rules is not None else AggregationRules()
+        self._unbatched = rules.unbatched_types()
+        self._breaker = breaker
+        self._superseded = 0
         self._state = State.NEW
         # Unique per batcher: with an event's seq it makes the idempotency key of its message.
         self._origin = secrets.token_hex(8)
-        self._buffer = EventBuffer(config.max_buffered_events, config.batch_size, self._wake)
+        self._buffer = EventBuffer(
+            config.max_buffered_events, config.batch_size, self._wake, rules.windows(config.batch_timeout_seconds)
+        )
         self._deadletter = DeadLetterFile(config.data_dir / "deadletter")
         self._batch_timeout = config.batch_timeout_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -108,6 +125,11 @@ class SSEEventBatcher:
         self._deadletter_written = 0  # batches of the file already stored by this process
         self._deadletter_retry_at = 0.0
         self._deadletter_delay = config.retry_delay_seconds or 0.1
+        # Read on every emit, so kept as plain attributes rather than looked up through config.
+        self._refusing = False
+        self._default_source = config.default_source
+        self._max_event_bytes = config.max_event_bytes
+        self._batching = config.batching_enabled
         self._known_types: set[str] = set()
         self._known_sources: set[str] = set()
         self._flushes = dict.fromkeys(FLUSH_REASONS, 0)
@@ -146,7 +168,7 @@ class SSEEventBatcher:
         if self._state is not State.NEW:
             raise BatcherClosedError(f"cannot start a batcher that is {self._state.value}")
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = self._buffer.loop_thread = threading.get_ident()
         self._wake_event = asyncio.Event()
         self._deadletter_pending = await anyio.to_thread.run_sync(self._deadletter.pending_batches) > 0
         self._stack = AsyncExitStack()
@@ -167,9 +189,11 @@ class SSEEventBatcher:
             return
         if self._state is State.NEW:
             self._state = State.CLOSED
+            self._refusing = True
             self._closed.set()
             return
         self._state = State.CLOSING
+        self._refusing = True
         self._wake()
         limit = self._config.shutdown_timeout_seconds if timeout is None else timeout
         with anyio.move_on_after(limit):
@@ -199,7 +223,7 @@ class SSEEventBatcher:
             leftovers.append(self._inflight)
             self._inflight = None
         while len(self._buffer):
-            leftovers.append(aggregate(self._buffer.take(len(self._buffer)), self._origin))
+            leftovers.append(aggregate(self._buffer.take(len(self._buffer)), self._origin, self._rules))
         for batch in leftovers:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._deadletter.append, batch)
@@ -236,13 +260,39 @@ class SSEEventBatcher:
             BufferFullError: the buffer is full; nothing was accepted.
             BatcherClosedError: the batcher is closing or closed.
         """
-        if self._state is State.CLOSING or self._state is State.CLOSED:
+        # The hot path (bench/emit.py): checks are inlined and names known to be valid are
+        # cached, so a typical emit costs two set lookups, one JSON encode and one locked append.
+        if self._refusing:
             raise BatcherClosedError("batcher is closed; no more events are accepted")
-        raw = self._validate(type, data, source, priority, key)
-        if timeout is not None and threading.get_ident() == self._loop_thread:
-            timeout = None
-        batched = batched and self._config.batching_enabled
-        return self._buffer.put(type, source or self._config.default_source, raw, priority, key, batched, timeout)
+        if source is None:
+            source = self._default_source
+        if type not in self._known_types or source not in self._known_sources:
+            self._learn_names(type, source)
+        if priority != NORMAL:
+            check_priority(priority)
+        if key is not None:
+            check_key(key)
+        if data.__class__ is not dict:
+            raw = _encode_data(data, self._max_event_bytes)
+        else:
+            try:
+                raw = _encode(data)
+            except (TypeError, ValueError, OverflowError, RecursionError):
+                raw = _encode_data(data, self._max_event_bytes)  # raises the descriptive error
+            if len(raw) > self._max_event_bytes or NUL_ESCAPE in raw:
+                _encode_data(data, self._max_event_bytes)  # raises the descriptive error
+        if type in self._unbatched or not self._batching:
+            batched = False
+        return self._buffer.put(type, source, raw, priority, key, batched, timeout)
+
+    def _learn_names(self, type_: object, source: object) -> None:
+        """Validate a type/source not seen before; remember it while the cache has room."""
+        check_type(type_)
+        check_source(source)
+        if len(self._known_types) < _NAME_CACHE_LIMIT:
+            self._known_types.add(type_)  # type: ignore[arg-type]
+        if len(self._known_sources) < _NAME_CACHE_LIMIT:
+            self._known_sources.add(source)  # type: ignore[arg-type]
 
     async def aemit(
         self,
@@ -291,22 +341,27 @@ class SSEEventBatcher:
                     raise EventValidationError("type", "is required")
                 if "data" not in event:
                     raise EventValidationError("data", "is required")
-                source = event.get("source", fallback)
+                # An explicit null means "not given", as it does for ``key`` and for emit(source=None).
+                source = event.get("source")
+                if source is None:
+                    source = fallback
                 priority = event.get("priority", NORMAL)
                 key = event.get("key")
                 raw = self._validate(event["type"], event["data"], source, priority, key)
             except EventValidationError as exc:
                 exc.index = index  # type: ignore[attr-defined]
                 raise
-            items.append((event["type"], source, raw, priority, key, batching))
+            items.append((event["type"], source, raw, priority, key, batching and event["type"] not in self._unbatched))
         return self._buffer.put_many(items)
 
     def _validate(self, type_: object, data: object, source: object, priority: object, key: object) -> bytes:
-        if type_ not in self._known_types:
+        # The isinstance tests come first: an unhashable value (a list from JSON) must fail
+        # validation, not raise TypeError from the set lookup.
+        if not isinstance(type_, str) or type_ not in self._known_types:
             check_type(type_)
             if len(self._known_types) < _NAME_CACHE_LIMIT:
                 self._known_types.add(type_)  # type: ignore[arg-type]
-        if source is not None and source not in self._known_sources:
+        if source is not None and (not isinstance(source, str) or source not in self._known_sources):
             check_source(source)
             if len(self._known_sources) < _NAME_CACHE_LIMIT:
                 self._known_sources.add(source)  # type: ignore[arg-type]
@@ -399,8 +454,8 @@ class SSEEventBatcher:
             return "manual"
         if depth >= buffer.batch_size:
             return "size"
-        oldest = buffer.oldest_ts()
-        if oldest is not None and time.time() - oldest >= self._batch_timeout:
+        deadline = buffer.next_deadline(self._batch_timeout)
+        if deadline is not None and time.time() >= deadline:
             return "timeout"
         return None
 
@@ -415,8 +470,8 @@ class SSEEventBatcher:
             if self._state is State.CLOSING:
                 return None
             now = time.time()
-            oldest = self._buffer.oldest_ts()
-            delay = math.inf if oldest is None else oldest + self._batch_timeout - now
+            deadline = self._buffer.next_deadline(self._batch_timeout)
+            delay = math.inf if deadline is None else deadline - now
             if self._deadletter_pending:
                 if now >= self._deadletter_retry_at:
                     await self._drain_deadletter()
@@ -436,12 +491,14 @@ class SSEEventBatcher:
             return
         self._flushes[reason] += 1
         self._batch_hist.observe(len(events))
-        messages = aggregate(events, self._origin)
+        messages = aggregate(events, self._origin, self._rules)
         for message in messages:
             if message.event_count > 1:
                 self._events_batched += message.event_count
                 self._batches_created += 1
         self._events_saved += len(events) - len(messages)
+        if not self._rules.plain:  # key coalescing drops superseded events; count them
+            self._superseded += len(events) - sum(m.event_count for m in messages)
         started = time.perf_counter()
         stored = await self._store_batch(messages)
         elapsed = time.perf_counter() - started
@@ -484,8 +541,13 @@ class SSEEventBatcher:
         return result is not None
 
     async def _write_with_retries(self, messages: list[Message]) -> WriteResult | None:
-        # During shutdown one attempt is all we can afford: the rest goes to disk, not lost.
-        attempts = 1 if self._state is State.CLOSING else self._config.max_retries + 1
+        breaker = self._breaker
+        if breaker is not None and not breaker.allow():
+            return None  # breaker open: straight to the dead-letter file, no waiting on retries
+        # During shutdown, or for the breaker's probe, one attempt is all we can afford: the rest
+        # goes to disk, not lost.
+        closing = self._state is State.CLOSING or (breaker is not None and breaker.probing)
+        attempts = 1 if closing else self._config.max_retries + 1
         for attempt in range(attempts):
             started = time.perf_counter()
             try:
@@ -500,7 +562,13 @@ class SSEEventBatcher:
                 logger.exception("store write raised unexpectedly (attempt %d of %d)", attempt + 1, attempts)
             else:
                 self._latency_hist.observe(time.perf_counter() - started)
+                if breaker is not None:
+                    breaker.record_success()
                 return result
+            if breaker is not None:
+                breaker.record_failure()
+                if breaker.state is BreakerState.OPEN:
+                    return None
             if attempt + 1 < attempts:
                 self._retries += 1
                 delay = self._config.retry_delay_seconds * (2**attempt)
@@ -526,16 +594,25 @@ class SSEEventBatcher:
 
     async def _drain_deadletter(self) -> bool:
         """Write the dead-letter file back in order; True when it is empty afterwards."""
+        breaker = self._breaker
+        if breaker is not None and not breaker.allow():
+            # Open: do not touch the store; come back when the breaker lets a probe through.
+            self._deadletter_retry_at = time.time() + max(breaker.seconds_until_probe(), 0.01)
+            return False
         batches = await anyio.to_thread.run_sync(self._deadletter.batches)
         for batch in batches[self._deadletter_written :]:
             try:
                 result = await self._store.write(batch)
             except Exception as exc:
+                if breaker is not None:
+                    breaker.record_failure()
                 self._failed_writes += 1
                 logger.warning("dead-letter write-back failed, will retry: %s", exc)
                 self._deadletter_delay = min(self._deadletter_delay * 2, _DEADLETTER_RETRY_MAX_SECONDS)
                 self._deadletter_retry_at = time.time() + self._deadletter_delay
                 return False
+            if breaker is not None:
+                breaker.record_success()
             self._deadletter_written += 1
             await self._handle_result(result)
         await anyio.to_thread.run_sync(self._deadletter.clear)
@@ -610,6 +687,8 @@ class SSEEventBatcher:
             batching_enabled=self._config.batching_enabled,
             batch_size_histogram=self._batch_hist.snapshot(),
             write_latency_histogram=self._latency_hist.snapshot(),
+            events_superseded=self._superseded,
+            breaker=None if self._breaker is None else self._breaker.statistics(),
         )
 
     def get_stats(self) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from itertools import count
 
 import msgspec
 
@@ -21,6 +20,9 @@ from .events import CRITICAL, NORMAL, Event
 from .rules import WindowClock
 
 __all__ = ["EventBuffer"]
+
+_now = time.time
+_Raw = msgspec.Raw
 
 
 class EventBuffer:
@@ -42,11 +44,10 @@ class EventBuffer:
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._waiters = 0
-        self._seq = count(1)
         self._last_seq = 0
+        self.loop_thread: int | None = None
         self._urgent = False
         self._high_water = 0
-        self._emitted = 0
         self._rejected_full = 0
 
     # -- emit side (any thread) ------------------------------------------------------------
@@ -67,30 +68,33 @@ class EventBuffer:
         Raises:
             BufferFullError: the buffer is full (after waiting up to ``timeout``).
         """
+        # The hot path: locals only, no per-event counters beyond what the lock must protect.
         with self._lock:
             events = self._events
-            if len(events) >= self._capacity:
-                self._wait_for_room(timeout)
-            seq = next(self._seq)
-            self._last_seq = seq
-            now = time.time()
-            events.append(Event(type_, source, seq, now, msgspec.Raw(data), priority, key, batched))
             depth = len(events)
-            rearm = self._windows is not None and self._windows.add(type_, seq, now)
-            self._emitted += 1
+            if depth >= self._capacity:
+                self._wait_for_room(timeout)
+                depth = len(events)
+            seq = self._last_seq = self._last_seq + 1
+            now = _now()
+            events.append(Event(type_, source, seq, now, _Raw(data), priority, key, batched))
+            depth += 1
             if depth > self._high_water:
                 self._high_water = depth
-            urgent = priority == CRITICAL or not batched
+            urgent = priority != NORMAL or not batched
             if urgent:
                 self._urgent = True
-            wake = depth == 1 or depth == self._batch_size or urgent or rearm
+            wake = depth == 1 or depth == self._batch_size or urgent
+            if self._windows is not None and self._windows.add(type_, seq, now):
+                wake = True
         if wake:
             self._wake()
         return seq
 
     def _wait_for_room(self, timeout: float | None) -> None:
-        # Called with the lock held; Condition.wait releases it while waiting.
-        if not timeout or timeout <= 0:
+        # Called with the lock held; Condition.wait releases it while waiting. The event loop's
+        # own thread never waits: it is the thread whose flush would make room.
+        if not timeout or timeout <= 0 or threading.get_ident() == self.loop_thread:
             self._rejected_full += 1
             raise BufferFullError(f"buffer full ({self._capacity} events waiting); retry later")
         deadline = time.monotonic() + timeout
@@ -124,17 +128,16 @@ class EventBuffer:
             seqs = []
             urgent = False
             rearm = False
+            seq = self._last_seq
             for type_, source, data, priority, key, batched in items:
-                seq = next(self._seq)
+                seq += 1
                 seqs.append(seq)
                 events.append(Event(type_, source, seq, now, msgspec.Raw(data), priority, key, batched))
                 urgent = urgent or priority == CRITICAL or not batched
                 if self._windows is not None and self._windows.add(type_, seq, now):
                     rearm = True
-            if seqs:
-                self._last_seq = seqs[-1]
+            self._last_seq = seq
             depth = len(events)
-            self._emitted += len(items)
             self._high_water = max(self._high_water, depth)
             if urgent:
                 self._urgent = True
@@ -210,7 +213,8 @@ class EventBuffer:
 
     @property
     def emitted(self) -> int:
-        return self._emitted
+        """Events accepted so far: seqs are handed out one per event, from 1."""
+        return self._last_seq
 
     @property
     def rejected_full(self) -> int:

@@ -17,6 +17,7 @@ from .errors import EventValidationError
 __all__ = [
     "CRITICAL",
     "NORMAL",
+    "NUL_ESCAPE",
     "Event",
     "Message",
     "Priority",
@@ -26,6 +27,7 @@ __all__ = [
     "check_source",
     "check_type",
     "encode_data",
+    "encode_json",
 ]
 
 Priority = Literal["normal", "critical"]
@@ -37,8 +39,10 @@ _SOURCE_RE: Final = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _MAX_KEY_CHARS: Final = 256
 # PostgreSQL's jsonb refuses the NUL character; rejecting it at emit keeps one poisonous string
 # from reaching the store at all (the store still isolates any row it refuses).
-_NUL_ESCAPE: Final = b"\\u0000"
+NUL_ESCAPE: Final = b"\\u0000"
 _ENCODER: Final = msgspec.json.Encoder()
+# msgspec encoders keep no state between calls, so one serves every thread.
+encode_json: Final = _ENCODER.encode
 
 
 class Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
@@ -147,6 +151,6 @@ def encode_data(data: object, max_bytes: int) -> bytes:
         raise EventValidationError("data", f"must be JSON-encodable: {exc}") from None
     if len(raw) > max_bytes:
         raise EventValidationError("data", f"must encode to at most {max_bytes} bytes, got {len(raw)}")
-    if _NUL_ESCAPE in raw:
+    if NUL_ESCAPE in raw:
         raise EventValidationError("data", "must not contain the NUL character (\\u0000)")
     return raw

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .breaker import BreakerStats
 
 __all__ = ["BatcherStats", "FlushReason", "Histogram", "HistogramSnapshot"]
 
@@ -77,6 +80,9 @@ class BatcherStats:
     batching_enabled: bool
     batch_size_histogram: HistogramSnapshot
     write_latency_histogram: HistogramSnapshot
+    # Events dropped by key coalescing (issue 6): only a rule with coalesce = "key" drops any.
+    events_superseded: int = 0
+    breaker: BreakerStats | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

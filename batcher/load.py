@@ -1,0 +1,260 @@
+"""ServerLoadMonitor: what the machine and this process are going through, sampled in the background.
+
+psutil gives the system and process CPU, memory and load average; they lag, and they are shared
+with every other process on the machine, so the monitor also measures two things no other
+process can disturb: how late the event loop runs a scheduled wake-up (loop lag), and how many
+events wait in the batcher (backlog). The sizing policy reads all of them; the dashboard shows
+them.
+
+Sampling never blocks the loop: psutil runs in a worker thread (its calls are cheap, but a
+sampler that hangs must not stall the flush). A sample that fails is logged and counted, the
+last good figures are kept for the dashboard, and :attr:`ServerLoadMonitor.healthy` turns False
+so the sizing policy falls back to the configured batch size instead of steering blind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+import psutil
+
+import constants
+
+from .batcher import State
+from .errors import BatcherClosedError, ConfigError
+
+__all__ = ["LoadMonitorConfig", "LoadMonitorStats", "LoadSample", "ServerLoadMonitor", "SystemLoad", "psutil_sampler"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SystemLoad:
+    """What psutil reports; ``process_cpu_percent`` is a share of the whole machine (0-100)."""
+
+    cpu_percent: float
+    process_cpu_percent: float
+    memory_percent: float
+    load_per_core: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadSample:
+    """One sample: the system figures, the loop lag and the backlog, at monotonic time ``taken_at``."""
+
+    cpu_percent: float
+    process_cpu_percent: float
+    memory_percent: float
+    load_per_core: float
+    loop_lag_seconds: float
+    backlog: int
+    taken_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the figures in the shape of ``/api/stats`` ``sizing.load``."""
+        return {
+            "cpu_percent": round(self.cpu_percent, 1),
+            "process_cpu_percent": round(self.process_cpu_percent, 1),
+            "memory_percent": round(self.memory_percent, 1),
+            "load_per_core": round(self.load_per_core, 3),
+            "loop_lag_ms": round(self.loop_lag_seconds * 1000.0, 2),
+            "backlog": self.backlog,
+        }
+
+
+EMPTY_LOAD: dict[str, Any] = {
+    "cpu_percent": None,
+    "process_cpu_percent": None,
+    "memory_percent": None,
+    "load_per_core": None,
+    "loop_lag_ms": None,
+    "backlog": None,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadMonitorConfig:
+    """How often the monitor samples, and how old a sample may get before it no longer counts.
+
+    Raises:
+        ConfigError: a value is out of range.
+    """
+
+    sample_seconds: float = constants.SSE_LOAD_SAMPLE_SECONDS
+    stale_after_samples: int = 3
+
+    def __post_init__(self) -> None:
+        if self.sample_seconds <= 0:
+            raise ConfigError(f"sample_seconds must be > 0, got {self.sample_seconds!r}")
+        if self.stale_after_samples < 1:
+            raise ConfigError(f"stale_after_samples must be >= 1, got {self.stale_after_samples!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadMonitorStats:
+    """Counters of the monitor and its latest good sample (None before the first)."""
+
+    state: str
+    healthy: bool
+    samples: int
+    failures: int
+    latest: LoadSample | None
+
+
+def psutil_sampler() -> Callable[[], SystemLoad]:
+    """Return a sampler over psutil's non-blocking calls, primed so its first CPU figure means something.
+
+    ``cpu_percent(interval=None)`` reports the CPU used since the previous call, so the first
+    call only starts the clock; the sampler makes it here.
+    """
+    process = psutil.Process()
+    cores = psutil.cpu_count() or 1
+    psutil.cpu_percent(interval=None)
+    process.cpu_percent(interval=None)
+
+    def sample() -> SystemLoad:
+        return SystemLoad(
+            cpu_percent=float(psutil.cpu_percent(interval=None)),
+            process_cpu_percent=float(process.cpu_percent(interval=None)) / cores,
+            memory_percent=float(psutil.virtual_memory().percent),
+            load_per_core=float(psutil.getloadavg()[0]) / cores,
+        )
+
+    return sample
+
+
+class ServerLoadMonitor:
+    """Sample load every ``sample_seconds`` in a background task; read the latest with :meth:`latest`.
+
+    Use as ``async with ServerLoadMonitor(config, backlog=lambda: batcher.backlog) as monitor:``.
+    ``sampler`` (default: psutil) and ``clock`` (default: ``time.monotonic``) are for tests.
+    """
+
+    def __init__(
+        self,
+        config: LoadMonitorConfig | None = None,
+        *,
+        backlog: Callable[[], int] | None = None,
+        sampler: Callable[[], SystemLoad] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config or LoadMonitorConfig()
+        self._backlog = backlog or (lambda: 0)
+        self._sampler = sampler
+        self._clock = clock
+        self._state = State.NEW
+        self._stack: AsyncExitStack | None = None
+        self._latest: LoadSample | None = None
+        self._last_ok = False
+        self._samples = 0
+        self._failures = 0
+        self._lag = 0.0
+
+    @property
+    def config(self) -> LoadMonitorConfig:
+        return self._config
+
+    @property
+    def healthy(self) -> bool:
+        """True when the last sample succeeded and is recent enough to steer by."""
+        latest = self._latest
+        if not self._last_ok or latest is None:
+            return False
+        max_age = self._config.sample_seconds * self._config.stale_after_samples
+        return self._clock() - latest.taken_at <= max_age
+
+    def latest(self) -> LoadSample | None:
+        """The last good sample (kept while sampling fails), None before the first."""
+        return self._latest
+
+    async def sample(self) -> LoadSample | None:
+        """Take one sample now; on failure log it, keep the last good one and return None."""
+        sampler = self._sampler
+        try:
+            if sampler is None:
+                sampler = self._sampler = await anyio.to_thread.run_sync(psutil_sampler)
+            system = await anyio.to_thread.run_sync(sampler)
+            backlog = self._backlog()
+        except Exception as exc:
+            self._failures += 1
+            # A failure streak is logged once at warning level, not once a second.
+            log = logger.warning if self._last_ok or self._failures == 1 else logger.debug
+            log("load sample failed; keeping the last good figures: %r", exc)
+            self._last_ok = False
+            return None
+        self._samples += 1
+        self._last_ok = True
+        self._latest = LoadSample(
+            cpu_percent=system.cpu_percent,
+            process_cpu_percent=system.process_cpu_percent,
+            memory_percent=system.memory_percent,
+            load_per_core=system.load_per_core,
+            loop_lag_seconds=self._lag,
+            backlog=backlog,
+            taken_at=self._clock(),
+        )
+        return self._latest
+
+    async def start(self) -> None:
+        """Start sampling in the background.
+
+        Raises:
+            BatcherClosedError: already started or closed.
+        """
+        if self._state is not State.NEW:
+            raise BatcherClosedError(f"cannot start a load monitor that is {self._state.value}")
+        self._stack = AsyncExitStack()
+        task_group = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack.callback(task_group.cancel_scope.cancel)
+        self._state = State.RUNNING
+        task_group.start_soon(self._run)
+
+    async def aclose(self) -> None:
+        """Stop sampling. Idempotent."""
+        if self._state is State.CLOSED:
+            return
+        self._state = State.CLOSED
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _run(self) -> None:
+        interval = self._config.sample_seconds
+        while True:
+            # The loop lag is how much later than asked this sleep ends: time the loop spent busy
+            # with other callbacks. Measured here, with the monotonic clock, not by psutil.
+            asked = time.monotonic()
+            await anyio.sleep(interval)
+            self._lag = max(0.0, time.monotonic() - asked - interval)
+            await self.sample()
+
+    def statistics(self) -> LoadMonitorStats:
+        """Return a frozen snapshot."""
+        return LoadMonitorStats(
+            state=self._state.value,
+            healthy=self.healthy,
+            samples=self._samples,
+            failures=self._failures,
+            latest=self._latest,
+        )
+
+    async def __aenter__(self) -> ServerLoadMonitor:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if self._state is State.RUNNING:
+            warnings.warn(f"unclosed {self.__class__.__name__}", ResourceWarning, stacklevel=1, source=self)

@@ -1,0 +1,277 @@
+"""Per-type aggregation rules, set in Python or read from a TOML file (SSE_RULES_FILE).
+
+A rule says, for one event type, how long its events may wait (``window_seconds``), how many go
+into one aggregate (``max_group_size``), whether the type is batched at all, and two opt-in
+reductions: ``coalesce = "key"`` keeps only the latest event per ``key`` within a flush, and
+``group_identical`` folds events with the same data into one entry with a count. Both reductions
+drop information a consumer might want (intermediate progress, individual seqs), so they are off
+unless a rule turns them on.
+
+Defaults, when no rule is given: ``JOB_FAILED`` is never batched (a failure is news now, it must
+not wait behind a timeout); ``JOB_PROGRESS`` has an infinite window, capped to the configured
+timeout, while the other types follow the adaptive one: when the server is idle and the timeout
+shrinks so that a lone ``JOB_STARTED`` leaves in milliseconds, progress still waits and groups.
+Critical events bypass batching whatever their type (the buffer and aggregation see to that). A
+window is capped by the configured batch timeout: nothing waits longer than
+SSE_BATCH_TIMEOUT_SECONDS.
+
+The TOML file overrides the defaults field by field::
+
+    [types.JOB_PROGRESS]
+    window_seconds = inf        # TOML's infinity: the full configured timeout
+    coalesce = "key"
+
+    [types.NOTIFICATION]
+    group_identical = true
+    max_group_size = 100
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from .errors import ConfigError
+from .events import Event
+
+__all__ = ["DEFAULT_TYPE_RULES", "AggregationRules", "GroupPart", "TypeRule", "WindowClock", "shape_group"]
+
+Coalesce = Literal["key"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TypeRule:
+    """How events of one type are batched.
+
+    ``window_seconds`` None follows the batcher's (adaptive) batch timeout.
+
+    Raises:
+        ConfigError: a value is out of range.
+    """
+
+    window_seconds: float | None = None
+    max_group_size: int | None = None
+    batched: bool = True
+    coalesce: Coalesce | None = None
+    group_identical: bool = False
+
+    def __post_init__(self) -> None:
+        window = self.window_seconds
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int | float) or not window > 0):
+            raise ConfigError(f"window_seconds must be a number > 0, got {window!r}")
+        size = self.max_group_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ConfigError(f"max_group_size must be an integer >= 1, got {size!r}")
+        if not isinstance(self.batched, bool):
+            raise ConfigError(f"batched must be true or false, got {self.batched!r}")
+        if self.coalesce not in (None, "key"):
+            raise ConfigError(f'coalesce must be "key" or absent, got {self.coalesce!r}')
+        if not isinstance(self.group_identical, bool):
+            raise ConfigError(f"group_identical must be true or false, got {self.group_identical!r}")
+
+    @property
+    def plain(self) -> bool:
+        """True when the rule changes nothing about how a group is aggregated."""
+        return self.max_group_size is None and self.coalesce is None and not self.group_identical
+
+
+DEFAULT_TYPE_RULES: Mapping[str, TypeRule] = MappingProxyType(
+    {
+        "JOB_FAILED": TypeRule(batched=False),
+        "JOB_PROGRESS": TypeRule(window_seconds=math.inf),
+    }
+)
+
+_RULE_FIELDS = frozenset(f.name for f in fields(TypeRule))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AggregationRules:
+    """The rules of every type; a type without one gets ``default``.
+
+    Raises:
+        ConfigError: a type name or rule is invalid.
+    """
+
+    types: Mapping[str, TypeRule] = field(default_factory=lambda: DEFAULT_TYPE_RULES)
+    default: TypeRule = field(default_factory=TypeRule)
+    # Derived once: the flush path asks for them on every flush.
+    _unbatched: frozenset[str] = field(init=False, repr=False, compare=False)
+    _plain: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, rule in self.types.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"rule type names must be non-empty strings, got {name!r}")
+            if not isinstance(rule, TypeRule):
+                raise ConfigError(f"the rule for {name} must be a TypeRule, got {type(rule).__name__}")
+        if not self.default.batched:
+            raise ConfigError("the default rule must be batched; SSE_BATCHING_ENABLED=false turns batching off")
+        # Frozen in fact as well as in name: the batcher reads these from the flush loop.
+        object.__setattr__(self, "types", MappingProxyType(dict(self.types)))
+        object.__setattr__(self, "_unbatched", frozenset(n for n, r in self.types.items() if not r.batched))
+        object.__setattr__(self, "_plain", self.default.plain and all(r.plain for r in self.types.values()))
+
+    def rule(self, event_type: str) -> TypeRule:
+        """Return the rule for ``event_type``."""
+        return self.types.get(event_type, self.default)
+
+    def unbatched_types(self) -> frozenset[str]:
+        """The types whose events always travel alone and leave at once."""
+        return self._unbatched
+
+    def windows(self, cap_seconds: float) -> dict[str, float]:
+        """Each type with its own window, capped at ``cap_seconds`` (the configured timeout)."""
+        return {
+            name: min(rule.window_seconds, cap_seconds)
+            for name, rule in self.types.items()
+            if rule.window_seconds is not None and rule.batched
+        }
+
+    @property
+    def plain(self) -> bool:
+        """True when no rule changes how groups are aggregated (the fast path)."""
+        return self._plain
+
+    def merged(self, overrides: Mapping[str, Any]) -> AggregationRules:
+        """Return these rules with ``{"default": {...}, "types": {TYPE: {...}}}`` applied field by field.
+
+        Raises:
+            ConfigError: an unknown section or field, or a value out of range.
+        """
+        unknown = set(overrides) - {"default", "types"}
+        if unknown:
+            raise ConfigError(f"unknown rules section {sorted(unknown)[0]!r}; expected [default] or [types.NAME]")
+        default = _apply(self.default, overrides.get("default", {}), "default")
+        types = dict(self.types)
+        sections = overrides.get("types", {})
+        if not isinstance(sections, Mapping):
+            raise ConfigError("[types] must be a table of [types.NAME] tables")
+        for name, values in sections.items():
+            types[name] = _apply(types.get(name, default), values, f"types.{name}")
+        return AggregationRules(types=types, default=default)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, *, base: AggregationRules | None = None) -> AggregationRules:
+        """Read rules from a TOML file, over ``base`` (the defaults when omitted).
+
+        Raises:
+            ConfigError: the file cannot be read, is not TOML, or holds an invalid rule (named).
+        """
+        try:
+            with open(path, "rb") as file:
+                data = tomllib.load(file)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read rules file {path}: {exc}") from None
+        try:
+            return (base or cls()).merged(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+def _apply(rule: TypeRule, values: object, where: str) -> TypeRule:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    unknown = set(values) - _RULE_FIELDS
+    if unknown:
+        known = ", ".join(sorted(_RULE_FIELDS))
+        raise ConfigError(f"[{where}] has unknown field {sorted(unknown)[0]!r}; known: {known}")
+    try:
+        return replace(rule, **values)
+    except ConfigError as exc:
+        raise ConfigError(f"[{where}] {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPart:
+    """One message's worth of a group after its rule: the events kept, their counts, what was dropped."""
+
+    events: list[Event]
+    counts: list[int] | None
+    superseded: int
+
+    @property
+    def event_count(self) -> int:
+        """How many original events this part stands for (superseded ones excluded)."""
+        return len(self.events) if self.counts is None else sum(self.counts)
+
+
+def shape_group(events: list[Event], rule: TypeRule) -> list[GroupPart]:
+    """Apply ``rule`` to the events of one ``(source, type)`` group of one flush, in seq order.
+
+    Key coalescing keeps each key's latest event, where it stood; events without a key are all
+    kept. Identical grouping then folds events with byte-identical data into the first of them,
+    with a count. Last, the group is cut into parts of at most ``max_group_size``; the superseded
+    count goes with the first part, so it is reported once.
+    """
+    superseded = 0
+    if rule.coalesce == "key":
+        latest = {event.key: index for index, event in enumerate(events) if event.key is not None}
+        kept = [event for index, event in enumerate(events) if event.key is None or latest[event.key] == index]
+        superseded = len(events) - len(kept)
+        events = kept
+    counts: list[int] | None = None
+    if rule.group_identical:
+        first_of: dict[bytes, int] = {}
+        unique: list[Event] = []
+        counts = []
+        for event in events:
+            data = bytes(event.data)
+            index = first_of.get(data)
+            if index is None:
+                first_of[data] = len(unique)
+                unique.append(event)
+                counts.append(1)
+            else:
+                counts[index] += 1
+        events = unique
+    size = rule.max_group_size or len(events) or 1
+    return [
+        GroupPart(events[i : i + size], None if counts is None else counts[i : i + size], superseded if i == 0 else 0)
+        for i in range(0, len(events), size)
+    ]
+
+
+class WindowClock:
+    """The earliest deadline among buffered events, when some types have windows of their own.
+
+    Events of one window class (one window value, or ``None`` for the batch timeout) are queued
+    in seq order, so each class's earliest deadline is its head: :meth:`add` is O(1) and
+    :meth:`drop_through` amortised O(1) per event, whatever the buffer holds. Its methods are
+    called under the buffer's lock.
+    """
+
+    __slots__ = ("_windows", "_queues")
+
+    def __init__(self, windows: Mapping[str, float]) -> None:
+        self._windows = dict(windows)
+        self._queues: dict[float | None, deque[tuple[int, float]]] = {}
+
+    def add(self, event_type: str, seq: int, ts: float) -> bool:
+        """Record an event; True when its class was empty, so the earliest deadline may have moved."""
+        window = self._windows.get(event_type)
+        queue = self._queues.get(window)
+        if queue is None:
+            queue = self._queues[window] = deque()
+        queue.append((seq, ts))
+        return len(queue) == 1
+
+    def drop_through(self, seq: int) -> None:
+        """Forget every event with seq <= ``seq`` (they were taken from the buffer's head)."""
+        for queue in self._queues.values():
+            while queue and queue[0][0] <= seq:
+                queue.popleft()
+
+    def next_deadline(self, timeout_seconds: float) -> float | None:
+        """When the first waiting event is due; None when none waits."""
+        earliest = math.inf
+        for window, queue in self._queues.items():
+            if queue:
+                earliest = min(earliest, queue[0][1] + (timeout_seconds if window is None else window))
+        return None if earliest == math.inf else earliest

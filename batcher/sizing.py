@@ -1,0 +1,357 @@
+"""DynamicBatchManager: apply the sizing policy to a running batcher; AdaptiveSizing wires it up.
+
+The manager gathers what the batcher reports after each flush (events, whether it filled the
+batch, write time, failures), reads the load monitor, asks :class:`SizingController` once per
+sample interval, and applies what it decides through the batcher's levers (``set_batch_size``,
+``set_batch_timeout``). A burst does not wait for the next tick: a flush that leaves two batches
+or more behind asks at once (the cooldown still applies). Every change is emitted as a
+``BATCH_SIZE_ADJUSTED`` event (source ``sizing``) and kept in a short history for the stats.
+
+The server starts it in its lifespan::
+
+    async with AdaptiveSizing(batcher, SizingConfig()) as sizing:
+        ...  # sizing.as_dict() is /api/stats "sizing"
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+import anyio
+
+from .batcher import FlushReport, SSEEventBatcher, State
+from .breaker import BreakerStats
+from .controller import Decision, Signals, SizingConfig, SizingController
+from .errors import BatcherClosedError, BatcherError
+from .load import EMPTY_LOAD, LoadMonitorConfig, LoadSample, ServerLoadMonitor, SystemLoad
+
+__all__ = ["AdaptiveSizing", "Adjustment", "DynamicBatchManager", "LoadSource", "SizingStats"]
+
+logger = logging.getLogger(__name__)
+
+# Weight of the newest decision window in the long-run write time (Gradient2's long average).
+_LONG_WEIGHT = 0.1
+
+
+class LoadSource(Protocol):
+    """What the manager reads from a load monitor (a fake in tests)."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def latest(self) -> LoadSample | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adjustment:
+    """One change of batch size or timeout; ``ts`` is wall-clock time, like an event's."""
+
+    ts: float
+    old_size: int
+    new_size: int
+    old_timeout_seconds: float
+    new_timeout_seconds: float
+    reason: str
+    load: LoadSample | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the event data of ``BATCH_SIZE_ADJUSTED`` (also a ``sizing.history`` entry)."""
+        return {
+            "ts": self.ts,
+            "old_size": self.old_size,
+            "new_size": self.new_size,
+            "old_timeout_seconds": self.old_timeout_seconds,
+            "new_timeout_seconds": self.new_timeout_seconds,
+            "reason": self.reason,
+            "load": None if self.load is None else self.load.as_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SizingStats:
+    """A snapshot of adaptive sizing, rendered by ``server/`` as /api/stats ``sizing``."""
+
+    dynamic: bool
+    batch_size: int
+    batch_timeout_seconds: float
+    min_size: int
+    max_size: int
+    load: LoadSample | None
+    monitor_healthy: bool
+    history: tuple[Adjustment, ...]
+    adjustments: int
+    emit_failures: int
+    breaker: BreakerStats | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON shape the dashboard reads."""
+        return {
+            "dynamic": self.dynamic,
+            "batch_size": self.batch_size,
+            "batch_timeout_seconds": self.batch_timeout_seconds,
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "load": dict(EMPTY_LOAD) if self.load is None else self.load.as_dict(),
+            "monitor_healthy": self.monitor_healthy,
+            "history": [a.as_dict() for a in self.history],
+            "adjustments": self.adjustments,
+            "emit_failures": self.emit_failures,
+            "breaker": None if self.breaker is None else self.breaker.as_dict(),
+        }
+
+
+class DynamicBatchManager:
+    """Steer ``batcher``'s batch size and timeout from ``monitor`` and the batcher's own flushes.
+
+    ``clock`` (monotonic) paces the cooldown; tests pass a fake one and call :meth:`evaluate`.
+    With ``config.enabled`` False it changes nothing and only reports.
+    """
+
+    def __init__(
+        self,
+        batcher: SSEEventBatcher,
+        monitor: LoadSource,
+        config: SizingConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._batcher = batcher
+        self._monitor = monitor
+        self._config = config = config or SizingConfig()
+        self._clock = clock
+        self._controller = SizingController(
+            config,
+            default_size=batcher.config.batch_size,
+            max_timeout_seconds=batcher.config.batch_timeout_seconds,
+        )
+        self._state = State.NEW
+        self._stack: AsyncExitStack | None = None
+        self._history: deque[Adjustment] = deque(maxlen=config.history_size)
+        self._adjustments = 0
+        self._emit_failures = 0
+        self._long_write: float | None = None
+        self._reset_window()
+
+    @property
+    def controller(self) -> SizingController:
+        return self._controller
+
+    def _reset_window(self) -> None:
+        self._flushes = 0
+        self._full_flushes = 0
+        self._events = 0
+        self._errors = 0
+        self._write_total = 0.0
+        self._writes = 0
+
+    async def start(self) -> None:
+        """Start observing flushes and deciding once per sample interval.
+
+        Raises:
+            BatcherClosedError: already started or closed.
+        """
+        if self._state is not State.NEW:
+            raise BatcherClosedError(f"cannot start a batch manager that is {self._state.value}")
+        self._state = State.RUNNING
+        if not self._config.enabled:
+            return
+        self._batcher.add_flush_observer(self.observe_flush)
+        self._stack = AsyncExitStack()
+        task_group = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack.callback(task_group.cancel_scope.cancel)
+        task_group.start_soon(self._run)
+
+    async def aclose(self) -> None:
+        """Stop deciding; the batch size stays where it is. Idempotent."""
+        if self._state is State.CLOSED:
+            return
+        self._state = State.CLOSED
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            await anyio.sleep(self._config.sample_seconds)
+            self.evaluate()
+
+    def observe_flush(self, report: FlushReport) -> None:
+        """Account for one flush (the batcher calls this); a flush that left a backlog decides now."""
+        if self._state is State.CLOSED:
+            return
+        self._flushes += 1
+        self._events += report.events
+        if report.reason == "size":
+            self._full_flushes += 1
+        if report.stored:
+            self._writes += 1
+            self._write_total += report.write_seconds
+        else:
+            self._errors += 1
+        if report.backlog >= 2 * self._batcher.batch_size and self._controller.ready(self._clock()):
+            self.evaluate()
+
+    def evaluate(self) -> Decision | None:
+        """Decide from the signals gathered since the last decision, and apply the change, if any."""
+        if self._state is State.CLOSED or not self._config.enabled:
+            return None
+        now = self._clock()
+        load = self._monitor.latest() if self._monitor.healthy else None
+        if load is not None and not self._controller.ready(now):
+            return None  # keep gathering: the window of the next decision spans the cooldown
+        short = self._write_total / self._writes if self._writes else None
+        signals = Signals(
+            load=load,
+            backlog=self._batcher.backlog,
+            flushes=self._flushes,
+            full_flushes=self._full_flushes,
+            events=self._events,
+            errors=self._errors,
+            write_seconds=short,
+            long_write_seconds=self._long_write,
+        )
+        if short is not None:
+            long = self._long_write
+            self._long_write = short if long is None else long + _LONG_WEIGHT * (short - long)
+        self._reset_window()
+        batcher = self._batcher
+        old_size, old_timeout = batcher.batch_size, batcher.batch_timeout_seconds
+        decision = self._controller.decide(old_size, old_timeout, signals, now)
+        if decision is not None:
+            batcher.set_batch_size(decision.size)
+            batcher.set_batch_timeout(decision.timeout_seconds)
+            self._record(old_size, old_timeout, decision, load)
+        return decision
+
+    def _record(self, old_size: int, old_timeout: float, decision: Decision, load: LoadSample | None) -> None:
+        batcher = self._batcher
+        adjustment = Adjustment(
+            ts=time.time(),
+            old_size=old_size,
+            new_size=batcher.batch_size,
+            old_timeout_seconds=old_timeout,
+            new_timeout_seconds=batcher.batch_timeout_seconds,
+            reason=decision.reason,
+            load=load,
+        )
+        self._history.append(adjustment)
+        self._adjustments += 1
+        logger.info(
+            "batch size %d -> %d, timeout %.3f -> %.3f s (%s)",
+            old_size,
+            adjustment.new_size,
+            old_timeout,
+            adjustment.new_timeout_seconds,
+            decision.reason,
+        )
+        try:
+            batcher.emit("BATCH_SIZE_ADJUSTED", adjustment.as_dict(), source="sizing")
+        except BatcherError as exc:  # closing, or the buffer is full: the history still has it
+            self._emit_failures += 1
+            logger.warning("could not emit BATCH_SIZE_ADJUSTED: %s", exc)
+
+    def statistics(self) -> SizingStats:
+        """Return a frozen snapshot: current levers, latest load, recent changes, breaker."""
+        batcher = self._batcher
+        return SizingStats(
+            dynamic=self._config.enabled,
+            batch_size=batcher.batch_size,
+            batch_timeout_seconds=batcher.batch_timeout_seconds,
+            min_size=self._config.min_size,
+            max_size=self._config.max_size,
+            load=self._monitor.latest(),
+            monitor_healthy=self._monitor.healthy,
+            history=tuple(self._history),
+            adjustments=self._adjustments,
+            emit_failures=self._emit_failures,
+            breaker=batcher.statistics().breaker,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return :meth:`statistics` as the JSON-ready ``sizing`` dict."""
+        return self.statistics().as_dict()
+
+    async def __aenter__(self) -> DynamicBatchManager:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class AdaptiveSizing:
+    """A load monitor and a batch manager for one batcher, started and stopped together.
+
+    The monitor runs even with ``config.enabled`` False, so the dashboard still shows the load.
+    """
+
+    def __init__(
+        self,
+        batcher: SSEEventBatcher,
+        config: SizingConfig | None = None,
+        *,
+        sampler: Callable[[], SystemLoad] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        config = config or SizingConfig()
+        self._monitor = ServerLoadMonitor(
+            LoadMonitorConfig(sample_seconds=config.sample_seconds),
+            backlog=lambda: batcher.backlog,
+            sampler=sampler,
+            clock=clock,
+        )
+        self._manager = DynamicBatchManager(batcher, self._monitor, config, clock=clock)
+
+    @property
+    def monitor(self) -> ServerLoadMonitor:
+        return self._monitor
+
+    @property
+    def manager(self) -> DynamicBatchManager:
+        return self._manager
+
+    async def start(self) -> None:
+        """Start the monitor, then the manager.
+
+        Raises:
+            BatcherClosedError: already started or closed.
+        """
+        await self._monitor.start()
+        try:
+            await self._manager.start()
+        except BaseException:
+            await self._monitor.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Stop both. Idempotent."""
+        try:
+            await self._manager.aclose()
+        finally:
+            await self._monitor.aclose()
+
+    def statistics(self) -> SizingStats:
+        """Return the manager's snapshot."""
+        return self._manager.statistics()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the ``sizing`` dict of /api/stats."""
+        return self._manager.as_dict()
+
+    async def __aenter__(self) -> AdaptiveSizing:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
