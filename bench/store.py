@@ -31,9 +31,7 @@ def _event(i: int) -> tuple[str, str, dict[str, object]]:
 
 
 async def ours(dsn: str, events: int, batch_size: int, data_dir: Path) -> tuple[float, float]:
-    config = BatcherConfig(
-        batch_size=batch_size, max_buffered_events=max(events, batch_size) + 1, data_dir=data_dir
-    )
+    config = BatcherConfig(batch_size=batch_size, max_buffered_events=max(events, batch_size) + 1, data_dir=data_dir)
     async with PostgresStore(StoreConfig(dsn=dsn)) as store, SSEEventBatcher(store, config) as batcher:
         started = time.perf_counter()
         for i in range(events):
@@ -83,10 +81,14 @@ def main() -> None:
                 rate, rows = await ours(dsn, args.events, args.batch_size, Path(tmp))
             async with database(server) as dsn:
                 peer_rate = await peer(dsn, args.peer_events)
-            print(f"sse-batcher (batch size {args.batch_size}): {rate:>10,.0f} events/s stored, "
-                  f"{rows:.4f} rows per event ({args.events:,} events)")
-            print(f"peer, one INSERT + COMMIT per event:   {peer_rate:>10,.0f} events/s stored, "
-                  f"1.0000 rows per event ({args.peer_events:,} events)")
+            print(
+                f"sse-batcher (batch size {args.batch_size}): {rate:>10,.0f} events/s stored, "
+                f"{rows:.4f} rows per event ({args.events:,} events)"
+            )
+            print(
+                f"peer, one INSERT + COMMIT per event:   {peer_rate:>10,.0f} events/s stored, "
+                f"1.0000 rows per event ({args.peer_events:,} events)"
+            )
             print(f"ratio: {rate / peer_rate:,.1f}x")
 
         asyncio.run(run())

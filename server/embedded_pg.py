@@ -106,12 +106,11 @@ class EmbeddedPostgres:
         if self._server is None:
             self._server = library.get_server(self.pgdata, cleanup_mode="stop")
         server = self._server
-        recorded = server._postmaster_info
-        if recorded is None or not recorded.is_running():
-            # The cached handle saw a postmaster that has since been stopped: start it again
-            # through the library, under its inter-process lock, as get_server() would have.
-            with server._lock:
-                server.ensure_postgres_running()
+        # The cached handle may record a postmaster that has since been stopped: have the library
+        # adopt the running one, or start it again, under its inter-process lock, as get_server()
+        # does for a new handle (cheap when it is running: one read of postmaster.pid).
+        with server._lock:
+            server.ensure_postgres_running()
         self._info = server.get_postmaster_info()
         return self.dsn()
 

@@ -1,0 +1,117 @@
+"""Small HTTP helpers shared by the endpoints: JSON responses, errors, bearer tokens."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+__all__ = [
+    "BodyError",
+    "authorized",
+    "check_json_content_type",
+    "decode_json",
+    "error",
+    "json_response",
+    "read_body",
+]
+
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def json_response(body: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    """Encode ``body`` with msgspec (dataclasses, structs and tuples included) as a JSON response."""
+    return Response(_ENCODER.encode(body), status_code, headers, media_type="application/json")
+
+
+def error(status_code: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
+    """Return ``{"error": message, **extra}`` with ``status_code``."""
+    return json_response({"error": message, **extra}, status_code, headers)
+
+
+def authorized(request: Request, token: str | None, *, allow_query: bool = False) -> bool:
+    """Whether ``request`` carries ``token`` (always True when ``token`` is None).
+
+    Looks at ``Authorization: Bearer <token>``, and at ``?token=`` when ``allow_query`` (an
+    EventSource cannot set headers). Compared in constant time, so the answer's timing does not
+    reveal how much of a guess was right.
+    """
+    if token is None:
+        return True
+    expected = token.encode()
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
+        return True
+    if allow_query:
+        query = request.query_params.get("token")
+        if query is not None and hmac.compare_digest(query.encode(), expected):
+            return True
+    return False
+
+
+class BodyError(Exception):
+    """A request body was refused before decoding; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_json_content_type(request: Request) -> None:
+    """Require ``Content-Type: application/json`` (UTF-8, not compressed).
+
+    Raises:
+        BodyError: 415 otherwise.
+    """
+    media, _, params = request.headers.get("content-type", "").partition(";")
+    if media.strip().lower() != "application/json":
+        raise BodyError(415, "Content-Type must be application/json")
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise BodyError(415, "a JSON body must be UTF-8")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise BodyError(415, f"Content-Encoding {encoding!r} is not supported")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it passes ``limit`` bytes.
+
+    A declared Content-Length over the limit is refused before reading anything; a body sent
+    without one (chunked) is counted as it arrives, so a huge upload never sits in memory.
+
+    Raises:
+        BodyError: 413 over the limit; 400 when the client went away mid-body.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise BodyError(413, f"the body must be at most {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyError(413, f"the body must be at most {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BodyError(400, "the client disconnected before the body was complete") from None
+    return b"".join(chunks)
+
+
+def decode_json(body: bytes) -> Any:
+    """Decode a JSON document (RFC 8259; a duplicated key keeps its last value, as JSON.parse does).
+
+    Raises:
+        BodyError: 400 when it is not valid UTF-8 JSON (NaN and Infinity are not JSON).
+    """
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise BodyError(400, f"malformed JSON: {exc}") from None

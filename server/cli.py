@@ -1,0 +1,78 @@
+"""The ``sse-batcher`` command: ``serve`` runs the server, ``loadtest`` measures one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import constants
+
+from .config import LOG_LEVELS, ServerConfig
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sse-batcher", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server (dashboard, SSE stream, publish API)")
+    serve.add_argument("--host", default=None, help=f"address to listen on (default {constants.SSE_HOST})")
+    serve.add_argument("--port", type=int, default=None, help=f"port to listen on (default {constants.SSE_PORT})")
+    serve.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL URL (default: DATABASE_URL, else an embedded PostgreSQL under SSE_DATA_DIR)",
+    )
+    serve.add_argument("--no-demo", action="store_true", help="do not run the demo workers")
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+
+    load = commands.add_parser("loadtest", help="open SSE clients, publish at a fixed rate, report delivery")
+    load.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
+    load.add_argument("--clients", type=int, default=50, help="SSE clients to open")
+    load.add_argument("--rate", type=float, default=1000.0, help="events per second to publish")
+    load.add_argument("--count", type=int, default=None, help="events to publish (default: rate x duration)")
+    load.add_argument("--duration", type=float, default=10.0, help="seconds to publish for")
+    load.add_argument("--batch-per-request", type=int, default=50, help="events per POST")
+    load.add_argument("--token", default=None, help="bearer token for publish and subscribe")
+    load.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from .serve import run
+
+        overrides: dict[str, object] = {"log_level": args.log_level, "demo": not args.no_demo}
+        if args.host is not None:
+            overrides["host"] = args.host
+        if args.port is not None:
+            overrides["port"] = args.port
+        if args.database_url is not None:
+            overrides["database_url"] = args.database_url
+        try:
+            config = ServerConfig.from_env(**overrides)
+        except ValueError as exc:
+            print(f"sse-batcher: {exc}", file=sys.stderr)
+            return 2
+        return run(config)
+    from .loadtest import LoadTestOptions, run_loadtest
+
+    options = LoadTestOptions(
+        url=args.url,
+        clients=args.clients,
+        rate=args.rate,
+        count=args.count,
+        duration_seconds=args.duration,
+        batch_per_request=args.batch_per_request,
+        token=args.token,
+        json_output=args.json,
+    )
+    return run_loadtest(options)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""``sse-batcher loadtest``: N SSE clients, a publisher at a fixed rate, and what was delivered.
+
+The tool has to stay cheaper than the server it measures, on the same machine. So most clients
+are raw sockets that only *count*: every original event carries exactly one ``"seq":`` key, and
+every SSE message one ``id:`` line, and ``bytes.count`` finds both at C speed. A few sampled
+clients parse every ``data:`` line, to measure latency (the event's ``ts``, set when the server
+accepted it, to the moment the client read it) and to check for gaps and duplicates.
+
+It works against any server that speaks the same wire format and endpoints (``GET /events``,
+``POST /api/events``, and optionally ``GET /api/stats`` for database rows per event), which is
+how ``bench/fanout.py`` compares this server with a plain one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+import msgspec
+
+__all__ = ["LoadTestOptions", "LoadTestResult", "loadtest", "run_loadtest"]
+
+_SEQ = b'"seq":'
+_ID = b"\nid:"
+_SAMPLED_CLIENTS = 4
+_READ_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadTestOptions:
+    """What to run: clients, publish rate and amount, and where."""
+
+    url: str = "http://127.0.0.1:8000"
+    clients: int = 50
+    rate: float = 1000.0
+    count: int | None = None
+    duration_seconds: float = 10.0
+    batch_per_request: int = 50
+    token: str | None = None
+    json_output: bool = False
+    # After publishing stops, how long to wait for every client to have everything.
+    settle_seconds: float = 10.0
+    progress: bool = True
+
+    @property
+    def total(self) -> int:
+        return self.count if self.count is not None else max(1, int(self.rate * self.duration_seconds))
+
+
+@dataclass(slots=True, kw_only=True)
+class LoadTestResult:
+    """What a run measured; ``events_per_second_per_client`` is the mean over clients."""
+
+    clients: int
+    published: int
+    accepted: int
+    rejected: int
+    publish_seconds: float
+    events_per_second_per_client: float
+    min_events_per_second_per_client: float
+    delivered_fraction: float
+    complete_clients: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    latency_max_ms: float | None
+    sse_messages_per_event: float
+    db_rows_per_event: float | None
+    duplicates: int
+    gaps: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Event(msgspec.Struct):
+    seq: int = 0
+    ts: float = 0.0
+
+
+class _Data(msgspec.Struct):
+    type: str = ""
+    seq: int | None = None
+    ts: float | None = None
+    events: list[_Event] | None = None
+
+
+_DECODER = msgspec.json.Decoder(_Data)
+
+
+class _Client:
+    """One SSE connection over a raw socket; counts events, and parses them when sampled."""
+
+    def __init__(self, sampled: bool, notify: Callable[[], None]) -> None:
+        self.sampled = sampled
+        self._notify = notify
+        self.events = 0
+        self.messages = 0
+        self.last_receipt = 0.0
+        self.latencies: list[float] = []
+        self.seqs: set[int] = set()
+        self.duplicates = 0
+        self.error: str | None = None
+        self.ready = anyio.Event()
+        self._tail = b""
+        self._partial = b""
+
+    async def run(self, host: str, port: int, target: str, token: str | None) -> None:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
+            auth = f"Authorization: Bearer {token}\r\n" if token else ""
+            request = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n{auth}\r\n"
+            writer.write(request.encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                self.error = head.split(b"\r\n", 1)[0].decode(errors="replace")
+                return
+            self.ready.set()
+            while True:
+                data = await reader.read(_READ_SIZE)
+                if not data:
+                    return
+                self._feed(data, time.time())
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ready.set()
+            if writer is not None:
+                writer.close()
+
+    def _feed(self, data: bytes, now: float) -> None:
+        # Chunked transfer framing only ever falls between whole SSE messages (the server writes
+        # whole messages), so counting keys in the raw bytes is exact; a key split across two
+        # reads is found through the kept tail.
+        window = self._tail + data
+        events = window.count(_SEQ)
+        if events:
+            self.events += events
+            self.last_receipt = now
+            self._notify()
+        self.messages += window.count(_ID)
+        self._tail = data[-5:]
+        if self.sampled:
+            self._parse(data, now)
+
+    def _parse(self, data: bytes, now: float) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data: "):
+                continue
+            try:
+                message = _DECODER.decode(line[6:])
+            except msgspec.DecodeError:
+                continue
+            for event in message.events if message.events is not None else [message]:
+                if event.seq is None or event.ts is None:
+                    continue
+                if event.seq in self.seqs:
+                    self.duplicates += 1
+                else:
+                    self.seqs.add(event.seq)
+                self.latencies.append(now - event.ts)
+
+
+class _Signal:
+    """A resettable event: clients set it on every receipt; the waiter re-arms it."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = anyio.Event()
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def _stats(client: httpx.AsyncClient) -> dict[str, Any] | None:
+    try:
+        response = await client.get("/api/stats", timeout=5)
+        if response.status_code == 200:
+            body: dict[str, Any] = response.json()
+            return body
+    except (httpx.HTTPError, ValueError):
+        pass
+    return None
+
+
+def _rows_and_events(stats: dict[str, Any] | None) -> tuple[float, float] | None:
+    if stats is None:
+        return None
+    try:
+        return float(stats["store"]["rows_written"]), float(stats["batcher"]["events_emitted"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+async def loadtest(options: LoadTestOptions) -> LoadTestResult:
+    """Run one load test and return what it measured."""
+    parts = urlsplit(options.url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    base_path = parts.path.rstrip("/")
+    total = options.total
+    per_request = max(1, options.batch_per_request)
+    requests_needed = (total + per_request - 1) // per_request
+    interval = per_request / options.rate if options.rate > 0 else 0.0
+    headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
+    received = _Signal()
+    clients = [_Client(i < _SAMPLED_CLIENTS, received.set) for i in range(options.clients)]
+    accepted = rejected = 0
+    progress_done = anyio.Event()
+
+    def report(prefix: str, started: float) -> None:
+        counts = [c.events for c in clients] or [0]
+        print(
+            f"{prefix} t={time.time() - started:5.1f}s published={accepted + rejected}/{total} "
+            f"delivered/client min={min(counts)} mean={sum(counts) / len(counts):.0f}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async with (
+        httpx.AsyncClient(
+            base_url=f"{parts.scheme}://{parts.netloc}{base_path}",
+            headers=headers,
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            timeout=30,
+        ) as http,
+        anyio.create_task_group() as readers,
+    ):
+        for client in clients:
+            readers.start_soon(client.run, host, port, f"{base_path}/events", options.token)
+        with anyio.fail_after(60):
+            for client in clients:
+                await client.ready.wait()
+        failed = [c.error for c in clients if c.error]
+        if failed:
+            readers.cancel_scope.cancel()
+            raise RuntimeError(f"{len(failed)} of {len(clients)} clients failed to connect: {failed[0]}")
+        before = _rows_and_events(await _stats(http))
+        started = time.time()
+
+        async def publish(index: int) -> None:
+            nonlocal accepted, rejected
+            first = index * per_request
+            n = min(per_request, total - first)
+            body = [{"type": "LOAD_TEST", "source": "loadtest", "data": {"i": first + k}} for k in range(n)]
+            try:
+                response = await http.post("/api/events", json=body)
+            except httpx.HTTPError:
+                rejected += n
+                return
+            if response.status_code == 202:
+                accepted += n
+            else:
+                rejected += n
+
+        async def progress() -> None:
+            while not progress_done.is_set():
+                with anyio.move_on_after(1.0):
+                    await progress_done.wait()
+                if options.progress and not progress_done.is_set():
+                    report("loadtest:", started)
+
+        async with anyio.create_task_group() as side:
+            side.start_soon(progress)
+            limiter = anyio.CapacityLimiter(8)
+
+            async def limited(index: int) -> None:
+                async with limiter:
+                    await publish(index)
+
+            # Publishing is bounded: a server that cannot keep up gets what it took in the time
+            # (plus a grace), and requests still in flight then are cancelled and left uncounted.
+            with anyio.move_on_after(options.duration_seconds + options.settle_seconds):
+                async with anyio.create_task_group() as publishers:
+                    for index in range(requests_needed):
+                        delay = started + index * interval - time.time()
+                        if delay > 0:
+                            await anyio.sleep(delay)
+                        if time.time() > started + options.duration_seconds * 1.2 and options.count is None:
+                            break
+                        publishers.start_soon(limited, index)
+            publish_seconds = time.time() - started
+            with anyio.move_on_after(options.settle_seconds):
+                while any(c.events < accepted for c in clients):
+                    await received.wait()
+            progress_done.set()
+        after = _rows_and_events(await _stats(http))
+        readers.cancel_scope.cancel()
+
+    rates = []
+    for client in clients:
+        elapsed = max(client.last_receipt - started, 1e-6)
+        rates.append(client.events / elapsed if client.events else 0.0)
+    delivered = sum(c.events for c in clients)
+    messages = sum(c.messages for c in clients)
+    latencies = [x for c in clients if c.sampled for x in c.latencies]
+    gaps = 0
+    for client in clients:
+        if client.sampled and client.seqs:
+            gaps += (max(client.seqs) - min(client.seqs) + 1) - len(client.seqs)
+    rows_per_event = None
+    if before is not None and after is not None and after[1] > before[1]:
+        rows_per_event = (after[0] - before[0]) / (after[1] - before[1])
+    return LoadTestResult(
+        clients=options.clients,
+        published=total,
+        accepted=accepted,
+        rejected=rejected,
+        publish_seconds=publish_seconds,
+        events_per_second_per_client=sum(rates) / len(rates) if rates else 0.0,
+        min_events_per_second_per_client=min(rates) if rates else 0.0,
+        delivered_fraction=delivered / (accepted * len(clients)) if accepted and clients else 0.0,
+        complete_clients=sum(1 for c in clients if c.events >= accepted),
+        latency_p50_ms=_ms(_percentile(latencies, 0.50)),
+        latency_p99_ms=_ms(_percentile(latencies, 0.99)),
+        latency_max_ms=_ms(max(latencies) if latencies else None),
+        sse_messages_per_event=messages / delivered if delivered else 0.0,
+        db_rows_per_event=rows_per_event,
+        duplicates=sum(c.duplicates for c in clients),
+        gaps=gaps,
+    )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def run_loadtest(options: LoadTestOptions) -> int:
+    """Run :func:`loadtest` and print its result; exit code 0 when every event reached every client."""
+    try:
+        result = anyio.run(loadtest, options)
+    except (RuntimeError, OSError, httpx.HTTPError) as exc:
+        print(f"sse-batcher loadtest: {exc}", file=sys.stderr)
+        return 2
+    if options.json_output:
+        print(json.dumps(asdict(result)), flush=True)
+    else:
+        rows = "n/a" if result.db_rows_per_event is None else f"{result.db_rows_per_event:.3f}"
+        print(
+            f"clients                 {result.clients}\n"
+            f"published / accepted    {result.published} / {result.accepted} in {result.publish_seconds:.1f} s\n"
+            f"events/s per client     {result.events_per_second_per_client:.0f} "
+            f"(min {result.min_events_per_second_per_client:.0f})\n"
+            f"delivered fraction      {result.delivered_fraction:.4f} "
+            f"({result.complete_clients}/{result.clients} clients got everything)\n"
+            f"latency p50 / p99 / max {result.latency_p50_ms} / {result.latency_p99_ms} / {result.latency_max_ms} ms\n"
+            f"SSE messages per event  {result.sse_messages_per_event:.4f}\n"
+            f"DB rows per event       {rows}\n"
+            f"duplicates / gaps       {result.duplicates} / {result.gaps} (sampled clients)",
+            flush=True,
+        )
+    return 0 if result.delivered_fraction >= 1.0 and result.duplicates == 0 else 1

@@ -1,0 +1,66 @@
+"""POST /api/events: publish one event or a list of them, all or nothing.
+
+Every status a client can cause is a 4xx or 503 with a JSON ``{"error": ...}`` body, never a 500:
+
+- 401 publish token set, bearer missing or wrong; 415 not ``application/json``;
+- 413 body over ``max_request_bytes`` (refused while reading) or more than ``max_request_events``;
+- 400 malformed JSON; 422 a schema error, naming the event ``index`` and the ``field``;
+- 503 with ``Retry-After`` when the buffer is full or the server is shutting down.
+
+An empty list is accepted (202, ``accepted: 0``): there is nothing wrong in it to refuse, and a
+client that batches by time may well send one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from batcher import BatcherClosedError, BufferFullError, EventValidationError
+
+from ._http import BodyError, authorized, check_json_content_type, decode_json, error, json_response, read_body
+from .runtime import runtime_of
+
+__all__ = ["publish_events"]
+
+
+async def publish_events(request: Request) -> Response:
+    """Emit the events of the body; 202 ``{"accepted": n, "seqs": [...]}`` or a JSON error."""
+    runtime = runtime_of(request)
+    config = runtime.config
+    if not authorized(request, config.publish_token):
+        return error(401, "a valid publish token is required", {"WWW-Authenticate": "Bearer"})
+    if not runtime.accepting:
+        return error(503, "the server is shutting down", {"Retry-After": "1"})
+    try:
+        check_json_content_type(request)
+        decoded = decode_json(await read_body(request, config.max_request_bytes))
+    except BodyError as exc:
+        return error(exc.status, str(exc))
+    events: list[Any]
+    if isinstance(decoded, dict):
+        events = [decoded]
+    elif isinstance(decoded, list):
+        events = decoded
+    else:
+        return error(422, "the body must be an event object or a list of event objects", field="body")
+    if len(events) > config.max_request_events:
+        return error(413, f"at most {config.max_request_events} events per request, got {len(events)}")
+    if not events:
+        return json_response({"accepted": 0, "seqs": []}, 202)
+    # A drain may have begun while the body was read: an event accepted now might miss the
+    # final flush that connected streams are given.
+    if not runtime.accepting:
+        return error(503, "the server is shutting down", {"Retry-After": "1"})
+    try:
+        seqs = runtime.batcher.emit_many(events)
+    except EventValidationError as exc:
+        index = getattr(exc, "index", None)
+        return error(422, f"event {index}: {exc}" if index is not None else str(exc), index=index, field=exc.field)
+    except BufferFullError:
+        return error(503, "the event buffer is full; retry shortly", {"Retry-After": "1"})
+    except BatcherClosedError:
+        return error(503, "the server is shutting down", {"Retry-After": "1"})
+    return json_response({"accepted": len(seqs), "seqs": seqs}, 202)

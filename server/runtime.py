@@ -1,0 +1,248 @@
+"""Everything one running app owns: database, store, batcher, hub, demo workers, and their shutdown.
+
+:meth:`Runtime.open` starts them in data-flow order and stops them in reverse; the app's lifespan
+keeps the result on ``app.state.runtime`` (never in a global, so two apps can share a process).
+
+Shutdown has two halves, because uvicorn waits for open responses before it runs the lifespan's
+shutdown, and an SSE stream never ends on its own:
+
+1. :meth:`Runtime.drain` (asked for by :class:`server.serve.GracefulServer` when uvicorn starts
+   shutting down, or by sse-starlette's exit detection from inside a stream when the app runs
+   under some other server): refuse new publishes and streams, flush the batcher so every
+   accepted event is stored and fanned out, then close the hub, so each stream writes what it has
+   queued and ends. Then uvicorn's wait for connections is short.
+2. The lifespan's exit: drain if nobody did, stop the demo workers, close the batcher (storing
+   anything emitted since), the store, and the embedded PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, Protocol
+
+import anyio
+import msgspec
+import psutil
+from starlette.requests import HTTPConnection
+
+from batcher import AdaptiveSizing, PostgresStore, SSEEventBatcher, State
+
+from .config import ServerConfig
+from .hub import Hub
+
+__all__ = ["DemoFarmLike", "ExitSignal", "Runtime", "runtime_of"]
+
+logger = logging.getLogger(__name__)
+
+
+class DemoFarmLike(Protocol):
+    """What the server needs of ``workers.demo.DemoFarm``."""
+
+    def burst(self, count: int) -> int: ...
+
+    def worker_stats(self) -> list[dict[str, Any]]: ...
+
+
+class ExitSignal(anyio.Event):
+    """An ``anyio.Event`` that asks for a drain when set.
+
+    sse-starlette sets a response's ``shutdown_event`` when it sees the server exiting (its own
+    detection, which works under any uvicorn); handing every stream this one object turns that
+    into a single :meth:`Runtime.request_drain`, with no task per stream to watch for it.
+    """
+
+    def __new__(cls, on_set: Callable[[], None]) -> ExitSignal:
+        # anyio.Event.__new__ returns the backend's event class; this one wraps it instead.
+        return object.__new__(cls)
+
+    def __init__(self, on_set: Callable[[], None]) -> None:
+        self._event = anyio.Event()
+        self._on_set = on_set
+
+    def set(self) -> None:
+        if not self._event.is_set():
+            self._event.set()
+            self._on_set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def statistics(self) -> anyio.EventStatistics:
+        return self._event.statistics()
+
+
+class Runtime:
+    """The running parts of one app; made by :meth:`open`, read by the endpoints."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        store: PostgresStore,
+        batcher: SSEEventBatcher,
+        hub: Hub,
+        database: str,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.batcher = batcher
+        self.hub = hub
+        self.database = database
+        self.farm: DemoFarmLike | None = None
+        self.sizing: AdaptiveSizing | None = None
+        self.started_at = time.time()
+        self.task_failures = 0
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # the first reading is meaningless; prime it
+        self._drain_requested = anyio.Event()
+        self._drained = anyio.Event()
+        self.exit_signal = ExitSignal(self.request_drain)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, config: ServerConfig) -> AsyncIterator[Runtime]:
+        """Start everything ``config`` asks for; stop it all, in reverse, on exit."""
+        async with AsyncExitStack() as stack:
+            dsn = config.database_url
+            if dsn is None:
+                from .embedded_pg import EmbeddedPostgres
+
+                embedded = EmbeddedPostgres(config.data_dir)
+                dsn = await anyio.to_thread.run_sync(embedded.start)
+                stack.push_async_callback(_stop_embedded, embedded)
+            store = await stack.enter_async_context(PostgresStore(config.store.store_config(dsn)))
+            batcher = SSEEventBatcher(store, config.batcher)
+            hub = Hub(store, queue_size=config.client_queue_size, max_clients=config.max_clients)
+            # Registered before the batcher starts, so a dead-letter file written back at start
+            # reaches clients too.
+            stack.callback(batcher.add_listener(hub.on_commit))
+            await stack.enter_async_context(batcher)
+            runtime = cls(config, store=store, batcher=batcher, hub=hub, database=config.describe_database())
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            # Runs before the task group exits (and after everything entered later has stopped),
+            # so the background loops end instead of being waited for.
+            stack.callback(tasks.cancel_scope.cancel)
+            tasks.start_soon(runtime._supervise, "retention", store.run_retention)
+            tasks.start_soon(runtime._drain_when_asked)
+            runtime.sizing = await _start_sizing(runtime, stack)
+            if config.demo:
+                runtime.farm = await _start_demo(runtime, stack)
+            try:
+                yield runtime
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(config.shutdown_timeout_seconds / 2):
+                    await runtime.drain()
+
+    # -- shutdown ----------------------------------------------------------------------------
+    @property
+    def accepting(self) -> bool:
+        """False once a drain was asked for: publishes and new streams are refused (503)."""
+        return not self._drain_requested.is_set() and self.batcher.state is State.RUNNING
+
+    def request_drain(self) -> None:
+        """Ask for :meth:`drain` without waiting for it; safe to call many times."""
+        self._drain_requested.set()
+
+    async def drain(self) -> None:
+        """Refuse new work, store and fan out every accepted event, end every stream; wait for it."""
+        self.request_drain()
+        await self._drained.wait()
+
+    async def _drain_when_asked(self) -> None:
+        try:
+            await self._drain_requested.wait()
+            logger.info("draining: flushing the batcher, then closing %d streams", self.hub.clients)
+            with anyio.move_on_after(self.config.shutdown_timeout_seconds * 0.4):
+                if not await self.batcher.flush():
+                    logger.warning("shutdown flush left events in the dead-letter file")
+        except Exception:
+            self.task_failures += 1
+            logger.exception("shutdown flush failed")
+        finally:
+            self.hub.close()
+            self._drained.set()
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop; a failure is logged and counted, and never takes the app down."""
+        try:
+            await loop()
+        except Exception:
+            self.task_failures += 1
+            logger.exception("background task %s failed", name)
+
+    # -- statistics --------------------------------------------------------------------------
+    def process_stats(self) -> dict[str, float | int]:
+        """CPU percent since the last call, and resident memory."""
+        return {"cpu_percent": self._process.cpu_percent(None), "rss_bytes": self._process.memory_info().rss}
+
+    def store_stats(self) -> dict[str, Any]:
+        """The store's statistics snapshot as a JSON-ready dict."""
+        snapshot = self.store.statistics()
+        if inspect.isawaitable(snapshot):  # pragma: no cover - the store's snapshot is synchronous
+            snapshot.close()  # type: ignore[attr-defined]
+            return {}
+        built: dict[str, Any] = msgspec.to_builtins(snapshot)
+        return built
+
+    def sizing_stats(self) -> dict[str, Any]:
+        """What the sizing policy decided, and the load it saw."""
+        if self.sizing is not None:
+            return self.sizing.as_dict()
+        return {
+            "dynamic": False,
+            "batch_size": self.batcher.batch_size,
+            "batch_timeout_seconds": self.batcher.batch_timeout_seconds,
+            "load": {},
+            "history": [],
+            "breaker": {"state": "closed"},
+        }
+
+    def worker_stats(self) -> list[dict[str, Any]]:
+        """Per-worker figures of the demo farm; empty without it."""
+        return self.farm.worker_stats() if self.farm is not None else []
+
+
+def runtime_of(request: HTTPConnection) -> Runtime:
+    """The runtime the app's lifespan started.
+
+    Raises:
+        RuntimeError: the lifespan never ran (a mounted app whose parent does not run it).
+    """
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise RuntimeError(
+            "sse-batcher's lifespan has not run; when mounting the app, give the parent "
+            "lifespan=app.router.lifespan_context (see the README)"
+        )
+    return runtime
+
+
+async def _stop_embedded(embedded: Any) -> None:
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(embedded.stop)
+
+
+async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> AdaptiveSizing:
+    """Start the load monitor and the batch sizing policy (which only reports when disabled)."""
+    return await stack.enter_async_context(AdaptiveSizing(runtime.batcher, runtime.config.sizing))
+
+
+async def _start_demo(runtime: Runtime, stack: AsyncExitStack) -> DemoFarmLike:
+    """Start the demo workers; imported here so the server runs without the workers package.
+
+    Raises:
+        RuntimeError: ``workers.demo`` cannot be imported (run with ``--no-demo``).
+    """
+    try:
+        from workers.demo import DemoFarm
+    except ImportError as exc:
+        raise RuntimeError(f"the demo workers are unavailable ({exc}); start with --no-demo") from exc
+    farm: DemoFarmLike = await stack.enter_async_context(DemoFarm(runtime.batcher, rate=runtime.config.demo_rate))
+    return farm

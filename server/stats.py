@@ -1,0 +1,67 @@
+"""GET /api/stats and GET /healthz: the figures the dashboard draws, and whether the server is well.
+
+The stats shape is a contract with the dashboard (frontend/); keys are only ever added::
+
+    {"ts", "batcher": {...}, "store": {...}, "hub": {...}, "sizing": {...}, "workers": [...],
+     "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}}
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from batcher import BatcherError, State
+
+from ._http import json_response
+from .runtime import Runtime, runtime_of
+
+__all__ = ["health", "snapshot", "stats"]
+
+# A health check must answer even when PostgreSQL hangs.
+_PING_TIMEOUT_SECONDS = 2.0
+
+
+def snapshot(runtime: Runtime) -> dict[str, Any]:
+    """Every figure of the running app, as a JSON-ready dict (the /api/stats body)."""
+    hub: dict[str, Any] = msgspec.to_builtins(runtime.hub.statistics())
+    return {
+        "ts": time.time(),
+        "batcher": runtime.batcher.get_stats(),
+        "store": runtime.store_stats(),
+        "hub": hub,
+        "sizing": runtime.sizing_stats(),
+        "workers": runtime.worker_stats(),
+        "process": runtime.process_stats(),
+        # The dashboard shows the burst control only when this says the demo runs.
+        "demo": {"enabled": runtime.farm is not None},
+    }
+
+
+async def stats(request: Request) -> Response:
+    """GET /api/stats."""
+    return json_response(snapshot(runtime_of(request)), headers={"Cache-Control": "no-store"})
+
+
+async def health(request: Request) -> Response:
+    """GET /healthz: 200 when the store answers and the batcher runs, else 503 naming what is down."""
+    runtime = runtime_of(request)
+    store = "ok"
+    try:
+        with anyio.fail_after(_PING_TIMEOUT_SECONDS):
+            await runtime.store.ping()
+    except TimeoutError:
+        store = f"unavailable: no answer in {_PING_TIMEOUT_SECONDS:.0f} s"
+    except BatcherError as exc:  # StoreUnavailableError, or BatcherClosedError once the store closed
+        store = f"unavailable: {exc}"
+    state = runtime.batcher.state
+    draining = not runtime.accepting and state is State.RUNNING
+    batcher = "draining" if draining else state.value
+    healthy = store == "ok" and batcher == State.RUNNING.value
+    body = {"status": "ok" if healthy else "unavailable", "store": store, "batcher": batcher}
+    return json_response(body, 200 if healthy else 503, {"Cache-Control": "no-store"})

@@ -1,0 +1,176 @@
+"""GET /events: the SSE stream, with filters, resume and history-truncation notice.
+
+The response is sse-starlette's ``EventSourceResponse``; the hub yields ready-made ``bytes``,
+which it passes through untouched (``ensure_bytes`` returns a ``bytes`` object as is). What it
+adds: ``: ping`` comments every ``ping_seconds``, a timeout around every ASGI send (a peer that
+accepts nothing for ``client_send_timeout_seconds`` is dropped), and its detection of server exit,
+which here asks the runtime to drain (see :mod:`server.runtime`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import msgspec
+from sse_starlette.event import ServerSentEvent
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from batcher import BatcherClosedError, EventValidationError, StoreError
+from batcher.events import check_source, check_type
+
+from ._http import authorized, error
+from .hub import Client, HubClosedError, HubFullError
+from .runtime import Runtime, runtime_of
+
+__all__ = ["HubStreamResponse", "parse_last_event_id", "stream_events"]
+
+logger = logging.getLogger(__name__)
+
+# Ids are PostgreSQL bigints.
+_MAX_ID = 2**63 - 1
+
+
+class BadStreamRequest(ValueError):
+    """A query parameter or header of GET /events is invalid; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def parse_last_event_id(value: str) -> int:
+    """Return a Last-Event-ID as an int.
+
+    Raises:
+        BadStreamRequest: not a non-negative integer that fits a bigint.
+    """
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or int(text) > _MAX_ID:
+        raise BadStreamRequest("last_event_id", f"Last-Event-ID must be a non-negative integer, got {value!r:.40}")
+    return int(text)
+
+
+def _last_event_id(request: Request) -> int | None:
+    # The header wins: a reconnecting EventSource keeps the URL it started with (and so any
+    # ?last_event_id= in it) but sends the id it actually got last in the header.
+    header = request.headers.get("last-event-id")
+    if header:
+        return parse_last_event_id(header)
+    query = request.query_params.get("last_event_id")
+    if query:
+        return parse_last_event_id(query)
+    return None
+
+
+def _names(request: Request, param: str, check: Callable[[object], str]) -> frozenset[str] | None:
+    values = [value for value in request.query_params.getlist(param) if value]
+    if not values:
+        return None
+    names: set[str] = set()
+    for value in values:
+        for name in value.split(","):
+            try:
+                names.add(check(name.strip()))
+            except EventValidationError as exc:
+                raise BadStreamRequest(param, f"{param}: {str(exc).split(': ', 1)[-1]}") from None
+    return frozenset(names)
+
+
+def _truncated(first_available_id: int | None, last_event_id: int) -> bytes:
+    data = msgspec.json.encode(
+        {"type": "HISTORY_TRUNCATED", "first_available_id": first_available_id, "last_event_id": last_event_id}
+    )
+    return b"event: HISTORY_TRUNCATED\ndata: %s\n\n" % data
+
+
+async def _resume_point(runtime: Runtime, last_event_id: int | None) -> tuple[bytes, int | None]:
+    """Return what to send before any message, and the id to replay after (None: live only).
+
+    Raises:
+        StoreError: the store could not say what it holds.
+    """
+    if last_event_id is None:
+        return b"", None
+    first, last = await runtime.store.bounds()
+    if last is None or last_event_id > last:
+        if last is None and last_event_id == 0:
+            return b"", 0  # nothing stored, nothing missed
+        # The id is newer than anything stored: the database was reset (or retention emptied it).
+        # Start live, from the newest stored message, after saying so.
+        return _truncated(first, last_event_id), last or 0
+    if first is not None and first > last_event_id + 1:
+        return _truncated(first, last_event_id), last_event_id
+    return b"", last_event_id
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping", sep="\n")
+
+
+class HubStreamResponse(EventSourceResponse):
+    """An SSE response fed by the hub; gives its client back to the hub however it ends."""
+
+    def __init__(self, runtime: Runtime, client: Client, prelude: bytes, after_id: int | None) -> None:
+        config = runtime.config
+        self._hub = runtime.hub
+        self._client = client
+        super().__init__(
+            runtime.hub.follow(client, after_id, prelude),
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            ping=config.ping_seconds,
+            sep="\n",
+            ping_message_factory=_ping,
+            send_timeout=config.client_send_timeout_seconds,
+            shutdown_event=runtime.exit_signal,
+            shutdown_grace_period=config.shutdown_timeout_seconds / 2,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            # A frozen or dead peer: returning ends the response; uvicorn closes the socket.
+            self._hub.count_send_timeout()
+            logger.info("closed a stream that accepted nothing for %.1f s", self.send_timeout)
+        except (StoreError, BatcherClosedError) as exc:
+            # A replay could not read the store: end the stream; the client resumes from its last id.
+            logger.warning("ended a stream whose replay failed: %s", exc)
+        finally:
+            self._hub.release(self._client)
+
+
+async def stream_events(request: Request) -> Response:
+    """GET /events: 200 text/event-stream, or a JSON error (400, 401, 503)."""
+    runtime = runtime_of(request)
+    config = runtime.config
+    if not authorized(request, config.subscribe_token, allow_query=True):
+        return error(401, "a valid subscribe token is required", {"WWW-Authenticate": "Bearer"})
+    try:
+        types = _names(request, "types", check_type)
+        sources = _names(request, "source", check_source)
+        last_event_id = _last_event_id(request)
+    except BadStreamRequest as exc:
+        return error(400, str(exc), field=exc.field)
+    if not runtime.accepting:
+        return error(503, "the server is shutting down", {"Retry-After": "1"})
+    try:
+        client = runtime.hub.open(types, sources)
+    except HubFullError as exc:
+        return error(503, str(exc), {"Retry-After": "5"})
+    except HubClosedError as exc:
+        return error(503, str(exc), {"Retry-After": "1"})
+    try:
+        extra, after_id = await _resume_point(runtime, last_event_id)
+    except StoreError as exc:
+        runtime.hub.release(client)
+        return error(503, f"the store is unavailable: {exc}", {"Retry-After": "1"})
+    except BaseException:
+        runtime.hub.release(client)
+        raise
+    # retry: is a hint the browser keeps: sent once, first.
+    prelude = b"retry: %d\n\n" % config.retry_milliseconds + extra
+    return HubStreamResponse(runtime, client, prelude, after_id)
