@@ -117,12 +117,23 @@ def psutil_sampler() -> Callable[[], SystemLoad]:
     """
     process = psutil.Process()
     cores = psutil.cpu_count() or 1
-    psutil.cpu_percent(interval=None)
     process.cpu_percent(interval=None)
+    # Host CPU from our own cpu_times() deltas: psutil.cpu_percent(interval=None) keeps its last
+    # reading in module state, so any other caller in the process would shorten our interval.
+    last = psutil.cpu_times()
+
+    def host_cpu_percent() -> float:
+        nonlocal last
+        now = psutil.cpu_times()
+        busy = sum(now) - now.idle - getattr(now, "iowait", 0.0)
+        busy_before = sum(last) - last.idle - getattr(last, "iowait", 0.0)
+        total = sum(now) - sum(last)
+        last = now
+        return 0.0 if total <= 0 else max(0.0, min(100.0, 100.0 * (busy - busy_before) / total))
 
     def sample() -> SystemLoad:
         return SystemLoad(
-            cpu_percent=float(psutil.cpu_percent(interval=None)),
+            cpu_percent=host_cpu_percent(),
             process_cpu_percent=float(process.cpu_percent(interval=None)) / cores,
             memory_percent=float(psutil.virtual_memory().percent),
             load_per_core=float(psutil.getloadavg()[0]) / cores,

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 import constants
+from batcher import AggregationRules
 
 from .config import LOG_LEVELS, ServerConfig
 
@@ -55,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["database_url"] = args.database_url
         try:
             config = ServerConfig.from_env(**overrides)
+            if config.rules_file is not None:
+                AggregationRules.from_toml(config.rules_file)  # a bad rules file fails here, clearly
         except ValueError as exc:
             print(f"sse-batcher: {exc}", file=sys.stderr)
             return 2

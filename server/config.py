@@ -82,6 +82,9 @@ class ServerConfig:
     subscribe_token: str | None = constants.SSE_SUBSCRIBE_TOKEN
     publish_token: str | None = constants.SSE_PUBLISH_TOKEN
     shutdown_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
+    rules_file: Path | None = None
+    breaker_failures: int = constants.SSE_BREAKER_FAILURES
+    breaker_reset_seconds: float = constants.SSE_BREAKER_RESET_SECONDS
     batcher: BatcherConfig = field(default_factory=BatcherConfig)
     sizing: SizingConfig = field(default_factory=SizingConfig)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -102,6 +105,8 @@ class ServerConfig:
         _positive("max_request_bytes", self.max_request_bytes)
         _positive("max_request_events", self.max_request_events)
         _positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
+        _positive("breaker_failures", self.breaker_failures)
+        _positive("breaker_reset_seconds", self.breaker_reset_seconds)
         for name in ("subscribe_token", "publish_token"):
             if getattr(self, name) == "":
                 raise ConfigError(f"{name} must be None (open) or a non-empty string")
@@ -158,6 +163,9 @@ class ServerConfig:
             shutdown_timeout_seconds=constants.env_float(
                 "SSE_SHUTDOWN_TIMEOUT_SECONDS", constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
             ),
+            rules_file=_optional_path(constants.env_str("SSE_RULES_FILE", None)),
+            breaker_failures=constants.env_int("SSE_BREAKER_FAILURES", constants.SSE_BREAKER_FAILURES),
+            breaker_reset_seconds=constants.env_float("SSE_BREAKER_RESET_SECONDS", constants.SSE_BREAKER_RESET_SECONDS),
             batcher=batcher,
             sizing=_sizing_from_env(),
             store=store,
@@ -169,6 +177,10 @@ class ServerConfig:
         if self.database_url is None:
             return f"embedded PostgreSQL at {self.data_dir / 'pgdata'}"
         return mask_dsn(self.database_url)
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 def _sizing_from_env() -> SizingConfig:

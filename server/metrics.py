@@ -111,6 +111,24 @@ class SSEBatcherCollector(Collector):
         yield GaugeMetricFamily(
             f"{_PREFIX}dynamic_sizing", "1 when the batch size adapts to load.", value=1.0 if sizing["dynamic"] else 0.0
         )
+        breaker = sizing.get("breaker")
+        if breaker:
+            state = GaugeMetricFamily(
+                f"{_PREFIX}breaker_state", "1 for the store circuit breaker's current state.", labels=["state"]
+            )
+            for name in ("closed", "open", "half_open"):
+                state.add_metric([name], 1.0 if breaker["state"] == name else 0.0)
+            yield state
+            yield CounterMetricFamily(
+                f"{_PREFIX}breaker_transitions",
+                "State changes of the store circuit breaker.",
+                value=breaker["transitions"],
+            )
+            yield CounterMetricFamily(
+                f"{_PREFIX}breaker_short_circuited",
+                "Writes sent to the dead-letter file because the breaker was open.",
+                value=breaker["short_circuited"],
+            )
         workers = stats["workers"]
         if workers:
             for field in _WORKER_FIELDS:

@@ -29,7 +29,7 @@ import msgspec
 import psutil
 from starlette.requests import HTTPConnection
 
-from batcher import AdaptiveSizing, PostgresStore, SSEEventBatcher, State
+from batcher import AdaptiveSizing, AggregationRules, CircuitBreaker, PostgresStore, SSEEventBatcher, State
 
 from .config import ServerConfig
 from .hub import Hub
@@ -118,7 +118,9 @@ class Runtime:
                 dsn = await anyio.to_thread.run_sync(embedded.start)
                 stack.push_async_callback(_stop_embedded, embedded)
             store = await stack.enter_async_context(PostgresStore(config.store.store_config(dsn)))
-            batcher = SSEEventBatcher(store, config.batcher)
+            rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
+            breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
+            batcher = SSEEventBatcher(store, config.batcher, rules=rules, breaker=breaker)
             hub = Hub(store, queue_size=config.client_queue_size, max_clients=config.max_clients)
             # Registered before the batcher starts, so a dead-letter file written back at start
             # reaches clients too.

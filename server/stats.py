@@ -64,4 +64,8 @@ async def health(request: Request) -> Response:
     batcher = "draining" if draining else state.value
     healthy = store == "ok" and batcher == State.RUNNING.value
     body = {"status": "ok" if healthy else "unavailable", "store": store, "batcher": batcher}
+    breaker = runtime.batcher.statistics().breaker
+    if breaker is not None:
+        # An open breaker means batches go to the dead-letter file: late, not lost, but worth seeing.
+        body["breaker"] = breaker.state
     return json_response(body, 200 if healthy else 503, {"Cache-Control": "no-store"})

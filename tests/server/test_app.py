@@ -28,7 +28,10 @@ async def test_dashboard_and_its_static_files_are_served(live: LiveServer) -> No
 async def test_healthz_is_ok_while_store_answers_and_batcher_runs(live: LiveServer) -> None:
     async with live.client() as client:
         response = await client.get("/healthz")
-    assert (response.status_code, response.json()) == (200, {"status": "ok", "store": "ok", "batcher": "running"})
+    assert (response.status_code, response.json()) == (
+        200,
+        {"status": "ok", "store": "ok", "batcher": "running", "breaker": "closed"},
+    )
 
 
 async def test_healthz_is_503_naming_the_store_when_it_is_down(live: LiveServer) -> None:
@@ -98,6 +101,8 @@ async def test_metrics_are_prometheus_text_from_a_registry_of_the_app(live: Live
     assert families["sse_batcher_clients"].samples[0].value == 0
     assert {s.labels["reason"] for s in families["sse_batcher_flushes"].samples} >= {"size", "timeout"}
     assert families["sse_batcher_flush_events"].type == "histogram"
+    breaker = {s.labels["state"]: s.value for s in families["sse_batcher_breaker_state"].samples}
+    assert breaker == {"closed": 1.0, "open": 0.0, "half_open": 0.0}
     # A second app in the same process has its own figures.
     assert create_app(live.runtime.config).state.metrics_registry is not live.app.state.metrics_registry
 
