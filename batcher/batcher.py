@@ -117,9 +117,10 @@ class SSEEventBatcher:
         self._listeners: list[Listener] = []
         self._subscriptions: set[Subscription] = set()
         self._flush_observers: list[Callable[[FlushReport], None]] = []
-        self._flush_waiters: list[tuple[int, anyio.Event]] = []
+        self._flush_waiters: list[tuple[tuple[int, int], anyio.Event]] = []
         self._manual = False
-        self._handled_seq = 0
+        # Events stored or dead-lettered so far, (batched, bypass): flush() waits on these.
+        self._handled = (0, 0)
         self._inflight: list[Message] | None = None
         self._deadletter_pending = False
         self._deadletter_written = 0  # batches of the file already stored by this process
@@ -222,6 +223,9 @@ class SSEEventBatcher:
         if self._inflight:
             leftovers.append(self._inflight)
             self._inflight = None
+        bypass = self._buffer.take_bypass()
+        if bypass:
+            leftovers.append(aggregate(bypass, self._origin, self._rules))
         while len(self._buffer):
             leftovers.append(aggregate(self._buffer.take(len(self._buffer)), self._origin, self._rules))
         for batch in leftovers:
@@ -281,9 +285,11 @@ class SSEEventBatcher:
                 raw = _encode_data(data, self._max_event_bytes)  # raises the descriptive error
             if len(raw) > self._max_event_bytes or NUL_ESCAPE in raw:
                 _encode_data(data, self._max_event_bytes)  # raises the descriptive error
-        if type in self._unbatched or not self._batching:
-            batched = False
-        return self._buffer.put(type, source, raw, priority, key, batched, timeout)
+        # Batching off (this worker, or everything) bypasses the buffer; a type the rules keep
+        # unbatched still leaves at once, but in order with the events before it.
+        return self._buffer.put(
+            type, source, raw, priority, key, batched and self._batching, timeout, type in self._unbatched
+        )
 
     def _learn_names(self, type_: object, source: object) -> None:
         """Validate a type/source not seen before; remember it while the cache has room."""
@@ -327,7 +333,7 @@ class SSEEventBatcher:
         """
         if self._state is State.CLOSING or self._state is State.CLOSED:
             raise BatcherClosedError("batcher is closed; no more events are accepted")
-        items: list[tuple[str, str, bytes, str, str | None, bool]] = []
+        items: list[tuple[str, str, bytes, str, str | None, bool, bool]] = []
         batching = self._config.batching_enabled
         fallback = default_source or self._config.default_source
         for index, event in enumerate(events):
@@ -351,7 +357,7 @@ class SSEEventBatcher:
             except EventValidationError as exc:
                 exc.index = index  # type: ignore[attr-defined]
                 raise
-            items.append((event["type"], source, raw, priority, key, batching and event["type"] not in self._unbatched))
+            items.append((event["type"], source, raw, priority, key, batching, event["type"] in self._unbatched))
         return self._buffer.put_many(items)
 
     def _validate(self, type_: object, data: object, source: object, priority: object, key: object) -> bytes:
@@ -392,17 +398,19 @@ class SSEEventBatcher:
         when all of them were stored; False when ``timeout`` passed first (they are then still
         buffered or on disk, never lost) or the batcher closed.
         """
-        target = self._buffer.last_seq
-        if self._state is not State.RUNNING:
-            return self._handled_seq >= target and not self._deadletter_pending
-        if self._handled_seq < target or self._deadletter_pending:
+        target = self._buffer.marks()
+        if self._state is State.RUNNING and not self._flushed(target):
             done = anyio.Event()
             self._flush_waiters.append((target, done))
             self._manual = True
             self._wake()
             with anyio.move_on_after(math.inf if timeout is None else timeout):
                 await done.wait()
-        return self._handled_seq >= target and not self._deadletter_pending
+        return self._flushed(target)
+
+    def _flushed(self, target: tuple[int, int]) -> bool:
+        handled = self._handled
+        return handled[0] >= target[0] and handled[1] >= target[1] and not self._deadletter_pending
 
     def set_batch_size(self, size: int) -> None:
         """Change the batch size (the sizing policy's lever)."""
@@ -448,6 +456,8 @@ class SSEEventBatcher:
                 self._manual = False
                 self._release_flush_waiters()
             return None
+        if buffer.bypass_waiting:
+            return "bypass"
         if buffer.urgent:
             return "critical"
         if self._manual:
@@ -482,7 +492,9 @@ class SSEEventBatcher:
 
     async def _flush_once(self, reason: str) -> None:
         buffer = self._buffer
-        events = buffer.take(buffer.batch_size)
+        # Bypass events first, whatever the reason: they are the ones that must not wait.
+        bypass = buffer.bypass_waiting
+        events = buffer.take_bypass() if bypass else buffer.take(buffer.batch_size)
         room, self._room = self._room, anyio.Event()
         room.set()
         if reason == "manual" and len(buffer) == 0:
@@ -502,7 +514,8 @@ class SSEEventBatcher:
         started = time.perf_counter()
         stored = await self._store_batch(messages)
         elapsed = time.perf_counter() - started
-        self._handled_seq = events[-1].seq
+        normal, bypassed = self._handled
+        self._handled = (normal, bypassed + len(events)) if bypass else (normal + len(events), bypassed)
         self._release_flush_waiters()
         report = FlushReport(reason, len(events), len(messages), elapsed, stored, len(buffer))
         for observer in self._flush_observers:
@@ -516,10 +529,9 @@ class SSEEventBatcher:
         if not self._flush_waiters:
             return
         closed = self._state is State.CLOSED
-        stored = not self._deadletter_pending
         keep = []
         for target, done in self._flush_waiters:
-            if closed or (stored and self._handled_seq >= target):
+            if closed or self._flushed(target):
                 done.set()
             else:
                 keep.append((target, done))

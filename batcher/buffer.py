@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from .errors import BufferFullError
-from .events import CRITICAL, NORMAL, Event
+from .events import NORMAL, Event
 from .rules import WindowClock
 
 __all__ = ["EventBuffer"]
@@ -41,12 +41,17 @@ class EventBuffer:
         self._batch_size = batch_size
         self._wake = wake
         self._events: deque[Event] = deque()
+        # Events with batching off: they leave alone and at once, without the batched ones.
+        self._bypass: deque[Event] = deque()
+        self._taken = 0
+        self._taken_bypass = 0
+        self._taken_seq = 0
+        self._urgent_seq = 0
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._waiters = 0
         self._last_seq = 0
         self.loop_thread: int | None = None
-        self._urgent = False
         self._high_water = 0
         self._rejected_full = 0
 
@@ -60,10 +65,14 @@ class EventBuffer:
         key: str | None = None,
         batched: bool = True,
         timeout: float | None = None,
+        urgent: bool = False,
     ) -> int:
         """Append one validated event and return its seq.
 
-        ``timeout`` > 0 lets a worker thread wait that long for room; ``None`` or 0 fails at once.
+        ``batched=False`` puts the event in the bypass queue: it leaves on its own, at once, and
+        never drags the batched events out early. ``urgent`` (and ``critical`` priority) flushes
+        the batched queue up to this event at once, keeping its order. ``timeout`` > 0 lets a
+        worker thread wait that long for room; ``None`` or 0 fails at once.
 
         Raises:
             BufferFullError: the buffer is full (after waiting up to ``timeout``).
@@ -71,22 +80,27 @@ class EventBuffer:
         # The hot path: locals only, no per-event counters beyond what the lock must protect.
         with self._lock:
             events = self._events
-            depth = len(events)
-            if depth >= self._capacity:
+            if len(events) + len(self._bypass) >= self._capacity:
                 self._wait_for_room(timeout)
-                depth = len(events)
             seq = self._last_seq = self._last_seq + 1
             now = _now()
-            events.append(Event(type_, source, seq, now, _Raw(data), priority, key, batched))
-            depth += 1
+            if batched:
+                events.append(Event(type_, source, seq, now, _Raw(data), priority, key))
+                depth = len(events)
+                wake = depth == 1 or depth == self._batch_size
+                if urgent or priority != NORMAL:
+                    self._urgent_seq = seq
+                    wake = True
+                if self._windows is not None and self._windows.add(type_, seq, now):
+                    wake = True
+                depth += len(self._bypass)
+            else:
+                bypass = self._bypass
+                bypass.append(Event(type_, source, seq, now, _Raw(data), priority, key, False))
+                wake = len(bypass) == 1
+                depth = len(events) + len(bypass)
             if depth > self._high_water:
                 self._high_water = depth
-            urgent = priority != NORMAL or not batched
-            if urgent:
-                self._urgent = True
-            wake = depth == 1 or depth == self._batch_size or urgent
-            if self._windows is not None and self._windows.add(type_, seq, now):
-                wake = True
         if wake:
             self._wake()
         return seq
@@ -100,68 +114,101 @@ class EventBuffer:
         deadline = time.monotonic() + timeout
         self._waiters += 1
         try:
-            while len(self._events) >= self._capacity:
+            while len(self._events) + len(self._bypass) >= self._capacity:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._not_full.wait(remaining):
-                    if len(self._events) < self._capacity:
+                    if len(self._events) + len(self._bypass) < self._capacity:
                         break
                     self._rejected_full += 1
                     raise BufferFullError(f"buffer still full after waiting {timeout:g} s; retry later")
         finally:
             self._waiters -= 1
 
-    def put_many(self, items: list[tuple[str, str, bytes, str, str | None, bool]]) -> list[int]:
-        """Append validated ``(type, source, data, priority, key, batched)`` items, all or none.
+    def put_many(self, items: list[tuple[str, str, bytes, str, str | None, bool, bool]]) -> list[int]:
+        """Append validated ``(type, source, data, priority, key, batched, urgent)`` items, all or none.
 
         Raises:
             BufferFullError: they do not all fit; none was appended.
         """
-        now = time.time()
+        now = _now()
         with self._lock:
-            events = self._events
-            if len(events) + len(items) > self._capacity:
+            events, bypass = self._events, self._bypass
+            room = self._capacity - len(events) - len(bypass)
+            if len(items) > room:
                 self._rejected_full += len(items)
-                raise BufferFullError(
-                    f"buffer has room for {self._capacity - len(events)} events, not {len(items)}; retry later"
-                )
-            was_empty = not events
+                raise BufferFullError(f"buffer has room for {room} events, not {len(items)}; retry later")
+            was_empty, bypass_was_empty = not events, not bypass
             seqs = []
-            urgent = False
-            rearm = False
             seq = self._last_seq
-            for type_, source, data, priority, key, batched in items:
+            rearm = False
+            for type_, source, data, priority, key, batched, urgent in items:
                 seq += 1
                 seqs.append(seq)
-                events.append(Event(type_, source, seq, now, msgspec.Raw(data), priority, key, batched))
-                urgent = urgent or priority == CRITICAL or not batched
+                if not batched:
+                    bypass.append(Event(type_, source, seq, now, _Raw(data), priority, key, False))
+                    continue
+                events.append(Event(type_, source, seq, now, _Raw(data), priority, key))
+                if urgent or priority != NORMAL:
+                    self._urgent_seq = seq
+                    rearm = True
                 if self._windows is not None and self._windows.add(type_, seq, now):
                     rearm = True
             self._last_seq = seq
-            depth = len(events)
-            self._high_water = max(self._high_water, depth)
-            if urgent:
-                self._urgent = True
-            wake = bool(items) and (was_empty or depth >= self._batch_size or urgent or rearm)
+            self._high_water = max(self._high_water, len(events) + len(bypass))
+            wake = (
+                rearm
+                or (was_empty and bool(events))
+                or len(events) >= self._batch_size
+                or (bypass_was_empty and bool(bypass))
+            )
         if wake:
             self._wake()
         return seqs
 
     # -- flush side (event loop) -----------------------------------------------------------
     def take(self, limit: int) -> list[Event]:
-        """Remove and return up to ``limit`` events, oldest first, and wake waiting emitters."""
+        """Remove and return up to ``limit`` batched events, oldest first, and wake waiting emitters."""
         with self._lock:
             events = self._events
             n = min(limit, len(events))
             batch = [events.popleft() for _ in range(n)]
-            if self._windows is not None and batch:
-                self._windows.drop_through(batch[-1].seq)
-            if not events:
-                self._urgent = False
-            elif self._urgent and not any(e.priority == CRITICAL or not e.batched for e in events):
-                self._urgent = False
+            if batch:
+                self._taken_seq = batch[-1].seq
+                self._taken += n
+                if self._windows is not None:
+                    self._windows.drop_through(self._taken_seq)
             if self._waiters and n:
                 self._not_full.notify_all()
         return batch
+
+    def take_bypass(self) -> list[Event]:
+        """Remove and return every waiting bypass event (batching off), oldest first."""
+        with self._lock:
+            batch = list(self._bypass)
+            self._bypass.clear()
+            self._taken_bypass += len(batch)
+            if self._waiters and batch:
+                self._not_full.notify_all()
+        return batch
+
+    def marks(self) -> tuple[int, int]:
+        """How many batched and bypass events have been accepted so far (for ``flush()``).
+
+        Each queue is FIFO, so once ``taken`` and ``taken_bypass`` reach these marks, every event
+        accepted before the call has been taken, whatever arrived since.
+        """
+        with self._lock:
+            return self._taken + len(self._events), self._taken_bypass + len(self._bypass)
+
+    @property
+    def taken(self) -> tuple[int, int]:
+        """Batched and bypass events taken so far."""
+        return self._taken, self._taken_bypass
+
+    @property
+    def bypass_waiting(self) -> bool:
+        """True while an event with batching off waits to leave."""
+        return bool(self._bypass)
 
     def set_batch_size(self, size: int) -> None:
         """Change the size that triggers a flush (the sizing policy calls this)."""
@@ -180,7 +227,7 @@ class EventBuffer:
         return self._capacity
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._events) + len(self._bypass)
 
     def oldest_ts(self) -> float | None:
         """The emit time of the oldest waiting event, or ``None`` when empty."""
@@ -199,8 +246,8 @@ class EventBuffer:
 
     @property
     def urgent(self) -> bool:
-        """True while an event that must leave at once (critical, unbatched) is waiting."""
-        return self._urgent
+        """True while a batched event that must leave at once (critical, or urgent by rule) waits."""
+        return self._urgent_seq > self._taken_seq
 
     @property
     def last_seq(self) -> int:

@@ -26,19 +26,19 @@ import httpx
 
 from server.embedded_pg import EmbeddedPostgres
 
-__all__ = ["main"]
+__all__ = ["free_port", "fresh_database", "main", "start_server", "stop_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _fresh_database(pg: EmbeddedPostgres, name: str) -> str:
+def fresh_database(pg: EmbeddedPostgres, name: str) -> str:
     subprocess.run([sys.executable, "-c", _DROP_CREATE, pg.dsn(), name], check=True, capture_output=True, timeout=60)
     return pg.dsn(name)
 
@@ -55,7 +55,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-def _start(kind: str, port: int, dsn: str, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_server(kind: str, port: int, dsn: str, data_dir: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SSE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
     if kind == "sse-batcher":
         command = [sys.executable, "-m", "server", "serve", "--no-demo", "--port", str(port), "--database-url", dsn]
@@ -77,7 +77,7 @@ def _start(kind: str, port: int, dsn: str, data_dir: Path) -> subprocess.Popen[b
     raise RuntimeError(f"{kind} did not start in 60 s")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_server(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=20)
@@ -130,13 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for clients in counts:
                 for kind in kinds:
-                    dsn = _fresh_database(pg, "bench_" + kind.replace("-", "_"))
-                    port = _free_port()
-                    process = _start(kind, port, dsn, data_dir / kind)
+                    dsn = fresh_database(pg, "bench_" + kind.replace("-", "_"))
+                    port = free_port()
+                    process = start_server(kind, port, dsn, data_dir / kind)
                     try:
                         point = _loadtest(port, clients, args)
                     finally:
-                        _stop(process)
+                        stop_server(process)
                     results[(kind, clients)] = point
                     print(_row(kind, point), file=sys.stderr, flush=True)
         finally:

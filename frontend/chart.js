@@ -95,3 +95,21 @@ export function createChart(container, opts, { height = 220, onResize } = {}) {
     },
   };
 }
+
+/** Shortest span the time axis shows, in seconds. */
+const MIN_SPAN_SECONDS = 60;
+
+/**
+ * The x range of a streaming time chart: from its first point (at least one minute back) to
+ * `end`, never more than `windowSeconds` wide.
+ * @param {{data: number[][]}} u  the uPlot instance
+ * @param {number} end  the newest time, in seconds
+ * @param {number} windowSeconds  the widest span
+ * @returns {[number, number]}
+ */
+export function visibleRange(u, end, windowSeconds) {
+  const xs = u.data && u.data[0];
+  const first = xs && xs.length ? xs[0] : end;
+  const start = Math.max(end - windowSeconds, Math.min(first, end - MIN_SPAN_SECONDS));
+  return [start, end];
+}

@@ -11,12 +11,13 @@
  * @module panels/batchsize
  */
 
-import { createChart } from "../chart.js";
+import { createChart, visibleRange } from "../chart.js";
 import { DASH, cssVar, el, fmtInt, fmtSeconds, get, isNumber, setText } from "../format.js";
 
 const WINDOW_SECONDS = 300;
+
 const FLUSH_WINDOW_SECONDS = 60;
-const KNOWN_REASONS = ["size", "timeout", "manual", "critical", "shutdown"];
+const KNOWN_REASONS = ["size", "timeout", "manual", "critical", "bypass", "shutdown"];
 const MAX_MARKERS = 500;
 
 /**
@@ -51,7 +52,9 @@ export function createBatchSizePanel({ root = document, requestRender }) {
     container,
     {
       scales: {
-        x: { time: true, range: () => [latestTs - WINDOW_SECONDS, latestTs] },
+        // The axis grows with the data, from one minute up to the full window, so the first
+        // minutes are not squeezed against the right edge.
+        x: { time: true, range: (u) => visibleRange(u, latestTs, WINDOW_SECONDS) },
         y: { range: (u, min, max) => [0, Math.max(10, max * 1.15)] },
       },
       series: [

@@ -9,10 +9,11 @@
  * @module panels/throughput
  */
 
-import { createChart } from "../chart.js";
+import { createChart, visibleRange } from "../chart.js";
 import { cssVar, get, isNumber } from "../format.js";
 
 const WINDOW_SECONDS = 300;
+
 
 /**
  * @param {{root?: Document|Element, requestRender: () => void}} options
@@ -45,7 +46,9 @@ export function createThroughputPanel({ root = document, requestRender }) {
     {
       scales: {
         // A fixed sliding window, so the axis reads "last five minutes" even before data fills it.
-        x: { time: true, range: () => [windowEnd() - WINDOW_SECONDS, windowEnd()] },
+        // The axis grows with the data, from one minute up to the full window, so the first
+        // minutes are not squeezed against the right edge.
+        x: { time: true, range: (u) => visibleRange(u, windowEnd(), WINDOW_SECONDS) },
         y: { range: (u, min, max) => [0, Math.max(5, max * 1.1)] },
       },
       series: [

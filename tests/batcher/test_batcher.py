@@ -362,3 +362,25 @@ async def test_start_twice_is_a_clear_error(store: PostgresStore, tmp_path: Path
         with pytest.raises(BatcherClosedError, match="running"):
             await batcher.start()
 
+
+
+async def test_batching_switched_off_sends_every_event_alone_and_at_once(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    async with running(store, config(tmp_path, batching_enabled=False)) as (batcher, collected):
+        for i in range(3):
+            batcher.emit("JOB_STARTED", {"job_id": i}, source="s")
+        await collected.wait_for_events(3)  # a 30 s timeout: only the bypass can have sent them
+        stats = batcher.statistics()
+    assert [(m.type, m.event_count) for m in collected.messages] == [("JOB_STARTED", 1)] * 3
+    assert stats.flushes["timeout"] == 0 and stats.flushes["bypass"] >= 1
+    assert stats.events_saved == 0
+
+
+async def test_close_flushes_bypass_and_batched_events_alike(store: PostgresStore, dsn: str, tmp_path: Path) -> None:
+    batcher = SSEEventBatcher(store, config(tmp_path, batch_size=1000))
+    batched = [batcher.emit("A", {"i": i}, source="s") for i in range(5)]
+    alone = [batcher.emit("B", {"i": i}, source="t", batched=False) for i in range(5)]
+    await batcher.start()
+    await batcher.aclose()
+    assert sorted(stored_seqs(await stored_rows(dsn))) == batched + alone

@@ -35,9 +35,9 @@ def test_put_many_is_all_or_nothing() -> None:
     buffer = EventBuffer(capacity=5, batch_size=10, wake=_Wakes())
     buffer.put("T", "s", b"{}")
     with pytest.raises(BufferFullError):
-        buffer.put_many([("T", "s", b"{}", "normal", None, True)] * 5)
+        buffer.put_many([("T", "s", b"{}", "normal", None, True, False)] * 5)
     assert len(buffer) == 1
-    assert buffer.put_many([("T", "s", b"{}", "normal", None, True)] * 4) == [2, 3, 4, 5]
+    assert buffer.put_many([("T", "s", b"{}", "normal", None, True, False)] * 4) == [2, 3, 4, 5]
 
 
 def test_thread_waits_for_room_then_succeeds() -> None:
@@ -79,16 +79,40 @@ def test_wakes_once_to_arm_the_timer_and_once_when_the_batch_fills() -> None:
     assert wakes.count == 2
 
 
-def test_critical_and_unbatched_events_wake_at_once() -> None:
+def test_critical_and_urgent_events_wake_at_once_and_stay_in_order() -> None:
     wakes = _Wakes()
     buffer = EventBuffer(capacity=1000, batch_size=50, wake=wakes)
     buffer.put("T", "s", b"{}")
     buffer.put("T", "s", b"{}", priority="critical")
-    buffer.put("T", "s", b"{}", batched=False)
+    buffer.put("JOB_FAILED", "s", b"{}", urgent=True)
     assert wakes.count == 3
     assert buffer.urgent
-    buffer.take(3)
+    assert [e.seq for e in buffer.take(2)] == [1, 2]
+    assert buffer.urgent  # the urgent JOB_FAILED still waits
+    buffer.take(1)
     assert not buffer.urgent
+
+
+def test_unbatched_events_bypass_the_batched_queue() -> None:
+    wakes = _Wakes()
+    buffer = EventBuffer(capacity=1000, batch_size=50, wake=wakes)
+    buffer.put("T", "a", b"{}")
+    buffer.put("T", "b", b"{}", batched=False)
+    buffer.put("T", "b", b"{}", batched=False)
+    assert wakes.count == 2  # armed the timer once, bypass queue became non-empty once
+    assert buffer.bypass_waiting and not buffer.urgent
+    assert buffer.marks() == (1, 2)
+    assert [(e.seq, e.batched) for e in buffer.take_bypass()] == [(2, False), (3, False)]
+    assert len(buffer) == 1 and buffer.taken == (0, 2)
+    assert [e.seq for e in buffer.take(10)] == [1]
+
+
+def test_capacity_counts_both_queues() -> None:
+    buffer = EventBuffer(capacity=2, batch_size=10, wake=_Wakes())
+    buffer.put("T", "s", b"{}")
+    buffer.put("T", "s", b"{}", batched=False)
+    with pytest.raises(BufferFullError):
+        buffer.put("T", "s", b"{}", batched=False)
 
 
 def test_concurrent_emit_from_eight_threads_loses_and_reorders_nothing() -> None:
@@ -137,7 +161,7 @@ class BufferMachine(RuleBasedStateMachine):
 
     @rule(items=st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=8))
     def put_many(self, items: list[str]) -> None:
-        batch = [("T", s, b"{}", "normal", None, True) for s in items]
+        batch = [("T", s, b"{}", "normal", None, True, False) for s in items]
         if len(self.model) + len(items) > 20:
             with pytest.raises(BufferFullError):
                 self.buffer.put_many(batch)
