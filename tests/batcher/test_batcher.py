@@ -25,6 +25,7 @@ from batcher import (
 )
 from batcher.deadletter import DeadLetterFile
 from server.embedded_pg import EmbeddedPostgres
+from tests.collect import Collected, batcher_config
 from tests.pg import started_store
 
 
@@ -62,40 +63,9 @@ class FaultyStore:
         return getattr(self.real, name)
 
 
-class Collected:
-    """Everything a listener was handed, unrolled back into original events."""
-
-    def __init__(self) -> None:
-        self.messages: list[StoredMessage] = []
-        self.changed = anyio.Event()
-
-    def __call__(self, messages: Sequence[StoredMessage]) -> None:
-        self.messages.extend(messages)
-        self.changed.set()
-        self.changed = anyio.Event()
-
-    def events(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for m in self.messages:
-            body = msgspec.json.decode(m.payload)
-            out.extend(body["events"] if "events" in body else [body])
-        return out
-
-    async def wait_for_events(self, count: int, timeout: float = 20) -> None:
-        with anyio.fail_after(timeout):
-            while len(self.events()) < count:
-                await self.changed.wait()
-
-
 def config(tmp_path: Path, **overrides: Any) -> BatcherConfig:
-    values: dict[str, Any] = {
-        "batch_size": 10,
-        "batch_timeout_seconds": 30.0,
-        "retry_delay_seconds": 0.01,
-        "data_dir": tmp_path,
-    }
-    values.update(overrides)
-    return BatcherConfig(**values)
+    """Small batches, a 30 s timeout (so only what a test causes flushes), quick retries."""
+    return batcher_config(tmp_path, **{"batch_size": 10, **overrides})
 
 
 @asynccontextmanager

@@ -7,7 +7,7 @@ import anyio
 import pytest
 
 from batcher import BufferFullError, EventValidationError, PostgresStore, SSEEventBatcher
-from tests.workers.collect import batcher_config, running_batcher
+from tests.collect import batcher_config, running_batcher
 from workers import SSEBroadcaster
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from batcher import PostgresStore, SSEEventBatcher
-from tests.workers.collect import Collected, batcher_config, running_batcher
+from tests.collect import Collected, batcher_config, running_batcher
 from workers import MAX_BURST, DemoFarm, WorkerClosedError
 
 TERMINAL = {"JOB_COMPLETED", "JOB_FAILED"}

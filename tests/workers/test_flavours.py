@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from batcher import PostgresStore, SSEEventBatcher
-from tests.workers.collect import Collected, running_batcher
+from tests.collect import Collected, running_batcher
 from workers import AsyncJob, AsyncWorker, Job, ThreadWorker, Worker, WorkerConfig
 
 

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from batcher import ConfigError, PostgresStore, SSEEventBatcher
-from tests.workers.collect import Collected, batcher_config, running_batcher
+from tests.collect import Collected, batcher_config, running_batcher
 from workers import (
     AsyncJob,
     AsyncWorker,

@@ -1,4 +1,4 @@
-"""Helpers for the workers tests: run a batcher on the real store and unroll what it hands out."""
+"""Shared test helpers: run a batcher on the real store and unroll what it hands out."""
 
 from __future__ import annotations
 
