@@ -19,7 +19,8 @@ from playwright.sync_api import sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._pg import postgres  # noqa: E402
-from tests.frontend.browser import ServerProcess, launch_chromium  # noqa: E402
+from tests.frontend.browser import launch_chromium  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
 
 
 def main() -> None:

@@ -46,6 +46,8 @@ class DemoFarmLike(Protocol):
 
     def worker_stats(self) -> list[dict[str, Any]]: ...
 
+    async def wind_down(self) -> None: ...
+
 
 class ExitSignal(anyio.Event):
     """An ``anyio.Event`` that asks for a drain when set.
@@ -161,7 +163,12 @@ class Runtime:
         try:
             await self._drain_requested.wait()
             logger.info("draining: flushing the batcher, then closing %d streams", self.hub.clients)
-            with anyio.move_on_after(self.config.shutdown_timeout_seconds * 0.4):
+            if self.farm is not None:
+                # Let the demo jobs in progress finish first, so their last events are flushed
+                # and delivered with everything else instead of arriving after the streams close.
+                with anyio.move_on_after(self.config.shutdown_timeout_seconds * 0.25):
+                    await self.farm.wind_down()
+            with anyio.move_on_after(self.config.shutdown_timeout_seconds * 0.3):
                 if not await self.batcher.flush():
                     logger.warning("shutdown flush left events in the dead-letter file")
         except Exception:

@@ -92,7 +92,7 @@ def uvicorn_config(app: Starlette, config: ServerConfig, **overrides: object) ->
         "log_level": config.log_level if debug else "warning",
         "access_log": debug,
         # The drain takes part of it; what is left is for streams still writing their last bytes.
-        "timeout_graceful_shutdown": max(1, int(config.shutdown_timeout_seconds * 0.6)),
+        "timeout_graceful_shutdown": max(1, int(config.shutdown_timeout_seconds * 0.3)),
         "timeout_keep_alive": 5,
         "ws": "none",
     }
@@ -127,7 +127,7 @@ def run(config: ServerConfig) -> int:
     server = GracefulServer(
         uvicorn_config(app, config),
         app,
-        drain_timeout_seconds=config.shutdown_timeout_seconds * 0.4,
+        drain_timeout_seconds=config.shutdown_timeout_seconds * 0.6,
         on_started=started,
     )
     # uvicorn restores these after it has shut down and re-raises the signal it caught into them.

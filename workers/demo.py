@@ -271,6 +271,17 @@ class DemoFarm:
         self._scheduler.submit_many(self._scheduler.plans(count))
         return count
 
+    async def wind_down(self) -> None:
+        """Tell every worker to stop taking jobs, then wait until their running jobs have finished.
+
+        Callable from any task (the server's drain runs it before its final flush); bound it with
+        a timeout. :meth:`aclose` stops whatever is left.
+        """
+        for worker in self._workers:
+            worker.request_stop()
+        for worker in self._workers:
+            await worker.wind_down()
+
     async def wait_idle(self) -> None:
         """Return once no worker has a job queued or running (useful with ``rate=0``)."""
         for worker in self._workers:

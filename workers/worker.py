@@ -209,6 +209,16 @@ class Worker(abc.ABC):
         assert self._intake_scope is not None  # set by start()
         self._intake_scope.cancel()
 
+    async def wind_down(self) -> None:
+        """Stop taking jobs and wait until the running ones have finished (callable from any task).
+
+        The server's drain uses it so the last JOB_COMPLETED events are emitted before its final
+        flush; bound it with a timeout, then :meth:`aclose` stops whatever is left.
+        """
+        self.request_stop()
+        if self._jobs_done is not None:
+            await self._jobs_done.wait()
+
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop: take no more jobs, let running ones finish within ``timeout``, then stop hard.
 

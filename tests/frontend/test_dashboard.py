@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from server.embedded_pg import EmbeddedPostgres
-from tests.frontend.browser import CHROMIUM, ServerProcess, launch_chromium
+from tests.frontend.browser import CHROMIUM, launch_chromium
+from tests.server_process import ServerProcess
 
 pytestmark = [
     pytest.mark.browser,

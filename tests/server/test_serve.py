@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import sys
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +17,12 @@ import anyio
 import asyncpg
 import httpx
 import msgspec
+import pytest
 from anyio.abc import Process
 
+from server.embedded_pg import EmbeddedPostgres
 from tests.server.sse import Received, events_of, read_until
+from tests.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,3 +109,40 @@ async def test_sigterm_stores_and_delivers_every_accepted_event_then_exits_0(dsn
     delivered = [e["seq"] for e in events_of(received.messages)]
     assert set(accepted) <= set(delivered)
     assert len(delivered) == len(set(delivered))
+
+
+def test_sigterm_lets_demo_jobs_in_progress_finish_and_delivers_their_endings(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    dsn = pg_server.create_database(f"demo_{uuid.uuid4().hex[:12]}")
+    server = ServerProcess(dsn, tmp_path, demo=True, env={"SSE_SHUTDOWN_TIMEOUT_SECONDS": "20"})
+    server.start()
+    delivered: list[dict[str, Any]] = []
+
+    def read_stream() -> None:  # a connected client, reading until the server closes the stream
+        with httpx.stream("GET", f"{server.url}events", timeout=60) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    body = json.loads(line[6:])
+                    delivered.extend(body["events"] if "events" in body else [body])
+
+    reader = threading.Thread(target=read_stream, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait until jobs are running: the case that matters
+            workers = httpx.get(f"{server.url}api/stats", timeout=5).json()["workers"]
+            if sum(w["jobs_running"] for w in workers) >= 3:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the demo workers never had jobs running")
+    finally:
+        code = server.stop(timeout=30)
+    reader.join(30)
+    assert code == 0 and not reader.is_alive()
+    assert "not delivered" not in server.log.read_text()
+    started = {(e["source"], e["data"]["job_id"]) for e in delivered if e["type"] == "JOB_STARTED"}
+    ended = {(e["source"], e["data"]["job_id"]) for e in delivered if e["type"] in ("JOB_COMPLETED", "JOB_FAILED")}
+    assert started, "the client saw no job start"
+    assert started <= ended, f"jobs whose ending never reached the client: {sorted(started - ended)[:5]}"

@@ -1,0 +1,74 @@
+"""``python -m server serve`` as a real process on a free port, for tests that need signals or restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+__all__ = ["ServerProcess", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """``python -m server serve`` on a free port; stop() sends SIGTERM, start() again reuses the port."""
+
+    def __init__(self, dsn: str, data_dir: Path, *, demo: bool, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self._dsn = dsn
+        self._data_dir = data_dir
+        self._demo = demo
+        self._env = env or {}
+        self._process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "server.log"
+
+    def start(self, timeout: float = 30) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": self._dsn,
+            "SSE_DATA_DIR": str(self._data_dir),
+            "SSE_BATCH_TIMEOUT_SECONDS": "0.2",
+            "SSE_PING_SECONDS": "2",
+            **self._env,
+        }
+        args = [sys.executable, "-m", "server", "serve", "--port", str(self.port), "--log-level", "warning"]
+        if not self._demo:
+            args.append("--no-demo")
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"server exited with {self._process.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server did not become healthy: {self.log.read_text()[-2000:]}")
+
+    def stop(self, timeout: float = 20) -> int | None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
