@@ -15,7 +15,6 @@ import asyncio
 import enum
 import logging
 import math
-import random
 import secrets
 import threading
 import time
@@ -28,18 +27,19 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from ._writer import BatchWriter
 from .aggregate import aggregate
-from .breaker import BreakerState, CircuitBreaker
+from .breaker import CircuitBreaker
 from .buffer import EventBuffer
 from .config import BatcherConfig
 from .deadletter import DeadLetterFile
-from .errors import BatcherClosedError, BufferFullError, EventValidationError, StoreError
+from .errors import BatcherClosedError, BufferFullError, EventValidationError
 from .events import NORMAL, NUL_ESCAPE, Message, StoredMessage, check_key, check_priority, check_source, check_type
 from .events import encode_data as _encode_data
 from .events import encode_json as _encode
-from .protocols import EventStore, WriteResult
+from .protocols import EventStore
 from .rules import AggregationRules
-from .stats import BATCH_SIZE_BUCKETS, FLUSH_REASONS, LATENCY_BUCKETS, BatcherStats, Histogram
+from .stats import BATCH_SIZE_BUCKETS, FLUSH_REASONS, BatcherStats, Histogram
 from .subscription import Subscription
 
 __all__ = ["FlushReport", "Listener", "SSEEventBatcher", "State"]
@@ -51,9 +51,6 @@ Listener = Callable[[Sequence[StoredMessage]], None]
 # How many distinct types/sources the validation cache remembers; past this, validate each time,
 # so a client sending endless new names costs CPU but never memory.
 _NAME_CACHE_LIMIT = 4096
-# The dead-letter file is retried at most this often while the store stays down.
-_DEADLETTER_RETRY_MAX_SECONDS = 5.0
-
 
 class State(enum.Enum):
     """Lifecycle of a batcher: NEW -> RUNNING -> CLOSING -> CLOSED."""
@@ -96,7 +93,6 @@ class SSEEventBatcher:
         # Per-type rules (default: JOB_FAILED unbatched) and the optional store circuit breaker.
         self._rules = rules = rules if rules is not None else AggregationRules()
         self._unbatched = rules.unbatched_types()
-        self._breaker = breaker
         self._superseded = 0
         self._state = State.NEW
         # Unique per batcher: with an event's seq it makes the idempotency key of its message.
@@ -104,7 +100,15 @@ class SSEEventBatcher:
         self._buffer = EventBuffer(
             config.max_buffered_events, config.batch_size, self._wake, rules.windows(config.batch_timeout_seconds)
         )
-        self._deadletter = DeadLetterFile(config.data_dir / "deadletter")
+        self._writer = BatchWriter(
+            store,
+            DeadLetterFile(config.data_dir / "deadletter"),
+            max_retries=config.max_retries,
+            retry_delay_seconds=config.retry_delay_seconds,
+            breaker=breaker,
+            deliver=self._deliver,
+            on_drained=self._release_flush_waiters,
+        )
         self._batch_timeout = config.batch_timeout_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -121,11 +125,6 @@ class SSEEventBatcher:
         self._manual = False
         # Events stored or dead-lettered so far, (batched, bypass): flush() waits on these.
         self._handled = (0, 0)
-        self._inflight: list[Message] | None = None
-        self._deadletter_pending = False
-        self._deadletter_written = 0  # batches of the file already stored by this process
-        self._deadletter_retry_at = 0.0
-        self._deadletter_delay = config.retry_delay_seconds or 0.1
         # Read on every emit, so kept as plain attributes rather than looked up through config.
         self._refusing = False
         self._default_source = config.default_source
@@ -139,13 +138,8 @@ class SSEEventBatcher:
         self._batches_created = 0
         self._messages_stored = 0
         self._events_stored = 0
-        self._retries = 0
-        self._failed_writes = 0
-        self._dead_lettered = 0
-        self._rejected = 0
         self._listener_errors = 0
         self._batch_hist = Histogram(BATCH_SIZE_BUCKETS)
-        self._latency_hist = Histogram(LATENCY_BUCKETS)
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -171,7 +165,7 @@ class SSEEventBatcher:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = self._buffer.loop_thread = threading.get_ident()
         self._wake_event = asyncio.Event()
-        self._deadletter_pending = await anyio.to_thread.run_sync(self._deadletter.pending_batches) > 0
+        await self._writer.load_pending()
         self._stack = AsyncExitStack()
         self._task_group = await self._stack.enter_async_context(anyio.create_task_group())
         self._state = State.RUNNING
@@ -220,18 +214,15 @@ class SSEEventBatcher:
         # held. A batch that was in flight may have committed; its idempotency key makes the
         # rewrite at the next start harmless.
         leftovers: list[list[Message]] = []
-        if self._inflight:
-            leftovers.append(self._inflight)
-            self._inflight = None
+        if self._writer.inflight:
+            leftovers.append(self._writer.inflight)
+            self._writer.inflight = None
         bypass = self._buffer.take_bypass()
         if bypass:
             leftovers.append(aggregate(bypass, self._origin, self._rules))
         while len(self._buffer):
             leftovers.append(aggregate(self._buffer.take(len(self._buffer)), self._origin, self._rules))
-        for batch in leftovers:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._deadletter.append, batch)
-            self._dead_lettered += 1
+        await self._writer.keep_on_disk(leftovers)
 
     async def __aenter__(self) -> SSEEventBatcher:
         await self.start()
@@ -410,7 +401,7 @@ class SSEEventBatcher:
 
     def _flushed(self, target: tuple[int, int]) -> bool:
         handled = self._handled
-        return handled[0] >= target[0] and handled[1] >= target[1] and not self._deadletter_pending
+        return handled[0] >= target[0] and handled[1] >= target[1] and not self._writer.pending
 
     def set_batch_size(self, size: int) -> None:
         """Change the batch size (the sizing policy's lever)."""
@@ -436,8 +427,8 @@ class SSEEventBatcher:
 
     async def _run(self) -> None:
         try:
-            if self._deadletter_pending:
-                await self._drain_deadletter()
+            if self._writer.pending:
+                await self._writer.drain()
             while True:
                 reason = await self._next_reason()
                 if reason is None:
@@ -482,11 +473,12 @@ class SSEEventBatcher:
             now = time.time()
             deadline = self._buffer.next_deadline(self._batch_timeout)
             delay = math.inf if deadline is None else deadline - now
-            if self._deadletter_pending:
-                if now >= self._deadletter_retry_at:
-                    await self._drain_deadletter()
+            writer = self._writer
+            if writer.pending:
+                if now >= writer.retry_at:
+                    await writer.drain()
                     continue
-                delay = min(delay, self._deadletter_retry_at - now)
+                delay = min(delay, writer.retry_at - now)
             with anyio.move_on_after(max(delay, 0.0)):
                 await wake.wait()
 
@@ -512,7 +504,7 @@ class SSEEventBatcher:
         if not self._rules.plain:  # key coalescing drops superseded events; count them
             self._superseded += len(events) - sum(m.event_count for m in messages)
         started = time.perf_counter()
-        stored = await self._store_batch(messages)
+        stored = await self._writer.write(messages, closing=self._state is State.CLOSING)
         elapsed = time.perf_counter() - started
         normal, bypassed = self._handled
         self._handled = (normal, bypassed + len(events)) if bypass else (normal + len(events), bypassed)
@@ -536,102 +528,6 @@ class SSEEventBatcher:
             else:
                 keep.append((target, done))
         self._flush_waiters = keep
-
-    async def _store_batch(self, messages: list[Message]) -> bool:
-        """Store ``messages`` and hand them out, or dead-letter them; True when stored."""
-        if self._deadletter_pending and not await self._drain_deadletter():
-            await self._dead_letter(messages)
-            return False
-        # Kept until handled: if shutdown cancels the write, the batch is dead-lettered, not lost.
-        self._inflight = messages
-        result = await self._write_with_retries(messages)
-        if result is None:
-            await self._dead_letter(messages)
-        else:
-            await self._handle_result(result)
-        self._inflight = None
-        return result is not None
-
-    async def _write_with_retries(self, messages: list[Message]) -> WriteResult | None:
-        breaker = self._breaker
-        if breaker is not None and not breaker.allow():
-            return None  # breaker open: straight to the dead-letter file, no waiting on retries
-        # During shutdown, or for the breaker's probe, one attempt is all we can afford: the rest
-        # goes to disk, not lost.
-        closing = self._state is State.CLOSING or (breaker is not None and breaker.probing)
-        attempts = 1 if closing else self._config.max_retries + 1
-        for attempt in range(attempts):
-            started = time.perf_counter()
-            try:
-                result = await self._store.write(messages)
-            except StoreError as exc:
-                self._failed_writes += 1
-                logger.warning("store write failed (attempt %d of %d): %s", attempt + 1, attempts, exc)
-            except Exception:
-                # Not a store error we know: still never lose the batch. Counted and logged here,
-                # at the task boundary.
-                self._failed_writes += 1
-                logger.exception("store write raised unexpectedly (attempt %d of %d)", attempt + 1, attempts)
-            else:
-                self._latency_hist.observe(time.perf_counter() - started)
-                if breaker is not None:
-                    breaker.record_success()
-                return result
-            if breaker is not None:
-                breaker.record_failure()
-                if breaker.state is BreakerState.OPEN:
-                    return None
-            if attempt + 1 < attempts:
-                self._retries += 1
-                delay = self._config.retry_delay_seconds * (2**attempt)
-                await anyio.sleep(delay * random.uniform(0.5, 1.5))
-        return None
-
-    async def _handle_result(self, result: WriteResult) -> None:
-        if result.rejected:
-            self._rejected += len(result.rejected)
-            for item in result.rejected:
-                logger.error("store refused message %s (%s): %s", item.message.idem_key, item.message.type, item.reason)
-            await anyio.to_thread.run_sync(self._deadletter.quarantine, result.rejected)
-        if result.stored:
-            self._deliver(result.stored)
-
-    async def _dead_letter(self, messages: list[Message]) -> None:
-        await anyio.to_thread.run_sync(self._deadletter.append, messages)
-        self._dead_lettered += 1
-        if not self._deadletter_pending:
-            self._deadletter_pending = True
-            self._deadletter_delay = self._config.retry_delay_seconds or 0.1
-            self._deadletter_retry_at = time.time() + self._deadletter_delay
-
-    async def _drain_deadletter(self) -> bool:
-        """Write the dead-letter file back in order; True when it is empty afterwards."""
-        breaker = self._breaker
-        if breaker is not None and not breaker.allow():
-            # Open: do not touch the store; come back when the breaker lets a probe through.
-            self._deadletter_retry_at = time.time() + max(breaker.seconds_until_probe(), 0.01)
-            return False
-        batches = await anyio.to_thread.run_sync(self._deadletter.batches)
-        for batch in batches[self._deadletter_written :]:
-            try:
-                result = await self._store.write(batch)
-            except Exception as exc:
-                if breaker is not None:
-                    breaker.record_failure()
-                self._failed_writes += 1
-                logger.warning("dead-letter write-back failed, will retry: %s", exc)
-                self._deadletter_delay = min(self._deadletter_delay * 2, _DEADLETTER_RETRY_MAX_SECONDS)
-                self._deadletter_retry_at = time.time() + self._deadletter_delay
-                return False
-            if breaker is not None:
-                breaker.record_success()
-            self._deadletter_written += 1
-            await self._handle_result(result)
-        await anyio.to_thread.run_sync(self._deadletter.clear)
-        self._deadletter_written = 0
-        self._deadletter_pending = False
-        self._release_flush_waiters()
-        return True
 
     # -- handing out -------------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> Callable[[], None]:
@@ -674,7 +570,7 @@ class SSEEventBatcher:
     # -- statistics --------------------------------------------------------------------------
     def statistics(self) -> BatcherStats:
         """Return a frozen snapshot of the counters."""
-        buffer = self._buffer
+        buffer, writer = self._buffer, self._writer
         return BatcherStats(
             state=self._state.value,
             events_emitted=buffer.emitted,
@@ -688,19 +584,19 @@ class SSEEventBatcher:
             buffer_high_water=buffer.high_water,
             buffer_capacity=buffer.capacity,
             rejected_full=buffer.rejected_full,
-            retries=self._retries,
-            failed_writes=self._failed_writes,
-            dead_lettered_batches=self._dead_lettered,
-            dead_letter_pending=self._deadletter_pending,
-            rejected_messages=self._rejected,
+            retries=writer.retries,
+            failed_writes=writer.failed_writes,
+            dead_lettered_batches=writer.dead_lettered,
+            dead_letter_pending=writer.pending,
+            rejected_messages=writer.rejected,
             listener_errors=self._listener_errors,
             batch_size=buffer.batch_size,
             batch_timeout_seconds=self._batch_timeout,
             batching_enabled=self._config.batching_enabled,
             batch_size_histogram=self._batch_hist.snapshot(),
-            write_latency_histogram=self._latency_hist.snapshot(),
+            write_latency_histogram=writer.latency.snapshot(),
             events_superseded=self._superseded,
-            breaker=None if self._breaker is None else self._breaker.statistics(),
+            breaker=None if writer.breaker is None else writer.breaker.statistics(),
         )
 
     def get_stats(self) -> dict[str, Any]:
