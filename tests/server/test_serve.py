@@ -8,7 +8,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -118,6 +117,7 @@ def test_sigterm_lets_demo_jobs_in_progress_finish_and_delivers_their_endings(
     server = ServerProcess(dsn, tmp_path, demo=True, env={"SSE_SHUTDOWN_TIMEOUT_SECONDS": "20"})
     server.start()
     delivered: list[dict[str, Any]] = []
+    saw_starts = threading.Event()
 
     def read_stream() -> None:  # a connected client, reading until the server closes the stream
         with httpx.stream("GET", f"{server.url}events", timeout=60) as response:
@@ -125,18 +125,15 @@ def test_sigterm_lets_demo_jobs_in_progress_finish_and_delivers_their_endings(
                 if line.startswith("data: "):
                     body = json.loads(line[6:])
                     delivered.extend(body["events"] if "events" in body else [body])
+                    if sum(e["type"] == "JOB_STARTED" for e in delivered) >= 3:
+                        saw_starts.set()
 
     reader = threading.Thread(target=read_stream, daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # wait until jobs are running: the case that matters
-            workers = httpx.get(f"{server.url}api/stats", timeout=5).json()["workers"]
-            if sum(w["jobs_running"] for w in workers) >= 3:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the demo workers never had jobs running")
+        # SIGTERM only once this client has seen jobs start: their endings are what must follow.
+        if not saw_starts.wait(30):
+            pytest.fail("the client never saw demo jobs start")
     finally:
         code = server.stop(timeout=30)
     reader.join(30)
