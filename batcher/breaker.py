@@ -24,6 +24,7 @@ from typing import Any
 
 import constants
 
+from .config import require_positive
 from .errors import ConfigError
 
 __all__ = ["BreakerState", "BreakerStats", "CircuitBreaker"]
@@ -74,8 +75,7 @@ class CircuitBreaker:
     ) -> None:
         if failures < 1:
             raise ConfigError(f"failures must be >= 1, got {failures!r}")
-        if reset_seconds <= 0:
-            raise ConfigError(f"reset_seconds must be > 0, got {reset_seconds!r}")
+        require_positive("reset_seconds", reset_seconds)
         self._threshold = failures
         self._reset_seconds = reset_seconds
         self._clock = clock

@@ -13,16 +13,26 @@ import constants
 
 from .errors import ConfigError
 
-__all__ = ["BatcherConfig", "StoreConfig"]
+__all__ = ["BatcherConfig", "StoreConfig", "require_non_negative", "require_positive"]
 
 
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
+def require_positive(name: str, value: float) -> None:
+    """Check a configuration value; ``not value > 0`` so NaN is refused too.
+
+    Raises:
+        ConfigError: ``value`` is not > 0 (the message names ``name``).
+    """
+    if not value > 0:
         raise ConfigError(f"{name} must be > 0, got {value!r}")
 
 
-def _non_negative(name: str, value: float) -> None:
-    if value < 0:
+def require_non_negative(name: str, value: float) -> None:
+    """Check a configuration value; NaN is refused too.
+
+    Raises:
+        ConfigError: ``value`` is not >= 0 (the message names ``name``).
+    """
+    if not value >= 0:
         raise ConfigError(f"{name} must be >= 0, got {value!r}")
 
 
@@ -47,14 +57,14 @@ class BatcherConfig:
     default_source: str = "app"
 
     def __post_init__(self) -> None:
-        _positive("batch_size", self.batch_size)
-        _positive("batch_timeout_seconds", self.batch_timeout_seconds)
-        _non_negative("max_retries", self.max_retries)
-        _non_negative("retry_delay_seconds", self.retry_delay_seconds)
-        _positive("max_buffered_events", self.max_buffered_events)
-        _positive("max_event_bytes", self.max_event_bytes)
-        _positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
-        _positive("subscriber_queue_size", self.subscriber_queue_size)
+        require_positive("batch_size", self.batch_size)
+        require_positive("batch_timeout_seconds", self.batch_timeout_seconds)
+        require_non_negative("max_retries", self.max_retries)
+        require_non_negative("retry_delay_seconds", self.retry_delay_seconds)
+        require_positive("max_buffered_events", self.max_buffered_events)
+        require_positive("max_event_bytes", self.max_event_bytes)
+        require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
+        require_positive("subscriber_queue_size", self.subscriber_queue_size)
         if self.batch_size > self.max_buffered_events:
             raise ConfigError("batch_size must not exceed max_buffered_events")
 
@@ -78,9 +88,9 @@ class StoreConfig:
     def __post_init__(self) -> None:
         if not self.dsn:
             raise ConfigError("dsn must be a PostgreSQL URL")
-        _positive("pool_size", self.pool_size)
-        _positive("timeout_seconds", self.timeout_seconds)
-        _positive("replay_page_size", self.replay_page_size)
-        _positive("retention_seconds", self.retention_seconds)
-        _positive("retention_interval_seconds", self.retention_interval_seconds)
-        _positive("retention_delete_batch", self.retention_delete_batch)
+        require_positive("pool_size", self.pool_size)
+        require_positive("timeout_seconds", self.timeout_seconds)
+        require_positive("replay_page_size", self.replay_page_size)
+        require_positive("retention_seconds", self.retention_seconds)
+        require_positive("retention_interval_seconds", self.retention_interval_seconds)
+        require_positive("retention_delete_batch", self.retention_delete_batch)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import constants
 
+from .config import require_non_negative, require_positive
 from .errors import ConfigError
 from .load import LoadSample
 
@@ -72,10 +73,8 @@ class SizingConfig:
                 f"got {self.low_load_percent!r} and {self.high_load_percent!r}"
             )
         for name in ("high_loop_lag_seconds", "sample_seconds", "min_timeout_seconds", "latency_target_seconds"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.cooldown_seconds < 0:
-            raise ConfigError(f"cooldown_seconds must be >= 0, got {self.cooldown_seconds!r}")
+            require_positive(name, getattr(self, name))
+        require_non_negative("cooldown_seconds", self.cooldown_seconds)
         if self.increase_step < 1 or self.backlog_drain_flushes < 1 or self.history_size < 1:
             raise ConfigError("increase_step, backlog_drain_flushes and history_size must be >= 1")
         if not 0.5 <= self.decrease_factor < 1:

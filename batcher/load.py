@@ -29,6 +29,7 @@ import psutil
 import constants
 
 from .batcher import State
+from .config import require_positive
 from .errors import BatcherClosedError, ConfigError
 
 __all__ = ["LoadMonitorConfig", "LoadMonitorStats", "LoadSample", "ServerLoadMonitor", "SystemLoad", "psutil_sampler"]
@@ -92,8 +93,7 @@ class LoadMonitorConfig:
     stale_after_samples: int = 3
 
     def __post_init__(self) -> None:
-        if self.sample_seconds <= 0:
-            raise ConfigError(f"sample_seconds must be > 0, got {self.sample_seconds!r}")
+        require_positive("sample_seconds", self.sample_seconds)
         if self.stale_after_samples < 1:
             raise ConfigError(f"stale_after_samples must be >= 1, got {self.stale_after_samples!r}")
 

@@ -13,15 +13,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import constants
 from batcher import BatcherConfig, ConfigError, SizingConfig, StoreConfig
+from batcher.config import require_positive
 
 __all__ = ["LOG_LEVELS", "ServerConfig", "StoreSettings", "mask_dsn"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-
-
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,17 +92,17 @@ class ServerConfig:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.database_url is not None and not self.database_url.startswith(("postgres://", "postgresql://")):
             raise ConfigError("database_url must be a postgresql:// URL")
-        _positive("demo_rate", self.demo_rate)
-        _positive("ping_seconds", self.ping_seconds)
-        _positive("retry_milliseconds", self.retry_milliseconds)
-        _positive("client_queue_size", self.client_queue_size)
-        _positive("client_send_timeout_seconds", self.client_send_timeout_seconds)
-        _positive("max_clients", self.max_clients)
-        _positive("max_request_bytes", self.max_request_bytes)
-        _positive("max_request_events", self.max_request_events)
-        _positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
-        _positive("breaker_failures", self.breaker_failures)
-        _positive("breaker_reset_seconds", self.breaker_reset_seconds)
+        require_positive("demo_rate", self.demo_rate)
+        require_positive("ping_seconds", self.ping_seconds)
+        require_positive("retry_milliseconds", self.retry_milliseconds)
+        require_positive("client_queue_size", self.client_queue_size)
+        require_positive("client_send_timeout_seconds", self.client_send_timeout_seconds)
+        require_positive("max_clients", self.max_clients)
+        require_positive("max_request_bytes", self.max_request_bytes)
+        require_positive("max_request_events", self.max_request_events)
+        require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
+        require_positive("breaker_failures", self.breaker_failures)
+        require_positive("breaker_reset_seconds", self.breaker_reset_seconds)
         for name in ("subscribe_token", "publish_token"):
             if getattr(self, name) == "":
                 raise ConfigError(f"{name} must be None (open) or a non-empty string")
