@@ -6,17 +6,15 @@ import os
 import platform
 import shutil
 import tempfile
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import asyncpg
 import psutil
 
 from server.embedded_pg import EmbeddedPostgres
 
-__all__ = ["database", "machine", "postgres"]
+__all__ = ["machine", "postgres"]
 
 
 @contextmanager
@@ -31,18 +29,6 @@ def postgres() -> Iterator[EmbeddedPostgres]:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-@asynccontextmanager
-async def database(server: EmbeddedPostgres) -> AsyncIterator[str]:
-    """A fresh database on ``server``; yields its dsn."""
-    name = f"b_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server.dsn())
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    yield server.dsn(name)
 
 
 def machine() -> str:

@@ -16,7 +16,7 @@ from collections import deque
 from pathlib import Path
 
 from batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoreConfig
-from bench._pg import database, machine, postgres
+from bench._pg import machine, postgres
 
 _DATA = {"job_id": 123, "percent": 40, "step": "render tile 4/10"}
 
@@ -78,16 +78,13 @@ def main() -> None:
             print(f"emit(), buffer only, {threads} thread(s):      {rate:>12,.0f} events/s")
         with postgres() as server:
 
-            async def run() -> None:
-                for threads in (1, 4):
-                    async with database(server) as dsn:
-                        rate, stored = await _with_flush_loop(dsn, threads, n // (2 * threads), Path(tmp))
-                    print(
-                        f"emit() while flushing to PostgreSQL, {threads} thread(s): {rate:>10,.0f} events/s"
-                        f"  (stored end to end: {stored:,.0f} events/s)"
-                    )
-
-            asyncio.run(run())
+            for threads in (1, 4):
+                dsn = server.create_database(f"emit_{threads}", replace=True)
+                rate, stored = asyncio.run(_with_flush_loop(dsn, threads, n // (2 * threads), Path(tmp)))
+                print(
+                    f"emit() while flushing to PostgreSQL, {threads} thread(s): {rate:>10,.0f} events/s"
+                    f"  (stored end to end: {stored:,.0f} events/s)"
+                )
 
 
 class _NoStore:

@@ -26,7 +26,7 @@ import httpx
 
 from server.embedded_pg import EmbeddedPostgres
 
-__all__ = ["free_port", "fresh_database", "main", "start_server", "stop_server"]
+__all__ = ["free_port", "main", "start_server", "stop_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,23 +36,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def fresh_database(pg: EmbeddedPostgres, name: str) -> str:
-    subprocess.run([sys.executable, "-c", _DROP_CREATE, pg.dsn(), name], check=True, capture_output=True, timeout=60)
-    return pg.dsn(name)
-
-
-_DROP_CREATE = """
-import asyncio, sys
-import asyncpg
-async def main(dsn, name):
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-asyncio.run(main(sys.argv[1], sys.argv[2]))
-"""
 
 
 def start_server(kind: str, port: int, dsn: str, data_dir: Path) -> subprocess.Popen[bytes]:
@@ -130,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for clients in counts:
                 for kind in kinds:
-                    dsn = fresh_database(pg, "bench_" + kind.replace("-", "_"))
+                    dsn = pg.create_database("bench_" + kind.replace("-", "_"), replace=True)
                     port = free_port()
                     process = start_server(kind, port, dsn, data_dir / kind)
                     try:

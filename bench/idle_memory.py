@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
 
 from bench._pg import machine
-from bench.fanout import free_port, fresh_database, start_server, stop_server
+from bench.fanout import free_port, start_server, stop_server
 from server.embedded_pg import EmbeddedPostgres
 
 __all__ = ["main"]
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         pg.start()
         try:
             for kind in args.servers.split(","):
-                dsn = fresh_database(pg, f"idle_{kind.replace('-', '_')}_{int(time.time())}")
+                dsn = pg.create_database(f"idle_{kind.replace('-', '_')}", replace=True)
                 port = free_port()
                 process = start_server(kind, port, dsn, Path(tmp) / kind)
                 try:

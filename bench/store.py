@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 
 from batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoreConfig
-from bench._pg import database, machine, postgres
+from bench._pg import machine, postgres
 
 _SOURCES = ("thumbnail", "overlay", "scheduler", "transcoder")
 _TYPES = ("JOB_STARTED", "JOB_PROGRESS", "JOB_COMPLETED")
@@ -76,22 +76,19 @@ def main() -> None:
     print(f"machine: {machine()}")
     with postgres() as server, tempfile.TemporaryDirectory() as tmp:
 
-        async def run() -> None:
-            async with database(server) as dsn:
-                rate, rows = await ours(dsn, args.events, args.batch_size, Path(tmp))
-            async with database(server) as dsn:
-                peer_rate = await peer(dsn, args.peer_events)
-            print(
-                f"sse-batcher (batch size {args.batch_size}): {rate:>10,.0f} events/s stored, "
-                f"{rows:.4f} rows per event ({args.events:,} events)"
-            )
-            print(
-                f"peer, one INSERT + COMMIT per event:   {peer_rate:>10,.0f} events/s stored, "
-                f"1.0000 rows per event ({args.peer_events:,} events)"
-            )
-            print(f"ratio: {rate / peer_rate:,.1f}x")
-
-        asyncio.run(run())
+        rate, rows = asyncio.run(
+            ours(server.create_database("store_ours", replace=True), args.events, args.batch_size, Path(tmp))
+        )
+        peer_rate = asyncio.run(peer(server.create_database("store_peer", replace=True), args.peer_events))
+        print(
+            f"sse-batcher (batch size {args.batch_size}): {rate:>10,.0f} events/s stored, "
+            f"{rows:.4f} rows per event ({args.events:,} events)"
+        )
+        print(
+            f"peer, one INSERT + COMMIT per event:   {peer_rate:>10,.0f} events/s stored, "
+            f"1.0000 rows per event ({args.peer_events:,} events)"
+        )
+        print(f"ratio: {rate / peer_rate:,.1f}x")
 
 
 if __name__ == "__main__":

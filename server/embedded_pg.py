@@ -169,8 +169,8 @@ class EmbeddedPostgres:
         uri: str = self._info.get_uri(database=database)
         return uri
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` unless it exists; return its dsn.
+    def create_database(self, name: str, *, replace: bool = False) -> str:
+        """Create database ``name`` unless it exists (``replace``: drop it first); return its dsn.
 
         Raises:
             ValueError: ``name`` is not a plain lower-case identifier.
@@ -178,22 +178,19 @@ class EmbeddedPostgres:
         """
         if not _DB_NAME_RE.fullmatch(name):
             raise ValueError(f"database name must match {_DB_NAME_RE.pattern}, got {name!r}")
-        psql = str(_library()._commands.POSTGRES_BIN_PATH / "psql")
-        exists = subprocess.run(
-            [psql, "-d", self.dsn(), "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if exists.stdout.strip() != "1":
-            subprocess.run(
-                [psql, "-d", self.dsn(), "-qc", f"CREATE DATABASE {name}"],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
+        if replace:
+            self._psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip() != "1":
+            self._psql(f"CREATE DATABASE {name}")
         return self.dsn(quote(name))
+
+    def _psql(self, sql: str) -> str:
+        """Run one statement on the ``postgres`` database; return what it printed."""
+        psql = str(_library()._commands.POSTGRES_BIN_PATH / "psql")
+        done = subprocess.run(
+            [psql, "-d", self.dsn(), "-tAqc", sql], check=True, capture_output=True, text=True, timeout=30
+        )
+        return done.stdout
 
     def _system_user(self) -> str | None:
         if self._server is not None:

@@ -92,3 +92,13 @@ def test_start_again_needs_an_earlier_start(server: EmbeddedPostgres) -> None:
         server.start_again()
     with pytest.raises(RuntimeError):
         server.dsn()
+
+
+async def test_create_database_with_replace_starts_it_afresh(pg_server: EmbeddedPostgres) -> None:
+    dsn = pg_server.create_database("replaced_db")
+    await query(dsn, "CREATE TABLE leftover (x int)")
+    assert pg_server.create_database("replaced_db") == dsn  # without replace: kept as it is
+    assert await query(dsn, "SELECT to_regclass('leftover')::text") == "leftover"
+
+    assert pg_server.create_database("replaced_db", replace=True) == dsn
+    assert await query(dsn, "SELECT to_regclass('leftover')::text") is None
