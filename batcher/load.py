@@ -18,7 +18,6 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -28,6 +27,7 @@ import psutil
 
 import constants
 
+from ._background import BackgroundTask
 from .batcher import State
 from .config import require_positive
 from .errors import BatcherClosedError, ConfigError
@@ -162,7 +162,7 @@ class ServerLoadMonitor:
         self._sampler = sampler
         self._clock = clock
         self._state = State.NEW
-        self._stack: AsyncExitStack | None = None
+        self._task = BackgroundTask()
         self._latest: LoadSample | None = None
         self._last_ok = False
         self._samples = 0
@@ -222,20 +222,15 @@ class ServerLoadMonitor:
         """
         if self._state is not State.NEW:
             raise BatcherClosedError(f"cannot start a load monitor that is {self._state.value}")
-        self._stack = AsyncExitStack()
-        task_group = await self._stack.enter_async_context(anyio.create_task_group())
-        self._stack.callback(task_group.cancel_scope.cancel)
         self._state = State.RUNNING
-        task_group.start_soon(self._run)
+        await self._task.start(self._run)
 
     async def aclose(self) -> None:
         """Stop sampling. Idempotent."""
         if self._state is State.CLOSED:
             return
         self._state = State.CLOSED
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        await self._task.aclose()
 
     async def _run(self) -> None:
         interval = self._config.sample_seconds

@@ -19,13 +19,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
 import anyio
 
+from ._background import BackgroundTask
 from .batcher import FlushReport, SSEEventBatcher, State
 from .breaker import BreakerStats
 from .controller import Decision, Signals, SizingConfig, SizingController
@@ -132,7 +132,7 @@ class DynamicBatchManager:
             max_timeout_seconds=batcher.config.batch_timeout_seconds,
         )
         self._state = State.NEW
-        self._stack: AsyncExitStack | None = None
+        self._task = BackgroundTask()
         self._history: deque[Adjustment] = deque(maxlen=config.history_size)
         self._adjustments = 0
         self._emit_failures = 0
@@ -163,19 +163,14 @@ class DynamicBatchManager:
         if not self._config.enabled:
             return
         self._batcher.add_flush_observer(self.observe_flush)
-        self._stack = AsyncExitStack()
-        task_group = await self._stack.enter_async_context(anyio.create_task_group())
-        self._stack.callback(task_group.cancel_scope.cancel)
-        task_group.start_soon(self._run)
+        await self._task.start(self._run)
 
     async def aclose(self) -> None:
         """Stop deciding; the batch size stays where it is. Idempotent."""
         if self._state is State.CLOSED:
             return
         self._state = State.CLOSED
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        await self._task.aclose()
 
     async def _run(self) -> None:
         while True:
