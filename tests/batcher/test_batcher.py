@@ -158,6 +158,10 @@ async def test_invalid_event_raises_and_changes_nothing(store: PostgresStore, tm
             batcher.emit("JOB_STARTED", {"blob": "x" * 70_000})
         with pytest.raises(EventValidationError, match="priority"):
             batcher.emit("JOB_STARTED", {}, priority="urgent")
+        with pytest.raises(EventValidationError, match="type"):
+            batcher.emit(["JOB_STARTED"], {})  # type: ignore[arg-type]  # unhashable: still a clear error
+        with pytest.raises(EventValidationError, match="source"):
+            batcher.emit("JOB_STARTED", {}, source={"a": 1})  # type: ignore[arg-type]
         with pytest.raises(EventValidationError) as err:
             batcher.emit_many([{"type": "OK", "data": {}}, {"type": "OK", "data": [1]}])
         assert getattr(err.value, "index", None) == 1
