@@ -1,16 +1,27 @@
-"""Every default of sse-batcher in one place.
+"""Every setting of sse-batcher in one table, and the defaults it yields.
 
-Each constant can be overridden by an environment variable of the same name. This is the only
-module (with ``server/``) that reads the environment: ``batcher/`` takes frozen config objects
-built from these values, so a library user is never surprised by a stray variable.
+:data:`SETTINGS` is the single source of truth: each :class:`Setting` has its name (the environment
+variable), type, default, bounds, one-line doc and the :class:`server.ServerConfig` fields it fills.
+From it come the module constants below (the defaults of every config dataclass, each overridable by
+an environment variable of the same name), ``ServerConfig.from_env``, ``sse-batcher serve --help``
+and the README's configuration table (``python constants.py`` prints it; a test keeps them equal).
+
+This is the only module (with ``server/``) that reads the environment: ``batcher/`` takes frozen
+config objects built from these values, so a library user is never surprised by a stray variable.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
 
 __all__ = [
     "DATABASE_URL",
+    "SETTINGS",
     "SSE_BATCHING_ENABLED",
     "SSE_BATCH_ADJUST_COOLDOWN_SECONDS",
     "SSE_BATCH_LATENCY_TARGET_SECONDS",
@@ -30,6 +41,7 @@ __all__ = [
     "SSE_DEMO_RATE",
     "SSE_DYNAMIC_BATCHING",
     "SSE_EMIT_TIMEOUT_SECONDS",
+    "SSE_FOLLOW_POLL_SECONDS",
     "SSE_HOST",
     "SSE_LOAD_HIGH_PERCENT",
     "SSE_LOAD_LOOP_LAG_HIGH_SECONDS",
@@ -38,8 +50,8 @@ __all__ = [
     "SSE_MAX_BUFFERED_EVENTS",
     "SSE_MAX_CLIENTS",
     "SSE_MAX_EVENT_BYTES",
-    "SSE_MAX_REQUEST_EVENTS",
     "SSE_MAX_REQUEST_BYTES",
+    "SSE_MAX_REQUEST_EVENTS",
     "SSE_PING_SECONDS",
     "SSE_PORT",
     "SSE_PUBLISH_TOKEN",
@@ -50,17 +62,262 @@ __all__ = [
     "SSE_RULES_FILE",
     "SSE_SHUTDOWN_TIMEOUT_SECONDS",
     "SSE_STORE_TIMEOUT_SECONDS",
-    "SSE_SUBSCRIBE_TOKEN",
     "SSE_SUBSCRIBER_QUEUE_SIZE",
+    "SSE_SUBSCRIBE_TOKEN",
     "SSE_WORKER_QUEUE_SIZE",
+    "Setting",
+    "SettingError",
     "env_bool",
     "env_float",
     "env_int",
     "env_str",
+    "from_environ",
+    "markdown_table",
+    "setting",
 ]
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_TYPES: Final = (int, float, bool, str, Path)
+
+
+class SettingError(ValueError):
+    """An environment variable does not parse or is out of its bounds; the message names it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Setting:
+    """One setting: an environment variable, its type, default, bounds and doc.
+
+    ``fields`` are the dotted :class:`server.ServerConfig` fields it fills (``batcher.batch_size``);
+    none for settings only a library default reads (the workers' queue size, say). ``minimum`` and
+    ``maximum`` are inclusive; ``positive`` means > 0. ``optional`` settings may be unset (None).
+    ``secret`` ones are never shown with their value.
+    """
+
+    name: str
+    type: type
+    default: Any
+    doc: str
+    section: str
+    fields: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    positive: bool = False
+    optional: bool = False
+    secret: bool = False
+
+    def parse(self, raw: str) -> Any:
+        """Turn the text of the variable into a value of :attr:`type`, checked against the bounds.
+
+        Raises:
+            SettingError: it does not parse, or is out of bounds (the message names the variable).
+        """
+        text = raw.strip()
+        kind = self.type
+        value: Any
+        if kind is bool:
+            lowered = text.lower()
+            if lowered not in _TRUE | _FALSE:
+                raise SettingError(f"{self.name} must be true or false, got {raw!r}")
+            value = lowered in _TRUE
+        elif kind is int:
+            try:
+                value = int(text)
+            except ValueError:
+                raise SettingError(f"{self.name} must be an integer, got {raw!r}") from None
+        elif kind is float:
+            try:
+                value = float(text)
+            except ValueError:
+                raise SettingError(f"{self.name} must be a number, got {raw!r}") from None
+        elif kind is Path:
+            value = Path(text)
+        else:
+            value = raw
+        self.check(value)
+        return value
+
+    def check(self, value: Any) -> None:
+        """Check ``value`` against the bounds (None passes for optional settings; NaN never does).
+
+        Raises:
+            SettingError: out of bounds.
+        """
+        if value is None and self.optional:
+            return
+        if self.type in (int, float) and not isinstance(value, bool):
+            number = float(value)
+            if math.isnan(number):
+                raise SettingError(f"{self.name} must be a number, got NaN")
+            if self.positive and not number > 0:
+                raise SettingError(f"{self.name} must be > 0, got {value!r}")
+            if self.minimum is not None and number < self.minimum:
+                raise SettingError(f"{self.name} must be >= {self.minimum:g}, got {value!r}")
+            if self.maximum is not None and number > self.maximum:
+                raise SettingError(f"{self.name} must be <= {self.maximum:g}, got {value!r}")
+        if self.type is str and value == "":
+            raise SettingError(f"{self.name} must not be empty")
+
+    def value(self, environ: Mapping[str, str]) -> Any:
+        """The value in ``environ``, or the default when it is unset or empty.
+
+        Raises:
+            SettingError: it is set but invalid.
+        """
+        raw = environ.get(self.name)
+        return self.parse(raw) if raw else self.default
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the README and ``--help`` show it."""
+        if self.default is None:
+            return "unset"
+        if self.type is bool:
+            return "true" if self.default else "false"
+        if self.type is float and float(self.default).is_integer():
+            return f"{self.default:g}"
+        return str(self.default)
+
+    @property
+    def bounds(self) -> str:
+        """The bounds in words, empty when there are none."""
+        parts = []
+        if self.positive:
+            parts.append("> 0")
+        if self.minimum is not None:
+            parts.append(f">= {self.minimum:g}")
+        if self.maximum is not None:
+            parts.append(f"<= {self.maximum:g}")
+        return ", ".join(parts)
+
+
+def _s(name: str, kind: type, default: Any, section: str, doc: str, *fields: str, **options: Any) -> Setting:
+    return Setting(name=name, type=kind, default=default, doc=doc, section=section, fields=fields, **options)
+
+
+_B, _Z, _D, _S, _N, _W = "batching", "sizing", "storage", "server", "nodes", "demo and workers"
+
+SETTINGS: Final[tuple[Setting, ...]] = (
+    # Batching
+    _s("SSE_BATCH_SIZE", int, 10, _B, "events per batch (the starting size when dynamic)", "batcher.batch_size",
+       minimum=1),
+    _s("SSE_BATCH_TIMEOUT_SECONDS", float, 0.5, _B, "longest an event waits for its batch (the oldest event's age)",
+       "batcher.batch_timeout_seconds", positive=True),
+    _s("SSE_BATCH_MAX_RETRIES", int, 2, _B, "retries of a failed store write", "batcher.max_retries", minimum=0),
+    _s("SSE_BATCH_RETRY_DELAY", float, 0.5, _B, "first retry backoff in seconds (doubles, with jitter)",
+       "batcher.retry_delay_seconds", minimum=0),
+    _s("SSE_BATCHING_ENABLED", bool, True, _B, "false: every event travels alone", "batcher.batching_enabled"),
+    _s("SSE_MAX_BUFFERED_EVENTS", int, 100_000, _B, "buffer bound (back-pressure beyond it)",
+       "batcher.max_buffered_events", minimum=1),
+    _s("SSE_MAX_EVENT_BYTES", int, 64 * 1024, _B, "largest encoded `data` of one event", "batcher.max_event_bytes",
+       minimum=1),
+    _s("SSE_EMIT_TIMEOUT_SECONDS", float, 5.0, _B, "how long a worker thread waits for room in a full buffer",
+       minimum=0),
+    _s("SSE_SHUTDOWN_TIMEOUT_SECONDS", float, 10.0, _B, "bound on the shutdown flush and drain",
+       "shutdown_timeout_seconds", "batcher.shutdown_timeout_seconds", positive=True),
+    _s("SSE_SUBSCRIBER_QUEUE_SIZE", int, 10_000, _B, "messages an in-process subscriber may lag",
+       "batcher.subscriber_queue_size", minimum=1),
+    # Adaptive sizing
+    _s("SSE_DYNAMIC_BATCHING", bool, True, _Z, "adaptive batch size and timeout", "sizing.enabled"),
+    _s("SSE_BATCH_SIZE_MIN", int, 5, _Z, "smallest adaptive batch size", "sizing.min_size", minimum=1),
+    _s("SSE_BATCH_SIZE_MAX", int, 500, _Z, "largest adaptive batch size", "sizing.max_size", minimum=1),
+    _s("SSE_BATCH_TIMEOUT_MIN_SECONDS", float, 0.02, _Z, "shortest adaptive timeout (idle server)",
+       "sizing.min_timeout_seconds", positive=True),
+    _s("SSE_BATCH_LATENCY_TARGET_SECONDS", float, 0.1, _Z, "store write latency the controller aims under",
+       "sizing.latency_target_seconds", positive=True),
+    _s("SSE_LOAD_LOOP_LAG_HIGH_SECONDS", float, 0.05, _Z, "event-loop lag counted as high load",
+       "sizing.high_loop_lag_seconds", positive=True),
+    _s("SSE_LOAD_LOW_PERCENT", float, 50.0, _Z, "CPU percent under which the server counts as idle",
+       "sizing.low_load_percent", minimum=0, maximum=100),
+    _s("SSE_LOAD_HIGH_PERCENT", float, 80.0, _Z, "CPU percent at which the server counts as busy",
+       "sizing.high_load_percent", minimum=0, maximum=100),
+    _s("SSE_LOAD_SAMPLE_SECONDS", float, 1.0, _Z, "load sampling interval", "sizing.sample_seconds", positive=True),
+    _s("SSE_BATCH_ADJUST_COOLDOWN_SECONDS", float, 2.0, _Z, "least time between two sizing changes",
+       "sizing.cooldown_seconds", minimum=0),
+    _s("SSE_BREAKER_FAILURES", int, 5, _Z, "failed writes in a row that open the store circuit breaker",
+       "breaker_failures", minimum=1),
+    _s("SSE_BREAKER_RESET_SECONDS", float, 10.0, _Z, "how often an open breaker probes the store",
+       "breaker_reset_seconds", positive=True),
+    _s("SSE_RULES_FILE", Path, None, _Z, "TOML file of per-type aggregation rules", "rules_file", optional=True),
+    # Storage
+    _s("DATABASE_URL", str, None, _D, "PostgreSQL URL; unset starts the embedded PostgreSQL under SSE_DATA_DIR",
+       "database_url", optional=True, secret=True),
+    _s("SSE_DATA_DIR", Path, Path("./.sse-batcher"), _D, "embedded PostgreSQL data, dead-letter and quarantine files",
+       "data_dir", "batcher.data_dir"),
+    _s("SSE_DB_POOL_SIZE", int, 4, _D, "asyncpg pool size", "store.pool_size", minimum=1),
+    _s("SSE_STORE_TIMEOUT_SECONDS", float, 5.0, _D, "per-operation PostgreSQL timeout", "store.timeout_seconds",
+       positive=True),
+    _s("SSE_REPLAY_PAGE_SIZE", int, 500, _D, "rows per page when replaying or following the log",
+       "store.replay_page_size", minimum=1),
+    _s("SSE_RETENTION_SECONDS", float, 7 * 24 * 3600.0, _D, "messages older than this are deleted in the background",
+       "store.retention_seconds", positive=True),
+    _s("SSE_RETENTION_INTERVAL_SECONDS", float, 60.0, _D, "how often retention runs",
+       "store.retention_interval_seconds", positive=True),
+    # Server
+    _s("SSE_HOST", str, "127.0.0.1", _S, "address `sse-batcher serve` listens on", "host"),
+    _s("SSE_PORT", int, 8000, _S, "port `sse-batcher serve` listens on", "port", minimum=0, maximum=65535),
+    _s("SSE_PING_SECONDS", float, 15.0, _S, "keep-alive comment interval of a stream", "ping_seconds", positive=True),
+    _s("SSE_RETRY_MILLISECONDS", int, 3000, _S, "the `retry:` reconnect hint sent to clients", "retry_milliseconds",
+       minimum=1),
+    _s("SSE_CLIENT_QUEUE_SIZE", int, 1000, _S, "messages a client may lag before it catches up from PostgreSQL",
+       "client_queue_size", minimum=1),
+    _s("SSE_CLIENT_SEND_TIMEOUT_SECONDS", float, 30.0, _S, "a peer that accepts nothing this long is closed",
+       "client_send_timeout_seconds", positive=True),
+    _s("SSE_MAX_CLIENTS", int, 10_000, _S, "open streams; one more gets 503", "max_clients", minimum=1),
+    _s("SSE_MAX_REQUEST_BYTES", int, 1024 * 1024, _S, "largest publish body (413 beyond, checked while reading)",
+       "max_request_bytes", minimum=1),
+    _s("SSE_MAX_REQUEST_EVENTS", int, 10_000, _S, "events in one publish (413 beyond)", "max_request_events",
+       minimum=1),
+    _s("SSE_PUBLISH_TOKEN", str, None, _S, "bearer token required to publish", "publish_token", optional=True,
+       secret=True),
+    _s("SSE_SUBSCRIBE_TOKEN", str, None, _S, "bearer token (or `?token=`) required to subscribe",
+       "subscribe_token", optional=True, secret=True),
+    # Nodes
+    _s("SSE_FOLLOW_POLL_SECONDS", float, 1.0, _N,
+       "safety poll of the log follower, for notifications lost across a reconnect", "follow_poll_seconds",
+       positive=True),
+    # Demo and workers
+    _s("SSE_DEMO_RATE", float, 20.0, _W, "demo jobs per second", "demo_rate", positive=True),
+    _s("SSE_WORKER_QUEUE_SIZE", int, 10_000, _W, "jobs a worker may hold queued (a demo burst asks up to 10,000)",
+       minimum=1),
+)  # fmt: skip
+
+_BY_NAME: Final[Mapping[str, Setting]] = {s.name: s for s in SETTINGS}
+
+
+def setting(name: str) -> Setting:
+    """The setting called ``name``.
+
+    Raises:
+        KeyError: there is none.
+    """
+    return _BY_NAME[name]
+
+
+def _default(name: str) -> Any:
+    return _BY_NAME[name].value(os.environ)
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every setting's current value, by name, from ``environ`` (default: the process environment).
+
+    Raises:
+        SettingError: a variable is set but invalid (the message names it).
+    """
+    env = os.environ if environ is None else environ
+    return {s.name: s.value(env) for s in SETTINGS}
+
+
+def markdown_table() -> str:
+    """The README's configuration table, one row per setting, in table order."""
+    rows = ["| variable | default | bounds | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = s.shown_default
+        if s.default is not None and s.type in (str, Path):
+            default = f"`{default}`"
+        rows.append(f"| `{s.name}` | {default} | {s.bounds} | {s.doc} |")
+    return "\n".join(rows) + "\n"
 
 
 def env_str(name: str, default: str | None) -> str | None:
@@ -75,13 +332,7 @@ def env_int(name: str, default: int) -> int:
     Raises:
         ValueError: the variable is set but is not an integer (named in the message).
     """
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    return int(Setting(name=name, type=int, default=default, doc="", section="").value(os.environ))
 
 
 def env_float(name: str, default: float) -> float:
@@ -90,13 +341,7 @@ def env_float(name: str, default: float) -> float:
     Raises:
         ValueError: the variable is set but is not a number (named in the message).
     """
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    return float(Setting(name=name, type=float, default=default, doc="", section="").value(os.environ))
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -105,73 +350,55 @@ def env_bool(name: str, default: bool) -> bool:
     Raises:
         ValueError: the variable is set to anything else.
     """
-    value = os.environ.get(name)
-    if not value:
-        return default
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(Setting(name=name, type=bool, default=default, doc="", section="").value(os.environ))
 
 
-# Batching
-SSE_BATCH_SIZE = env_int("SSE_BATCH_SIZE", 10)
-SSE_BATCH_TIMEOUT_SECONDS = env_float("SSE_BATCH_TIMEOUT_SECONDS", 0.5)
-SSE_BATCH_MAX_RETRIES = env_int("SSE_BATCH_MAX_RETRIES", 2)
-SSE_BATCH_RETRY_DELAY = env_float("SSE_BATCH_RETRY_DELAY", 0.5)
-SSE_BATCHING_ENABLED = env_bool("SSE_BATCHING_ENABLED", True)
-SSE_MAX_BUFFERED_EVENTS = env_int("SSE_MAX_BUFFERED_EVENTS", 100_000)
-SSE_MAX_EVENT_BYTES = env_int("SSE_MAX_EVENT_BYTES", 64 * 1024)
-SSE_EMIT_TIMEOUT_SECONDS = env_float("SSE_EMIT_TIMEOUT_SECONDS", 5.0)
-SSE_SHUTDOWN_TIMEOUT_SECONDS = env_float("SSE_SHUTDOWN_TIMEOUT_SECONDS", 10.0)
-SSE_SUBSCRIBER_QUEUE_SIZE = env_int("SSE_SUBSCRIBER_QUEUE_SIZE", 10_000)
+# The defaults every config dataclass starts from, read from the environment once, at import.
+SSE_BATCH_SIZE: Final[int] = _default("SSE_BATCH_SIZE")
+SSE_BATCH_TIMEOUT_SECONDS: Final[float] = _default("SSE_BATCH_TIMEOUT_SECONDS")
+SSE_BATCH_MAX_RETRIES: Final[int] = _default("SSE_BATCH_MAX_RETRIES")
+SSE_BATCH_RETRY_DELAY: Final[float] = _default("SSE_BATCH_RETRY_DELAY")
+SSE_BATCHING_ENABLED: Final[bool] = _default("SSE_BATCHING_ENABLED")
+SSE_MAX_BUFFERED_EVENTS: Final[int] = _default("SSE_MAX_BUFFERED_EVENTS")
+SSE_MAX_EVENT_BYTES: Final[int] = _default("SSE_MAX_EVENT_BYTES")
+SSE_EMIT_TIMEOUT_SECONDS: Final[float] = _default("SSE_EMIT_TIMEOUT_SECONDS")
+SSE_SHUTDOWN_TIMEOUT_SECONDS: Final[float] = _default("SSE_SHUTDOWN_TIMEOUT_SECONDS")
+SSE_SUBSCRIBER_QUEUE_SIZE: Final[int] = _default("SSE_SUBSCRIBER_QUEUE_SIZE")
+SSE_DYNAMIC_BATCHING: Final[bool] = _default("SSE_DYNAMIC_BATCHING")
+SSE_BATCH_SIZE_MIN: Final[int] = _default("SSE_BATCH_SIZE_MIN")
+SSE_BATCH_SIZE_MAX: Final[int] = _default("SSE_BATCH_SIZE_MAX")
+SSE_BATCH_TIMEOUT_MIN_SECONDS: Final[float] = _default("SSE_BATCH_TIMEOUT_MIN_SECONDS")
+SSE_BATCH_LATENCY_TARGET_SECONDS: Final[float] = _default("SSE_BATCH_LATENCY_TARGET_SECONDS")
+SSE_LOAD_LOOP_LAG_HIGH_SECONDS: Final[float] = _default("SSE_LOAD_LOOP_LAG_HIGH_SECONDS")
+SSE_LOAD_LOW_PERCENT: Final[float] = _default("SSE_LOAD_LOW_PERCENT")
+SSE_LOAD_HIGH_PERCENT: Final[float] = _default("SSE_LOAD_HIGH_PERCENT")
+SSE_LOAD_SAMPLE_SECONDS: Final[float] = _default("SSE_LOAD_SAMPLE_SECONDS")
+SSE_BATCH_ADJUST_COOLDOWN_SECONDS: Final[float] = _default("SSE_BATCH_ADJUST_COOLDOWN_SECONDS")
+SSE_BREAKER_FAILURES: Final[int] = _default("SSE_BREAKER_FAILURES")
+SSE_BREAKER_RESET_SECONDS: Final[float] = _default("SSE_BREAKER_RESET_SECONDS")
+SSE_RULES_FILE: Final[Path | None] = _default("SSE_RULES_FILE")
+DATABASE_URL: Final[str | None] = _default("DATABASE_URL")
+SSE_DATA_DIR: Final[Path] = _default("SSE_DATA_DIR")
+SSE_DB_POOL_SIZE: Final[int] = _default("SSE_DB_POOL_SIZE")
+SSE_STORE_TIMEOUT_SECONDS: Final[float] = _default("SSE_STORE_TIMEOUT_SECONDS")
+SSE_REPLAY_PAGE_SIZE: Final[int] = _default("SSE_REPLAY_PAGE_SIZE")
+SSE_RETENTION_SECONDS: Final[float] = _default("SSE_RETENTION_SECONDS")
+SSE_RETENTION_INTERVAL_SECONDS: Final[float] = _default("SSE_RETENTION_INTERVAL_SECONDS")
+SSE_HOST: Final[str] = _default("SSE_HOST")
+SSE_PORT: Final[int] = _default("SSE_PORT")
+SSE_PING_SECONDS: Final[float] = _default("SSE_PING_SECONDS")
+SSE_RETRY_MILLISECONDS: Final[int] = _default("SSE_RETRY_MILLISECONDS")
+SSE_CLIENT_QUEUE_SIZE: Final[int] = _default("SSE_CLIENT_QUEUE_SIZE")
+SSE_CLIENT_SEND_TIMEOUT_SECONDS: Final[float] = _default("SSE_CLIENT_SEND_TIMEOUT_SECONDS")
+SSE_MAX_CLIENTS: Final[int] = _default("SSE_MAX_CLIENTS")
+SSE_MAX_REQUEST_BYTES: Final[int] = _default("SSE_MAX_REQUEST_BYTES")
+SSE_MAX_REQUEST_EVENTS: Final[int] = _default("SSE_MAX_REQUEST_EVENTS")
+SSE_PUBLISH_TOKEN: Final[str | None] = _default("SSE_PUBLISH_TOKEN")
+SSE_SUBSCRIBE_TOKEN: Final[str | None] = _default("SSE_SUBSCRIBE_TOKEN")
+SSE_FOLLOW_POLL_SECONDS: Final[float] = _default("SSE_FOLLOW_POLL_SECONDS")
+SSE_DEMO_RATE: Final[float] = _default("SSE_DEMO_RATE")
+SSE_WORKER_QUEUE_SIZE: Final[int] = _default("SSE_WORKER_QUEUE_SIZE")
 
-# Adaptive sizing
-SSE_DYNAMIC_BATCHING = env_bool("SSE_DYNAMIC_BATCHING", True)
-SSE_BATCH_SIZE_MIN = env_int("SSE_BATCH_SIZE_MIN", 5)
-SSE_BATCH_SIZE_MAX = env_int("SSE_BATCH_SIZE_MAX", 500)
-SSE_LOAD_LOW_PERCENT = env_float("SSE_LOAD_LOW_PERCENT", 50.0)
-SSE_LOAD_HIGH_PERCENT = env_float("SSE_LOAD_HIGH_PERCENT", 80.0)
-SSE_LOAD_SAMPLE_SECONDS = env_float("SSE_LOAD_SAMPLE_SECONDS", 1.0)
-SSE_BATCH_ADJUST_COOLDOWN_SECONDS = env_float("SSE_BATCH_ADJUST_COOLDOWN_SECONDS", 2.0)
-# The adaptive timeout's floor: how long a lone event waits when the server is idle.
-SSE_BATCH_TIMEOUT_MIN_SECONDS = env_float("SSE_BATCH_TIMEOUT_MIN_SECONDS", 0.02)
-# A flush's store write should take at most this long; past it the batch size backs off.
-SSE_BATCH_LATENCY_TARGET_SECONDS = env_float("SSE_BATCH_LATENCY_TARGET_SECONDS", 0.1)
-# Event-loop lag at or above this counts as high load, whatever psutil says.
-SSE_LOAD_LOOP_LAG_HIGH_SECONDS = env_float("SSE_LOAD_LOOP_LAG_HIGH_SECONDS", 0.05)
-SSE_RULES_FILE = env_str("SSE_RULES_FILE", None)
-SSE_BREAKER_FAILURES = env_int("SSE_BREAKER_FAILURES", 5)
-SSE_BREAKER_RESET_SECONDS = env_float("SSE_BREAKER_RESET_SECONDS", 10.0)
 
-# Storage
-DATABASE_URL = env_str("DATABASE_URL", None)
-SSE_DATA_DIR = env_str("SSE_DATA_DIR", "./.sse-batcher") or "./.sse-batcher"
-SSE_DB_POOL_SIZE = env_int("SSE_DB_POOL_SIZE", 4)
-SSE_STORE_TIMEOUT_SECONDS = env_float("SSE_STORE_TIMEOUT_SECONDS", 5.0)
-SSE_REPLAY_PAGE_SIZE = env_int("SSE_REPLAY_PAGE_SIZE", 500)
-SSE_RETENTION_SECONDS = env_float("SSE_RETENTION_SECONDS", 7 * 24 * 3600.0)
-SSE_RETENTION_INTERVAL_SECONDS = env_float("SSE_RETENTION_INTERVAL_SECONDS", 60.0)
-
-# Server
-SSE_HOST = env_str("SSE_HOST", "127.0.0.1") or "127.0.0.1"
-SSE_PORT = env_int("SSE_PORT", 8000)
-SSE_PING_SECONDS = env_float("SSE_PING_SECONDS", 15.0)
-SSE_RETRY_MILLISECONDS = env_int("SSE_RETRY_MILLISECONDS", 3000)
-SSE_CLIENT_QUEUE_SIZE = env_int("SSE_CLIENT_QUEUE_SIZE", 1000)
-SSE_CLIENT_SEND_TIMEOUT_SECONDS = env_float("SSE_CLIENT_SEND_TIMEOUT_SECONDS", 30.0)
-SSE_MAX_CLIENTS = env_int("SSE_MAX_CLIENTS", 10_000)
-SSE_MAX_REQUEST_BYTES = env_int("SSE_MAX_REQUEST_BYTES", 1024 * 1024)
-# Events in one POST /api/events; a longer list is refused whole (413) before any is validated.
-SSE_MAX_REQUEST_EVENTS = env_int("SSE_MAX_REQUEST_EVENTS", 10_000)
-SSE_SUBSCRIBE_TOKEN = env_str("SSE_SUBSCRIBE_TOKEN", None)
-SSE_PUBLISH_TOKEN = env_str("SSE_PUBLISH_TOKEN", None)
-
-# Demo
-SSE_DEMO_RATE = env_float("SSE_DEMO_RATE", 20.0)
-
-# Workers
-# Jobs a worker holds waiting for a free slot; a demo burst asks for up to 10,000 at once.
-SSE_WORKER_QUEUE_SIZE = env_int("SSE_WORKER_QUEUE_SIZE", 10_000)
+if __name__ == "__main__":  # pragma: no cover - prints the README table
+    print(markdown_table())

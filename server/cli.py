@@ -14,11 +14,29 @@ from .config import LOG_LEVELS, ServerConfig
 __all__ = ["main"]
 
 
+def settings_help() -> str:
+    """Every environment variable ``serve`` reads, by section, with its default and bounds."""
+    lines = ["environment (every setting; see the README's configuration table):"]
+    section = ""
+    for setting in constants.SETTINGS:
+        if setting.section != section:
+            section = setting.section
+            lines.append(f"  {section}:")
+        bounds = f", {setting.bounds}" if setting.bounds else ""
+        lines.append(f"    {setting.name} (default {setting.shown_default}{bounds}): {setting.doc}")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sse-batcher", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the server (dashboard, SSE stream, publish API)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server (dashboard, SSE stream, publish API)",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", default=None, help=f"address to listen on (default {constants.SSE_HOST})")
     serve.add_argument("--port", type=int, default=None, help=f"port to listen on (default {constants.SSE_PORT})")
     serve.add_argument(

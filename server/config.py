@@ -6,6 +6,7 @@ reads the environment again, so a variable set after import (a test, a CLI flag)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,10 @@ class ServerConfig:
     subscribe_token: str | None = constants.SSE_SUBSCRIBE_TOKEN
     publish_token: str | None = constants.SSE_PUBLISH_TOKEN
     shutdown_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
-    rules_file: Path | None = None
+    rules_file: Path | None = constants.SSE_RULES_FILE
     breaker_failures: int = constants.SSE_BREAKER_FAILURES
     breaker_reset_seconds: float = constants.SSE_BREAKER_RESET_SECONDS
+    follow_poll_seconds: float = constants.SSE_FOLLOW_POLL_SECONDS
     batcher: BatcherConfig = field(default_factory=BatcherConfig)
     sizing: SizingConfig = field(default_factory=SizingConfig)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -103,68 +105,32 @@ class ServerConfig:
         require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
         require_positive("breaker_failures", self.breaker_failures)
         require_positive("breaker_reset_seconds", self.breaker_reset_seconds)
+        require_positive("follow_poll_seconds", self.follow_poll_seconds)
         for name in ("subscribe_token", "publish_token"):
             if getattr(self, name) == "":
                 raise ConfigError(f"{name} must be None (open) or a non-empty string")
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> ServerConfig:
-        """Build a config from the environment as it is now; ``overrides`` win over it.
+    def from_env(cls, environ: Mapping[str, str] | None = None, /, **overrides: Any) -> ServerConfig:
+        """Build a config from the environment as it is now (or ``environ``); ``overrides`` win over it.
+
+        Every value comes from ``constants.SETTINGS``: each setting names the fields it fills.
 
         Raises:
-            ValueError: a variable does not parse (named in the message).
+            ValueError: a variable does not parse or is out of bounds (named in the message).
             ConfigError: a value is out of range.
         """
-        data_dir = Path(constants.env_str("SSE_DATA_DIR", constants.SSE_DATA_DIR) or constants.SSE_DATA_DIR)
-        batcher = BatcherConfig(
-            batch_size=constants.env_int("SSE_BATCH_SIZE", constants.SSE_BATCH_SIZE),
-            batch_timeout_seconds=constants.env_float("SSE_BATCH_TIMEOUT_SECONDS", constants.SSE_BATCH_TIMEOUT_SECONDS),
-            max_retries=constants.env_int("SSE_BATCH_MAX_RETRIES", constants.SSE_BATCH_MAX_RETRIES),
-            retry_delay_seconds=constants.env_float("SSE_BATCH_RETRY_DELAY", constants.SSE_BATCH_RETRY_DELAY),
-            batching_enabled=constants.env_bool("SSE_BATCHING_ENABLED", constants.SSE_BATCHING_ENABLED),
-            max_buffered_events=constants.env_int("SSE_MAX_BUFFERED_EVENTS", constants.SSE_MAX_BUFFERED_EVENTS),
-            max_event_bytes=constants.env_int("SSE_MAX_EVENT_BYTES", constants.SSE_MAX_EVENT_BYTES),
-            shutdown_timeout_seconds=constants.env_float(
-                "SSE_SHUTDOWN_TIMEOUT_SECONDS", constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
-            ),
-            subscriber_queue_size=constants.env_int("SSE_SUBSCRIBER_QUEUE_SIZE", constants.SSE_SUBSCRIBER_QUEUE_SIZE),
-            data_dir=data_dir,
-        )
-        store = StoreSettings(
-            pool_size=constants.env_int("SSE_DB_POOL_SIZE", constants.SSE_DB_POOL_SIZE),
-            timeout_seconds=constants.env_float("SSE_STORE_TIMEOUT_SECONDS", constants.SSE_STORE_TIMEOUT_SECONDS),
-            replay_page_size=constants.env_int("SSE_REPLAY_PAGE_SIZE", constants.SSE_REPLAY_PAGE_SIZE),
-            retention_seconds=constants.env_float("SSE_RETENTION_SECONDS", constants.SSE_RETENTION_SECONDS),
-            retention_interval_seconds=constants.env_float(
-                "SSE_RETENTION_INTERVAL_SECONDS", constants.SSE_RETENTION_INTERVAL_SECONDS
-            ),
-        )
+        values = constants.from_environ(environ)
+        groups: dict[str, dict[str, Any]] = {"": {}, "batcher": {}, "sizing": {}, "store": {}}
+        for setting in constants.SETTINGS:
+            for path in setting.fields:
+                group, _, name = path.rpartition(".")
+                groups[group][name] = values[setting.name]
         config = cls(
-            host=constants.env_str("SSE_HOST", constants.SSE_HOST) or constants.SSE_HOST,
-            port=constants.env_int("SSE_PORT", constants.SSE_PORT),
-            database_url=constants.env_str("DATABASE_URL", None),
-            data_dir=data_dir,
-            demo_rate=constants.env_float("SSE_DEMO_RATE", constants.SSE_DEMO_RATE),
-            ping_seconds=constants.env_float("SSE_PING_SECONDS", constants.SSE_PING_SECONDS),
-            retry_milliseconds=constants.env_int("SSE_RETRY_MILLISECONDS", constants.SSE_RETRY_MILLISECONDS),
-            client_queue_size=constants.env_int("SSE_CLIENT_QUEUE_SIZE", constants.SSE_CLIENT_QUEUE_SIZE),
-            client_send_timeout_seconds=constants.env_float(
-                "SSE_CLIENT_SEND_TIMEOUT_SECONDS", constants.SSE_CLIENT_SEND_TIMEOUT_SECONDS
-            ),
-            max_clients=constants.env_int("SSE_MAX_CLIENTS", constants.SSE_MAX_CLIENTS),
-            max_request_bytes=constants.env_int("SSE_MAX_REQUEST_BYTES", constants.SSE_MAX_REQUEST_BYTES),
-            max_request_events=constants.env_int("SSE_MAX_REQUEST_EVENTS", constants.SSE_MAX_REQUEST_EVENTS),
-            subscribe_token=constants.env_str("SSE_SUBSCRIBE_TOKEN", None),
-            publish_token=constants.env_str("SSE_PUBLISH_TOKEN", None),
-            shutdown_timeout_seconds=constants.env_float(
-                "SSE_SHUTDOWN_TIMEOUT_SECONDS", constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
-            ),
-            rules_file=_optional_path(constants.env_str("SSE_RULES_FILE", None)),
-            breaker_failures=constants.env_int("SSE_BREAKER_FAILURES", constants.SSE_BREAKER_FAILURES),
-            breaker_reset_seconds=constants.env_float("SSE_BREAKER_RESET_SECONDS", constants.SSE_BREAKER_RESET_SECONDS),
-            batcher=batcher,
-            sizing=_sizing_from_env(),
-            store=store,
+            **groups[""],
+            batcher=BatcherConfig(**groups["batcher"]),
+            sizing=SizingConfig(**groups["sizing"]),
+            store=StoreSettings(**groups["store"]),
         )
         return replace(config, **overrides) if overrides else config
 
@@ -173,26 +139,6 @@ class ServerConfig:
         if self.database_url is None:
             return f"embedded PostgreSQL at {self.data_dir / 'pgdata'}"
         return mask_dsn(self.database_url)
-
-
-def _optional_path(value: str | None) -> Path | None:
-    return None if value is None else Path(value)
-
-
-def _sizing_from_env() -> SizingConfig:
-    env_float, c = constants.env_float, constants
-    return SizingConfig(
-        enabled=constants.env_bool("SSE_DYNAMIC_BATCHING", c.SSE_DYNAMIC_BATCHING),
-        min_size=constants.env_int("SSE_BATCH_SIZE_MIN", c.SSE_BATCH_SIZE_MIN),
-        max_size=constants.env_int("SSE_BATCH_SIZE_MAX", c.SSE_BATCH_SIZE_MAX),
-        low_load_percent=env_float("SSE_LOAD_LOW_PERCENT", c.SSE_LOAD_LOW_PERCENT),
-        high_load_percent=env_float("SSE_LOAD_HIGH_PERCENT", c.SSE_LOAD_HIGH_PERCENT),
-        high_loop_lag_seconds=env_float("SSE_LOAD_LOOP_LAG_HIGH_SECONDS", c.SSE_LOAD_LOOP_LAG_HIGH_SECONDS),
-        sample_seconds=env_float("SSE_LOAD_SAMPLE_SECONDS", c.SSE_LOAD_SAMPLE_SECONDS),
-        cooldown_seconds=env_float("SSE_BATCH_ADJUST_COOLDOWN_SECONDS", c.SSE_BATCH_ADJUST_COOLDOWN_SECONDS),
-        min_timeout_seconds=env_float("SSE_BATCH_TIMEOUT_MIN_SECONDS", c.SSE_BATCH_TIMEOUT_MIN_SECONDS),
-        latency_target_seconds=env_float("SSE_BATCH_LATENCY_TARGET_SECONDS", c.SSE_BATCH_LATENCY_TARGET_SECONDS),
-    )
 
 
 def mask_dsn(dsn: str) -> str:
