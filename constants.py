@@ -62,7 +62,6 @@ __all__ = [
     "SSE_RULES_FILE",
     "SSE_SHUTDOWN_TIMEOUT_SECONDS",
     "SSE_STORE_TIMEOUT_SECONDS",
-    "SSE_SUBSCRIBER_QUEUE_SIZE",
     "SSE_SUBSCRIBE_TOKEN",
     "SSE_WORKER_QUEUE_SIZE",
     "Setting",
@@ -216,8 +215,6 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        minimum=0),
     _s("SSE_SHUTDOWN_TIMEOUT_SECONDS", float, 10.0, _B, "bound on the shutdown flush and drain",
        "shutdown_timeout_seconds", "batcher.shutdown_timeout_seconds", positive=True),
-    _s("SSE_SUBSCRIBER_QUEUE_SIZE", int, 10_000, _B, "messages an in-process subscriber may lag",
-       "batcher.subscriber_queue_size", minimum=1),
     # Adaptive sizing
     _s("SSE_DYNAMIC_BATCHING", bool, True, _Z, "adaptive batch size and timeout", "sizing.enabled"),
     _s("SSE_BATCH_SIZE_MIN", int, 5, _Z, "smallest adaptive batch size", "sizing.min_size", minimum=1),
@@ -363,7 +360,6 @@ SSE_MAX_BUFFERED_EVENTS: Final[int] = _default("SSE_MAX_BUFFERED_EVENTS")
 SSE_MAX_EVENT_BYTES: Final[int] = _default("SSE_MAX_EVENT_BYTES")
 SSE_EMIT_TIMEOUT_SECONDS: Final[float] = _default("SSE_EMIT_TIMEOUT_SECONDS")
 SSE_SHUTDOWN_TIMEOUT_SECONDS: Final[float] = _default("SSE_SHUTDOWN_TIMEOUT_SECONDS")
-SSE_SUBSCRIBER_QUEUE_SIZE: Final[int] = _default("SSE_SUBSCRIBER_QUEUE_SIZE")
 SSE_DYNAMIC_BATCHING: Final[bool] = _default("SSE_DYNAMIC_BATCHING")
 SSE_BATCH_SIZE_MIN: Final[int] = _default("SSE_BATCH_SIZE_MIN")
 SSE_BATCH_SIZE_MAX: Final[int] = _default("SSE_BATCH_SIZE_MAX")

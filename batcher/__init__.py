@@ -6,12 +6,13 @@ No HTTP here: this package works in any asyncio program. See README.md for a tou
 from __future__ import annotations
 
 from .aggregate import aggregate, aggregate_type
-from .batcher import FlushReport, SSEEventBatcher, State
+from .batcher import FlushReport, SSEEventBatcher
 from .breaker import BreakerState, BreakerStats, CircuitBreaker
 from .config import BatcherConfig, StoreConfig
 from .controller import SizingConfig, SizingController
 from .deadletter import DeadLetterFile
 from .errors import (
+    AckTimeoutError,
     BatcherClosedError,
     BatcherError,
     BufferFullError,
@@ -22,17 +23,16 @@ from .errors import (
     StoreUnavailableError,
 )
 from .events import CRITICAL, NORMAL, Event, Message, StoredMessage
+from .lifecycle import Service, State
 from .load import LoadSample, ServerLoadMonitor
 from .protocols import EventStore, Rejected, WriteResult
 from .rules import AggregationRules, TypeRule
 from .sizing import AdaptiveSizing, DynamicBatchManager, SizingStats
 from .stats import BatcherStats, HistogramSnapshot
 from .store import PostgresStore, StoreStats
-from .subscription import Subscription
 
 __all__ = [
-    "CRITICAL",
-    "NORMAL",
+    "AckTimeoutError",
     "AdaptiveSizing",
     "AggregationRules",
     "BatcherClosedError",
@@ -42,6 +42,7 @@ __all__ = [
     "BreakerState",
     "BreakerStats",
     "BufferFullError",
+    "CRITICAL",
     "CircuitBreaker",
     "ConfigError",
     "DeadLetterFile",
@@ -53,10 +54,12 @@ __all__ = [
     "HistogramSnapshot",
     "LoadSample",
     "Message",
+    "NORMAL",
     "PostgresStore",
     "Rejected",
     "SSEEventBatcher",
     "ServerLoadMonitor",
+    "Service",
     "SizingConfig",
     "SizingController",
     "SizingStats",
@@ -67,7 +70,6 @@ __all__ = [
     "StoreStats",
     "StoreUnavailableError",
     "StoredMessage",
-    "Subscription",
     "TypeRule",
     "WriteResult",
     "aggregate",

@@ -138,6 +138,7 @@ def stored_messages(rows: Sequence[Any], by_key: dict[str, Message]) -> list[Sto
             event_count=message.event_count,
             payload=message.payload,
             created_at=created_at.timestamp(),
+            idem_key=key,
         )
         for row_id, key, created_at in rows
         for message in (by_key[key],)

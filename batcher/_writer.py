@@ -1,18 +1,28 @@
 """BatchWriter: get each batch into the store or, failing that, onto disk; in order, never twice.
 
-The flush loop hands every batch here. A write is retried with jittered backoff; a batch that still
-fails is appended (fsync'ed) to the dead-letter file, and so is every later batch until the file has
-been written back, so order is kept while the store is down. The circuit breaker, when given,
-short-cuts the retries while the store is known to be down. Idempotency keys make every rewrite
-(a retry after a lost COMMIT answer, a write-back after a crash) harmless.
+The flush loop hands every batch here and gets back a :class:`Written` saying what committed and
+what went to disk; the writer never calls back up. A write is retried with jittered backoff; a batch
+that still fails is appended (fsync'ed) to the dead-letter file, and so is every later batch until
+the file has been written back, so order is kept while the store is down. The circuit breaker, when
+given, short-cuts the retries while the store is known to be down. Idempotency keys make every
+rewrite (a retry after a lost COMMIT answer, a write-back after a crash) harmless.
+
+The writer owns its retry clock (monotonic, so a wall-clock step neither stalls nor hurries a
+retry): the flush loop asks :attr:`BatchWriter.next_drain_at` when to come back, and calls
+:meth:`BatchWriter.drain` then.
+
+Flows one way: flush loop -> writer -> store; what committed goes back as the return value, and the
+flush loop hands it on downstream (the log follower, listeners).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -20,10 +30,10 @@ from .breaker import BreakerState, CircuitBreaker
 from .deadletter import DeadLetterFile
 from .errors import StoreError
 from .events import Message, StoredMessage
-from .protocols import EventStore, WriteResult
+from .protocols import EventStore, Rejected, WriteResult
 from .stats import LATENCY_BUCKETS, Histogram
 
-__all__ = ["BatchWriter"]
+__all__ = ["BatchWriter", "Written"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +41,32 @@ logger = logging.getLogger(__name__)
 _DEADLETTER_RETRY_MAX_SECONDS = 5.0
 
 
-class BatchWriter:
-    """Store batches through ``store``, hand what committed to ``deliver``, dead-letter the rest.
+@dataclass(slots=True)
+class Written:
+    """What one call of the writer did, in commit (id) order.
 
-    Used by one task at a time (the flush loop), so it needs no lock.
+    ``stored`` are committed messages (new, or found already stored by an earlier attempt);
+    ``messages`` the batches' messages they came from (to map seqs to ids); ``kept`` messages went to
+    the dead-letter file (durable, to be stored later); ``rejected`` PostgreSQL refused for good.
+    """
+
+    stored: list[StoredMessage] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    kept: list[Message] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def extend(self, other: Written) -> None:
+        self.stored.extend(other.stored)
+        self.messages.extend(other.messages)
+        self.kept.extend(other.kept)
+        self.rejected.extend(other.rejected)
+
+
+class BatchWriter:
+    """Store batches through ``store``, or dead-letter them; report what happened as a :class:`Written`.
+
+    Used by one task at a time (the flush loop), so it needs no lock. ``clock`` and ``sleep`` (the
+    monotonic clock and ``anyio.sleep``) and ``jitter`` (a factor in [0.5, 1.5)) are for tests.
     """
 
     def __init__(
@@ -45,20 +77,22 @@ class BatchWriter:
         max_retries: int,
         retry_delay_seconds: float,
         breaker: CircuitBreaker | None,
-        deliver: Callable[[list[StoredMessage]], None],
-        on_drained: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.5),
     ) -> None:
         self._store = store
         self._deadletter = deadletter
         self._max_retries = max_retries
         self._retry_delay = retry_delay_seconds
         self._breaker = breaker
-        self._deliver = deliver
-        self._on_drained = on_drained
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
         # Kept until handled: if shutdown cancels the write, the batch is dead-lettered, not lost.
-        self.inflight: list[Message] | None = None
-        self.pending = False  # batches wait in the dead-letter file
-        self.retry_at = 0.0  # when to try writing the file back next (time.time())
+        self._inflight: list[Message] | None = None
+        self._pending = False  # batches wait in the dead-letter file
+        self._next_drain_at = math.inf  # when to write the file back next (monotonic)
         self._written = 0  # batches of the file already stored by this process
         self._delay = retry_delay_seconds or 0.1
         self.retries = 0
@@ -71,26 +105,49 @@ class BatchWriter:
     def breaker(self) -> CircuitBreaker | None:
         return self._breaker
 
+    @property
+    def pending(self) -> bool:
+        """True while batches wait in the dead-letter file."""
+        return self._pending
+
+    @property
+    def next_drain_at(self) -> float:
+        """When (monotonic) the dead-letter file should be written back next; inf when empty."""
+        return self._next_drain_at if self._pending else math.inf
+
     async def load_pending(self) -> None:
         """Notice a dead-letter file left by an earlier run, so it is written back first."""
-        self.pending = await anyio.to_thread.run_sync(self._deadletter.pending_batches) > 0
+        self._pending = await anyio.to_thread.run_sync(self._deadletter.pending_batches) > 0
+        self._next_drain_at = self._clock()
 
-    async def write(self, messages: list[Message], *, closing: bool = False) -> bool:
-        """Store ``messages`` and hand them out, or dead-letter them; True when stored.
+    async def write(self, messages: list[Message], *, closing: bool = False) -> Written:
+        """Store ``messages`` or dead-letter them; batches waiting on disk go first, in order.
 
         ``closing`` (shutdown) allows one attempt only: what fails goes to disk, not lost.
         """
-        if self.pending and not await self.drain():
+        # Held before anything can wait, and left set if this is cancelled: shutdown then finds it
+        # (take_inflight) and keeps it on disk, even when the cancel came while draining the file.
+        self._inflight = messages
+        done = Written()
+        if self._pending:
+            done.extend(await self.drain())
+        if self._pending:
             await self._dead_letter(messages)
-            return False
-        self.inflight = messages
-        result = await self._write_with_retries(messages, closing)
-        if result is None:
-            await self._dead_letter(messages)
+            done.kept.extend(messages)
         else:
-            await self._handle_result(result)
-        self.inflight = None
-        return result is not None
+            result = await self._write_with_retries(messages, closing)
+            if result is None:
+                await self._dead_letter(messages)
+                done.kept.extend(messages)
+            else:
+                done.extend(await self._handle_result(result, messages))
+        self._inflight = None
+        return done
+
+    def take_inflight(self) -> list[Message] | None:
+        """The batch a cancelled :meth:`write` left unhandled (shutdown keeps it on disk)."""
+        batch, self._inflight = self._inflight, None
+        return batch
 
     async def _write_with_retries(self, messages: list[Message], closing: bool) -> WriteResult | None:
         breaker = self._breaker
@@ -121,26 +178,24 @@ class BatchWriter:
                     return None
             if attempt + 1 < attempts:
                 self.retries += 1
-                delay = self._retry_delay * (2**attempt)
-                await anyio.sleep(delay * random.uniform(0.5, 1.5))
+                await self._sleep(self._retry_delay * (2**attempt) * self._jitter())
         return None
 
-    async def _handle_result(self, result: WriteResult) -> None:
+    async def _handle_result(self, result: WriteResult, messages: list[Message]) -> Written:
         if result.rejected:
             self.rejected += len(result.rejected)
             for item in result.rejected:
                 logger.error("store refused message %s (%s): %s", item.message.idem_key, item.message.type, item.reason)
             await anyio.to_thread.run_sync(self._deadletter.quarantine, result.rejected)
-        if result.stored:
-            self._deliver(result.stored)
+        return Written(stored=list(result.stored), messages=messages, rejected=list(result.rejected))
 
     async def _dead_letter(self, messages: list[Message]) -> None:
         await anyio.to_thread.run_sync(self._deadletter.append, messages)
         self.dead_lettered += 1
-        if not self.pending:
-            self.pending = True
+        if not self._pending:
+            self._pending = True
             self._delay = self._retry_delay or 0.1
-            self.retry_at = time.time() + self._delay
+            self._next_drain_at = self._clock() + self._delay
 
     async def keep_on_disk(self, batches: list[list[Message]]) -> None:
         """Append ``batches`` to the dead-letter file even while being cancelled (shutdown ran out of time)."""
@@ -149,13 +204,14 @@ class BatchWriter:
                 await anyio.to_thread.run_sync(self._deadletter.append, batch)
             self.dead_lettered += 1
 
-    async def drain(self) -> bool:
-        """Write the dead-letter file back in order; True when it is empty afterwards."""
+    async def drain(self) -> Written:
+        """Write the dead-letter file back in order; :attr:`pending` is False afterwards if it all went."""
+        done = Written()
         breaker = self._breaker
         if breaker is not None and not breaker.allow():
             # Open: do not touch the store; come back when the breaker lets a probe through.
-            self.retry_at = time.time() + max(breaker.seconds_until_probe(), 0.01)
-            return False
+            self._next_drain_at = self._clock() + max(breaker.seconds_until_probe(), 0.01)
+            return done
         batches = await anyio.to_thread.run_sync(self._deadletter.batches)
         for batch in batches[self._written :]:
             try:
@@ -166,14 +222,14 @@ class BatchWriter:
                 self.failed_writes += 1
                 logger.warning("dead-letter write-back failed, will retry: %s", exc)
                 self._delay = min(self._delay * 2, _DEADLETTER_RETRY_MAX_SECONDS)
-                self.retry_at = time.time() + self._delay
-                return False
+                self._next_drain_at = self._clock() + self._delay
+                return done
             if breaker is not None:
                 breaker.record_success()
             self._written += 1
-            await self._handle_result(result)
+            done.extend(await self._handle_result(result, batch))
         await anyio.to_thread.run_sync(self._deadletter.clear)
         self._written = 0
-        self.pending = False
-        self._on_drained()
-        return True
+        self._pending = False
+        self._next_drain_at = math.inf
+        return done

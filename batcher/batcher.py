@@ -1,27 +1,29 @@
-"""SSEEventBatcher: emit from anywhere, flush in batches, store, then hand out in id order.
+"""SSEEventBatcher: the facade over intake, buffer, flush loop, writer and tracker.
+
+The data flow, each hop one call in one direction::
+
+    emit() -> intake (check, encode) -> buffer -> flush loop -> aggregate -> writer -> store
+                                                      |-> tracker (flush() and acknowledged emits)
+                                                      '-> listeners (the log follower's wake-up)
 
 The shape is OpenTelemetry's BatchProcessor: ``emit()`` is an O(1) append under a lock that wakes
-the flush loop only when there is something to decide; one loop task owns every store write, so
-ids follow commit order and exactly one write is in flight. A batch is stored before it is handed
-to listeners, so everything a client sees has a durable id.
-
-When the store fails past its retries the batch goes to the dead-letter file, and so does every
-later batch until the file has been written back, so order is kept while the stream is late.
+the flush loop only when there is something to decide; one loop task owns every store write, so ids
+follow commit order and exactly one write is in flight. A batch is stored before it is handed on,
+so everything a client sees has a durable id. This module holds the lifecycle and the public API;
+each concept lives in its own module (``intake.py``, ``buffer.py``, ``flush.py``, ``_writer.py``,
+``tracker.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
+import concurrent.futures
 import logging
 import math
 import secrets
 import threading
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -33,47 +35,23 @@ from .breaker import CircuitBreaker
 from .buffer import EventBuffer
 from .config import BatcherConfig
 from .deadletter import DeadLetterFile
-from .errors import BatcherClosedError, BufferFullError, EventValidationError
-from .events import NORMAL, NUL_ESCAPE, Message, StoredMessage, check_key, check_priority, check_source, check_type
-from .events import encode_data as _encode_data
+from .errors import BatcherClosedError, BatcherError, BufferFullError, StoreRejectedError
+from .events import NORMAL, NUL_ESCAPE, check_key, check_priority
 from .events import encode_json as _encode
+from .flush import FlushLoop, FlushReport, Listener
+from .intake import Intake
+from .lifecycle import Service, State
 from .protocols import EventStore
 from .rules import AggregationRules
-from .stats import BATCH_SIZE_BUCKETS, FLUSH_REASONS, BatcherStats, Histogram
-from .subscription import Subscription
+from .stats import BatcherStats
+from .tracker import Ack, FlushTracker, outcome, timeout_error
 
 __all__ = ["FlushReport", "Listener", "SSEEventBatcher", "State"]
 
 logger = logging.getLogger(__name__)
 
-Listener = Callable[[Sequence[StoredMessage]], None]
 
-# How many distinct types/sources the validation cache remembers; past this, validate each time,
-# so a client sending endless new names costs CPU but never memory.
-_NAME_CACHE_LIMIT = 4096
-
-class State(enum.Enum):
-    """Lifecycle of a batcher: NEW -> RUNNING -> CLOSING -> CLOSED."""
-
-    NEW = "new"
-    RUNNING = "running"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class FlushReport:
-    """What one flush did; handed to flush observers (the sizing policy learns from these)."""
-
-    reason: str
-    events: int
-    messages: int
-    write_seconds: float
-    stored: bool
-    backlog: int
-
-
-class SSEEventBatcher:
+class SSEEventBatcher(Service):
     """Coalesce events into batches, store each batch in one transaction, hand it to listeners.
 
     Use as ``async with SSEEventBatcher(store, config) as batcher:`` or ``start()``/``aclose()``.
@@ -92,13 +70,14 @@ class SSEEventBatcher:
         self._config = config = config or BatcherConfig()
         # Per-type rules (default: JOB_FAILED unbatched) and the optional store circuit breaker.
         self._rules = rules = rules if rules is not None else AggregationRules()
-        self._unbatched = rules.unbatched_types()
-        self._superseded = 0
         self._state = State.NEW
         # Unique per batcher: with an event's seq it makes the idempotency key of its message.
         self._origin = secrets.token_hex(8)
-        self._buffer = EventBuffer(
-            config.max_buffered_events, config.batch_size, self._wake, rules.windows(config.batch_timeout_seconds)
+        self._intake = Intake(
+            default_source=config.default_source,
+            max_event_bytes=config.max_event_bytes,
+            batching=config.batching_enabled,
+            unbatched=rules.unbatched_types(),
         )
         self._writer = BatchWriter(
             store,
@@ -106,46 +85,36 @@ class SSEEventBatcher:
             max_retries=config.max_retries,
             retry_delay_seconds=config.retry_delay_seconds,
             breaker=breaker,
-            deliver=self._deliver,
-            on_drained=self._release_flush_waiters,
         )
-        self._batch_timeout = config.batch_timeout_seconds
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        self._wake_event: asyncio.Event | None = None
-        self._room = anyio.Event()
+        self._tracker = FlushTracker()
+        self._buffer = EventBuffer(
+            config.max_buffered_events,
+            config.batch_size,
+            self._wake,
+            rules.windows(config.batch_timeout_seconds),
+        )
+        self._loop = FlushLoop(
+            self._buffer,
+            self._writer,
+            self._tracker,
+            origin=self._origin,
+            rules=rules,
+            batch_timeout_seconds=config.batch_timeout_seconds,
+        )
         self._stack: AsyncExitStack | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._loop_done = anyio.Event()
         self._closed = anyio.Event()
-        self._listeners: list[Listener] = []
-        self._subscriptions: set[Subscription] = set()
-        self._flush_observers: list[Callable[[FlushReport], None]] = []
-        self._flush_waiters: list[tuple[tuple[int, int], anyio.Event]] = []
-        self._manual = False
-        # Events stored or dead-lettered so far, (batched, bypass): flush() waits on these.
-        self._handled = (0, 0)
-        # Read on every emit, so kept as plain attributes rather than looked up through config.
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        # Read on every emit, so kept as plain attributes rather than looked up through objects.
         self._refusing = False
+        self._known_types = self._intake.known_types
+        self._known_sources = self._intake.known_sources
         self._default_source = config.default_source
         self._max_event_bytes = config.max_event_bytes
         self._batching = config.batching_enabled
-        self._known_types: set[str] = set()
-        self._known_sources: set[str] = set()
-        self._flushes = dict.fromkeys(FLUSH_REASONS, 0)
-        self._events_batched = 0
-        self._events_saved = 0
-        self._batches_created = 0
-        self._messages_stored = 0
-        self._events_stored = 0
-        self._listener_errors = 0
-        self._batch_hist = Histogram(BATCH_SIZE_BUCKETS)
+        self._unbatched = rules.unbatched_types()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    @property
-    def state(self) -> State:
-        return self._state
-
     @property
     def config(self) -> BatcherConfig:
         return self._config
@@ -162,14 +131,13 @@ class SSEEventBatcher:
         """
         if self._state is not State.NEW:
             raise BatcherClosedError(f"cannot start a batcher that is {self._state.value}")
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = self._buffer.loop_thread = threading.get_ident()
-        self._wake_event = asyncio.Event()
+        self._event_loop = asyncio.get_running_loop()
+        self._loop.bind()
         await self._writer.load_pending()
         self._stack = AsyncExitStack()
         self._task_group = await self._stack.enter_async_context(anyio.create_task_group())
         self._state = State.RUNNING
-        self._task_group.start_soon(self._run)
+        self._task_group.start_soon(self._loop.run)
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop intake, flush and store everything, close. Idempotent; never blocks forever.
@@ -182,20 +150,20 @@ class SSEEventBatcher:
         if self._state is State.CLOSING:
             await self._closed.wait()
             return
+        self._refusing = True
         if self._state is State.NEW:
             self._state = State.CLOSED
-            self._refusing = True
             self._closed.set()
             return
         self._state = State.CLOSING
-        self._refusing = True
+        self._loop.closing = True
         self._wake()
         limit = self._config.shutdown_timeout_seconds if timeout is None else timeout
         with anyio.move_on_after(limit):
-            await self._loop_done.wait()
+            await self._loop.done.wait()
         stack, self._stack = self._stack, None
         try:
-            if not self._loop_done.is_set():
+            if not self._loop.done.is_set():
                 logger.warning("shutdown flush did not finish in %.1f s; dead-lettering the rest", limit)
                 if self._task_group is not None:
                     self._task_group.cancel_scope.cancel()
@@ -203,35 +171,25 @@ class SSEEventBatcher:
                 await stack.aclose()
             await self._dead_letter_leftovers()
         finally:
-            for sub in list(self._subscriptions):
-                sub.close()
             self._state = State.CLOSED
-            self._release_flush_waiters()
+            self._tracker.release_flush_waiters(self._writer.pending, closed=True)
+            self._tracker.close()
             self._closed.set()
 
     async def _dead_letter_leftovers(self) -> None:
         # After a hung store made shutdown run out of time: keep on disk what the loop still
         # held. A batch that was in flight may have committed; its idempotency key makes the
         # rewrite at the next start harmless.
-        leftovers: list[list[Message]] = []
-        if self._writer.inflight:
-            leftovers.append(self._writer.inflight)
-            self._writer.inflight = None
+        leftovers = []
+        inflight = self._writer.take_inflight()
+        if inflight:
+            leftovers.append(inflight)
         bypass = self._buffer.take_bypass()
         if bypass:
             leftovers.append(aggregate(bypass, self._origin, self._rules))
         while len(self._buffer):
             leftovers.append(aggregate(self._buffer.take(len(self._buffer)), self._origin, self._rules))
         await self._writer.keep_on_disk(leftovers)
-
-    async def __aenter__(self) -> SSEEventBatcher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     # -- emitting ----------------------------------------------------------------------------
     def emit(
@@ -244,65 +202,85 @@ class SSEEventBatcher:
         key: str | None = None,
         batched: bool = True,
         timeout: float | None = None,
+        wait: bool = False,
     ) -> int:
-        """Accept one event and return its seq. Safe from any thread; never blocks the loop.
+        """Accept one event and return its seq (with ``wait``, its message id). Safe from any thread.
 
         ``timeout`` lets a worker thread wait that long for room in a full buffer; on the event
         loop's own thread it is ignored, because waiting there would stall the flush that frees room.
+        ``wait=True`` (worker threads only) blocks until the event is committed, up to ``timeout``
+        (default: the shutdown timeout), and returns its message id.
 
         Raises:
             EventValidationError: a field broke its rule; nothing was accepted.
             BufferFullError: the buffer is full; nothing was accepted.
             BatcherClosedError: the batcher is closing or closed.
+            AckTimeoutError: ``wait``: not committed in time (``kept`` says whether it is on disk).
+            BatcherError: ``wait`` on the event loop's thread (it would block the flush it waits for).
         """
-        # The hot path (bench/emit.py): checks are inlined and names known to be valid are
-        # cached, so a typical emit costs two set lookups, one JSON encode and one locked append.
+        if wait:
+            return self._emit_and_wait(type, data, source, priority, key, batched, timeout)
+        # The hot path (bench/emit.py): the name cache lookup is inlined, so a typical emit costs
+        # two set lookups, one JSON encode and one locked append; every check lives in Intake.
         if self._refusing:
             raise BatcherClosedError("batcher is closed; no more events are accepted")
         if source is None:
             source = self._default_source
-        try:  # _check_names's fast path, inlined: a method call per emit is measurable here
+        try:
             known = type in self._known_types and source in self._known_sources
         except TypeError:
             known = False
         if not known:
-            self._check_names(type, source)
+            self._intake.check_names(type, source)
         if priority != NORMAL:
             check_priority(priority)
         if key is not None:
             check_key(key)
-        if data.__class__ is not dict:
-            raw = _encode_data(data, self._max_event_bytes)
-        else:
+        raw = None
+        if data.__class__ is dict:
             try:
                 raw = _encode(data)
             except (TypeError, ValueError, OverflowError, RecursionError):
-                raw = _encode_data(data, self._max_event_bytes)  # raises the descriptive error
-            if len(raw) > self._max_event_bytes or NUL_ESCAPE in raw:
-                _encode_data(data, self._max_event_bytes)  # raises the descriptive error
+                raw = None
+            else:
+                if len(raw) > self._max_event_bytes or NUL_ESCAPE in raw:
+                    raw = None
+        if raw is None:
+            raw = self._intake.encode(data)  # raises the descriptive error
         # Batching off (this worker, or everything) bypasses the buffer; a type the rules keep
         # unbatched still leaves at once, but in order with the events before it.
         return self._buffer.put(
             type, source, raw, priority, key, batched and self._batching, timeout, type in self._unbatched
         )
 
-    def _check_names(self, type_: object, source: object) -> None:
-        """Validate ``type_`` and ``source``; names seen valid before cost two set lookups.
-
-        Raises:
-            EventValidationError: either breaks its rule (an unhashable value included).
-        """
+    def _emit_and_wait(
+        self,
+        type_: str,
+        data: dict[str, Any],
+        source: str | None,
+        priority: str,
+        key: str | None,
+        batched: bool,
+        timeout: float | None,
+    ) -> int:
+        if self._event_loop is not None and threading.get_ident() == self._buffer.loop_thread:
+            raise BatcherError("emit(wait=True) would block the event loop; use await aemit(..., wait=True)")
+        if self._refusing:
+            raise BatcherClosedError("batcher is closed; no more events are accepted")
+        source = self._default_source if source is None else source
+        raw = self._intake.check(type_, data, source, priority, key)
+        limit = self._wait_limit(timeout)
+        acks, on_seq = self._tracker.expect([(source, type_)])
+        self._buffer.put(
+            type_, source, raw, priority, key, batched and self._batching, limit, type_ in self._unbatched, on_seq
+        )
         try:
-            if type_ in self._known_types and source in self._known_sources:
-                return
-        except TypeError:  # unhashable (a list, say): not a name; the checks below say why
-            pass
-        check_type(type_)
-        check_source(source)
-        if len(self._known_types) < _NAME_CACHE_LIMIT:
-            self._known_types.add(type_)  # type: ignore[arg-type]
-        if len(self._known_sources) < _NAME_CACHE_LIMIT:
-            self._known_sources.add(source)  # type: ignore[arg-type]
+            return acks[0].future.result(limit)
+        except (concurrent.futures.TimeoutError, BatcherClosedError):
+            raise timeout_error(acks, limit) from None
+
+    def _wait_limit(self, timeout: float | None) -> float:
+        return self._config.shutdown_timeout_seconds if timeout is None else timeout
 
     async def aemit(
         self,
@@ -313,17 +291,30 @@ class SSEEventBatcher:
         priority: str = NORMAL,
         key: str | None = None,
         batched: bool = True,
+        wait: bool = False,
+        timeout: float | None = None,
     ) -> int:
         """Like :meth:`emit`, but wait (without blocking the loop) while the buffer is full.
+
+        With ``wait=True`` it returns once the event is committed, with its message id.
 
         Raises:
             EventValidationError: a field broke its rule.
             BatcherClosedError: the batcher closed while waiting.
+            AckTimeoutError: ``wait``: not committed within ``timeout`` (default: the shutdown timeout).
         """
+        source = self._default_source if source is None else source
         while True:
-            room = self._room
+            room = self._loop.room
             try:
-                return self.emit(type, data, source=source, priority=priority, key=key, batched=batched)
+                if not wait:
+                    return self.emit(type, data, source=source, priority=priority, key=key, batched=batched)
+                ids = await self._put_and_wait(
+                    [(type, source, self._intake.check(type, data, source, priority, key), priority, key,
+                      batched and self._batching, type in self._unbatched)],
+                    timeout,
+                )  # fmt: skip
+                return ids[0]
             except BufferFullError:
                 await room.wait()
 
@@ -335,55 +326,63 @@ class SSEEventBatcher:
             BufferFullError: they do not all fit; none was accepted.
             BatcherClosedError: the batcher is closing or closed.
         """
-        if self._state is State.CLOSING or self._state is State.CLOSED:
+        if self._refusing:
             raise BatcherClosedError("batcher is closed; no more events are accepted")
-        items: list[tuple[str, str, bytes, str, str | None, bool, bool]] = []
-        batching = self._config.batching_enabled
-        fallback = default_source or self._config.default_source
-        for index, event in enumerate(events):
-            try:
-                if not isinstance(event, dict):
-                    raise EventValidationError("event", "must be a JSON object")
-                unknown = event.keys() - _EVENT_FIELDS
-                if unknown:
-                    raise EventValidationError(sorted(unknown)[0], "is not a known event field")
-                if "type" not in event:
-                    raise EventValidationError("type", "is required")
-                if "data" not in event:
-                    raise EventValidationError("data", "is required")
-                # An explicit null means "not given", as it does for ``key`` and for emit(source=None).
-                source = event.get("source")
-                if source is None:
-                    source = fallback
-                priority = event.get("priority", NORMAL)
-                key = event.get("key")
-                raw = self._validate(event["type"], event["data"], source, priority, key)
-            except EventValidationError as exc:
-                exc.index = index  # type: ignore[attr-defined]
-                raise
-            items.append((event["type"], source, raw, priority, key, batching, event["type"] in self._unbatched))
-        return self._buffer.put_many(items)
+        return self._buffer.put_many(self._intake.items(events, default_source))
 
-    def _validate(self, type_: object, data: object, source: object, priority: object, key: object) -> bytes:
-        self._check_names(type_, source)
-        if priority is not NORMAL:
-            check_priority(priority)
-        if key is not None:
-            check_key(key)
-        return _encode_data(data, self._config.max_event_bytes)
+    async def publish(
+        self, events: Sequence[dict[str, Any]], *, timeout: float | None = None, default_source: str | None = None
+    ) -> list[int]:
+        """Accept events all or nothing, like :meth:`emit_many`, and return once all are committed.
+
+        They ride in ordinary batches (no commit of their own); the caller pays in latency only.
+        Returns their message ids, in order (events of one aggregate share its id).
+
+        Raises:
+            EventValidationError: an event is invalid (``index`` names which); nothing was accepted.
+            BufferFullError: they do not all fit; none was accepted.
+            BatcherClosedError: the batcher is closing or closed.
+            AckTimeoutError: not all committed within ``timeout`` (default: the shutdown timeout).
+        """
+        if self._refusing:
+            raise BatcherClosedError("batcher is closed; no more events are accepted")
+        return await self._put_and_wait(self._intake.items(events, default_source), timeout)
+
+    async def _put_and_wait(self, items: list[Any], timeout: float | None) -> list[int]:
+        if self._refusing:
+            raise BatcherClosedError("batcher is closed; no more events are accepted")
+        acks, on_seq = self._tracker.expect([(item[1], item[0]) for item in items])
+        self._buffer.put_many(items, on_seq)
+        return await self._wait_acks(acks, self._wait_limit(timeout))
+
+    async def _wait_acks(self, acks: list[Ack], limit: float) -> list[int]:
+        # Not asyncio.wrap_future: cancelling the wait (the timeout) would cancel the acks too,
+        # and a late commit must still resolve them for anyone else asking.
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        remaining = len(acks)
+
+        def one_done(_: object) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0:
+                done.set()
+
+        for ack in acks:
+            ack.future.add_done_callback(lambda f: loop.call_soon_threadsafe(one_done, f))
+        with anyio.move_on_after(limit):
+            await done.wait()
+        ids, state = outcome(acks)
+        if state is None:
+            return [i for i in ids if i is not None]
+        for ack in acks:
+            failure = ack.future.exception() if ack.future.done() else None
+            if isinstance(failure, StoreRejectedError):
+                raise failure
+        raise timeout_error(acks, limit)
 
     def _wake(self) -> None:
-        # Called from emitting threads; setting an asyncio.Event is only safe on its loop.
-        loop, event = self._loop, self._wake_event
-        if loop is None or event is None:
-            return
-        if threading.get_ident() == self._loop_thread:
-            event.set()
-        else:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # loop already closed: nothing left to wake
-                pass
+        self._loop.wake()
 
     # -- flushing ----------------------------------------------------------------------------
     async def flush(self, timeout: float | None = None) -> bool:
@@ -394,18 +393,14 @@ class SSEEventBatcher:
         buffered or on disk, never lost) or the batcher closed.
         """
         target = self._buffer.marks()
-        if self._state is State.RUNNING and not self._flushed(target):
-            done = anyio.Event()
-            self._flush_waiters.append((target, done))
-            self._manual = True
+        tracker, writer = self._tracker, self._writer
+        if self._state is State.RUNNING and not tracker.reached(target, writer.pending):
+            done = tracker.add_flush_waiter(target)
+            self._loop.manual = True
             self._wake()
             with anyio.move_on_after(math.inf if timeout is None else timeout):
                 await done.wait()
-        return self._flushed(target)
-
-    def _flushed(self, target: tuple[int, int]) -> bool:
-        handled = self._handled
-        return handled[0] >= target[0] and handled[1] >= target[1] and not self._writer.pending
+        return tracker.reached(target, writer.pending)
 
     def set_batch_size(self, size: int) -> None:
         """Change the batch size (the sizing policy's lever)."""
@@ -413,7 +408,7 @@ class SSEEventBatcher:
 
     def set_batch_timeout(self, seconds: float) -> None:
         """Change the batch timeout, never above the configured one."""
-        self._batch_timeout = min(max(seconds, 0.001), self._config.batch_timeout_seconds)
+        self._loop.batch_timeout = min(max(seconds, 0.001), self._config.batch_timeout_seconds)
         self._wake()
 
     @property
@@ -422,116 +417,12 @@ class SSEEventBatcher:
 
     @property
     def batch_timeout_seconds(self) -> float:
-        return self._batch_timeout
+        return self._loop.batch_timeout
 
     @property
     def backlog(self) -> int:
         """Events waiting in the buffer."""
         return len(self._buffer)
-
-    async def _run(self) -> None:
-        try:
-            if self._writer.pending:
-                await self._writer.drain()
-            while True:
-                reason = await self._next_reason()
-                if reason is None:
-                    break
-                await self._flush_once(reason)
-        finally:
-            self._loop_done.set()
-
-    def _due(self) -> str | None:
-        buffer = self._buffer
-        depth = len(buffer)
-        if self._state is State.CLOSING:
-            return "shutdown" if depth else None
-        if not depth:
-            if self._manual:
-                self._manual = False
-                self._release_flush_waiters()
-            return None
-        if buffer.bypass_waiting:
-            return "bypass"
-        if buffer.urgent:
-            return "critical"
-        if self._manual:
-            return "manual"
-        if depth >= buffer.batch_size:
-            return "size"
-        deadline = buffer.next_deadline(self._batch_timeout)
-        if deadline is not None and time.time() >= deadline:
-            return "timeout"
-        return None
-
-    async def _next_reason(self) -> str | None:
-        wake = self._wake_event
-        assert wake is not None  # set by start()
-        while True:
-            wake.clear()
-            reason = self._due()
-            if reason is not None:
-                return reason
-            if self._state is State.CLOSING:
-                return None
-            now = time.time()
-            deadline = self._buffer.next_deadline(self._batch_timeout)
-            delay = math.inf if deadline is None else deadline - now
-            writer = self._writer
-            if writer.pending:
-                if now >= writer.retry_at:
-                    await writer.drain()
-                    continue
-                delay = min(delay, writer.retry_at - now)
-            with anyio.move_on_after(max(delay, 0.0)):
-                await wake.wait()
-
-    async def _flush_once(self, reason: str) -> None:
-        buffer = self._buffer
-        # Bypass events first, whatever the reason: they are the ones that must not wait.
-        bypass = buffer.bypass_waiting
-        events = buffer.take_bypass() if bypass else buffer.take(buffer.batch_size)
-        room, self._room = self._room, anyio.Event()
-        room.set()
-        if reason == "manual" and len(buffer) == 0:
-            self._manual = False
-        if not events:
-            return
-        self._flushes[reason] += 1
-        self._batch_hist.observe(len(events))
-        messages = aggregate(events, self._origin, self._rules)
-        for message in messages:
-            if message.event_count > 1:
-                self._events_batched += message.event_count
-                self._batches_created += 1
-        self._events_saved += len(events) - len(messages)
-        if not self._rules.plain:  # key coalescing drops superseded events; count them
-            self._superseded += len(events) - sum(m.event_count for m in messages)
-        started = time.perf_counter()
-        stored = await self._writer.write(messages, closing=self._state is State.CLOSING)
-        elapsed = time.perf_counter() - started
-        normal, bypassed = self._handled
-        self._handled = (normal, bypassed + len(events)) if bypass else (normal + len(events), bypassed)
-        self._release_flush_waiters()
-        report = FlushReport(reason, len(events), len(messages), elapsed, stored, len(buffer))
-        for observer in self._flush_observers:
-            try:
-                observer(report)
-            except Exception:
-                self._listener_errors += 1
-                logger.exception("flush observer %r failed", observer)
-
-    def _release_flush_waiters(self) -> None:
-        if not self._flush_waiters:
-            return
-        closed = self._state is State.CLOSED
-        keep = []
-        for target, done in self._flush_waiters:
-            if closed or self._flushed(target):
-                done.set()
-            else:
-                keep.append((target, done))
-        self._flush_waiters = keep
 
     # -- handing out -------------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> Callable[[], None]:
@@ -539,51 +430,27 @@ class SSEEventBatcher:
 
         The listener must not block: it runs on the flush path. Returns a function that removes it.
         """
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
-
-    def subscribe(self, queue_size: int | None = None) -> Subscription:
-        """Return an async iterator of stored messages, in id order, from now on.
-
-        A subscriber that falls ``queue_size`` messages behind is closed with ``lagged`` set,
-        rather than stall the flush; it can catch up from the store with ``replay``.
-        """
-        sub = Subscription(queue_size or self._config.subscriber_queue_size, self._subscriptions.discard)
-        if self._state is State.CLOSED:
-            sub.close()
-        else:
-            self._subscriptions.add(sub)
-        return sub
+        listeners = self._loop.listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener) if listener in listeners else None
 
     def add_flush_observer(self, observer: Callable[[FlushReport], None]) -> None:
         """Call ``observer(report)`` after every flush (the sizing policy uses this)."""
-        self._flush_observers.append(observer)
-
-    def _deliver(self, stored: list[StoredMessage]) -> None:
-        self._messages_stored += len(stored)
-        self._events_stored += sum(m.event_count for m in stored)
-        for listener in list(self._listeners):
-            try:
-                listener(stored)
-            except Exception:
-                self._listener_errors += 1
-                logger.exception("listener %r failed", listener)
-        for sub in list(self._subscriptions):
-            sub.offer(stored)
+        self._loop.observers.append(observer)
 
     # -- statistics --------------------------------------------------------------------------
     def statistics(self) -> BatcherStats:
         """Return a frozen snapshot of the counters."""
-        buffer, writer = self._buffer, self._writer
+        buffer, writer, loop = self._buffer, self._writer, self._loop
         return BatcherStats(
             state=self._state.value,
             events_emitted=buffer.emitted,
-            events_batched=self._events_batched,
-            events_saved=self._events_saved,
-            batches_created=self._batches_created,
-            messages_stored=self._messages_stored,
-            events_stored=self._events_stored,
-            flushes=dict(self._flushes),
+            events_batched=loop.events_batched,
+            events_saved=loop.events_saved,
+            batches_created=loop.batches_created,
+            messages_stored=loop.messages_stored,
+            events_stored=loop.events_stored,
+            flushes=dict(loop.flushes),
             buffer_depth=len(buffer),
             buffer_high_water=buffer.high_water,
             buffer_capacity=buffer.capacity,
@@ -593,19 +460,17 @@ class SSEEventBatcher:
             dead_lettered_batches=writer.dead_lettered,
             dead_letter_pending=writer.pending,
             rejected_messages=writer.rejected,
-            listener_errors=self._listener_errors,
+            listener_errors=loop.listener_errors,
             batch_size=buffer.batch_size,
-            batch_timeout_seconds=self._batch_timeout,
+            batch_timeout_seconds=loop.batch_timeout,
             batching_enabled=self._config.batching_enabled,
-            batch_size_histogram=self._batch_hist.snapshot(),
+            batch_size_histogram=loop.batch_hist.snapshot(),
             write_latency_histogram=writer.latency.snapshot(),
-            events_superseded=self._superseded,
+            events_superseded=loop.superseded,
+            acks_waiting=self._tracker.waiting,
             breaker=None if writer.breaker is None else writer.breaker.statistics(),
         )
 
     def get_stats(self) -> dict[str, Any]:
         """Return :meth:`statistics` as a JSON-ready dict."""
         return self.statistics().as_dict()
-
-
-_EVENT_FIELDS = frozenset({"type", "data", "source", "priority", "key"})

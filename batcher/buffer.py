@@ -21,7 +21,8 @@ from .rules import WindowClock
 
 __all__ = ["EventBuffer"]
 
-_now = time.time
+_now = time.time  # an event's ts: wall-clock time is data
+_mono = time.monotonic  # its deadline: scheduling uses the monotonic clock, so a clock step cannot stall it
 _Raw = msgspec.Raw
 
 
@@ -36,8 +37,8 @@ class EventBuffer:
         self, capacity: int, batch_size: int, wake: Callable[[], None], windows: Mapping[str, float] | None = None
     ) -> None:
         self._capacity = capacity
-        # Only when some type has a window of its own; otherwise the oldest event sets the deadline.
-        self._windows = WindowClock(windows) if windows else None
+        # Deadlines by window class (a type's own window, or the batch timeout), on the monotonic clock.
+        self._windows = WindowClock(windows or {})
         self._batch_size = batch_size
         self._wake = wake
         self._events: deque[Event] = deque()
@@ -66,13 +67,15 @@ class EventBuffer:
         batched: bool = True,
         timeout: float | None = None,
         urgent: bool = False,
+        on_seq: Callable[[int], None] | None = None,
     ) -> int:
         """Append one validated event and return its seq.
 
         ``batched=False`` puts the event in the bypass queue: it leaves on its own, at once, and
         never drags the batched events out early. ``urgent`` (and ``critical`` priority) flushes
         the batched queue up to this event at once, keeping its order. ``timeout`` > 0 lets a
-        worker thread wait that long for room; ``None`` or 0 fails at once.
+        worker thread wait that long for room; ``None`` or 0 fails at once. ``on_seq(seq)`` is called
+        under the lock, before any flush can take the event (acknowledged publishing registers there).
 
         Raises:
             BufferFullError: the buffer is full (after waiting up to ``timeout``).
@@ -83,6 +86,8 @@ class EventBuffer:
             if len(events) + len(self._bypass) >= self._capacity:
                 self._wait_for_room(timeout)
             seq = self._last_seq = self._last_seq + 1
+            if on_seq is not None:
+                on_seq(seq)  # under the lock: no flush can take the event before its waiter exists
             now = _now()
             if batched:
                 events.append(Event(type_, source, seq, now, _Raw(data), priority, key))
@@ -91,7 +96,7 @@ class EventBuffer:
                 if urgent or priority != NORMAL:
                     self._urgent_seq = seq
                     wake = True
-                if self._windows is not None and self._windows.add(type_, seq, now):
+                if self._windows.add(type_, seq, _mono()):
                     wake = True
                 depth += len(self._bypass)
             else:
@@ -124,13 +129,19 @@ class EventBuffer:
         finally:
             self._waiters -= 1
 
-    def put_many(self, items: list[tuple[str, str, bytes, str, str | None, bool, bool]]) -> list[int]:
+    def put_many(
+        self,
+        items: list[tuple[str, str, bytes, str, str | None, bool, bool]],
+        on_seq: Callable[[int], None] | None = None,
+    ) -> list[int]:
         """Append validated ``(type, source, data, priority, key, batched, urgent)`` items, all or none.
+
+        ``on_seq`` is called with each seq under the lock, as in :meth:`put`.
 
         Raises:
             BufferFullError: they do not all fit; none was appended.
         """
-        now = _now()
+        now, mono = _now(), _mono()
         with self._lock:
             events, bypass = self._events, self._bypass
             room = self._capacity - len(events) - len(bypass)
@@ -144,6 +155,8 @@ class EventBuffer:
             for type_, source, data, priority, key, batched, urgent in items:
                 seq += 1
                 seqs.append(seq)
+                if on_seq is not None:
+                    on_seq(seq)
                 if not batched:
                     bypass.append(Event(type_, source, seq, now, _Raw(data), priority, key, False))
                     continue
@@ -151,7 +164,7 @@ class EventBuffer:
                 if urgent or priority != NORMAL:
                     self._urgent_seq = seq
                     rearm = True
-                if self._windows is not None and self._windows.add(type_, seq, now):
+                if self._windows.add(type_, seq, mono):
                     rearm = True
             self._last_seq = seq
             self._high_water = max(self._high_water, len(events) + len(bypass))
@@ -175,8 +188,7 @@ class EventBuffer:
             if batch:
                 self._taken_seq = batch[-1].seq
                 self._taken += n
-                if self._windows is not None:
-                    self._windows.drop_through(self._taken_seq)
+                self._windows.drop_through(self._taken_seq)
             if self._waiters and n:
                 self._not_full.notify_all()
         return batch
@@ -229,18 +241,9 @@ class EventBuffer:
     def __len__(self) -> int:
         return len(self._events) + len(self._bypass)
 
-    def oldest_ts(self) -> float | None:
-        """The emit time of the oldest waiting event, or ``None`` when empty."""
-        try:
-            return self._events[0].ts
-        except IndexError:
-            return None
-
     def next_deadline(self, timeout_seconds: float) -> float | None:
-        """When the first waiting event is due (per-type windows, else ``timeout_seconds``); None when empty."""
-        if self._windows is None:
-            oldest = self.oldest_ts()
-            return None if oldest is None else oldest + timeout_seconds
+        """When (monotonic) the first waiting event is due: its type's window, else ``timeout_seconds``
+        after it arrived. None when nothing waits."""
         with self._lock:
             return self._windows.next_deadline(timeout_seconds)
 

@@ -52,7 +52,6 @@ class BatcherConfig:
     max_buffered_events: int = constants.SSE_MAX_BUFFERED_EVENTS
     max_event_bytes: int = constants.SSE_MAX_EVENT_BYTES
     shutdown_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
-    subscriber_queue_size: int = constants.SSE_SUBSCRIBER_QUEUE_SIZE
     data_dir: Path = field(default_factory=lambda: Path(constants.SSE_DATA_DIR))
     default_source: str = "app"
 
@@ -64,7 +63,6 @@ class BatcherConfig:
         require_positive("max_buffered_events", self.max_buffered_events)
         require_positive("max_event_bytes", self.max_event_bytes)
         require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
-        require_positive("subscriber_queue_size", self.subscriber_queue_size)
         if self.batch_size > self.max_buffered_events:
             raise ConfigError("batch_size must not exceed max_buffered_events")
 

@@ -9,6 +9,7 @@ are also ``ValueError`` so code that validates generically still catches them::
     ├── StoreError                a write to PostgreSQL failed
     │   ├── StoreUnavailableError     retryable: connection, timeout, serialization
     │   └── StoreRejectedError        fatal: PostgreSQL refused the row itself
+    ├── AckTimeoutError           emit(wait=True): not committed in time (``kept`` says if it is safe)
     ├── EventValidationError(ValueError)   a field broke its rule; nothing was changed
     └── ConfigError(ValueError)            a configuration value is out of range
 """
@@ -16,6 +17,7 @@ are also ``ValueError`` so code that validates generically still catches them::
 from __future__ import annotations
 
 __all__ = [
+    "AckTimeoutError",
     "BatcherClosedError",
     "BatcherError",
     "BufferFullError",
@@ -51,12 +53,30 @@ class StoreRejectedError(StoreError):
     """PostgreSQL refused a row; retrying the same row cannot succeed."""
 
 
-class EventValidationError(BatcherError, ValueError):
-    """An event field broke its rule. ``field`` names it; the message gives the rule."""
+class AckTimeoutError(BatcherError, TimeoutError):
+    """Acknowledged events were not all committed in time.
 
-    def __init__(self, field: str, message: str) -> None:
+    ``state`` says where the first uncommitted one is: ``"buffered"`` (in memory: lost if the process
+    dies), ``"dead_lettered"`` (fsync'ed to the dead-letter file, stored once PostgreSQL answers) or
+    ``"closed"`` (the batcher shut down first; whatever it held went to the dead-letter file).
+    ``kept`` is True when every uncommitted event is on disk, so a retry with the same idempotency
+    key is safe either way. ``ids`` are the message ids of the events that did commit (None for the others).
+    """
+
+    def __init__(self, message: str, *, state: str, kept: bool, ids: list[int | None]) -> None:
+        super().__init__(message)
+        self.state = state
+        self.kept = kept
+        self.ids = ids
+
+
+class EventValidationError(BatcherError, ValueError):
+    """An event field broke its rule. ``field`` names it, ``index`` the event in a list (None for one)."""
+
+    def __init__(self, field: str, message: str, *, index: int | None = None) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.index = index
 
 
 class ConfigError(BatcherError, ValueError):

@@ -89,6 +89,8 @@ class StoredMessage(msgspec.Struct, frozen=True, gc=False):
     event_count: int
     payload: bytes
     created_at: float
+    # Known right after a write (it maps a commit back to its batch); empty when read from the log.
+    idem_key: str = ""
 
 
 def check_type(value: object) -> str:

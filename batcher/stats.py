@@ -82,6 +82,8 @@ class BatcherStats:
     write_latency_histogram: HistogramSnapshot
     # Events dropped by key coalescing (issue 6): only a rule with coalesce = "key" drops any.
     events_superseded: int = 0
+    # Acknowledged events (emit(wait=True), POST ?wait=stored) whose commit is still awaited.
+    acks_waiting: int = 0
     breaker: BreakerStats | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

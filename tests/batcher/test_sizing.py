@@ -4,7 +4,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import msgspec
 import pytest
 
@@ -13,6 +12,7 @@ from batcher.batcher import FlushReport
 from batcher.controller import SizingConfig
 from batcher.load import LoadSample, SystemLoad
 from batcher.sizing import AdaptiveSizing, DynamicBatchManager
+from tests.collect import Collected
 
 # Frontend contract (frontend/panels/load.js, batchsize.js): /api/stats "sizing".
 SIZING_KEYS = {"dynamic", "batch_size", "batch_timeout_seconds", "load", "history", "breaker"}
@@ -172,14 +172,13 @@ async def test_every_change_emits_batch_size_adjusted_with_sizes_reason_and_load
 ) -> None:
     clock = FakeClock()
     async with make_batcher(tmp_path, store, batch_timeout_seconds=0.05) as batcher:
-        subscription = batcher.subscribe()
+        collected = Collected()
+        batcher.add_listener(collected)
         manager = DynamicBatchManager(batcher, FakeMonitor(cpu=5), SIZING, clock=clock)
         decision = manager.evaluate()
         assert decision is not None
-        with anyio.fail_after(10):
-            async for message in subscription:
-                if message.type == "BATCH_SIZE_ADJUSTED":
-                    break
+        await collected.wait_until(lambda: any(m.type == "BATCH_SIZE_ADJUSTED" for m in collected.messages), 10)
+    message = next(m for m in collected.messages if m.type == "BATCH_SIZE_ADJUSTED")
     body = msgspec.json.decode(message.payload)
     assert body["source"] == "sizing"
     data = body["data"]
@@ -194,13 +193,11 @@ def idle_system() -> SystemLoad:
 
 async def test_adaptive_sizing_owns_monitor_and_manager_and_closes_twice(store: PostgresStore, tmp_path: Path) -> None:
     async with make_batcher(tmp_path, store) as batcher:
-        subscription = batcher.subscribe()
+        collected = Collected()
+        batcher.add_listener(collected)
         sizing = AdaptiveSizing(batcher, SIZING, sampler=idle_system)
         async with sizing:
-            with anyio.fail_after(10):
-                async for message in subscription:
-                    if message.type == "BATCH_SIZE_ADJUSTED":
-                        break
+            await collected.wait_until(lambda: any(m.type == "BATCH_SIZE_ADJUSTED" for m in collected.messages), 10)
             stats = sizing.as_dict()
         await sizing.aclose()
     assert stats["dynamic"] is True
