@@ -55,6 +55,7 @@ __all__ = [
     "SSE_PING_SECONDS",
     "SSE_PORT",
     "SSE_PUBLISH_TOKEN",
+    "SSE_PUBLISH_WAIT_TIMEOUT_SECONDS",
     "SSE_REPLAY_PAGE_SIZE",
     "SSE_RETENTION_INTERVAL_SECONDS",
     "SSE_RETENTION_SECONDS",
@@ -266,6 +267,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "max_request_bytes", minimum=1),
     _s("SSE_MAX_REQUEST_EVENTS", int, 10_000, _S, "events in one publish (413 beyond)", "max_request_events",
        minimum=1),
+    _s("SSE_PUBLISH_WAIT_TIMEOUT_SECONDS", float, 10.0, _S,
+       "how long `POST /api/events?wait=stored` waits for the commit before 504", "publish_wait_timeout_seconds",
+       positive=True),
     _s("SSE_PUBLISH_TOKEN", str, None, _S, "bearer token required to publish", "publish_token", optional=True,
        secret=True),
     _s("SSE_SUBSCRIBE_TOKEN", str, None, _S, "bearer token (or `?token=`) required to subscribe",
@@ -390,6 +394,7 @@ SSE_MAX_CLIENTS: Final[int] = _default("SSE_MAX_CLIENTS")
 SSE_MAX_REQUEST_BYTES: Final[int] = _default("SSE_MAX_REQUEST_BYTES")
 SSE_MAX_REQUEST_EVENTS: Final[int] = _default("SSE_MAX_REQUEST_EVENTS")
 SSE_PUBLISH_TOKEN: Final[str | None] = _default("SSE_PUBLISH_TOKEN")
+SSE_PUBLISH_WAIT_TIMEOUT_SECONDS: Final[float] = _default("SSE_PUBLISH_WAIT_TIMEOUT_SECONDS")
 SSE_SUBSCRIBE_TOKEN: Final[str | None] = _default("SSE_SUBSCRIBE_TOKEN")
 SSE_FOLLOW_POLL_SECONDS: Final[float] = _default("SSE_FOLLOW_POLL_SECONDS")
 SSE_DEMO_RATE: Final[float] = _default("SSE_DEMO_RATE")

@@ -23,6 +23,7 @@ from .errors import (
     StoreUnavailableError,
 )
 from .events import CRITICAL, NORMAL, Event, Message, StoredMessage
+from .follower import FollowerStats, LogFollower
 from .lifecycle import Service, State
 from .load import LoadSample, ServerLoadMonitor
 from .protocols import EventStore, Rejected, WriteResult
@@ -51,8 +52,10 @@ __all__ = [
     "EventStore",
     "EventValidationError",
     "FlushReport",
+    "FollowerStats",
     "HistogramSnapshot",
     "LoadSample",
+    "LogFollower",
     "Message",
     "NORMAL",
     "PostgresStore",

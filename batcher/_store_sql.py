@@ -14,6 +14,10 @@ from .events import Message, StoredMessage
 
 __all__ = [
     "BOUNDS",
+    "CHANNEL",
+    "FOLLOW",
+    "HEAD",
+    "NOTIFY",
     "CONNECTION_LOST",
     "EXPIRED_CUTOFF",
     "DELETE_UP_TO",
@@ -39,11 +43,25 @@ _MIGRATION_LOCK_KEY: Final = 0x5353_4542_0001
 _WRITE_LOCK_KEY: Final = 0x5353_4542_0002
 
 MIGRATION_LOCK: Final = f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})"
-# Taken by every write transaction: ids come from a sequence at insert time, so two concurrent
-# writers (two server processes) could commit out of id order, and a reader between the two
-# commits would see a gap it later skips for good. Holding this lock until COMMIT makes the set of
-# committed ids always a prefix of the assigned ones.
+# Taken by every write transaction, before its first insert takes an id from the sequence. Why: a
+# plain sequence hands out ids at insert time but transactions commit in whatever order they
+# finish, so with two writers (two processes, two hosts) id 11 can commit before id 10; a log
+# follower reading "id > 9" between the two commits would see 11, move on, and skip 10 for good.
+# Holding this lock from before nextval() until COMMIT serialises the writers, so ids commit in id
+# order and the committed ids are always a prefix of the assigned ones (gaps from rolled-back
+# writes aside, which nobody can skip past because nothing is ever committed into them).
 WRITE_LOCK: Final = f"SELECT pg_advisory_xact_lock({_WRITE_LOCK_KEY})"
+# Every write transaction NOTIFYs this channel with its newest id (never the data: payloads stop at
+# 8,000 bytes). PostgreSQL delivers a notification only when its transaction commits, so a node
+# that hears it can read the rows at once; the log followers of every node LISTEN here.
+CHANNEL: Final = "sse_events"
+NOTIFY: Final = f"SELECT pg_notify('{CHANNEL}', $1::text)"
+# What a log follower reads: the rows after the last id it handed on, one page at a time.
+FOLLOW: Final = (
+    "SELECT id, type, event_type, source, event_count, data, created_at FROM sse_events "
+    "WHERE id > $1 ORDER BY id LIMIT $2"
+)
+HEAD: Final = "SELECT coalesce(max(id), 0) FROM sse_events"
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS sse_events (

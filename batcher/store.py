@@ -185,6 +185,8 @@ class PostgresStore:
                     await conn.execute(sql.WRITE_LOCK)
                     rows = await conn.fetchmany(sql.INSERT, [sql.row_args(m) for m in messages])
                     inserted = len(rows)
+                    if inserted:
+                        await conn.execute(sql.NOTIFY, str(rows[-1][0]))
                     if inserted < len(messages):
                         rows = await conn.fetch(sql.SELECT_BY_KEYS, list(by_key))
             except sql.ROW_ERRORS as exc:
@@ -197,7 +199,7 @@ class PostgresStore:
         """Write row by row, each in a savepoint, so a refused row cannot take the others down."""
         by_key: dict[str, Message] = {}
         rejected: list[Rejected] = []
-        inserted = 0
+        inserted = newest = 0
         async with conn.transaction():
             await conn.execute(sql.WRITE_LOCK)
             for message in messages:
@@ -208,7 +210,11 @@ class PostgresStore:
                     rejected.append(Rejected(message=message, reason=sql.reason(exc)))
                     continue
                 by_key[message.idem_key] = message
-                inserted += row is not None
+                if row is not None:
+                    inserted += 1
+                    newest = row[0]
+            if inserted:
+                await conn.execute(sql.NOTIFY, str(newest))
             rows = await conn.fetch(sql.SELECT_BY_KEYS, list(by_key)) if by_key else []
         self._count_rows(inserted, len(messages) - len(rejected))
         for refused in rejected:

@@ -76,6 +76,7 @@ class ServerConfig:
     max_clients: int = constants.SSE_MAX_CLIENTS
     max_request_bytes: int = constants.SSE_MAX_REQUEST_BYTES
     max_request_events: int = constants.SSE_MAX_REQUEST_EVENTS
+    publish_wait_timeout_seconds: float = constants.SSE_PUBLISH_WAIT_TIMEOUT_SECONDS
     subscribe_token: str | None = constants.SSE_SUBSCRIBE_TOKEN
     publish_token: str | None = constants.SSE_PUBLISH_TOKEN
     shutdown_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
@@ -102,6 +103,7 @@ class ServerConfig:
         require_positive("max_clients", self.max_clients)
         require_positive("max_request_bytes", self.max_request_bytes)
         require_positive("max_request_events", self.max_request_events)
+        require_positive("publish_wait_timeout_seconds", self.publish_wait_timeout_seconds)
         require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
         require_positive("breaker_failures", self.breaker_failures)
         require_positive("breaker_reset_seconds", self.breaker_reset_seconds)

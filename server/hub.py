@@ -1,8 +1,12 @@
 """The fan-out: every committed message, encoded once, handed to every matching SSE client.
 
+The hub has one feed: the node's log follower (``batcher.follower``), which hands it every row
+committed by any node, in strictly increasing id order (:meth:`Hub.publish`). Nothing else calls
+into it with messages; the batcher never does.
+
 Why it is shaped like this (issue 4):
 
-- Each message is encoded to its SSE bytes once, in the batcher's listener, and the *same* bytes
+- Each message is encoded to its SSE bytes once, as the follower hands it over, and the *same* bytes
   object goes into every matching client's queue, so the cost of a commit is one encoding plus one
   append per client, whatever the message size.
 - The listener runs on the flush path and never waits: a client's queue is bounded
@@ -136,7 +140,7 @@ class Client:
 
 
 class Hub:
-    """Fans committed messages out to SSE clients; register :meth:`on_commit` as a batcher listener."""
+    """Fans committed messages out to SSE clients; fed by the log follower (:meth:`publish`)."""
 
     def __init__(self, store: EventStore, *, queue_size: int, max_clients: int) -> None:
         self._store = store
@@ -193,8 +197,8 @@ class Hub:
         (self._filtered if client.filtered else self._plain).add(client)
 
     # -- fan-out -----------------------------------------------------------------------------
-    def on_commit(self, messages: Sequence[StoredMessage]) -> None:
-        """Hand just-committed ``messages`` to every live client; never waits (batcher listener)."""
+    def publish(self, messages: Sequence[StoredMessage]) -> None:
+        """Hand committed ``messages`` (in id order, from the log follower) to every live client; never waits."""
         if not messages:
             return
         items = [(message.id, encode_message(message)) for message in messages]

@@ -7,6 +7,14 @@ Every status a client can cause is a 4xx or 503 with a JSON ``{"error": ...}`` b
 - 400 malformed JSON; 422 a schema error, naming the event ``index`` and the ``field``;
 - 503 with ``Retry-After`` when the buffer is full or the server is shutting down.
 
+``?wait=stored`` answers only once every event is committed: 201 ``{"accepted": n, "ids": [...]}``
+(each event's message id; events of one aggregate share it). The events ride in ordinary batches,
+so waiting costs the caller latency, not the server throughput. Not committed within
+SSE_PUBLISH_WAIT_TIMEOUT_SECONDS: 504 ``{"error", "state", "kept", "ids"}``, where ``kept`` says
+whether the events are safe on disk (the dead-letter file, stored once PostgreSQL answers), so a
+retry with the same idempotency key stores nothing twice either way. Without ``wait``, 202 as soon
+as the events are buffered: accepted but not yet committed events are lost on kill -9 or power loss.
+
 An empty list is accepted (202, ``accepted: 0``): there is nothing wrong in it to refuse, and a
 client that batches by time may well send one.
 """
@@ -18,7 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from batcher import BatcherClosedError, BufferFullError, EventValidationError
+from batcher import AckTimeoutError, BatcherClosedError, BufferFullError, EventValidationError, StoreRejectedError
 
 from ._http import BodyError, authorized, check_json_content_type, decode_json, error, json_response, read_body
 from .runtime import runtime_of
@@ -32,6 +40,9 @@ async def publish_events(request: Request) -> Response:
     config = runtime.config
     if not authorized(request, config.publish_token):
         return error(401, "a valid publish token is required", {"WWW-Authenticate": "Bearer"})
+    wait = request.query_params.get("wait")
+    if wait not in (None, "stored"):
+        return error(400, f"wait must be 'stored' (or absent), got {wait!r:.40}", field="wait")
     if not runtime.accepting:
         return error(503, "the server is shutting down", {"Retry-After": "1"})
     try:
@@ -49,16 +60,25 @@ async def publish_events(request: Request) -> Response:
     if len(events) > config.max_request_events:
         return error(413, f"at most {config.max_request_events} events per request, got {len(events)}")
     if not events:
-        return json_response({"accepted": 0, "seqs": []}, 202)
+        return (
+            json_response({"accepted": 0, "ids": []}, 201) if wait else json_response({"accepted": 0, "seqs": []}, 202)
+        )
     # A drain may have begun while the body was read: an event accepted now might miss the
     # final flush that connected streams are given.
     if not runtime.accepting:
         return error(503, "the server is shutting down", {"Retry-After": "1"})
     try:
+        if wait:
+            ids = await runtime.batcher.publish(events, timeout=config.publish_wait_timeout_seconds)
+            return json_response({"accepted": len(ids), "ids": ids}, 201)
         seqs = runtime.batcher.emit_many(events)
     except EventValidationError as exc:
-        index = getattr(exc, "index", None)
+        index = exc.index
         return error(422, f"event {index}: {exc}" if index is not None else str(exc), index=index, field=exc.field)
+    except AckTimeoutError as exc:
+        return error(504, str(exc), state=exc.state, kept=exc.kept, ids=exc.ids)
+    except StoreRejectedError as exc:
+        return error(422, str(exc), field="data")
     except BufferFullError:
         return error(503, "the event buffer is full; retry shortly", {"Retry-After": "1"})
     except BatcherClosedError:

@@ -29,7 +29,15 @@ import msgspec
 import psutil
 from starlette.requests import HTTPConnection
 
-from batcher import AdaptiveSizing, AggregationRules, CircuitBreaker, PostgresStore, SSEEventBatcher, State
+from batcher import (
+    AdaptiveSizing,
+    AggregationRules,
+    CircuitBreaker,
+    LogFollower,
+    PostgresStore,
+    SSEEventBatcher,
+    State,
+)
 
 from .config import ServerConfig
 from .hub import Hub
@@ -90,12 +98,14 @@ class Runtime:
         store: PostgresStore,
         batcher: SSEEventBatcher,
         hub: Hub,
+        follower: LogFollower,
         database: str,
     ) -> None:
         self.config = config
         self.store = store
         self.batcher = batcher
         self.hub = hub
+        self.follower = follower
         self.database = database
         self.farm: DemoFarmLike | None = None
         self.sizing: AdaptiveSizing | None = None
@@ -119,16 +129,22 @@ class Runtime:
                 embedded = EmbeddedPostgres(config.data_dir)
                 dsn = await anyio.to_thread.run_sync(embedded.start)
                 stack.push_async_callback(_stop_embedded, embedded)
-            store = await stack.enter_async_context(PostgresStore(config.store.store_config(dsn)))
+            store_config = config.store.store_config(dsn)
+            store = await stack.enter_async_context(PostgresStore(store_config))
             rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
             breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
             batcher = SSEEventBatcher(store, config.batcher, rules=rules, breaker=breaker)
             hub = Hub(store, queue_size=config.client_queue_size, max_clients=config.max_clients)
-            # Registered before the batcher starts, so a dead-letter file written back at start
-            # reaches clients too.
-            stack.callback(batcher.add_listener(hub.on_commit))
+            # The hub's one feed: every node's commits, read back from the log in id order. Started
+            # before the batcher, so a dead-letter file written back at start reaches clients too.
+            follower = LogFollower(store_config, hub.publish, poll_seconds=config.follow_poll_seconds)
+            await stack.enter_async_context(follower)
+            # A local commit wakes the follower at once instead of waiting for its notification.
+            stack.callback(batcher.add_listener(follower.poke))
             await stack.enter_async_context(batcher)
-            runtime = cls(config, store=store, batcher=batcher, hub=hub, database=config.describe_database())
+            runtime = cls(
+                config, store=store, batcher=batcher, hub=hub, follower=follower, database=config.describe_database()
+            )
             tasks = await stack.enter_async_context(anyio.create_task_group())
             # Runs before the task group exits (and after everything entered later has stopped),
             # so the background loops end instead of being waited for.
@@ -171,6 +187,9 @@ class Runtime:
             with anyio.move_on_after(self.config.shutdown_timeout_seconds * 0.3):
                 if not await self.batcher.flush():
                     logger.warning("shutdown flush left events in the dead-letter file")
+            # What the flush committed reaches the hub through the log: wait for it to arrive.
+            if not await self.follower.wait_caught_up(self.config.shutdown_timeout_seconds * 0.1):
+                logger.warning("the log follower had not caught up when the streams closed")
         except Exception:
             self.task_failures += 1
             logger.exception("shutdown flush failed")

@@ -2,7 +2,7 @@
 
 The stats shape is a contract with the dashboard (frontend/); keys are only ever added::
 
-    {"ts", "batcher": {...}, "store": {...}, "hub": {...}, "sizing": {...}, "workers": [...],
+    {"ts", "batcher": {...}, "store": {...}, "hub": {...}, "sizing": {...}, "follower": {...}, "workers": [...],
      "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}}
 """
 
@@ -36,6 +36,7 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         "store": runtime.store_stats(),
         "hub": hub,
         "sizing": runtime.sizing_stats(),
+        "follower": {**msgspec.to_builtins(runtime.follower.statistics()), "lag": runtime.follower.statistics().lag},
         "workers": runtime.worker_stats(),
         "process": runtime.process_stats(),
         # The dashboard shows the burst control only when this says the demo runs.
@@ -62,8 +63,9 @@ async def health(request: Request) -> Response:
     state = runtime.batcher.state
     draining = not runtime.accepting and state is State.RUNNING
     batcher = "draining" if draining else state.value
-    healthy = store == "ok" and batcher == State.RUNNING.value
-    body = {"status": "ok" if healthy else "unavailable", "store": store, "batcher": batcher}
+    follower = "ok" if runtime.follower.connected else "down: reconnecting to PostgreSQL"
+    healthy = store == "ok" and batcher == State.RUNNING.value and follower == "ok"
+    body = {"status": "ok" if healthy else "unavailable", "store": store, "batcher": batcher, "follower": follower}
     breaker = runtime.batcher.statistics().breaker
     if breaker is not None:
         # An open breaker means batches go to the dead-letter file: late, not lost, but worth seeing.

@@ -30,7 +30,7 @@ async def test_healthz_is_ok_while_store_answers_and_batcher_runs(live: LiveServ
         response = await client.get("/healthz")
     assert (response.status_code, response.json()) == (
         200,
-        {"status": "ok", "store": "ok", "batcher": "running", "breaker": "closed"},
+        {"status": "ok", "store": "ok", "batcher": "running", "follower": "ok", "breaker": "closed"},
     )
 
 
@@ -58,7 +58,8 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
         await received.wait_for(lambda r: r.count() == 3)
         stats = (await client.get("/api/stats")).json()
         tg.cancel_scope.cancel()
-    assert set(stats) == {"ts", "batcher", "store", "hub", "sizing", "workers", "process", "demo"}
+    assert set(stats) == {"ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo"}
+    assert stats["follower"]["connected"] is True and stats["follower"]["lag"] == 0
     assert stats["demo"] == {"enabled": False}
     batcher = stats["batcher"]
     for key in (

@@ -58,7 +58,7 @@ def test_each_message_is_encoded_once_and_shared_by_every_client() -> None:
     hub = Hub(store=None, queue_size=10, max_clients=10)  # type: ignore[arg-type]
     clients = [hub.open() for _ in range(3)]
     message = StoredMessage(7, "JOB_DONE", "JOB_DONE", "web", 1, b'{"type":"JOB_DONE"}', 0.0)
-    hub.on_commit([message])
+    hub.publish([message])
     chunks = [client.take()[0][1] for client in clients]
     assert chunks[0] == encode_message(message) == b'id: 7\nevent: JOB_DONE\ndata: {"type":"JOB_DONE"}\n\n'
     assert all(chunk is chunks[0] for chunk in chunks)
@@ -68,12 +68,12 @@ def test_a_full_queue_takes_the_client_out_of_live_fan_out() -> None:
     hub = Hub(store=None, queue_size=2, max_clients=10)  # type: ignore[arg-type]
     slow, fast = hub.open(), hub.open()
     messages = [StoredMessage(i, "A", "A", "s", 1, b"{}", 0.0) for i in range(1, 4)]
-    hub.on_commit(messages[:2])
+    hub.publish(messages[:2])
     fast.take()
-    hub.on_commit(messages[2:])
+    hub.publish(messages[2:])
     assert slow.overflow_after == 2 and fast.overflow_after is None
     assert [i for i, _ in fast.take()] == [3]
-    hub.on_commit([StoredMessage(4, "A", "A", "s", 1, b"{}", 0.0)])
+    hub.publish([StoredMessage(4, "A", "A", "s", 1, b"{}", 0.0)])
     assert [i for i, _ in slow.take()] == [1, 2]  # what it had stays; nothing after the gap is queued
 
 

@@ -215,3 +215,52 @@ async def test_publish_during_drain_is_503(live: LiveServer) -> None:
     async with live.client() as client:
         response = await client.post("/api/events", json={"type": "A", "data": {}})
     assert response.status_code == 503 and "retry-after" in response.headers
+
+
+async def test_wait_stored_answers_201_with_the_committed_message_ids(live: LiveServer, dsn: str) -> None:
+    import asyncpg
+
+    events = [{"type": "JOB_STARTED", "data": {"job_id": i}, "source": "a" if i < 3 else "b"} for i in range(5)]
+    async with live.client() as client:
+        response = await client.post("/api/events?wait=stored", json=events)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["accepted"] == 5
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = dict(await conn.fetch("SELECT id, source FROM sse_events"))
+    finally:
+        await conn.close()
+    assert [rows[i] for i in body["ids"]] == ["a", "a", "a", "b", "b"]
+
+
+async def test_wait_stored_while_postgres_is_down_answers_504_saying_the_events_are_kept(
+    dsn: str, tmp_path: Path, pg_server: Any
+) -> None:
+    config = make_config(dsn, tmp_path, publish_wait_timeout_seconds=1.5, batcher={"max_retries": 0})
+    async with serving(config) as live, live.client() as client:
+        import anyio
+
+        await anyio.to_thread.run_sync(pg_server.stop)
+        try:
+            response = await client.post("/api/events?wait=stored", json=[{"type": "T", "data": {"x": 1}}])
+        finally:
+            await anyio.to_thread.run_sync(pg_server.start_again)
+        assert response.status_code == 504, response.text
+        body = response.json()
+        assert body["kept"] is True and body["state"] == "dead_lettered" and body["ids"] == [None]
+        assert await live.runtime.batcher.flush(timeout=30)  # written back once PostgreSQL answers
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM sse_events WHERE type = 'T'") == 1
+    finally:
+        await conn.close()
+
+
+async def test_wait_with_an_unknown_value_is_a_400(live: LiveServer) -> None:
+    async with live.client() as client:
+        response = await client.post("/api/events?wait=forever", json={"type": "T", "data": {}})
+    assert response.status_code == 400 and response.json()["field"] == "wait"
+    assert _emitted(live) == 0
