@@ -13,6 +13,7 @@ from starlette.responses import Response
 __all__ = [
     "BodyError",
     "authorized",
+    "bearer_token",
     "check_json_content_type",
     "decode_json",
     "error",
@@ -52,6 +53,13 @@ def authorized(request: Request, token: str | None, *, allow_query: bool = False
         if query is not None and hmac.compare_digest(query.encode(), expected):
             return True
     return False
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    token = given.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 class BodyError(Exception):
