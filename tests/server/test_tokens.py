@@ -227,3 +227,13 @@ async def test_a_stream_token_binds_even_where_subscribing_is_open(dsn: str, tmp
         token = await _mint(client, types=["A"])
         assert (await client.get("/events", params={"token": token, "types": "B"})).status_code == 403
         assert (await client.get("/events", params={"token": token + "x"})).status_code == 401
+
+
+async def test_an_unreadable_tokens_file_stops_the_start_before_postgresql(tmp_path: Path) -> None:
+    from server import create_app
+
+    config = make_config("postgresql://nobody@127.0.0.1:1/none", tmp_path, subscribe_tokens_file=tmp_path / "gone")
+    app = create_app(config)
+    with pytest.raises(ConfigError, match="subscribe tokens file"):
+        async with app.router.lifespan_context(app):
+            pass
