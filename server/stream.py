@@ -5,6 +5,11 @@ which it passes through untouched (``ensure_bytes`` returns a ``bytes`` object a
 adds: ``: ping`` comments every ``ping_seconds``, a timeout around every ASGI send (a peer that
 accepts nothing for ``client_send_timeout_seconds`` is dropped), and its detection of server exit,
 which here asks the runtime to drain (see :mod:`server.runtime`).
+
+Security hooks, kept apart so they port to any stream implementation: :func:`stream_events` asks
+the app's :class:`server.security.Guard` for the credential (a stream token's filters narrow the
+request's), takes a per-address slot that the response's ``finally`` gives back (``on_close``), and
+hands the response a lifetime (``expires_after``) after which its body ends cleanly.
 """
 
 from __future__ import annotations
