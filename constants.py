@@ -36,6 +36,7 @@ __all__ = [
     "SSE_BREAKER_RESET_SECONDS",
     "SSE_CLIENT_QUEUE_SIZE",
     "SSE_CLIENT_SEND_TIMEOUT_SECONDS",
+    "SSE_CORS_ORIGINS",
     "SSE_DATA_DIR",
     "SSE_DB_POOL_SIZE",
     "SSE_DEMO_RATE",
@@ -49,12 +50,17 @@ __all__ = [
     "SSE_LOAD_SAMPLE_SECONDS",
     "SSE_MAX_BUFFERED_EVENTS",
     "SSE_MAX_CLIENTS",
+    "SSE_MAX_CLIENTS_PER_IP",
     "SSE_MAX_EVENT_BYTES",
     "SSE_MAX_REQUEST_BYTES",
     "SSE_MAX_REQUEST_EVENTS",
+    "SSE_MAX_STREAM_SECONDS",
     "SSE_PING_SECONDS",
     "SSE_PORT",
+    "SSE_PUBLISH_RATE_BURST",
+    "SSE_PUBLISH_RATE_LIMIT",
     "SSE_PUBLISH_TOKEN",
+    "SSE_PUBLISH_TOKENS_FILE",
     "SSE_PUBLISH_WAIT_TIMEOUT_SECONDS",
     "SSE_REPLAY_PAGE_SIZE",
     "SSE_RETENTION_INTERVAL_SECONDS",
@@ -63,7 +69,10 @@ __all__ = [
     "SSE_RULES_FILE",
     "SSE_SHUTDOWN_TIMEOUT_SECONDS",
     "SSE_STORE_TIMEOUT_SECONDS",
+    "SSE_STREAM_TOKEN_MAX_SECONDS",
+    "SSE_STREAM_TOKEN_SECRET",
     "SSE_SUBSCRIBE_TOKEN",
+    "SSE_SUBSCRIBE_TOKENS_FILE",
     "SSE_WORKER_QUEUE_SIZE",
     "Setting",
     "SettingError",
@@ -78,7 +87,7 @@ __all__ = [
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
-_TYPES: Final = (int, float, bool, str, Path)
+_TYPES: Final = (int, float, bool, str, Path, tuple)
 
 
 class SettingError(ValueError):
@@ -133,6 +142,9 @@ class Setting:
                 raise SettingError(f"{self.name} must be a number, got {raw!r}") from None
         elif kind is Path:
             value = Path(text)
+        elif kind is tuple:
+            # A comma-separated list; blanks around and between commas are ignored.
+            value = tuple(part.strip() for part in text.split(",") if part.strip())
         else:
             value = raw
         self.check(value)
@@ -171,7 +183,7 @@ class Setting:
     @property
     def shown_default(self) -> str:
         """The default as the README and ``--help`` show it."""
-        if self.default is None:
+        if self.default is None or self.default == ():
             return "unset"
         if self.type is bool:
             return "true" if self.default else "false"
@@ -197,6 +209,7 @@ def _s(name: str, kind: type, default: Any, section: str, doc: str, *fields: str
 
 
 _B, _Z, _D, _S, _N, _W = "batching", "sizing", "storage", "server", "nodes", "demo and workers"
+_X = "security"
 
 SETTINGS: Final[tuple[Setting, ...]] = (
     # Batching
@@ -274,6 +287,32 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        secret=True),
     _s("SSE_SUBSCRIBE_TOKEN", str, None, _S, "bearer token (or `?token=`) required to subscribe",
        "subscribe_token", optional=True, secret=True),
+    # Security (issue 11, item 8): see the README's Security section.
+    _s("SSE_PUBLISH_TOKENS_FILE", Path, None, _X,
+       "file of publish tokens, one a line (`#` comments); re-read when it changes", "publish_tokens_file",
+       optional=True),
+    _s("SSE_SUBSCRIBE_TOKENS_FILE", Path, None, _X,
+       "file of subscribe tokens, one a line (`#` comments); re-read when it changes", "subscribe_tokens_file",
+       optional=True),
+    _s("SSE_CORS_ORIGINS", tuple, (), _X,
+       "comma-separated origins allowed to subscribe and publish from a browser (`*`: any, without credentials); "
+       "unset: CORS off", "cors_origins"),
+    _s("SSE_PUBLISH_RATE_LIMIT", float, 0.0, _X,
+       "events per second per publish token (per client address without tokens); 0: no limit",
+       "publish_rate_limit", minimum=0),
+    _s("SSE_PUBLISH_RATE_BURST", int, None, _X,
+       "events a publisher may send at once above the rate; unset: twice the rate (at least 1)",
+       "publish_rate_burst", optional=True, minimum=1),
+    _s("SSE_STREAM_TOKEN_SECRET", str, None, _X,
+       "HMAC key of short-lived stream tokens (16+ characters); unset: random per process, so nodes must share it",
+       "stream_token_secret", optional=True, secret=True),
+    _s("SSE_STREAM_TOKEN_MAX_SECONDS", float, 3600.0, _X, "longest lifetime a stream token may be given",
+       "stream_token_max_seconds", positive=True),
+    _s("SSE_MAX_CLIENTS_PER_IP", int, None, _X, "open streams per client address (429 beyond); unset: no cap",
+       "max_clients_per_ip", optional=True, minimum=1),
+    _s("SSE_MAX_STREAM_SECONDS", float, None, _X,
+       "a stream is ended after this long plus up to 10% jitter (clients resume); unset: no cap",
+       "max_stream_seconds", optional=True, positive=True),
     # Nodes
     _s("SSE_FOLLOW_POLL_SECONDS", float, 1.0, _N,
        "safety poll of the log follower, for notifications lost across a reconnect", "follow_poll_seconds",
@@ -396,6 +435,15 @@ SSE_MAX_REQUEST_EVENTS: Final[int] = _default("SSE_MAX_REQUEST_EVENTS")
 SSE_PUBLISH_TOKEN: Final[str | None] = _default("SSE_PUBLISH_TOKEN")
 SSE_PUBLISH_WAIT_TIMEOUT_SECONDS: Final[float] = _default("SSE_PUBLISH_WAIT_TIMEOUT_SECONDS")
 SSE_SUBSCRIBE_TOKEN: Final[str | None] = _default("SSE_SUBSCRIBE_TOKEN")
+SSE_PUBLISH_TOKENS_FILE: Final[Path | None] = _default("SSE_PUBLISH_TOKENS_FILE")
+SSE_SUBSCRIBE_TOKENS_FILE: Final[Path | None] = _default("SSE_SUBSCRIBE_TOKENS_FILE")
+SSE_CORS_ORIGINS: Final[tuple[str, ...]] = _default("SSE_CORS_ORIGINS")
+SSE_PUBLISH_RATE_LIMIT: Final[float] = _default("SSE_PUBLISH_RATE_LIMIT")
+SSE_PUBLISH_RATE_BURST: Final[int | None] = _default("SSE_PUBLISH_RATE_BURST")
+SSE_STREAM_TOKEN_SECRET: Final[str | None] = _default("SSE_STREAM_TOKEN_SECRET")
+SSE_STREAM_TOKEN_MAX_SECONDS: Final[float] = _default("SSE_STREAM_TOKEN_MAX_SECONDS")
+SSE_MAX_CLIENTS_PER_IP: Final[int | None] = _default("SSE_MAX_CLIENTS_PER_IP")
+SSE_MAX_STREAM_SECONDS: Final[float | None] = _default("SSE_MAX_STREAM_SECONDS")
 SSE_FOLLOW_POLL_SECONDS: Final[float] = _default("SSE_FOLLOW_POLL_SECONDS")
 SSE_DEMO_RATE: Final[float] = _default("SSE_DEMO_RATE")
 SSE_WORKER_QUEUE_SIZE: Final[int] = _default("SSE_WORKER_QUEUE_SIZE")

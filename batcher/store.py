@@ -192,7 +192,9 @@ class PostgresStore:
             except sql.ROW_ERRORS as exc:
                 logger.warning("PostgreSQL refused a row of a batch of %s; writing row by row: %s", len(messages), exc)
                 return await self._write_isolating(conn, messages)
-        self._count_rows(inserted, len(messages))
+            # Counted at commit, before the connection goes back: a follower may hand the rows on
+            # (and a client see them) while the pool is still resetting the connection.
+            self._count_rows(inserted, len(messages))
         return WriteResult(stored=sql.stored_messages(rows, by_key), rejected=[])
 
     async def _write_isolating(self, conn: asyncpg.Connection, messages: Sequence[Message]) -> WriteResult:

@@ -1,8 +1,10 @@
-"""Small HTTP helpers shared by the endpoints: JSON responses, errors, bearer tokens."""
+"""Small HTTP helpers shared by the endpoints: JSON responses, errors, bearer tokens.
+
+Which tokens are valid is :class:`server.security.Guard`'s business (token sets, files, stream tokens).
+"""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -12,7 +14,7 @@ from starlette.responses import Response
 
 __all__ = [
     "BodyError",
-    "authorized",
+    "bearer_token",
     "check_json_content_type",
     "decode_json",
     "error",
@@ -33,25 +35,11 @@ def error(status_code: int, message: str, headers: Mapping[str, str] | None = No
     return json_response({"error": message, **extra}, status_code, headers)
 
 
-def authorized(request: Request, token: str | None, *, allow_query: bool = False) -> bool:
-    """Whether ``request`` carries ``token`` (always True when ``token`` is None).
-
-    Looks at ``Authorization: Bearer <token>``, and at ``?token=`` when ``allow_query`` (an
-    EventSource cannot set headers). Compared in constant time, so the answer's timing does not
-    reveal how much of a guess was right.
-    """
-    if token is None:
-        return True
-    expected = token.encode()
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
-        return True
-    if allow_query:
-        query = request.query_params.get("token")
-        if query is not None and hmac.compare_digest(query.encode(), expected):
-            return True
-    return False
+def bearer_token(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    token = given.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 class BodyError(Exception):

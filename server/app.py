@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -33,6 +34,7 @@ from .config import ServerConfig
 from .metrics import metrics, new_registry
 from .publish import publish_events
 from .runtime import Runtime, runtime_of
+from .security import CORSMiddleware, Guard, SecurityHeadersMiddleware, issue_stream_token
 from .stats import health, stats
 from .stream import stream_events
 
@@ -83,6 +85,8 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_parent: Any) -> AsyncIterator[None]:
+        # Made first: an unreadable tokens file stops the start before PostgreSQL is started.
+        app.state.guard = Guard(config)
         async with Runtime.open(config) as runtime:
             app.state.runtime = runtime
             try:
@@ -96,13 +100,18 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         Route("/", index, methods=["GET"]),
         Route("/events", stream_events, methods=["GET"]),
         Route("/api/events", publish_events, methods=["POST"]),
+        Route("/api/stream-token", issue_stream_token, methods=["POST"]),
         Route("/api/stats", stats, methods=["GET"]),
         Route("/api/demo/burst", demo_burst, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=FRONTEND_DIR), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # Outermost first: the security headers land on CORS preflight answers too.
+    middleware = [Middleware(SecurityHeadersMiddleware)]
+    if config.cors_origins:
+        middleware.append(Middleware(CORSMiddleware, origins=config.cors_origins))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.config = config
     app.state.runtime = None
     app.state.metrics_registry = new_registry(lambda: app.state.runtime)

@@ -6,6 +6,7 @@ reads the environment again, so a variable set after import (a test, a CLI flag)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -84,6 +85,16 @@ class ServerConfig:
     breaker_failures: int = constants.SSE_BREAKER_FAILURES
     breaker_reset_seconds: float = constants.SSE_BREAKER_RESET_SECONDS
     follow_poll_seconds: float = constants.SSE_FOLLOW_POLL_SECONDS
+    # Security (see server.security and the README's Security section).
+    publish_tokens_file: Path | None = constants.SSE_PUBLISH_TOKENS_FILE
+    subscribe_tokens_file: Path | None = constants.SSE_SUBSCRIBE_TOKENS_FILE
+    cors_origins: tuple[str, ...] = constants.SSE_CORS_ORIGINS
+    publish_rate_limit: float = constants.SSE_PUBLISH_RATE_LIMIT
+    publish_rate_burst: int | None = constants.SSE_PUBLISH_RATE_BURST
+    stream_token_secret: str | None = constants.SSE_STREAM_TOKEN_SECRET
+    stream_token_max_seconds: float = constants.SSE_STREAM_TOKEN_MAX_SECONDS
+    max_clients_per_ip: int | None = constants.SSE_MAX_CLIENTS_PER_IP
+    max_stream_seconds: float | None = constants.SSE_MAX_STREAM_SECONDS
     batcher: BatcherConfig = field(default_factory=BatcherConfig)
     sizing: SizingConfig = field(default_factory=SizingConfig)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -111,6 +122,30 @@ class ServerConfig:
         for name in ("subscribe_token", "publish_token"):
             if getattr(self, name) == "":
                 raise ConfigError(f"{name} must be None (open) or a non-empty string")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        # Origins are compared as exact strings with the browser's Origin header, so normalise
+        # them the way browsers send them (lower case, no trailing slash).
+        object.__setattr__(self, "cors_origins", tuple(_origin(o) for o in self.cors_origins))
+        if not self.publish_rate_limit >= 0 or self.publish_rate_limit == float("inf"):
+            raise ConfigError(f"publish_rate_limit must be >= 0 (0: no limit), got {self.publish_rate_limit!r}")
+        if self.publish_rate_burst is not None:
+            require_positive("publish_rate_burst", self.publish_rate_burst)
+        if self.stream_token_secret is not None and len(self.stream_token_secret) < 16:
+            raise ConfigError("stream_token_secret must be at least 16 characters (or None: random per process)")
+        require_positive("stream_token_max_seconds", self.stream_token_max_seconds)
+        if self.max_clients_per_ip is not None:
+            require_positive("max_clients_per_ip", self.max_clients_per_ip)
+        if self.max_stream_seconds is not None:
+            require_positive("max_stream_seconds", self.max_stream_seconds)
+
+    @property
+    def publish_burst(self) -> int:
+        """The publish bucket's size: ``publish_rate_burst``, or twice the rate (at least 1)."""
+        if self.publish_rate_burst is not None:
+            return self.publish_rate_burst
+        return max(1, math.ceil(2 * self.publish_rate_limit))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, /, **overrides: Any) -> ServerConfig:
@@ -141,6 +176,27 @@ class ServerConfig:
         if self.database_url is None:
             return f"embedded PostgreSQL at {self.data_dir / 'pgdata'}"
         return mask_dsn(self.database_url)
+
+
+def _origin(value: str) -> str:
+    """``value`` as a browser sends it in ``Origin`` (``scheme://host[:port]``), or ``*``.
+
+    Raises:
+        ConfigError: it is not an http(s) origin.
+    """
+    text = value.strip().rstrip("/").lower()
+    if text == "*":
+        return text
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"cors_origins: {value!r} is not an origin like https://app.example.com") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query or parts.fragment:
+        raise ConfigError(f"cors_origins: {value!r} is not an origin like https://app.example.com")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"cors_origins: {value!r} must not carry a user name or password")
+    return text
 
 
 def mask_dsn(dsn: str) -> str:

@@ -3,7 +3,10 @@
 Every status a client can cause is a 4xx or 503 with a JSON ``{"error": ...}`` body, never a 500:
 
 - 401 publish token set, bearer missing or wrong; 415 not ``application/json``;
-- 413 body over ``max_request_bytes`` (refused while reading) or more than ``max_request_events``;
+- 413 body over ``max_request_bytes`` (refused while reading) or more than ``max_request_events``
+  (or than the rate limit's burst);
+- 429 with ``Retry-After`` over the publish rate limit (the bucket is charged for the whole request
+  before anything is emitted, and refunded when a later check refuses it);
 - 400 malformed JSON; 422 a schema error, naming the event ``index`` and the ``field``;
 - 503 with ``Retry-After`` when the buffer is full or the server is shutting down.
 
@@ -28,8 +31,9 @@ from starlette.responses import Response
 
 from batcher import AckTimeoutError, BatcherClosedError, BufferFullError, EventValidationError, StoreRejectedError
 
-from ._http import BodyError, authorized, check_json_content_type, decode_json, error, json_response, read_body
+from ._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
 from .runtime import runtime_of
+from .security import guard_of
 
 __all__ = ["publish_events"]
 
@@ -38,7 +42,9 @@ async def publish_events(request: Request) -> Response:
     """Emit the events of the body; 202 ``{"accepted": n, "seqs": [...]}`` or a JSON error."""
     runtime = runtime_of(request)
     config = runtime.config
-    if not authorized(request, config.publish_token):
+    guard = guard_of(request)
+    publisher = guard.publisher(request)
+    if publisher is None:
         return error(401, "a valid publish token is required", {"WWW-Authenticate": "Bearer"})
     wait = request.query_params.get("wait")
     if wait not in (None, "stored"):
@@ -67,6 +73,10 @@ async def publish_events(request: Request) -> Response:
     # final flush that connected streams are given.
     if not runtime.accepting:
         return error(503, "the server is shutting down", {"Retry-After": "1"})
+    refused = guard.charge(publisher, len(events))
+    if refused is not None:
+        return refused
+    seqs: list[int] | None = None
     try:
         if wait:
             ids = await runtime.batcher.publish(events, timeout=config.publish_wait_timeout_seconds)
@@ -83,4 +93,7 @@ async def publish_events(request: Request) -> Response:
         return error(503, "the event buffer is full; retry shortly", {"Retry-After": "1"})
     except BatcherClosedError:
         return error(503, "the server is shutting down", {"Retry-After": "1"})
+    finally:
+        if seqs is None:
+            guard.refund(publisher, len(events))  # nothing of it was stored
     return json_response({"accepted": len(seqs), "seqs": seqs}, 202)

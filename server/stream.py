@@ -5,6 +5,11 @@ which it passes through untouched (``ensure_bytes`` returns a ``bytes`` object a
 adds: ``: ping`` comments every ``ping_seconds``, a timeout around every ASGI send (a peer that
 accepts nothing for ``client_send_timeout_seconds`` is dropped), and its detection of server exit,
 which here asks the runtime to drain (see :mod:`server.runtime`).
+
+Security hooks, kept apart so they port to any stream implementation: :func:`stream_events` asks
+the app's :class:`server.security.Guard` for the credential (a stream token's filters narrow the
+request's), takes a per-address slot that the response's ``finally`` gives back (``on_close``), and
+hands the response a lifetime (``expires_after``) after which its body ends cleanly.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from starlette.types import Receive, Scope, Send
 from batcher import BatcherClosedError, EventValidationError, StoreError
 from batcher.events import check_source, check_type
 
-from ._http import authorized, error
+from ._http import error
 from .hub import Client, HubClosedError, HubFullError
+from .ratelimit import ending_after
 from .runtime import Runtime, runtime_of
+from .security import NotAllowed, guard_of
+from .tokens import InvalidStreamToken
 
 __all__ = ["HubStreamResponse", "parse_last_event_id", "stream_events"]
 
@@ -114,12 +122,25 @@ def _ping() -> ServerSentEvent:
 class HubStreamResponse(EventSourceResponse):
     """An SSE response fed by the hub; gives its client back to the hub however it ends."""
 
-    def __init__(self, runtime: Runtime, client: Client, prelude: bytes, after_id: int | None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        client: Client,
+        prelude: bytes,
+        after_id: int | None,
+        *,
+        expires_after: float | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         config = runtime.config
         self._hub = runtime.hub
         self._client = client
+        # Security hooks: ``expires_after`` ends the stream cleanly after that many seconds (the
+        # client resumes by Last-Event-ID); ``on_close`` runs however the response ends.
+        self._on_close = on_close
+        messages = runtime.hub.follow(client, after_id, prelude)
         super().__init__(
-            runtime.hub.follow(client, after_id, prelude),
+            messages if expires_after is None else ending_after(messages, expires_after),
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             ping=config.ping_seconds,
             sep="\n",
@@ -141,22 +162,53 @@ class HubStreamResponse(EventSourceResponse):
             logger.warning("ended a stream whose replay failed: %s", exc)
         finally:
             self._hub.release(self._client)
+            if self._on_close is not None:
+                self._on_close()
 
 
 async def stream_events(request: Request) -> Response:
-    """GET /events: 200 text/event-stream, or a JSON error (400, 401, 503)."""
+    """GET /events: 200 text/event-stream, or a JSON error (400, 401, 403, 429, 503)."""
     runtime = runtime_of(request)
-    config = runtime.config
-    if not authorized(request, config.subscribe_token, allow_query=True):
-        return error(401, "a valid subscribe token is required", {"WWW-Authenticate": "Bearer"})
+    guard = guard_of(request)
+    try:
+        grant = guard.subscriber(request)
+    except InvalidStreamToken as exc:
+        return error(401, str(exc), {"WWW-Authenticate": "Bearer"})
     try:
         types = _names(request, "types", check_type)
         sources = _names(request, "source", check_source)
         last_event_id = _last_event_id(request)
     except BadStreamRequest as exc:
         return error(400, str(exc), field=exc.field)
+    try:
+        types, sources = guard.narrow(grant, types, sources)
+    except NotAllowed as exc:
+        return error(403, str(exc), field=exc.field)
     if not runtime.accepting:
         return error(503, "the server is shutting down", {"Retry-After": "1"})
+    release_slot = guard.stream_slot(request)
+    if release_slot is None:
+        return error(429, "too many open streams from this address", {"Retry-After": "5"})
+    try:
+        lifetime = guard.stream_lifetime(grant)
+        response = await _open_stream(runtime, types, sources, last_event_id, lifetime, release_slot)
+    except BaseException:
+        release_slot()
+        raise
+    if not isinstance(response, HubStreamResponse):
+        release_slot()  # refused: no stream holds the slot
+    return response
+
+
+async def _open_stream(
+    runtime: Runtime,
+    types: frozenset[str] | None,
+    sources: frozenset[str] | None,
+    last_event_id: int | None,
+    expires_after: float | None,
+    on_close: Callable[[], None],
+) -> Response:
+    config = runtime.config
     try:
         client = runtime.hub.open(types, sources)
     except HubFullError as exc:
@@ -173,4 +225,4 @@ async def stream_events(request: Request) -> Response:
         raise
     # retry: is a hint the browser keeps: sent once, first.
     prelude = b"retry: %d\n\n" % config.retry_milliseconds + extra
-    return HubStreamResponse(runtime, client, prelude, after_id)
+    return HubStreamResponse(runtime, client, prelude, after_id, expires_after=expires_after, on_close=on_close)
