@@ -56,6 +56,8 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
         await received.connected.wait()
         await publish(client, [{"type": "JOB_STARTED", "data": {"job_id": i}} for i in range(3)])
         await received.wait_for(lambda r: r.count() == 3)
+        # The follower may hand the rows on before the writer's COMMIT answer is back: wait for it.
+        assert await live.runtime.batcher.flush(timeout=10)
         stats = (await client.get("/api/stats")).json()
         tg.cancel_scope.cancel()
     assert set(stats) == {"ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo"}
