@@ -53,6 +53,23 @@ def test_aggregate_says_type_and_source_once_and_inner_events_keep_seq_ts_and_da
     ]
 
 
+# The wire format of DESIGN.md; tests/frontend/sse_client.test.mjs unrolls these same bytes.
+DESIGN_AGGREGATE = (
+    b'{"type":"JOBS_BATCH_STARTED","event_type":"JOB_STARTED","source":"thumbnail","batch_count":3,'
+    b'"job_ids":[123,124,125],"events":[{"seq":1007,"ts":1763870000.123,"data":{"job_id":123}},'
+    b'{"seq":1008,"ts":1763870000.124,"data":{"job_id":124}},{"seq":1009,"ts":1763870000.125,"data":{"job_id":125}}]}'
+)
+
+
+def test_aggregate_bytes_are_the_design_wire_format() -> None:
+    events = [
+        Event("JOB_STARTED", "thumbnail", seq, ts, msgspec.Raw(b'{"job_id":%d}' % job))
+        for seq, ts, job in [(1007, 1763870000.123, 123), (1008, 1763870000.124, 124), (1009, 1763870000.125, 125)]
+    ]
+    [message] = aggregate(events, "o")
+    assert message.payload == DESIGN_AGGREGATE
+
+
 def test_compact_aggregates_unroll_to_exactly_the_events_that_travelling_alone_would_show() -> None:
     events = [_event(1), _event(2, key="a"), _event(3, "FRAME", "r", data={"x": [1, "two"]}), _event(4, "FRAME", "r")]
     alone = [msgspec.json.decode(m.payload) for e in events for m in aggregate([e], "o")]
