@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -225,7 +225,7 @@ def subscribe(
     max_delay_seconds: float = 10.0,
     idle_timeout_seconds: float | None = 45.0,
     client: httpx.Client | None = None,
-) -> Iterator[StreamEvent]:
+) -> Generator[StreamEvent, None, None]:
     """Yield every original event of the stream at ``url`` (e.g. ``http://host:8000/events``), forever.
 
     ``types`` and ``source`` are the server-side filters; ``token`` is sent as a bearer token;
@@ -272,7 +272,7 @@ async def asubscribe(
     max_delay_seconds: float = 10.0,
     idle_timeout_seconds: float | None = 45.0,
     client: httpx.AsyncClient | None = None,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """The async twin of :func:`subscribe`; leave it through ``contextlib.aclosing``.
 
     Raises:
