@@ -40,8 +40,9 @@ from batcher.errors import BatcherError
 __all__ = ["StreamEvent", "StreamRefusedError", "asubscribe", "subscribe", "unroll"]
 
 _CONTROL_TYPES: Final = frozenset({"HISTORY_TRUNCATED"})
-# Statuses after which retrying cannot help; the same list as the browser helper's.
-_FATAL_STATUSES: Final = frozenset({204, 400, 401, 403, 404, 405, 406, 410, 413, 414, 422})
+# A 4xx says the request is wrong and a retry would repeat it, except these three, which say
+# "later" (and 204 is the server's way of saying "do not reconnect", as for EventSource).
+_RETRYABLE_4XX: Final = frozenset({408, 425, 429})
 _DEFAULT_RETRY_SECONDS: Final = 1.0
 _DECODER: Final = msgspec.json.Decoder()
 
@@ -123,7 +124,7 @@ def _int_id(value: object) -> int | None:
 
 
 class _Retryable(Exception):
-    """The server answered, but not with a stream; a later attempt may succeed (5xx, 429)."""
+    """The server answered, but not with a stream; a later attempt may succeed (5xx, 408, 429)."""
 
 
 class _Resume:
@@ -168,7 +169,7 @@ class _Resume:
             _Retryable: any other failure status.
         """
         status = response.status_code
-        if status in _FATAL_STATUSES:
+        if status == 204 or (400 <= status < 500 and status not in _RETRYABLE_4XX):
             raise StreamRefusedError(f"HTTP {status}", status)
         if status != 200:
             raise _Retryable(f"HTTP {status}")
@@ -234,7 +235,7 @@ def subscribe(
     proxies or certificates; its read timeout is then yours.
 
     Raises:
-        StreamRefusedError: the server refused the stream (4xx other than 408/429, not SSE).
+        StreamRefusedError: the server refused the stream (204, a 4xx other than 408/425/429, not SSE).
     """
     resume = _Resume(
         types=types,
@@ -276,7 +277,7 @@ async def asubscribe(
     """The async twin of :func:`subscribe`; leave it through ``contextlib.aclosing``.
 
     Raises:
-        StreamRefusedError: the server refused the stream (4xx other than 408/429, not SSE).
+        StreamRefusedError: the server refused the stream (204, a 4xx other than 408/425/429, not SSE).
     """
     resume = _Resume(
         types=types,
