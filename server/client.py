@@ -24,11 +24,12 @@ Both generators hold an open connection: leave them with ``break`` (sync) or thr
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeGuard
 
 import anyio
 import httpx
@@ -38,6 +39,8 @@ from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 from batcher.errors import BatcherError
 
 __all__ = ["StreamEvent", "StreamRefusedError", "asubscribe", "subscribe", "unroll"]
+
+logger = logging.getLogger(__name__)
 
 _CONTROL_TYPES: Final = frozenset({"HISTORY_TRUNCATED"})
 # A 4xx says the request is wrong and a retry would repeat it, except these three, which say
@@ -65,7 +68,8 @@ class StreamEvent:
     source: str
     seq: int
     ts: float
-    data: dict[str, Any]
+    # Left out of the hash, so the event stays hashable although its data is a dict.
+    data: dict[str, Any] = field(hash=False)
     priority: str = "normal"
     key: str | None = None
 
@@ -98,25 +102,30 @@ def unroll(payload: bytes | str | Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _stream_event(event: Mapping[str, Any], message_id: int | None) -> StreamEvent | None:
-    data = event.get("data")
-    key = event.get("key")
-    try:
-        return StreamEvent(
-            message_id=message_id,
-            type=str(event["type"]),
-            source=str(event["source"]),
-            seq=int(event["seq"]),
-            ts=float(event["ts"]),
-            data=data if isinstance(data, dict) else {},
-            priority=str(event.get("priority", "normal")),
-            key=key if isinstance(key, str) else None,
-        )
-    except (KeyError, TypeError, ValueError):
+    type_, source, seq, ts = event.get("type"), event.get("source"), event.get("seq"), event.get("ts")
+    data, priority, key = event.get("data"), event.get("priority", "normal"), event.get("key")
+    if not (isinstance(type_, str) and isinstance(source, str) and isinstance(data, dict)):
         return None  # not an event of this wire format; nothing to hand on
+    if not (_is_int(seq) and (_is_int(ts) or isinstance(ts, float)) and isinstance(priority, str)):
+        return None
+    return StreamEvent(
+        message_id=message_id,
+        type=type_,
+        source=source,
+        seq=seq,
+        ts=float(ts),
+        data=data,
+        priority=priority,
+        key=key if isinstance(key, str) else None,
+    )
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _int_id(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _is_int(value):
         return value
     if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
@@ -203,12 +212,14 @@ class _Resume:
         events = (_stream_event(event, message_id) for event in unroll(body))
         return [event for event in events if event is not None]
 
-    def next_delay(self) -> float:
+    def next_delay(self, url: str, reason: str) -> float:
         """The next reconnect delay: exponential from the ``retry:`` hint, capped, half jittered."""
         self._attempt += 1
         cap = max(self._max_delay_seconds, self.retry_seconds)
-        delay = min(cap, self.retry_seconds * 2.0 ** (self._attempt - 1))
-        return delay / 2 + self._random.random() * delay / 2
+        full = min(cap, self.retry_seconds * 2.0 ** (self._attempt - 1))
+        delay = full / 2 + self._random.random() * full / 2
+        logger.info("%s: %s; reconnecting in %.2f s (attempt %d)", url, reason, delay, self._attempt)
+        return delay
 
 
 def _timeout(idle_timeout_seconds: float | None) -> httpx.Timeout:
@@ -254,9 +265,11 @@ def subscribe(
                     resume.opened(stream.response)
                     for message in stream.iter_sse():
                         yield from resume.take(message)
-            except (httpx.TransportError, _Retryable):
-                pass  # reconnect below
-            time.sleep(resume.next_delay())
+            except (httpx.TransportError, _Retryable) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                reason = "the stream ended"
+            time.sleep(resume.next_delay(url, reason))
     finally:
         if own:
             http.close()
@@ -297,9 +310,11 @@ async def asubscribe(
                     async for message in stream.aiter_sse():
                         for event in resume.take(message):
                             yield event
-            except (httpx.TransportError, _Retryable):
-                pass  # reconnect below
-            await anyio.sleep(resume.next_delay())
+            except (httpx.TransportError, _Retryable) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                reason = "the stream ended"
+            await anyio.sleep(resume.next_delay(url, reason))
     finally:
         if own:
             await http.aclose()

@@ -283,6 +283,6 @@ def test_a_message_not_newer_than_the_last_delivered_is_dropped() -> None:
 def test_backoff_doubles_from_the_retry_hint_is_capped_and_jittered_by_half() -> None:
     resume = _resume(retry_seconds=60, max_delay_seconds=2.0)
     resume.take(_message("", "", retry=100))
-    delays = [resume.next_delay() for _ in range(8)]
+    delays = [resume.next_delay("url", "test") for _ in range(8)]
     for delay, full in zip(delays, [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0], strict=True):
         assert full / 2 <= delay <= full
