@@ -126,9 +126,11 @@ export function subscribe(url, options = {}) {
     const data = message.data;
     if (message.type === "HISTORY_TRUNCATED" || (data && data.type === "HISTORY_TRUNCATED")) {
       // The server no longer has what we asked for (or was reset): take what it has from here.
+      // With nothing stored (no first id), 0: every id from here is new, and a reconnect before
+      // the next message asks for all of them rather than for the live stream only.
       const first = data ? normaliseId(data.first_available_id) : null;
       if (typeof first === "number") lastId = first - 1;
-      else lastId = message.hasOwnId ? message.id : null;
+      else lastId = message.hasOwnId ? message.id : 0;
       if (onMessage) safeCall(onMessage, message);
       return;
     }

@@ -133,7 +133,7 @@ def _int_id(value: object) -> int | None:
 
 
 class _Retryable(Exception):
-    """The server answered, but not with a stream; a later attempt may succeed (5xx, 408, 429)."""
+    """The server answered, but not with a stream; a later attempt may succeed (5xx, 408, 425, 429)."""
 
 
 class _Resume:
@@ -178,7 +178,7 @@ class _Resume:
             _Retryable: any other failure status.
         """
         status = response.status_code
-        if status == 204 or (400 <= status < 500 and status not in _RETRYABLE_4XX):
+        if status == 204 or 300 <= status < 400 or (400 <= status < 500 and status not in _RETRYABLE_4XX):
             raise StreamRefusedError(f"HTTP {status}", status)
         if status != 200:
             raise _Retryable(f"HTTP {status}")
@@ -199,8 +199,10 @@ class _Resume:
             return []
         if message.event in _CONTROL_TYPES or (isinstance(body, dict) and body.get("type") in _CONTROL_TYPES):
             # The server no longer has what we asked for (or was reset): take what it has from here.
+            # With nothing stored (no first id), 0: every id from here is new, and a reconnect
+            # before the next message asks for all of them rather than for the live stream only.
             first = _int_id(body.get("first_available_id")) if isinstance(body, dict) else None
-            self.last_id = first - 1 if first is not None else None
+            self.last_id = first - 1 if first is not None else 0
             return []
         # httpx-sse repeats the last id on a message without one; every message of this server
         # that is not a control message has its own.
@@ -246,7 +248,8 @@ def subscribe(
     proxies or certificates; its read timeout is then yours.
 
     Raises:
-        StreamRefusedError: the server refused the stream (204, a 4xx other than 408/425/429, not SSE).
+        StreamRefusedError: the server refused the stream: 204, a redirect left unfollowed, a 4xx
+            other than 408/425/429, or an answer that is not an event stream.
     """
     resume = _Resume(
         types=types,
@@ -257,7 +260,7 @@ def subscribe(
         max_delay_seconds=max_delay_seconds,
     )
     own = client is None
-    http = httpx.Client(timeout=_timeout(idle_timeout_seconds)) if client is None else client
+    http = httpx.Client(timeout=_timeout(idle_timeout_seconds), follow_redirects=True) if client is None else client
     try:
         while True:
             try:
@@ -290,7 +293,8 @@ async def asubscribe(
     """The async twin of :func:`subscribe`; leave it through ``contextlib.aclosing``.
 
     Raises:
-        StreamRefusedError: the server refused the stream (204, a 4xx other than 408/425/429, not SSE).
+        StreamRefusedError: the server refused the stream: 204, a redirect left unfollowed, a 4xx
+            other than 408/425/429, or an answer that is not an event stream.
     """
     resume = _Resume(
         types=types,
@@ -301,7 +305,9 @@ async def asubscribe(
         max_delay_seconds=max_delay_seconds,
     )
     own = client is None
-    http = httpx.AsyncClient(timeout=_timeout(idle_timeout_seconds)) if client is None else client
+    http = (
+        httpx.AsyncClient(timeout=_timeout(idle_timeout_seconds), follow_redirects=True) if client is None else client
+    )
     try:
         while True:
             try:

@@ -174,6 +174,19 @@ test("HISTORY_TRUNCATED resets the duplicate watermark to the first available id
   assert.deepEqual(got.events.map((e) => e[2]), [50, 60]);
 });
 
+test("HISTORY_TRUNCATED with nothing stored makes a reconnect ask for everything (Last-Event-ID 0)", async () => {
+  const truncated = `event: HISTORY_TRUNCATED\ndata: {"type":"HISTORY_TRUNCATED","first_available_id":null}\n\n`;
+  const { sub, got, calls } = collect("http://x/events", [{ body: [truncated] }, { body: [single(1, 10)] }], {
+    lastEventId: 900,
+    retryMs: 5,
+  });
+  await until(() => got.events.length === 1);
+  sub.close();
+  assert.equal(calls[0].headers["Last-Event-ID"], "900");
+  assert.equal(calls[1].headers["Last-Event-ID"], "0");
+  assert.deepEqual(got.events, [[1, 0, 10]]);
+});
+
 test("a 401 closes the stream for good; a network error and a 503 are retried", async () => {
   const fatal = collect("http://x/events", [{ status: 401, body: "no" }]);
   const info = await fatal.closed;

@@ -280,6 +280,16 @@ def test_a_message_not_newer_than_the_last_delivered_is_dropped() -> None:
     assert resume.last_id == 6
 
 
+def test_history_truncated_with_nothing_stored_resumes_from_the_beginning() -> None:
+    resume = _resume(last_event_id=900)
+    notice = '{"type":"HISTORY_TRUNCATED","first_available_id":null,"last_event_id":900}'
+    assert resume.take(_message("", notice, event="HISTORY_TRUNCATED")) == []
+    assert resume.request()["headers"]["Last-Event-ID"] == "0"
+    truncated = '{"type":"HISTORY_TRUNCATED","first_available_id":40,"last_event_id":0}'
+    resume.take(_message("", truncated, event="HISTORY_TRUNCATED"))
+    assert resume.last_id == 39
+
+
 def test_backoff_doubles_from_the_retry_hint_is_capped_and_jittered_by_half() -> None:
     resume = _resume(retry_seconds=60, max_delay_seconds=2.0)
     resume.take(_message("", "", retry=100))
