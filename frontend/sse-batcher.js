@@ -12,7 +12,8 @@
  *     onEvent(event, msg) { console.log(msg.id, event.type, event.data.job_id); },
  *     onState(state) { document.title = `jobs (${state})`; },
  *   });
- *   // Aggregates arrive unrolled: one onEvent per original event, in order.
+ *   // Aggregates arrive unrolled: one onEvent per original event, in order, each a full event
+ *   // (type and source restored: aggregates say them once on the wire).
  *   // sub.lastEventId is the resume point; sub.close() stops for good.
  *
  * Why fetch and not EventSource: EventSource dispatches by event name and only fires `onmessage`
@@ -125,9 +126,11 @@ export function subscribe(url, options = {}) {
     const data = message.data;
     if (message.type === "HISTORY_TRUNCATED" || (data && data.type === "HISTORY_TRUNCATED")) {
       // The server no longer has what we asked for (or was reset): take what it has from here.
+      // With nothing stored (no first id), 0: every id from here is new, and a reconnect before
+      // the next message asks for all of them rather than for the live stream only.
       const first = data ? normaliseId(data.first_available_id) : null;
       if (typeof first === "number") lastId = first - 1;
-      else lastId = message.hasOwnId ? message.id : null;
+      else lastId = message.hasOwnId ? message.id : 0;
       if (onMessage) safeCall(onMessage, message);
       return;
     }
@@ -141,12 +144,8 @@ export function subscribe(url, options = {}) {
     if (!onEvent || data === null || typeof data !== "object" || CONTROL_TYPES.has(message.type)) {
       return;
     }
-    if (Array.isArray(data.events)) {
-      const events = data.events;
-      for (let i = 0; i < events.length; i++) safeCall(onEvent, events[i], message, i);
-    } else {
-      safeCall(onEvent, data, message, 0);
-    }
+    const events = unroll(data);
+    for (let i = 0; i < events.length; i++) safeCall(onEvent, events[i], message, i);
   }
 
   const parser = new SSEParser({
@@ -403,14 +402,24 @@ export class SSEParser {
 }
 
 /**
- * Original events carried by one message's data: the `events` of an aggregate, else the data.
+ * Original events carried by one message's data, full: the `events` of an aggregate, else the data.
+ *
+ * Aggregates are compact on the wire: they say the original type (`event_type`) and the source
+ * once, and each inner event keeps only `seq`, `ts` and `data` (plus `priority`/`key` when set).
+ * This puts `type` and `source` back, so each event looks as it would have travelling alone.
+ * Inner events that already carry a `type` (aggregates stored before compaction) are left as they are.
  *
  * @param {any} data  parsed `data:` payload
  * @returns {object[]}
  */
 export function unroll(data) {
   if (data === null || typeof data !== "object") return [];
-  if (Array.isArray(data.events)) return data.events;
+  if (Array.isArray(data.events)) {
+    const { event_type: type, source } = data;
+    return data.events.map((event) =>
+      event !== null && typeof event === "object" && !("type" in event) ? { type, source, ...event } : event,
+    );
+  }
   if (CONTROL_TYPES.has(data.type)) return [];
   return [data];
 }

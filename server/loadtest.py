@@ -26,6 +26,8 @@ import anyio
 import httpx
 import msgspec
 
+from .client import unroll
+
 __all__ = ["LoadTestOptions", "LoadTestResult", "loadtest", "run_loadtest"]
 
 _SEQ = b'"seq":'
@@ -76,21 +78,6 @@ class LoadTestResult:
     duplicates: int
     gaps: int
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class _Event(msgspec.Struct):
-    seq: int = 0
-    ts: float = 0.0
-
-
-class _Data(msgspec.Struct):
-    type: str = ""
-    seq: int | None = None
-    ts: float | None = None
-    events: list[_Event] | None = None
-
-
-_DECODER = msgspec.json.Decoder(_Data)
 
 
 class _Client:
@@ -156,17 +143,19 @@ class _Client:
             if not line.startswith(b"data: "):
                 continue
             try:
-                message = _DECODER.decode(line[6:])
+                # The client's own unrolling, so the load tool reads the wire as consumers do.
+                events = unroll(line[6:])
             except msgspec.DecodeError:
                 continue
-            for event in message.events if message.events is not None else [message]:
-                if event.seq is None or event.ts is None:
+            for event in events:
+                seq, ts = event.get("seq"), event.get("ts")
+                if not isinstance(seq, int) or not isinstance(ts, int | float):
                     continue
-                if event.seq in self.seqs:
+                if seq in self.seqs:
                     self.duplicates += 1
                 else:
-                    self.seqs.add(event.seq)
-                self.latencies.append(now - event.ts)
+                    self.seqs.add(seq)
+                self.latencies.append(now - ts)
 
 
 class _Signal:

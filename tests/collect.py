@@ -11,6 +11,7 @@ import anyio
 import msgspec
 
 from batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoredMessage
+from server.client import unroll
 
 __all__ = ["Collected", "batcher_config", "running_batcher"]
 
@@ -31,10 +32,10 @@ class Collected:
         return [msgspec.json.decode(m.payload) for m in self.messages]
 
     def events(self, source: str | None = None) -> list[dict[str, Any]]:
-        """The original events, in message order, aggregates unrolled."""
+        """The full original events, in message order, aggregates unrolled as a client does."""
         out: list[dict[str, Any]] = []
-        for body in self.bodies():
-            out.extend(body["events"] if "events" in body else [body])
+        for message in self.messages:
+            out.extend(unroll(message.payload))
         return [e for e in out if source is None or e["source"] == source]
 
     def of_job(self, job_id: int) -> list[dict[str, Any]]:

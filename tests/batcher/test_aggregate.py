@@ -4,6 +4,7 @@ import msgspec
 
 from batcher.aggregate import aggregate, aggregate_type
 from batcher.events import Event
+from server.client import unroll
 
 
 def _event(seq: int, type_: str = "JOB_STARTED", source: str = "thumbnail", **kw: object) -> Event:
@@ -38,7 +39,43 @@ def test_three_job_started_become_one_aggregate_holding_every_event_in_order() -
     assert [e["seq"] for e in body["events"]] == [1, 2, 3]
     assert message.event_type == "JOB_STARTED"
     assert message.idem_key == "o:1"
-    assert list(body) == ["type", "source", "batch_count", "job_ids", "events"]
+    assert list(body) == ["type", "event_type", "source", "batch_count", "job_ids", "events"]
+    assert body["event_type"] == "JOB_STARTED"
+
+
+def test_aggregate_says_type_and_source_once_and_inner_events_keep_seq_ts_and_data() -> None:
+    [message] = aggregate([_event(1), _event(2, key="k")], "o")
+    body = msgspec.json.decode(message.payload)
+    assert (body["event_type"], body["source"]) == ("JOB_STARTED", "thumbnail")
+    assert body["events"] == [
+        {"seq": 1, "ts": 1001.0, "data": {"job_id": 1}},
+        {"seq": 2, "ts": 1002.0, "data": {"job_id": 2}, "key": "k"},
+    ]
+
+
+# The wire format of DESIGN.md; tests/frontend/sse_client.test.mjs unrolls these same bytes.
+DESIGN_AGGREGATE = (
+    b'{"type":"JOBS_BATCH_STARTED","event_type":"JOB_STARTED","source":"thumbnail","batch_count":3,'
+    b'"job_ids":[123,124,125],"events":[{"seq":1007,"ts":1763870000.123,"data":{"job_id":123}},'
+    b'{"seq":1008,"ts":1763870000.124,"data":{"job_id":124}},{"seq":1009,"ts":1763870000.125,"data":{"job_id":125}}]}'
+)
+
+
+def test_aggregate_bytes_are_the_design_wire_format() -> None:
+    events = [
+        Event("JOB_STARTED", "thumbnail", seq, ts, msgspec.Raw(b'{"job_id":%d}' % job))
+        for seq, ts, job in [(1007, 1763870000.123, 123), (1008, 1763870000.124, 124), (1009, 1763870000.125, 125)]
+    ]
+    [message] = aggregate(events, "o")
+    assert message.payload == DESIGN_AGGREGATE
+
+
+def test_compact_aggregates_unroll_to_exactly_the_events_that_travelling_alone_would_show() -> None:
+    events = [_event(1), _event(2, key="a"), _event(3, "FRAME", "r", data={"x": [1, "two"]}), _event(4, "FRAME", "r")]
+    alone = [msgspec.json.decode(m.payload) for e in events for m in aggregate([e], "o")]
+    unrolled = [event for m in aggregate(events, "o") for event in unroll(m.payload)]
+    assert len(aggregate(events, "o")) == 2
+    assert sorted(unrolled, key=lambda e: e["seq"]) == alone
 
 
 def test_groups_split_by_source_and_type_and_are_ordered_by_first_seq() -> None:

@@ -188,3 +188,12 @@ class BufferMachine(RuleBasedStateMachine):
 
 TestBufferMachine = BufferMachine.TestCase
 TestBufferMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def test_event_stamps_are_whole_milliseconds_so_they_encode_with_at_most_three_decimals() -> None:
+    buffer = EventBuffer(capacity=10, batch_size=10, wake=_Wakes())
+    buffer.put("T", "s", b"{}")
+    buffer.put_many([("T", "s", b"{}", "normal", None, True, False)] * 2)
+    for event in buffer.take(10):
+        assert len(repr(event.ts).partition(".")[2]) <= 3
+        assert event.ts == round(event.ts, 3)

@@ -51,8 +51,33 @@ test("an id containing NUL is ignored", () => {
   assert.deepEqual(messages.map((m) => [m.id, m.hasOwnId]), [["5", true], ["5", false]]);
 });
 
-test("unroll returns the originals of an aggregate and nothing for control messages", () => {
-  assert.deepEqual(unroll({ type: "JOBS_BATCH_STARTED", events: [{ a: 1 }, { a: 2 }] }), [{ a: 1 }, { a: 2 }]);
+// The bytes batcher/aggregate.py writes for DESIGN.md's example (tests/batcher/test_aggregate.py
+// checks the Python side against the same string).
+const DESIGN_AGGREGATE =
+  '{"type":"JOBS_BATCH_STARTED","event_type":"JOB_STARTED","source":"thumbnail","batch_count":3,' +
+  '"job_ids":[123,124,125],"events":[{"seq":1007,"ts":1763870000.123,"data":{"job_id":123}},' +
+  '{"seq":1008,"ts":1763870000.124,"data":{"job_id":124}},{"seq":1009,"ts":1763870000.125,"data":{"job_id":125}}]}';
+const fullStarted = (seq, ts, jobId, extra = {}) => ({
+  type: "JOB_STARTED", source: "thumbnail", seq, ts, data: { job_id: jobId }, ...extra,
+});
+
+test("unroll restores full events from a compact aggregate, exactly as they were published", () => {
+  assert.deepEqual(unroll(JSON.parse(DESIGN_AGGREGATE)), [
+    fullStarted(1007, 1763870000.123, 123),
+    fullStarted(1008, 1763870000.124, 124),
+    fullStarted(1009, 1763870000.125, 125),
+  ]);
+  const withKey = { type: "T_BATCH", event_type: "T", source: "s", batch_count: 1, superseded: 1,
+    events: [{ seq: 2, ts: 1, data: {}, key: "k" }] };
+  assert.deepEqual(unroll(withKey), [{ type: "T", source: "s", seq: 2, ts: 1, data: {}, key: "k" }]);
+});
+
+test("unroll takes inner events that already carry their type as they are (rows from before compaction)", () => {
+  const old = { type: "JOBS_BATCH_STARTED", source: "thumbnail", events: [fullStarted(1, 2, 3)] };
+  assert.deepEqual(unroll(old), [fullStarted(1, 2, 3)]);
+});
+
+test("unroll returns the single event itself and nothing for control messages", () => {
   assert.deepEqual(unroll({ type: "JOB_STARTED" }), [{ type: "JOB_STARTED" }]);
   assert.deepEqual(unroll({ type: "HISTORY_TRUNCATED", first_available_id: 3 }), []);
   assert.deepEqual(unroll(null), []);
@@ -103,9 +128,10 @@ const single = (id, seq) =>
 const aggregate = (id, seqs) =>
   `id: ${id}\nevent: JOBS_BATCH_STARTED\ndata: ${JSON.stringify({
     type: "JOBS_BATCH_STARTED",
+    event_type: "JOB_STARTED",
     source: "s",
     batch_count: seqs.length,
-    events: seqs.map((seq) => ({ type: "JOB_STARTED", source: "s", seq, ts: 1, data: { job_id: seq } })),
+    events: seqs.map((seq) => ({ seq, ts: 1, data: { job_id: seq } })),
   })}\n\n`;
 
 const until = async (check) => {
@@ -146,6 +172,19 @@ test("HISTORY_TRUNCATED resets the duplicate watermark to the first available id
   sub.close();
   assert.deepEqual(got.messages, [[4, "HISTORY_TRUNCATED"], [5, "JOB_STARTED"], [6, "JOB_STARTED"]]);
   assert.deepEqual(got.events.map((e) => e[2]), [50, 60]);
+});
+
+test("HISTORY_TRUNCATED with nothing stored makes a reconnect ask for everything (Last-Event-ID 0)", async () => {
+  const truncated = `event: HISTORY_TRUNCATED\ndata: {"type":"HISTORY_TRUNCATED","first_available_id":null}\n\n`;
+  const { sub, got, calls } = collect("http://x/events", [{ body: [truncated] }, { body: [single(1, 10)] }], {
+    lastEventId: 900,
+    retryMs: 5,
+  });
+  await until(() => got.events.length === 1);
+  sub.close();
+  assert.equal(calls[0].headers["Last-Event-ID"], "900");
+  assert.equal(calls[1].headers["Last-Event-ID"], "0");
+  assert.deepEqual(got.events, [[1, 0, 10]]);
 });
 
 test("a 401 closes the stream for good; a network error and a 503 are retried", async () => {
@@ -191,4 +230,18 @@ test("a throwing callback does not stop delivery", async () => {
   } finally {
     globalThis.reportError = saved;
   }
+});
+
+test("onEvent is handed full events from a compact aggregate, as if each had travelled alone", async () => {
+  const { sub, got } = collect(
+    "http://x/events",
+    [{ body: [`id: 42\nevent: JOBS_BATCH_STARTED\ndata: ${DESIGN_AGGREGATE}\n\n`], keepOpen: true }],
+    { onEvent: (e, m, i) => got.events.push([m.id, i, e]) },
+  );
+  await until(() => got.events.length === 3);
+  sub.close();
+  const full = got.events.map((e) => e[2]);
+  assert.deepEqual(got.events.map((e) => [e[0], e[1]]), [[42, 0], [42, 1], [42, 2]]);
+  assert.deepEqual(full, unroll(JSON.parse(DESIGN_AGGREGATE)));
+  assert.deepEqual(full[1], fullStarted(1008, 1763870000.124, 124));
 });

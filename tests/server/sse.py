@@ -8,8 +8,9 @@ from typing import Any
 
 import anyio
 import httpx
-import msgspec
 from httpx_sse import ServerSentEvent, aconnect_sse
+
+from server.client import unroll
 
 __all__ = ["Received", "events_of", "publish", "read_until", "subscribed"]
 
@@ -41,13 +42,12 @@ class Received:
 
 
 def events_of(messages: list[ServerSentEvent]) -> list[dict[str, Any]]:
-    """The original events in ``messages``, unpacking aggregates, skipping control messages."""
+    """The full original events in ``messages`` (aggregates unrolled by the client), no control messages."""
     events: list[dict[str, Any]] = []
     for message in messages:
         if message.event == "HISTORY_TRUNCATED":
             continue
-        data = msgspec.json.decode(message.data)
-        events.extend(data["events"] if "events" in data else [data])
+        events.extend(unroll(message.data))
     return events
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -15,10 +14,10 @@ from typing import Any
 import anyio
 import asyncpg
 import httpx
-import msgspec
 import pytest
 from anyio.abc import Process
 
+from server.client import unroll
 from server.embedded_pg import EmbeddedPostgres
 from tests.server.sse import Received, events_of, read_until
 from tests.server_process import ServerProcess
@@ -52,8 +51,7 @@ async def _stored_seqs(dsn: str) -> list[int]:
         await conn.close()
     seqs: list[int] = []
     for row in rows:
-        data: dict[str, Any] = msgspec.json.decode(row["data"])
-        seqs.extend(e["seq"] for e in data.get("events", [data]))
+        seqs.extend(e["seq"] for e in unroll(row["data"]))
     return seqs
 
 
@@ -123,8 +121,7 @@ def test_sigterm_lets_demo_jobs_in_progress_finish_and_delivers_their_endings(
         with httpx.stream("GET", f"{server.url}events", timeout=60) as response:
             for line in response.iter_lines():
                 if line.startswith("data: "):
-                    body = json.loads(line[6:])
-                    delivered.extend(body["events"] if "events" in body else [body])
+                    delivered.extend(unroll(line[6:]))
                     if sum(e["type"] == "JOB_STARTED" for e in delivered) >= 3:
                         saw_starts.set()
 
