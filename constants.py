@@ -175,3 +175,11 @@ SSE_DEMO_RATE = env_float("SSE_DEMO_RATE", 20.0)
 # Workers
 # Jobs a worker holds waiting for a free slot; a demo burst asks for up to 10,000 at once.
 SSE_WORKER_QUEUE_SIZE = env_int("SSE_WORKER_QUEUE_SIZE", 10_000)
+
+# Nodes (issue 9): every server process is a node with a name and a heartbeat row in sse_nodes.
+# Unset: the host name plus the process's slot under SSE_DATA_DIR (``myhost-0``). With
+# ``serve --workers N`` a name given here gets ``-<worker index>`` appended, so each stays unique.
+SSE_NODE_ID = env_str("SSE_NODE_ID", None)
+SSE_NODE_HEARTBEAT_SECONDS = env_float("SSE_NODE_HEARTBEAT_SECONDS", 2.0)
+# Server processes ``sse-batcher serve`` runs on one port (``--workers`` wins over it).
+SSE_WORKERS = env_int("SSE_WORKERS", 1)

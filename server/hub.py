@@ -155,6 +155,8 @@ class Hub:
         self._replayed = 0
         self._evictions = 0
         self._send_timeouts = 0
+        # The largest id fanned out (issue 9: the node's place in the log, for its heartbeat).
+        self._last_id: int | None = None
 
     # -- clients -----------------------------------------------------------------------------
     def open(self, types: Collection[str] | None = None, sources: Collection[str] | None = None) -> Client:
@@ -198,6 +200,7 @@ class Hub:
         if not messages:
             return
         items = [(message.id, encode_message(message)) for message in messages]
+        self._last_id = max(self._last_id or 0, max(item[0] for item in items))
         overflowed: list[Client] = []
         for client in self._plain:
             if not client.push(items):
@@ -285,6 +288,11 @@ class Hub:
     @property
     def clients(self) -> int:
         return len(self._clients)
+
+    @property
+    def last_id(self) -> int | None:
+        """The largest id handed to clients' queues so far; None before the first."""
+        return self._last_id
 
     def close(self) -> None:
         """Refuse new clients and let every open stream end after what it has queued. Idempotent."""

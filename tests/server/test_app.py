@@ -58,7 +58,7 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
         await received.wait_for(lambda r: r.count() == 3)
         stats = (await client.get("/api/stats")).json()
         tg.cancel_scope.cancel()
-    assert set(stats) == {"ts", "batcher", "store", "hub", "sizing", "workers", "process", "demo"}
+    assert set(stats) == {"ts", "batcher", "store", "hub", "sizing", "workers", "process", "demo", "node", "nodes"}
     assert stats["demo"] == {"enabled": False}
     batcher = stats["batcher"]
     for key in (
