@@ -137,3 +137,19 @@ def test_page_reconnects_after_a_server_restart_and_resumes_without_duplicates(
     assert len(keys) == len(set(keys))
     # The browser saw the server go away; anything else must not be an error.
     assert [p for p in page.problems if "ERR_CONNECTION_REFUSED" not in p and "Failed to fetch" not in p] == []
+
+
+def test_nodes_table_shows_this_node_alive_and_fits_a_phone_screen(page: Any, server: ServerProcess) -> None:
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(server.url)
+    page.wait_for_selector("#nodes-table tbody tr .pill", timeout=15_000)
+    page.wait_for_function(
+        "() => document.querySelector('#nodes-table tbody tr .pill').textContent === 'alive'", timeout=15_000
+    )
+    row = page.locator("#nodes-table tbody tr").first
+    assert (row.locator("th").text_content() or "").endswith("(this page)")
+    assert page.locator("#nodes-table tbody tr").count() == 1
+    assert page.is_hidden("#nodes-empty")
+    # The table scrolls inside its card; the page itself never gets wider than the screen.
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    assert page.problems == []
