@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import msgspec
 import psutil
+import pytest
 from anyio.abc import Process
 
 from batcher import DeadLetterFile
@@ -57,9 +58,10 @@ def _is_worker(process: psutil.Process) -> bool:
 def _running(pid: int) -> bool:
     """Whether ``pid`` runs; a zombie does not (it has exited, and its parent has yet to reap it)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        status: str = psutil.Process(pid).status()
     except psutil.NoSuchProcess:
         return False
+    return bool(status != psutil.STATUS_ZOMBIE)
 
 
 def _postmaster(data_dir: Path) -> tuple[Path, int]:
@@ -126,10 +128,11 @@ async def _until(condition: Callable[[], Any], timeout: float = 20) -> Any:
 async def _live_nodes(dsn: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn)
     try:
-        return await conn.fetch(
+        rows: list[asyncpg.Record] = await conn.fetch(
             "SELECT node_id, pid, events_in, clients FROM sse_nodes"
             " WHERE heartbeat_at > now() - interval '1 second' ORDER BY node_id"
         )
+        return rows
     finally:
         await conn.close()
 
@@ -181,7 +184,10 @@ async def _two_live(dsn: str) -> list[asyncpg.Record] | None:
     return rows if len(rows) == 2 else None
 
 
-async def test_sigterm_drains_both_workers_then_exits_0_leaving_no_process(dsn: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_signal_drains_both_workers_then_exits_0_leaving_no_process(
+    dsn: str, tmp_path: Path, signum: signal.Signals
+) -> None:
     # Nothing flushes on its own: only each worker's shutdown flush stores what it accepted.
     env = _env(tmp_path, dsn, SSE_BATCH_SIZE="5000", SSE_BATCH_TIMEOUT_SECONDS="60", SSE_DYNAMIC_BATCHING="false")
     async with serving_workers(env) as workers:
@@ -195,7 +201,7 @@ async def test_sigterm_drains_both_workers_then_exits_0_leaving_no_process(dsn: 
                 nodes.add(await _publish_on_a_new_connection(workers, marker))
                 accepted.append(marker)
         assert not [e for e in await _stored_payloads(dsn) if e["type"] == "MARK"]
-        workers.process.send_signal(signal.SIGTERM)
+        workers.process.send_signal(signum)
         with anyio.fail_after(30):
             returncode = await workers.process.wait()
     assert returncode == 0
@@ -248,6 +254,19 @@ async def test_a_killed_worker_is_restarted_while_the_other_keeps_serving(dsn: s
         await _until(replacement_heartbeats)
         # It took the dead worker's slot back, so its name and its dead-letter file too.
         assert [row["node_id"] for row in await _live_nodes(dsn)] == [f"{HOST}-0", f"{HOST}-1"]
+
+
+async def test_workers_stop_themselves_when_the_parent_is_killed(dsn: str, tmp_path: Path) -> None:
+    async with serving_workers(_env(tmp_path, dsn)) as workers:
+        await _until(lambda: _two_live(dsn))
+        pids = workers.worker_pids()
+        workers.process.kill()
+        await workers.process.wait()
+
+        async def all_exited() -> bool:
+            return not [pid for pid in pids if _running(pid)]
+
+        await _until(all_exited, timeout=30)
 
 
 async def test_a_dead_letter_file_left_in_a_slot_is_written_back_by_the_next_process_to_take_it(
