@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -40,7 +41,7 @@ from typing import Final
 
 import anyio
 
-from batcher import PostgresStore
+from batcher import BatcherError, PostgresStore
 
 from .config import ServerConfig
 from .nodes import SCHEMA as NODES_SCHEMA
@@ -106,6 +107,10 @@ class Supervisor:
                 return 0
             with _bind(self._config.host, self._config.port) as sock:
                 return self._serve(replace(self._config, database_url=dsn), sock)
+        except (BatcherError, OSError, subprocess.SubprocessError) as exc:
+            # PostgreSQL would not start or answer, or the port is taken: nothing was served.
+            print(f"sse-batcher: {exc}", file=sys.stderr)
+            return 1
         finally:
             if embedded is not None:
                 embedded.stop()

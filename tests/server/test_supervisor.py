@@ -354,3 +354,16 @@ async def test_every_subscriber_on_either_node_sees_every_event_published_to_eit
                 await client.aclose()
     missing = [len(set(markers) - seen(received)) for received in subscribers]
     assert not any(missing), f"events each subscriber missed, of {len(markers)} published on two nodes: {missing}"
+
+
+async def test_a_port_in_use_fails_the_command_with_exit_1_and_a_clear_message(dsn: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        command = [sys.executable, "-m", "server", "serve", "--no-demo", "--workers", "2", "--port", port]
+        with anyio.fail_after(60):
+            done = await anyio.run_process(command, cwd=ROOT, env=_env(tmp_path, dsn), check=False)
+    assert done.returncode == 1
+    assert b"Address already in use" in done.stderr
+    assert done.stdout == b""
