@@ -1,7 +1,8 @@
 /**
  * Nodes panel: one table row per server process from /api/stats `nodes` (issue 9): node id, events
  * in, messages out, open streams, follower lag (newest committed id minus the last id the node handed
- * to its streams) and whether its heartbeat is recent. The node answering this page is marked.
+ * to its streams) and whether its heartbeat is recent. The node that answered the last /api/stats
+ * poll is marked "(here)".
  * Rows are keyed by node id and updated in place, in the server's order (newest first).
  *
  * @module panels/nodes
@@ -30,15 +31,17 @@ export function createNodesPanel({ root = document } = {}) {
       const nameCell = el("th", "", id);
       nameCell.scope = "row";
       nameCell.title = id;
+      // State second: on a phone the table scrolls sideways, and alive/gone must show unscrolled.
+      const stateCell = el("td", "", "");
+      stateCell.append(el("span", "pill", DASH));
       row.append(
         nameCell,
+        stateCell,
         el("td", "num", DASH),
         el("td", "num", DASH),
         el("td", "num", DASH),
         el("td", "num", DASH),
-        el("td", "", ""),
       );
-      row.lastChild.append(el("span", "pill", DASH));
       rows.set(id, row);
     }
     return row;
@@ -64,12 +67,12 @@ export function createNodesPanel({ root = document } = {}) {
         seen.add(id);
         const row = rowFor(id);
         const cells = row.children;
-        setText(cells[0], id === self ? `${id} (this page)` : id);
-        setText(cells[1], fmtInt(n.events_in));
-        setText(cells[2], fmtInt(n.messages_out));
-        setText(cells[3], fmtInt(n.clients));
-        setText(cells[4], fmtInt(n.lag));
-        const pill = cells[5].firstChild;
+        setText(cells[0], id === self ? `${id} (here)` : id);
+        setText(cells[2], fmtInt(n.events_in));
+        setText(cells[3], fmtInt(n.messages_out));
+        setText(cells[4], fmtInt(n.clients));
+        setText(cells[5], fmtInt(n.lag));
+        const pill = cells[1].firstChild;
         const state = n.alive === true ? "alive" : "gone";
         if (n.alive === true) alive += 1;
         setText(pill, state);

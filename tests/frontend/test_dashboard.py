@@ -147,7 +147,7 @@ def test_nodes_table_shows_this_node_alive_and_fits_a_phone_screen(page: Any, se
         "() => document.querySelector('#nodes-table tbody tr .pill').textContent === 'alive'", timeout=15_000
     )
     row = page.locator("#nodes-table tbody tr").first
-    assert (row.locator("th").text_content() or "").endswith("(this page)")
+    assert (row.locator("th").text_content() or "").endswith("(here)")
     assert page.locator("#nodes-table tbody tr").count() == 1
     assert page.is_hidden("#nodes-empty")
     # The table scrolls inside its card; the page itself never gets wider than the screen.
