@@ -48,7 +48,7 @@ from .nodes import SCHEMA as NODES_SCHEMA
 from .serve import GracefulServer, configure_logging, startup_line
 from .serve import run as serve_one
 
-__all__ = ["Supervisor", "run_workers"]
+__all__ = ["Supervisor", "restart_delay", "run_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,15 @@ _BACKOFF_MAX_SECONDS: Final = 30.0
 # A worker that ran this long before it died is not crash-looping: its backoff starts over.
 _HEALTHY_AFTER_SECONDS: Final = 30.0
 _PARENT_CHECK_SECONDS: Final = 1.0
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds to wait before starting a worker again after ``failures`` early deaths in a row.
+
+    Half a second after the first, doubling up to 30 s: a worker that dies at once, over and over
+    (a broken disk, a database refusing it), costs the host a start every 30 s, not a busy loop.
+    """
+    return min(_BACKOFF_MAX_SECONDS, _BACKOFF_FIRST_SECONDS * 2.0 ** max(0, failures - 1))
 
 
 def run_workers(config: ServerConfig) -> int:
@@ -177,7 +186,7 @@ class Supervisor:
                 return False
             ran = now - worker.started_at if worker.started_at else 0.0
             worker.failures = 0 if ran >= _HEALTHY_AFTER_SECONDS else worker.failures + 1
-            delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** max(0, worker.failures - 1))
+            delay = restart_delay(worker.failures)
             logger.warning(
                 "worker %s (pid %s) exited with %s; restarting it in %.1f s",
                 worker.index,

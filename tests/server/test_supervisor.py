@@ -25,6 +25,7 @@ from anyio.abc import Process
 
 from batcher import DeadLetterFile
 from batcher.events import Message
+from server.supervisor import restart_delay
 from tests.server.sse import Received, events_of, read_until
 from tests.server_process import free_port
 
@@ -370,3 +371,12 @@ async def test_a_port_in_use_fails_the_command_with_exit_1_and_a_clear_message(d
     assert done.returncode == 1
     assert b"Address already in use" in done.stderr
     assert done.stdout == b""
+
+
+def test_a_worker_that_keeps_dying_is_restarted_ever_more_slowly_up_to_30_seconds() -> None:
+    delays = [restart_delay(failures) for failures in range(1, 10)]
+    assert delays[0] == 0.5
+    assert all(later == min(30.0, 2 * earlier) for earlier, later in zip(delays, delays[1:], strict=False))
+    assert delays[-1] == 30.0
+    # A worker that had run a while before it died starts over from the shortest delay.
+    assert restart_delay(0) == 0.5
