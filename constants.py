@@ -54,6 +54,8 @@ __all__ = [
     "SSE_MAX_EVENT_BYTES",
     "SSE_MAX_REQUEST_BYTES",
     "SSE_MAX_REQUEST_EVENTS",
+    "SSE_NODE_HEARTBEAT_SECONDS",
+    "SSE_NODE_ID",
     "SSE_MAX_STREAM_SECONDS",
     "SSE_PING_SECONDS",
     "SSE_PORT",
@@ -73,6 +75,7 @@ __all__ = [
     "SSE_STREAM_TOKEN_SECRET",
     "SSE_SUBSCRIBE_TOKEN",
     "SSE_SUBSCRIBE_TOKENS_FILE",
+    "SSE_WORKERS",
     "SSE_WORKER_QUEUE_SIZE",
     "Setting",
     "SettingError",
@@ -254,7 +257,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     # Storage
     _s("DATABASE_URL", str, None, _D, "PostgreSQL URL; unset starts the embedded PostgreSQL under SSE_DATA_DIR",
        "database_url", optional=True, secret=True),
-    _s("SSE_DATA_DIR", Path, Path("./.sse-batcher"), _D, "embedded PostgreSQL data, dead-letter and quarantine files",
+    _s("SSE_DATA_DIR", Path, Path("./.sse-batcher"), _D,
+       "embedded PostgreSQL data; dead-letter and quarantine files, one slot per process (`slots/slot-<i>/`)",
        "data_dir", "batcher.data_dir"),
     _s("SSE_DB_POOL_SIZE", int, 4, _D, "asyncpg pool size", "store.pool_size", minimum=1),
     _s("SSE_STORE_TIMEOUT_SECONDS", float, 5.0, _D, "per-operation PostgreSQL timeout", "store.timeout_seconds",
@@ -317,6 +321,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_FOLLOW_POLL_SECONDS", float, 1.0, _N,
        "safety poll of the log follower, for notifications lost across a reconnect", "follow_poll_seconds",
        positive=True),
+    _s("SSE_NODE_ID", str, None, _N,
+       "this node's name in `sse_nodes`, /api/stats and /metrics; unset: host name and slot (`myhost-0`); "
+       "with `--workers N`, `-<index>` is appended", "node_id", optional=True),
+    _s("SSE_NODE_HEARTBEAT_SECONDS", float, 2.0, _N,
+       "how often a node writes its `sse_nodes` row; three missed beats show it as gone",
+       "node_heartbeat_seconds", positive=True),
+    _s("SSE_WORKERS", int, 1, _N, "server processes `sse-batcher serve` runs on one port (`--workers` wins)",
+       "workers", minimum=1, maximum=64),
     # Demo and workers
     _s("SSE_DEMO_RATE", float, 20.0, _W, "demo jobs per second", "demo_rate", positive=True),
     _s("SSE_WORKER_QUEUE_SIZE", int, 10_000, _W, "jobs a worker may hold queued (a demo burst asks up to 10,000)",
@@ -445,6 +457,9 @@ SSE_STREAM_TOKEN_MAX_SECONDS: Final[float] = _default("SSE_STREAM_TOKEN_MAX_SECO
 SSE_MAX_CLIENTS_PER_IP: Final[int | None] = _default("SSE_MAX_CLIENTS_PER_IP")
 SSE_MAX_STREAM_SECONDS: Final[float | None] = _default("SSE_MAX_STREAM_SECONDS")
 SSE_FOLLOW_POLL_SECONDS: Final[float] = _default("SSE_FOLLOW_POLL_SECONDS")
+SSE_NODE_ID: Final[str | None] = _default("SSE_NODE_ID")
+SSE_NODE_HEARTBEAT_SECONDS: Final[float] = _default("SSE_NODE_HEARTBEAT_SECONDS")
+SSE_WORKERS: Final[int] = _default("SSE_WORKERS")
 SSE_DEMO_RATE: Final[float] = _default("SSE_DEMO_RATE")
 SSE_WORKER_QUEUE_SIZE: Final[int] = _default("SSE_WORKER_QUEUE_SIZE")
 

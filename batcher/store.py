@@ -268,6 +268,19 @@ class PostgresStore:
         first, last = rows[0]
         return first, last
 
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        """Run one statement on the pool and return its rows, with the store's timeout and retry.
+
+        For the few tables that live beside ``sse_events`` (the server's ``sse_nodes``): the
+        statement gets what every query here gets, ``timeout_seconds`` and one retry on a fresh
+        connection after a lost one, so it must be idempotent.
+
+        Raises:
+            BatcherClosedError: the store is not started, or closed.
+            StoreUnavailableError: PostgreSQL did not answer, or refused the statement.
+        """
+        return await self._fetch(self._require_pool(), query, *args)
+
     async def ping(self) -> None:
         """Return when PostgreSQL answers ``SELECT 1`` within ``timeout_seconds``.
 

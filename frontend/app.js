@@ -19,6 +19,7 @@ import { createConnectionPanel } from "./panels/connection.js";
 import { createEventLogPanel } from "./panels/eventlog.js";
 import { createJobsPanel } from "./panels/jobs.js";
 import { createLoadPanel } from "./panels/load.js";
+import { createNodesPanel } from "./panels/nodes.js";
 import { createThroughputPanel } from "./panels/throughput.js";
 import { createTotalsPanel } from "./panels/totals.js";
 import { createWorkersPanel } from "./panels/workers.js";
@@ -81,11 +82,12 @@ function main() {
   const load = createLoadPanel();
   const totals = createTotalsPanel();
   const workers = createWorkersPanel();
+  const nodes = createNodesPanel();
   const jobs = createJobsPanel({ requestRender });
   const log = createEventLogPanel({ requestRender });
   const burst = createBurstPanel({ headers: authHeaders, requestRender });
-  panels = [connection, totals, load, workers, batchsize, throughput, jobs, log, burst];
-  const statsConsumers = [throughput, batchsize, load, totals, workers, burst];
+  panels = [connection, totals, load, workers, nodes, batchsize, throughput, jobs, log, burst];
+  const statsConsumers = [throughput, batchsize, load, totals, workers, nodes, burst];
 
   const subscription = subscribe(EVENTS_URL, {
     token,

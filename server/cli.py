@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         help="PostgreSQL URL (default: DATABASE_URL, else an embedded PostgreSQL under SSE_DATA_DIR)",
     )
     serve.add_argument("--no-demo", action="store_true", help="do not run the demo workers")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"server processes sharing the port, one PostgreSQL (default SSE_WORKERS, else {constants.SSE_WORKERS})",
+    )
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
 
     load = commands.add_parser("loadtest", help="open SSE clients, publish at a fixed rate, report delivery")
@@ -63,8 +69,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        from .serve import run
-
         overrides: dict[str, object] = {"log_level": args.log_level, "demo": not args.no_demo}
         if args.host is not None:
             overrides["host"] = args.host
@@ -72,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["port"] = args.port
         if args.database_url is not None:
             overrides["database_url"] = args.database_url
+        if args.workers is not None:
+            overrides["workers"] = args.workers
         try:
             config = ServerConfig.from_env(**overrides)
             if config.rules_file is not None:
@@ -79,6 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"sse-batcher: {exc}", file=sys.stderr)
             return 2
+        if config.workers > 1:
+            from .supervisor import run_workers
+
+            return run_workers(config)
+        from .serve import run
+
         return run(config)
     from .loadtest import LoadTestOptions, run_loadtest
 

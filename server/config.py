@@ -17,9 +17,11 @@ import constants
 from batcher import BatcherConfig, ConfigError, SizingConfig, StoreConfig
 from batcher.config import require_positive
 
-__all__ = ["LOG_LEVELS", "ServerConfig", "StoreSettings", "mask_dsn"]
+__all__ = ["LOG_LEVELS", "MAX_WORKERS", "ServerConfig", "StoreSettings", "mask_dsn"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# Server processes on one host; also the number of dead-letter slots one data directory offers.
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +100,13 @@ class ServerConfig:
     batcher: BatcherConfig = field(default_factory=BatcherConfig)
     sizing: SizingConfig = field(default_factory=SizingConfig)
     store: StoreSettings = field(default_factory=StoreSettings)
+    # -- nodes (issue 9) ---------------------------------------------------------------------
+    # None: the host name and this process's slot (server.nodes.default_node_id).
+    node_id: str | None = constants.SSE_NODE_ID
+    node_heartbeat_seconds: float = constants.SSE_NODE_HEARTBEAT_SECONDS
+    workers: int = constants.SSE_WORKERS
+    # The slot under data_dir this process tries first (the supervisor gives worker i slot i).
+    slot: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -119,6 +128,14 @@ class ServerConfig:
         require_positive("breaker_failures", self.breaker_failures)
         require_positive("breaker_reset_seconds", self.breaker_reset_seconds)
         require_positive("follow_poll_seconds", self.follow_poll_seconds)
+        # -- nodes (issue 9)
+        require_positive("node_heartbeat_seconds", self.node_heartbeat_seconds)
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be 1-{MAX_WORKERS}, got {self.workers!r}")
+        if not 0 <= self.slot < MAX_WORKERS:
+            raise ConfigError(f"slot must be 0-{MAX_WORKERS - 1}, got {self.slot!r}")
+        if self.node_id is not None and not 1 <= len(self.node_id) <= 200:
+            raise ConfigError("node_id must be None (host name and slot) or 1-200 characters")
         for name in ("subscribe_token", "publish_token"):
             if getattr(self, name) == "":
                 raise ConfigError(f"{name} must be None (open) or a non-empty string")

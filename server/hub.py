@@ -159,6 +159,7 @@ class Hub:
         self._replayed = 0
         self._evictions = 0
         self._send_timeouts = 0
+        # The largest id fanned out (issue 9: the node's place in the log, for its heartbeat).
 
     # -- clients -----------------------------------------------------------------------------
     def open(self, types: Collection[str] | None = None, sources: Collection[str] | None = None) -> Client:

@@ -3,6 +3,9 @@
 Each app has its own ``CollectorRegistry`` (no global registry, so two apps in one process, or a
 test, never see each other's figures), holding one collector that reads the same snapshots as
 /api/stats at scrape time: nothing is counted twice and nothing runs between scrapes.
+
+Every family carries a ``node`` label (the node id, issue 9): several processes behind one port
+answer /metrics in turn, and the label keeps their series apart.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ _HUB_COUNTERS = (
 _WORKER_FIELDS = ("events", "jobs_running", "jobs_done", "jobs_failed")
 
 
-def _histogram(name: str, doc: str, hist: dict[str, Any]) -> HistogramMetricFamily:
+def _histogram(name: str, doc: str, node: str, hist: dict[str, Any]) -> HistogramMetricFamily:
     # The batcher's buckets are per-bucket counts with a final overflow; Prometheus wants them cumulative.
     buckets: list[tuple[str, float]] = []
     total = 0
@@ -64,11 +67,42 @@ def _histogram(name: str, doc: str, hist: dict[str, Any]) -> HistogramMetricFami
         total += count
         buckets.append((repr(float(bound)), total))
     buckets.append(("+Inf", hist["count"]))
-    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=hist["total"])
+    family = HistogramMetricFamily(name, doc, labels=["node"])
+    family.add_metric([node], buckets, sum_value=hist["total"])
+    return family
+
+
+class _Families:
+    """Metric families that all carry a ``node`` label (issue 9), so one scrape config covers every node."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+    def counter(self, key: str, doc: str, value: float) -> CounterMetricFamily:
+        family = CounterMetricFamily(f"{_PREFIX}{key}", doc, labels=["node"])
+        family.add_metric([self.node], value)
+        return family
+
+    def gauge(self, key: str, doc: str, value: float) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(f"{_PREFIX}{key}", doc, labels=["node"])
+        family.add_metric([self.node], value)
+        return family
+
+    def labelled_counter(self, key: str, doc: str, label: str, values: dict[str, float]) -> CounterMetricFamily:
+        family = CounterMetricFamily(f"{_PREFIX}{key}", doc, labels=["node", label])
+        for name, value in values.items():
+            family.add_metric([self.node, name], value)
+        return family
+
+    def labelled_gauge(self, key: str, doc: str, label: str, values: dict[str, float]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(f"{_PREFIX}{key}", doc, labels=["node", label])
+        for name, value in values.items():
+            family.add_metric([self.node, name], value)
+        return family
 
 
 class SSEBatcherCollector(Collector):
-    """Turns a stats snapshot into Prometheus metrics at scrape time."""
+    """Turns a stats snapshot into Prometheus metrics at scrape time, every one labelled with the node."""
 
     def __init__(self, source: Callable[[], dict[str, Any] | None]) -> None:
         self._source = source
@@ -80,67 +114,68 @@ class SSEBatcherCollector(Collector):
         return list(self._metrics(stats))
 
     def _metrics(self, stats: dict[str, Any]) -> Iterator[Metric]:
+        node = str(stats.get("node", {}).get("id", ""))
+        f = _Families(node)
         batcher = stats["batcher"]
         for key, doc in _BATCHER_COUNTERS:
             if key in batcher:
-                yield CounterMetricFamily(f"{_PREFIX}{key}", doc, value=batcher[key])
+                yield f.counter(key, doc, batcher[key])
         for key, doc in _BATCHER_GAUGES:
             if key in batcher:
-                yield GaugeMetricFamily(f"{_PREFIX}{key}", doc, value=batcher[key])
-        flushes = CounterMetricFamily(f"{_PREFIX}flushes", "Flushes by reason.", labels=["reason"])
-        for reason, count in batcher.get("flushes", {}).items():
-            flushes.add_metric([reason], count)
-        yield flushes
-        yield GaugeMetricFamily(
-            f"{_PREFIX}running", "1 while the batcher runs.", value=1.0 if batcher.get("state") == "running" else 0.0
-        )
+                yield f.gauge(key, doc, batcher[key])
+        yield f.labelled_counter("flushes", "Flushes by reason.", "reason", batcher.get("flushes", {}))
+        yield f.gauge("running", "1 while the batcher runs.", 1.0 if batcher.get("state") == "running" else 0.0)
         if "batch_size_histogram" in batcher:
-            yield _histogram(f"{_PREFIX}flush_events", "Events per flush.", batcher["batch_size_histogram"])
+            yield _histogram(f"{_PREFIX}flush_events", "Events per flush.", node, batcher["batch_size_histogram"])
         if "write_latency_histogram" in batcher:
             yield _histogram(
-                f"{_PREFIX}store_write_seconds", "Store write latency.", batcher["write_latency_histogram"]
+                f"{_PREFIX}store_write_seconds", "Store write latency.", node, batcher["write_latency_histogram"]
             )
         hub = stats["hub"]
-        yield GaugeMetricFamily(f"{_PREFIX}clients", "Open SSE streams.", value=hub["clients"])
+        yield f.gauge("clients", "Open SSE streams.", hub["clients"])
         for key, doc in _HUB_COUNTERS:
-            yield CounterMetricFamily(f"{_PREFIX}{key}", doc, value=hub[key])
+            yield f.counter(key, doc, hub[key])
         for key, value in stats["store"].items():
             if isinstance(value, int | float) and not isinstance(value, bool):
-                yield GaugeMetricFamily(f"{_PREFIX}store_{key}", f"Store statistic {key}.", value=value)
+                yield f.gauge(f"store_{key}", f"Store statistic {key}.", value)
         sizing = stats["sizing"]
-        yield GaugeMetricFamily(
-            f"{_PREFIX}dynamic_sizing", "1 when the batch size adapts to load.", value=1.0 if sizing["dynamic"] else 0.0
-        )
+        yield f.gauge("dynamic_sizing", "1 when the batch size adapts to load.", 1.0 if sizing["dynamic"] else 0.0)
         breaker = sizing.get("breaker")
         if breaker:
-            state = GaugeMetricFamily(
-                f"{_PREFIX}breaker_state", "1 for the store circuit breaker's current state.", labels=["state"]
+            states = {name: 1.0 if breaker["state"] == name else 0.0 for name in ("closed", "open", "half_open")}
+            yield f.labelled_gauge("breaker_state", "1 for the store circuit breaker's current state.", "state", states)
+            yield f.counter(
+                "breaker_transitions", "State changes of the store circuit breaker.", breaker["transitions"]
             )
-            for name in ("closed", "open", "half_open"):
-                state.add_metric([name], 1.0 if breaker["state"] == name else 0.0)
-            yield state
-            yield CounterMetricFamily(
-                f"{_PREFIX}breaker_transitions",
-                "State changes of the store circuit breaker.",
-                value=breaker["transitions"],
-            )
-            yield CounterMetricFamily(
-                f"{_PREFIX}breaker_short_circuited",
+            yield f.counter(
+                "breaker_short_circuited",
                 "Writes sent to the dead-letter file because the breaker was open.",
-                value=breaker["short_circuited"],
+                breaker["short_circuited"],
             )
         workers = stats["workers"]
         if workers:
             for field in _WORKER_FIELDS:
-                family = GaugeMetricFamily(f"{_PREFIX}worker_{field}", f"Demo worker {field}.", labels=["worker"])
-                for worker in workers:
-                    family.add_metric([str(worker.get("name", "?"))], float(worker.get(field, 0)))
-                yield family
+                values = {str(worker.get("name", "?")): float(worker.get(field, 0)) for worker in workers}
+                yield f.labelled_gauge(f"worker_{field}", f"Demo worker {field}.", "worker", values)
         process = stats["process"]
-        yield GaugeMetricFamily(
-            f"{_PREFIX}process_cpu_percent", "CPU use since the last reading.", value=process["cpu_percent"]
-        )
-        yield GaugeMetricFamily(f"{_PREFIX}process_rss_bytes", "Resident memory.", value=process["rss_bytes"])
+        yield f.gauge("process_cpu_percent", "CPU use since the last reading.", process["cpu_percent"])
+        yield f.gauge("process_rss_bytes", "Resident memory.", process["rss_bytes"])
+        yield from _node_metrics(f, stats)
+
+
+def _node_metrics(f: _Families, stats: dict[str, Any]) -> Iterator[Metric]:
+    """This node's place in the log, and how many nodes its last heartbeat saw alive (issue 9)."""
+    this = stats.get("node", {})
+    for key, doc in (
+        ("follower_last_id", "The last message id this node handed to its SSE clients."),
+        ("newest_id", "The newest message id committed, as this node last saw it."),
+        ("follower_lag", "Messages committed that this node has not handed to its clients yet."),
+    ):
+        value = this.get("lag" if key == "follower_lag" else key)
+        if value is not None:
+            yield f.gauge(key, doc, value)
+    alive = sum(1 for node in stats.get("nodes", []) if node.get("alive"))
+    yield f.gauge("nodes_alive", "Nodes whose heartbeat is recent, as this node last read them.", alive)
 
 
 def new_registry(runtime: Callable[[], Runtime | None]) -> CollectorRegistry:

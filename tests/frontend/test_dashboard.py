@@ -156,3 +156,19 @@ def test_dashboard_runs_under_its_content_security_policy_without_a_violation(pa
             " document.head.append(s); }"
         )
     assert page.evaluate("() => window.__inlineRan === undefined")
+
+
+def test_nodes_table_shows_this_node_alive_and_fits_a_phone_screen(page: Any, server: ServerProcess) -> None:
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(server.url)
+    page.wait_for_selector("#nodes-table tbody tr .pill", timeout=15_000)
+    page.wait_for_function(
+        "() => document.querySelector('#nodes-table tbody tr .pill').textContent === 'alive'", timeout=15_000
+    )
+    row = page.locator("#nodes-table tbody tr").first
+    assert (row.locator("th").text_content() or "").endswith("(here)")
+    assert page.locator("#nodes-table tbody tr").count() == 1
+    assert page.is_hidden("#nodes-empty")
+    # The table scrolls inside its card; the page itself never gets wider than the screen.
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    assert page.problems == []

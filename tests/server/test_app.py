@@ -60,7 +60,9 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
         assert await live.runtime.batcher.flush(timeout=10)
         stats = (await client.get("/api/stats")).json()
         tg.cancel_scope.cancel()
-    assert set(stats) == {"ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo"}
+    assert set(stats) == {
+        "ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo", "node", "nodes"
+    }  # fmt: skip
     assert stats["follower"]["connected"] is True and stats["follower"]["lag"] == 0
     assert stats["demo"] == {"enabled": False}
     batcher = stats["batcher"]
