@@ -52,6 +52,7 @@ Listener = Callable[[Sequence[StoredMessage]], None]
 # so a client sending endless new names costs CPU but never memory.
 _NAME_CACHE_LIMIT = 4096
 
+
 class State(enum.Enum):
     """Lifecycle of a batcher: NEW -> RUNNING -> CLOSING -> CLOSED."""
 

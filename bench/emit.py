@@ -77,7 +77,6 @@ def main() -> None:
             rate = _emit_threads(idle, threads, n // threads)
             print(f"emit(), buffer only, {threads} thread(s):      {rate:>12,.0f} events/s")
         with postgres() as server:
-
             for threads in (1, 4):
                 dsn = server.create_database(f"emit_{threads}", replace=True)
                 rate, stored = asyncio.run(_with_flush_loop(dsn, threads, n // (2 * threads), Path(tmp)))

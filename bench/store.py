@@ -75,7 +75,6 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with postgres() as server, tempfile.TemporaryDirectory() as tmp:
-
         rate, rows = asyncio.run(
             ours(server.create_database("store_ours", replace=True), args.events, args.batch_size, Path(tmp))
         )

@@ -136,9 +136,7 @@ async def test_flush_stores_and_hands_out_everything_accepted_before_it(
     assert sorted(stored_seqs(await stored_rows(dsn))) == seqs
 
 
-async def test_close_flushes_everything_and_rejects_later_emits(
-    store: PostgresStore, dsn: str, tmp_path: Path
-) -> None:
+async def test_close_flushes_everything_and_rejects_later_emits(store: PostgresStore, dsn: str, tmp_path: Path) -> None:
     batcher = SSEEventBatcher(store, config(tmp_path, batch_size=1000))
     await batcher.start()
     seqs = [batcher.emit("JOB_STARTED", {"job_id": i}, source="thumb") for i in range(2500)]
@@ -168,9 +166,7 @@ async def test_invalid_event_raises_and_changes_nothing(store: PostgresStore, tm
         assert batcher.statistics().events_emitted == 0
 
 
-async def test_full_buffer_raises_on_the_loop_and_aemit_waits_for_room(
-    store: PostgresStore, tmp_path: Path
-) -> None:
+async def test_full_buffer_raises_on_the_loop_and_aemit_waits_for_room(store: PostgresStore, tmp_path: Path) -> None:
     gated = FaultyStore(store)
     gated.gate = anyio.Event()
     cfg = config(tmp_path, batch_size=5, max_buffered_events=5)
@@ -301,9 +297,7 @@ async def test_dead_letter_file_left_behind_is_written_back_at_start(
     assert DeadLetterFile(tmp_path / "deadletter").pending_batches() == 0
 
 
-async def test_slow_subscriber_never_stalls_flushing_or_other_subscribers(
-    store: PostgresStore, tmp_path: Path
-) -> None:
+async def test_slow_subscriber_never_stalls_flushing_or_other_subscribers(store: PostgresStore, tmp_path: Path) -> None:
     async with running(store, config(tmp_path, batch_size=1)) as (batcher, collected):
         stuck = batcher.subscribe(queue_size=2)
         live = batcher.subscribe(queue_size=1000)
@@ -337,10 +331,7 @@ async def test_start_twice_is_a_clear_error(store: PostgresStore, tmp_path: Path
             await batcher.start()
 
 
-
-async def test_batching_switched_off_sends_every_event_alone_and_at_once(
-    store: PostgresStore, tmp_path: Path
-) -> None:
+async def test_batching_switched_off_sends_every_event_alone_and_at_once(store: PostgresStore, tmp_path: Path) -> None:
     async with running(store, config(tmp_path, batching_enabled=False)) as (batcher, collected):
         for i in range(3):
             batcher.emit("JOB_STARTED", {"job_id": i}, source="s")

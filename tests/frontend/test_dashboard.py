@@ -123,9 +123,7 @@ def test_page_reconnects_after_a_server_restart_and_resumes_without_duplicates(
     page.goto(server.url)
     page.wait_for_selector("#log .log-row", timeout=15_000)
     server.stop()
-    page.wait_for_function(
-        "() => document.querySelector('#conn-state').textContent !== 'Connected'", timeout=30_000
-    )
+    page.wait_for_function("() => document.querySelector('#conn-state').textContent !== 'Connected'", timeout=30_000)
     last_before = int(page.text_content("#last-id") or "0")
     server.start()
     page.wait_for_function("() => document.querySelector('#conn-state').textContent === 'Connected'", timeout=30_000)
