@@ -58,4 +58,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-exec "$py" -m pytest "$@"
+# A private base temp dir for this run: pytest's default (/tmp/pytest-of-$USER/pytest-N) deletes
+# all but the newest three, so concurrent runs on one machine remove each other's PostgreSQL.
+basetemp=()
+case " $* " in
+    *" --basetemp"*) ;;
+    *) basetemp=(--basetemp "$(mktemp -d "${TMPDIR:-/tmp}/sse-batcher-tests.XXXXXX")") ;;
+esac
+trap - ERR
+set +e
+"$py" -m pytest "${basetemp[@]}" "$@"
+status=$?
+[ "${#basetemp[@]}" -eq 0 ] || rm -rf "${basetemp[1]}"
+exit "$status"
