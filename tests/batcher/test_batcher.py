@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from batcher import (
+    AggregationRules,
     BatcherClosedError,
     BatcherConfig,
     BufferFullError,
@@ -100,6 +101,41 @@ async def test_lone_event_is_flushed_by_the_timeout_not_held(store: PostgresStor
     assert stats.flushes["timeout"] == 1
     assert stats.flushes["size"] == 0
     assert [m.type for m in collected.messages] == ["JOB_STARTED"]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "rules"),
+    [("TICK", AggregationRules(types={})), ("TICK", None), ("JOB_PROGRESS", None)],
+    ids=["no-windows", "batch-timeout", "type-window"],
+)
+async def test_timeout_counts_from_the_oldest_event_so_steady_emits_cannot_hold_a_batch(
+    store: PostgresStore, tmp_path: Path, event_type: str, rules: AggregationRules | None
+) -> None:
+    """Emits every timeout/4 never leave a quiet gap of a whole timeout: a timer restarted on each
+    emit would never fire while they go on. Measured from the oldest waiting event, it fires.
+
+    Without any per-type window the buffer's oldest event sets the deadline; with some (the default
+    rules give JOB_PROGRESS one, capped at the timeout) a clock per window does: all three are checked.
+    """
+    timeout = 0.2
+    cfg = config(tmp_path, batch_size=1000, batch_timeout_seconds=timeout)
+    collected = Collected()
+    async with SSEEventBatcher(store, cfg, rules=rules) as batcher:
+        batcher.add_listener(collected)
+        emitted_before_first_flush = None
+        for i in range(20 * 4):  # at most 20 timeouts of emitting (a loaded machine); one is enough
+            batcher.emit(event_type, {"job_id": 1, "i": i}, source="thumb")
+            if collected.messages:
+                emitted_before_first_flush = i
+                break
+            await anyio.sleep(timeout / 4)
+        assert emitted_before_first_flush is not None, "no flush while emits kept coming"
+        stats = batcher.statistics()
+        assert stats.flushes["timeout"] >= 1 and stats.flushes["size"] == 0
+        # The flush left while events were still being emitted: the last one emitted is still waiting.
+        assert len(collected.events()) <= emitted_before_first_flush
+        assert await batcher.flush(timeout=20)
+    assert [e["data"]["i"] for e in collected.events()] == list(range(emitted_before_first_flush + 1))
 
 
 async def test_full_batch_flushes_by_size_as_one_aggregate(store: PostgresStore, tmp_path: Path) -> None:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
 import asyncpg
 import pytest
 
+from batcher._store_sql import WRITE_LOCK
 from batcher.errors import BatcherClosedError, StoreUnavailableError
 from batcher.events import Message, StoredMessage
 from batcher.store import PostgresStore
@@ -321,3 +323,125 @@ async def test_empty_write_is_a_no_op(store: PostgresStore) -> None:
     result = await store.write([])
     assert (result.stored, result.rejected) == ([], [])
     assert store.statistics().writes == 0
+
+
+# A trigger that fails the third row of a batch with an error that is not a row refusal (class XX,
+# internal error), or kills the writing backend: either way the rows before it must not stay.
+_FAULT_TRIGGER = """
+CREATE FUNCTION fail_third_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.idem_key = 'p1:3' THEN
+        {action};
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER fail_third_row BEFORE INSERT ON sse_events FOR EACH ROW EXECUTE FUNCTION fail_third_row();
+"""
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "RAISE EXCEPTION 'injected fault' USING ERRCODE = 'XX000'",
+        "PERFORM pg_terminate_backend(pg_backend_pid())",
+    ],
+    ids=["internal-error", "backend-killed"],
+)
+async def test_a_batch_commits_as_one_transaction_or_not_at_all(store: PostgresStore, dsn: str, action: str) -> None:
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(_FAULT_TRIGGER.format(action=action))
+        with pytest.raises(StoreUnavailableError):
+            await store.write([message(i) for i in range(1, 6)])
+        assert await admin.fetchval("SELECT count(*) FROM sse_events") == 0
+        await admin.execute("DROP TRIGGER fail_third_row ON sse_events")
+    finally:
+        await admin.close()
+    # The same batch, retried once the fault is gone, is stored whole.
+    result = await store.write([message(i) for i in range(1, 6)])
+    assert [s.payload for s in result.stored] == [message(i).payload for i in range(1, 6)]
+    assert len(await replay_all(store)) == 5
+
+
+async def _lock_waiters(conn: asyncpg.Connection) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    return count
+
+
+async def test_a_write_waits_while_another_process_holds_the_write_lock(store: PostgresStore, dsn: str) -> None:
+    """Another server's write transaction, open and holding the lock: ours must queue behind it."""
+    other, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        holder = other.transaction()
+        await holder.start()
+        await other.execute(WRITE_LOCK)
+        their_id = await other.fetchval(
+            "INSERT INTO sse_events (idem_key, type, event_type, source, data, event_count) "
+            "VALUES ('other:1', 'T', 'T', 's', '{}', 1) RETURNING id"
+        )
+        written = anyio.Event()
+        results = []
+
+        async def write() -> None:
+            results.append(await store.write([message(1), message(2)]))
+            written.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            # Wait for the write to be queued on the lock; finishing first means it never took it.
+            while await _lock_waiters(watcher) == 0:
+                assert not written.is_set(), "the write did not wait for the write lock"
+                await anyio.sleep(0.01)
+            assert not written.is_set()
+            assert await watcher.fetchval("SELECT count(*) FROM sse_events") == 0
+            await holder.commit()
+        [result] = results
+    finally:
+        await other.close()
+        await watcher.close()
+    assert all(s.id > their_id for s in result.stored)
+    assert [s.id for s in await replay_all(store)] == [their_id, *(s.id for s in result.stored)]
+
+
+async def test_writers_on_separate_pools_commit_in_id_order_so_a_polling_reader_never_skips(dsn: str) -> None:
+    """Three stores (three server processes, as far as PostgreSQL can tell) write at once.
+
+    A reader that follows ``id > last`` must end with every id: an id committed after a larger one
+    was read would be skipped by it for good.
+    """
+    writers, batches, size = 3, 60, 5
+    seen: list[int] = []
+    done = anyio.Event()
+    reader = await asyncpg.connect(dsn)
+
+    async def follow() -> None:
+        last = 0
+        while True:
+            finished = done.is_set()
+            rows = await reader.fetch("SELECT id FROM sse_events WHERE id > $1 ORDER BY id", last)
+            seen.extend(row[0] for row in rows)
+            last = seen[-1] if seen else last
+            if finished:
+                return
+
+    async def write(store: PostgresStore, origin: str) -> None:
+        for batch in range(batches):
+            await store.write([message(batch * size + i, origin=origin) for i in range(size)])
+
+    try:
+        async with AsyncExitStack() as stack:
+            stores = [await stack.enter_async_context(started_store(dsn)) for _ in range(writers)]
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                async with anyio.create_task_group() as writing:
+                    for n, store in enumerate(stores):
+                        writing.start_soon(write, store, f"w{n}")
+                done.set()
+        stored = [row[0] for row in await reader.fetch("SELECT id FROM sse_events ORDER BY id")]
+    finally:
+        await reader.close()
+    assert len(stored) == writers * batches * size
+    assert seen == stored, f"the reader skipped {len(set(stored) - set(seen))} ids committed out of order"

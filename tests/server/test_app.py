@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from server import create_app
+from server import ServerConfig, create_app
 from tests.server.live import LiveServer, make_config, serving
 from tests.server.sse import publish, subscribed
 
@@ -131,24 +131,49 @@ async def test_demo_burst_starts_jobs_and_validates_count(dsn: str, tmp_path: Pa
         assert stats["workers"] and {"name", "use_batching", "events", "jobs_running"} <= set(stats["workers"][0])
 
 
-async def test_app_mounted_in_a_parent_runs_through_the_parents_lifespan(dsn: str, tmp_path: Path) -> None:
-    config = make_config(dsn, tmp_path)
-    live_app = create_app(config)
-    parent = Starlette(routes=[Mount("/live", app=live_app)], lifespan=live_app.router.lifespan_context)
+async def _check_mounted(parent: Starlette, live_app: Starlette, config: ServerConfig) -> None:
+    """Health, dashboard, static files, stream and publish all answer under the parent's /live."""
     async with (
         serving(config, app=parent, inner=live_app, prefix="/live") as live,
         live.client() as client,
         anyio.create_task_group() as tg,
     ):
         assert (await client.get("/healthz")).json()["status"] == "ok"
-        assert (await client.get("/")).status_code == 200
+        page = await client.get("/")
+        assert page.status_code == 200 and 'href="static/style.css"' in page.text
         assert (await client.get("/static/style.css")).status_code == 200
+        assert (await client.get("/static/sse-batcher.js")).status_code == 200
         received = subscribed(tg, client)
         await received.connected.wait()
         await publish(client, {"type": "JOB_DONE", "data": {"job_id": 1}})
         await received.wait_for(lambda r: r.count() == 1)
         tg.cancel_scope.cancel()
     assert live_app.state.runtime is None  # the lifespan ended with the parent's
+
+
+async def test_app_mounted_in_a_parent_runs_through_the_parents_lifespan(dsn: str, tmp_path: Path) -> None:
+    config = make_config(dsn, tmp_path)
+    live_app = create_app(config)
+    parent = Starlette(routes=[Mount("/live", app=live_app)], lifespan=live_app.router.lifespan_context)
+    await _check_mounted(parent, live_app, config)
+
+
+async def test_app_mounted_in_fastapi_as_the_readme_shows(dsn: str, tmp_path: Path) -> None:
+    from fastapi import FastAPI  # the test extra has it; imported here so only this test needs it
+
+    config = make_config(dsn, tmp_path)
+    live_app = create_app(config)
+    parent = FastAPI(lifespan=live_app.router.lifespan_context)
+    parent.mount("/live", live_app)
+
+    @parent.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    await _check_mounted(parent, live_app, config)
+    async with serving(config, app=parent, inner=live_app) as live, live.client() as client:
+        assert (await client.get("/hello")).json() == {"hello": "world"}  # the parent's own routes still work
+        assert (await client.get("/live/healthz")).json()["status"] == "ok"
 
 
 async def test_mounting_without_the_lifespan_fails_with_a_clear_error(dsn: str, tmp_path: Path) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server import create_app
 from tests.server.live import LiveServer, make_config, serving, until
 
 JSON = {"Content-Type": "application/json"}
@@ -154,20 +157,44 @@ async def test_declared_length_over_the_limit_is_413_before_reading(dsn: str, tm
         assert _emitted(live) == 0
 
 
+@dataclass
+class _Tally:
+    read: int = 0
+
+
+class _BodyCounter:
+    """ASGI middleware counting the request body bytes the app took in: what the server read."""
+
+    def __init__(self, app: ASGIApp, tally: _Tally) -> None:
+        self.app = app
+        self.tally = tally
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def counting() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                self.tally.read += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, counting, send)
+
+
 async def test_chunked_body_over_the_limit_is_413_while_reading(dsn: str, tmp_path: Path) -> None:
     """No Content-Length: the server counts as it reads and stops at the limit, not at the end."""
-    sent = 0
     limit = 64 * 1024
+    chunk = 4096
+    total = 200 * chunk  # far past the limit
 
     async def body() -> AsyncIterator[bytes]:
-        nonlocal sent
         yield b'[{"type": "A", "data": {"x": "'
-        for _ in range(200):  # 200 x 4 KiB, far past the limit
-            sent += 4096
-            yield b"y" * 4096
+        for _ in range(total // chunk):
+            yield b"y" * chunk
         yield b'"}}]'
 
-    async with serving(make_config(dsn, tmp_path, max_request_bytes=limit)) as live, live.client() as client:
+    config = make_config(dsn, tmp_path, max_request_bytes=limit)
+    app, tally = create_app(config), _Tally()
+    app.add_middleware(_BodyCounter, tally=tally)
+    async with serving(config, app=app) as live, live.client() as client:
         try:
             response = await client.post("/api/events", content=body(), headers=JSON)
         except httpx.HTTPError:
@@ -176,6 +203,8 @@ async def test_chunked_body_over_the_limit_is_413_while_reading(dsn: str, tmp_pa
         else:
             assert response.status_code == 413
         assert _emitted(live) == 0
+    # Stopped at the limit plus at most what one network read can bring, not at the end of the body.
+    assert limit < tally.read <= limit + 64 * 1024, tally.read
 
 
 async def test_too_many_events_in_one_request_is_413(dsn: str, tmp_path: Path) -> None:
