@@ -42,6 +42,7 @@ __all__ = [
     "SSE_DEMO_RATE",
     "SSE_DYNAMIC_BATCHING",
     "SSE_EMIT_TIMEOUT_SECONDS",
+    "SSE_FANOUT_INTERVAL_SECONDS",
     "SSE_FOLLOW_POLL_SECONDS",
     "SSE_HOST",
     "SSE_LOAD_HIGH_PERCENT",
@@ -275,6 +276,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_PING_SECONDS", float, 15.0, _S, "keep-alive comment interval of a stream", "ping_seconds", positive=True),
     _s("SSE_RETRY_MILLISECONDS", int, 3000, _S, "the `retry:` reconnect hint sent to clients", "retry_milliseconds",
        minimum=1),
+    _s("SSE_FANOUT_INTERVAL_SECONDS", float, 0.03, _S,
+       "while messages keep coming, each stream is written at most once per interval (0: every commit)",
+       "fanout_interval_seconds", minimum=0, maximum=5),
     _s("SSE_CLIENT_QUEUE_SIZE", int, 1000, _S, "messages a client may lag before it catches up from PostgreSQL",
        "client_queue_size", minimum=1),
     _s("SSE_CLIENT_SEND_TIMEOUT_SECONDS", float, 30.0, _S, "a peer that accepts nothing this long is closed",
@@ -439,6 +443,7 @@ SSE_HOST: Final[str] = _default("SSE_HOST")
 SSE_PORT: Final[int] = _default("SSE_PORT")
 SSE_PING_SECONDS: Final[float] = _default("SSE_PING_SECONDS")
 SSE_RETRY_MILLISECONDS: Final[int] = _default("SSE_RETRY_MILLISECONDS")
+SSE_FANOUT_INTERVAL_SECONDS: Final[float] = _default("SSE_FANOUT_INTERVAL_SECONDS")
 SSE_CLIENT_QUEUE_SIZE: Final[int] = _default("SSE_CLIENT_QUEUE_SIZE")
 SSE_CLIENT_SEND_TIMEOUT_SECONDS: Final[float] = _default("SSE_CLIENT_SEND_TIMEOUT_SECONDS")
 SSE_MAX_CLIENTS: Final[int] = _default("SSE_MAX_CLIENTS")

@@ -1,54 +1,78 @@
-"""The fan-out: every committed message, encoded once, handed to every matching SSE client.
+"""The fan-out: every committed message, encoded once, joined once per tick, handed to every subscriber.
 
 The hub has one feed: the node's log follower (``batcher.follower``), which hands it every row
 committed by any node, in strictly increasing id order (:meth:`Hub.publish`). Nothing else calls
-into it with messages; the batcher never does.
+into it with messages; the batcher never does. Next hop: each :class:`~server.subscriber.Subscriber`'s
+queue, which its stream (``server/stream.py``) writes to the socket.
 
-Why it is shaped like this (issue 4):
+The cost model (issue 10): fan-out cost is about subscribers x (writes per subscriber per second x
+cost per write + bytes per second x copy cost). So:
 
-- Each message is encoded to its SSE bytes once, as the follower hands it over, and the *same* bytes
-  object goes into every matching client's queue, so the cost of a commit is one encoding plus one
-  append per client, whatever the message size.
-- The listener runs on the flush path and never waits: a client's queue is bounded
-  (``client_queue_size`` messages) and a client that would overflow it simply leaves the live
-  fan-out. Its own stream task then catches up from PostgreSQL, from the last id it delivered,
-  and rejoins. The others never notice.
-- A client's stream task drains everything queued at once and writes it as one body chunk, so a
-  busy client costs one write per wake-up, not one per message.
-- No gap, no duplicate: a client is subscribed to live messages *before* it reads the store, and
-  drops any live id it already got from the store. Ids only grow, so one comparison suffices.
+- **Bounded wake-ups.** While messages keep coming, the hub fans out at most once per
+  ``fanout_interval_seconds``, joining everything that arrived in between into one frame; when a
+  message arrives after a quiet spell it goes out at once, so a lone event keeps its tens of
+  milliseconds. Each subscriber is woken, and its socket written, at most once per interval.
+- **Encode and join once.** Each message is encoded to SSE bytes once; the frame (the joined bytes
+  of one fan-out) is built once for all unfiltered subscribers and once per distinct filter, and
+  the *same* bytes object goes into every matching queue.
+- **Never wait for a subscriber.** A queue is bounded (``queue_size`` messages); a subscriber that
+  would overflow it is *lagged*: it leaves live fan-out at once, and its stream catches up from
+  PostgreSQL from its ``last_id`` and rejoins. The others never notice.
+- **No task per stream for housekeeping.** One hub task sends the keep-alive pings and cancels
+  streams whose write has been stuck for ``send_timeout_seconds``; an idle stream costs no CPU.
+- **No gap, no duplicate.** A subscriber joins live fan-out *before* it reads the store, and skips
+  any id it already has (a frame knows where each of its messages starts, so a resume from the
+  middle of a frame skips exactly what was sent). Ids only grow, so one comparison suffices.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Collection, Sequence
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import anyio
 
 from batcher import EventStore, StoredMessage
 
-__all__ = ["Client", "Hub", "HubClosedError", "HubError", "HubFullError", "HubStats", "encode_message"]
+from .subscriber import Frame, Subscriber
+
+__all__ = ["Hub", "HubClosedError", "HubError", "HubFullError", "HubStats", "encode_message"]
 
 logger = logging.getLogger(__name__)
 
 # A replay is written in chunks of about this size: big enough to amortise a send, small enough
-# that a catching-up client does not hold megabytes of joined bytes at once.
+# that a catching-up subscriber does not hold megabytes of joined bytes at once.
 _REPLAY_CHUNK_BYTES = 256 * 1024
+_PING: bytes = b": ping\n\n"
+
+FanoutObserver = Callable[[Sequence[StoredMessage]], None]
 
 
 def encode_message(message: StoredMessage) -> bytes:
     """Return the SSE bytes of ``message``: ``id``, ``event`` and one ``data`` line.
 
-    The payload is JSON from msgspec, which escapes newlines, so one ``data:`` line is exact.
+    The payload is JSON from PostgreSQL's jsonb rendering, which escapes newlines, so one ``data:``
+    line is exact.
     """
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (message.id, message.type.encode(), message.payload)
 
 
+def frame_of(encoded: Sequence[tuple[int, bytes]]) -> Frame:
+    """Join ``(id, bytes)`` pairs, in id order, into one frame."""
+    sizes = [len(data) for _, data in encoded]
+    return Frame(
+        ids=tuple(message_id for message_id, _ in encoded),
+        offsets=(0, *accumulate(sizes[:-1])),
+        data=encoded[0][1] if len(encoded) == 1 else b"".join([data for _, data in encoded]),
+    )
+
+
 class HubError(Exception):
-    """Base class of the hub's refusals to open a client."""
+    """Base class of the hub's refusals to open a subscriber."""
 
 
 class HubFullError(HubError):
@@ -71,86 +95,48 @@ class HubStats:
     replayed_messages: int
     evictions: int
     send_timeouts: int
+    fanouts: int
+    pings_sent: int
+    fanout_interval_seconds: float
     closing: bool
 
 
-class Client:
-    """One SSE connection's place in the fan-out: its filters, its bounded queue, its cursor.
+class Hub:
+    """Fans committed messages out to SSE subscribers; fed by the log follower (:meth:`publish`).
 
-    Owned by the hub (which appends) and one stream task (which drains); both run on the loop.
+    Run :meth:`run` in a task group: it sends the deferred fan-outs, the pings and the send timeouts.
+    ``on_fanout`` (optional) sees each message once, when it first goes out to subscribers.
     """
 
-    __slots__ = ("types", "sources", "_queue", "_limit", "_waiter", "overflow_after", "closing", "delivered_id")
-
-    def __init__(self, types: frozenset[str] | None, sources: frozenset[str] | None, limit: int) -> None:
-        self.types = types
-        self.sources = sources
-        self._queue: deque[tuple[int, bytes]] = deque()
-        self._limit = limit
-        self._waiter: anyio.Event | None = None
-        # Set when the client left live fan-out: the last id before the first message it missed.
-        self.overflow_after: int | None = None
-        self.closing = False
-        # The last id this client was given (None until it was given one, or told where to start).
-        self.delivered_id: int | None = None
-
-    @property
-    def filtered(self) -> bool:
-        return self.types is not None or self.sources is not None
-
-    def matches(self, message: StoredMessage) -> bool:
-        """Whether ``message`` passes this client's ``?types=`` and ``?source=`` filters."""
-        return (self.types is None or message.event_type in self.types) and (
-            self.sources is None or message.source in self.sources
-        )
-
-    def push(self, items: Sequence[tuple[int, bytes]]) -> bool:
-        """Queue ``items`` (all or none) and wake the stream; False when they do not fit."""
-        if len(self._queue) + len(items) > self._limit:
-            self.overflow_after = items[0][0] - 1
-            self._wake()
-            return False
-        self._queue.extend(items)
-        self._wake()
-        return True
-
-    def take(self) -> list[tuple[int, bytes]]:
-        """Remove and return everything queued, oldest first."""
-        items = list(self._queue)
-        self._queue.clear()
-        return items
-
-    def close(self) -> None:
-        """Ask the stream to end once it has delivered what is queued."""
-        self.closing = True
-        self._wake()
-
-    async def wait(self) -> None:
-        """Wait until something is queued, the client overflowed, or it is closing."""
-        if self._queue or self.overflow_after is not None or self.closing:
-            return
-        waiter = self._waiter = anyio.Event()
-        await waiter.wait()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
-
-
-class Hub:
-    """Fans committed messages out to SSE clients; fed by the log follower (:meth:`publish`)."""
-
-    def __init__(self, store: EventStore, *, queue_size: int, max_clients: int) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        queue_size: int,
+        max_clients: int,
+        fanout_interval_seconds: float = 0.0,
+        ping_seconds: float = 15.0,
+        send_timeout_seconds: float = 30.0,
+        on_fanout: FanoutObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._queue_size = queue_size
         self._max_clients = max_clients
-        # Live clients without filters take every message: no per-message test for them.
-        self._plain: set[Client] = set()
-        self._filtered: set[Client] = set()
-        # Every open client, live or catching up from the store.
-        self._clients: set[Client] = set()
+        self._interval = fanout_interval_seconds
+        self._ping_seconds = ping_seconds
+        self._send_timeout = send_timeout_seconds
+        self._on_fanout = on_fanout
+        self._clock = clock
+        # Live subscribers without filters take every frame; filtered ones are grouped by filter.
+        self._plain: set[Subscriber] = set()
+        self._filtered: dict[tuple[frozenset[str] | None, frozenset[str] | None], set[Subscriber]] = {}
+        # Every open subscriber, live or catching up from the store.
+        self._subscribers: set[Subscriber] = set()
+        self._pending: list[StoredMessage] = []
+        self._due: float | None = None
+        self._last_fanout = -math.inf
+        self._wake = anyio.Event()
         self._closing = False
         self._clients_total = 0
         self._clients_refused = 0
@@ -159,68 +145,141 @@ class Hub:
         self._replayed = 0
         self._evictions = 0
         self._send_timeouts = 0
-        # The largest id fanned out (issue 9: the node's place in the log, for its heartbeat).
+        self._fanouts = 0
+        self._pings = 0
 
-    # -- clients -----------------------------------------------------------------------------
-    def open(self, types: Collection[str] | None = None, sources: Collection[str] | None = None) -> Client:
-        """Register a client in live fan-out (before any replay, so nothing falls between).
+    # -- subscribers -------------------------------------------------------------------------
+    def open(self, types: Collection[str] | None = None, sources: Collection[str] | None = None) -> Subscriber:
+        """Register a subscriber in live fan-out (before any replay, so nothing falls between).
 
-        Every client opened must be given back with :meth:`release`.
+        Every subscriber opened must be given back with :meth:`release`.
 
         Raises:
-            HubFullError: ``max_clients`` clients are open.
+            HubFullError: ``max_clients`` subscribers are open.
             HubClosedError: the hub is closing.
         """
         if self._closing:
             self._clients_refused += 1
             raise HubClosedError("the server is shutting down")
-        if len(self._clients) >= self._max_clients:
+        if len(self._subscribers) >= self._max_clients:
             self._clients_refused += 1
             raise HubFullError(f"the server already streams to {self._max_clients} clients")
-        client = Client(frozenset(types) if types else None, frozenset(sources) if sources else None, self._queue_size)
-        self._clients.add(client)
+        subscriber = Subscriber(
+            frozenset(types) if types else None, frozenset(sources) if sources else None, self._queue_size
+        )
+        subscriber.last_write = self._clock()
+        self._subscribers.add(subscriber)
         self._clients_total += 1
-        self._join(client)
-        return client
+        self._join(subscriber)
+        return subscriber
 
-    def release(self, client: Client) -> None:
-        """Forget ``client`` (its connection ended). Idempotent."""
-        self._plain.discard(client)
-        self._filtered.discard(client)
-        self._clients.discard(client)
-        client.closing = True
+    def release(self, subscriber: Subscriber) -> None:
+        """Forget ``subscriber`` (its connection ended). Idempotent."""
+        self._leave(subscriber)
+        self._subscribers.discard(subscriber)
+        subscriber.closing = True
 
-    def count_send_timeout(self) -> None:
-        """Count a client closed because it accepted nothing for the send timeout."""
-        self._send_timeouts += 1
+    def _join(self, subscriber: Subscriber) -> None:
+        if subscriber.filtered:
+            self._filtered.setdefault(subscriber.key, set()).add(subscriber)
+        else:
+            self._plain.add(subscriber)
 
-    def _join(self, client: Client) -> None:
-        (self._filtered if client.filtered else self._plain).add(client)
+    def _leave(self, subscriber: Subscriber) -> None:
+        self._plain.discard(subscriber)
+        group = self._filtered.get(subscriber.key)
+        if group is not None:
+            group.discard(subscriber)
+            if not group:
+                del self._filtered[subscriber.key]
 
     # -- fan-out -----------------------------------------------------------------------------
     def publish(self, messages: Sequence[StoredMessage]) -> None:
-        """Hand committed ``messages`` (in id order, from the log follower) to every live client; never waits."""
+        """Take committed ``messages`` (in id order, from the log follower); never waits.
+
+        After a quiet spell they go out at once; while messages keep coming, they wait for the next
+        tick of the fan-out interval and go out joined with the others.
+        """
         if not messages:
             return
-        items = [(message.id, encode_message(message)) for message in messages]
-        overflowed: list[Client] = []
-        for client in self._plain:
-            if not client.push(items):
-                overflowed.append(client)
-        for client in self._filtered:
-            mine = [item for item, message in zip(items, messages, strict=True) if client.matches(message)]
-            if mine and not client.push(mine):
-                overflowed.append(client)
-        # Counted here, when it leaves live fan-out; its stream notices once its current send ends.
+        now = self._clock()
+        if self._pending or now - self._last_fanout < self._interval:
+            self._pending.extend(messages)
+            if self._due is None:
+                self._due = self._last_fanout + self._interval
+                self._wake.set()
+            return
+        self._fanout(messages, now)
+
+    def _fanout(self, messages: Sequence[StoredMessage], now: float) -> None:
+        self._last_fanout = now
+        self._fanouts += 1
+        encoded = [(message.id, encode_message(message)) for message in messages]
+        overflowed: list[Subscriber] = []
+        if self._plain:
+            frame = frame_of(encoded)
+            for subscriber in self._plain:
+                if not subscriber.push(frame):
+                    overflowed.append(subscriber)
+        for group in self._filtered.values():
+            probe = next(iter(group))
+            mine = [item for item, message in zip(encoded, messages, strict=True) if probe.matches(message)]
+            if not mine:
+                continue
+            frame = frame_of(mine)
+            for subscriber in group:
+                if not subscriber.push(frame):
+                    overflowed.append(subscriber)
+        # Counted here, when it leaves live fan-out; its stream notices once its current write ends.
         self._evictions += len(overflowed)
-        for client in overflowed:
-            self._plain.discard(client)
-            self._filtered.discard(client)
+        for subscriber in overflowed:
+            self._leave(subscriber)
+        if self._on_fanout is not None:
+            self._on_fanout(messages)
 
-    async def follow(self, client: Client, after_id: int | None, prelude: bytes = b"") -> AsyncIterator[bytes]:
-        """Yield ``client``'s SSE bytes: ``prelude``, stored messages after ``after_id`` (None: none), then live.
+    async def run(self) -> None:
+        """Send deferred fan-outs on time, pings to idle streams, and time out stuck writes; until cancelled."""
+        period = max(0.05, min(self._ping_seconds, self._send_timeout) / 4)
+        next_housekeeping = self._clock() + period
+        while True:
+            now = self._clock()
+            if self._due is not None and now >= self._due:
+                self._flush_pending(now)
+            if now >= next_housekeeping:
+                self._housekeep(now)
+                next_housekeeping = now + period
+            deadline = next_housekeeping if self._due is None else min(self._due, next_housekeeping)
+            self._wake = anyio.Event()
+            with anyio.move_on_after(max(0.0, deadline - self._clock())):
+                await self._wake.wait()
 
-        Ends when the client is closed (shutdown) and has been given what was queued.
+    def _flush_pending(self, now: float) -> None:
+        pending, self._pending, self._due = self._pending, [], None
+        if pending:
+            self._fanout(pending, now)
+
+    def _housekeep(self, now: float) -> None:
+        # Pings go to streams that wrote nothing for most of a ping interval; a stream whose write
+        # has not returned for the send timeout is a frozen peer: cancel it (its stream ends).
+        ping_after = self._ping_seconds * 0.75
+        for subscriber in self._subscribers:
+            since = subscriber.sending_since
+            if since is not None:
+                if now - since >= self._send_timeout and subscriber.scope is not None and not subscriber.timed_out:
+                    subscriber.timed_out = True
+                    self._send_timeouts += 1
+                    subscriber.scope.cancel()
+            elif now - subscriber.last_write >= ping_after and subscriber.scope is not None:
+                subscriber.last_write = now
+                self._pings += 1
+                subscriber.ping(_PING)
+
+    async def follow(
+        self, subscriber: Subscriber, after_id: int | None, prelude: bytes = b""
+    ) -> AsyncGenerator[bytes, None]:
+        """Yield ``subscriber``'s SSE bytes: ``prelude``, stored messages after ``after_id`` (None: none), then live.
+
+        Ends when the subscriber is closed (shutdown) and has been given what was queued.
 
         Raises:
             StoreError: the store failed during a replay (the connection ends; the client resumes).
@@ -229,47 +288,55 @@ class Hub:
             yield prelude
         floor = after_id  # every id <= floor was delivered already
         if after_id is not None:
-            client.delivered_id = after_id
-            async for chunk in self._replay(client, after_id):
+            subscriber.last_id = after_id
+            async for chunk in self._replay(subscriber, after_id):
                 yield chunk
-            floor = client.delivered_id
+            floor = subscriber.last_id
         while True:
-            items = client.take()
-            if items and floor is not None and items[0][0] <= floor:
-                items = [item for item in items if item[0] > floor]
+            items = subscriber.take()
             if items:
-                client.delivered_id = items[-1][0]
-                chunk = items[0][1] if len(items) == 1 else b"".join([data for _, data in items])
-                self._messages_sent += len(items)
-                self._bytes_sent += len(chunk)
-                yield chunk
-                continue
-            if client.overflow_after is not None:
-                # It fell a whole queue behind: rejoin live first, then read the store from the
-                # last id it got, then drop the live ids the store already gave it.
-                start = client.delivered_id if client.delivered_id is not None else client.overflow_after
-                client.overflow_after = None
-                if not client.closing:
-                    self._join(client)
-                async for chunk in self._replay(client, start):
+                parts: list[bytes] = []
+                count = 0
+                for item in items:
+                    if isinstance(item, bytes):
+                        parts.append(item)
+                        continue
+                    data, n = item.after(floor)
+                    if n:
+                        parts.append(data)
+                        count += n
+                        floor = subscriber.last_id = item.last_id
+                if parts:
+                    chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+                    self._messages_sent += count
+                    self._bytes_sent += len(chunk)
                     yield chunk
-                floor = client.delivered_id
                 continue
-            if client.closing:
+            if subscriber.lagged:
+                # It fell a whole queue behind: rejoin live first, then read the store from the
+                # last id it got, then skip the live ids the store already gave it.
+                subscriber.lagged = False
+                if not subscriber.closing:
+                    self._join(subscriber)
+                async for chunk in self._replay(subscriber, subscriber.last_id or 0):
+                    yield chunk
+                floor = subscriber.last_id
+                continue
+            if subscriber.closing:
                 return
-            await client.wait()
+            await subscriber.wait()
 
-    async def _replay(self, client: Client, after_id: int) -> AsyncIterator[bytes]:
-        """Yield the stored messages after ``after_id`` matching ``client``, in chunks; track its cursor."""
+    async def _replay(self, subscriber: Subscriber, after_id: int) -> AsyncIterator[bytes]:
+        """Yield the stored messages after ``after_id`` matching ``subscriber``, in chunks; track its cursor."""
         parts: list[bytes] = []
         size = count = 0
-        replay = self._store.replay(after_id, types=client.types, sources=client.sources)
+        replay = self._store.replay(after_id, types=subscriber.types, sources=subscriber.sources)
         async for message in replay:
             data = encode_message(message)
             parts.append(data)
             size += len(data)
             count += 1
-            client.delivered_id = message.id
+            subscriber.last_id = message.id
             if size >= _REPLAY_CHUNK_BYTES:
                 yield self._sent_replay(parts, count, size)
                 parts, size, count = [], 0, 0
@@ -289,18 +356,22 @@ class Hub:
 
     @property
     def clients(self) -> int:
-        return len(self._clients)
+        return len(self._subscribers)
 
     def close(self) -> None:
-        """Refuse new clients and let every open stream end after what it has queued. Idempotent."""
+        """Fan out what waits, refuse new subscribers, and let every stream end after what it has queued.
+
+        Idempotent.
+        """
+        self._flush_pending(self._clock())
         self._closing = True
-        for client in self._clients:
-            client.close()
+        for subscriber in self._subscribers:
+            subscriber.close()
 
     def statistics(self) -> HubStats:
         """Return a frozen snapshot of the counters."""
         return HubStats(
-            clients=len(self._clients),
+            clients=len(self._subscribers),
             clients_total=self._clients_total,
             clients_refused=self._clients_refused,
             messages_sent=self._messages_sent,
@@ -308,5 +379,8 @@ class Hub:
             replayed_messages=self._replayed,
             evictions=self._evictions,
             send_timeouts=self._send_timeouts,
+            fanouts=self._fanouts,
+            pings_sent=self._pings,
+            fanout_interval_seconds=self._interval,
             closing=self._closing,
         )

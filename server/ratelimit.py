@@ -7,7 +7,7 @@
   it is dropped, and the table never holds more than ``max_keys`` (a client cycling addresses cannot
   grow it). The monotonic clock drives refills, so a wall-clock step changes nothing.
 - :class:`ConnectionCounter` counts open streams per key; a key at zero holds no memory.
-- :func:`stream_lifetime` and :func:`ending_after` end a stream cleanly after its time, with jitter so
+- :func:`stream_lifetime` gives a stream its time (the stream ends itself cleanly then), with jitter so
   that the reconnects of streams opened together spread out.
 """
 
@@ -17,15 +17,13 @@ import math
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import anyio
-
 from batcher import ConfigError
 
-__all__ = ["ConnectionCounter", "RateLimiter", "ending_after", "stream_lifetime"]
+__all__ = ["ConnectionCounter", "RateLimiter", "stream_lifetime"]
 
 _T = TypeVar("_T")
 
@@ -163,27 +161,3 @@ def stream_lifetime(
         left = max(0.0, expires_at - time.time())
         lifetime = left if lifetime is None else min(lifetime, left)
     return lifetime
-
-
-async def ending_after(source: AsyncIterator[_T], seconds: float) -> AsyncIterator[_T]:
-    """Yield from ``source`` until ``seconds`` have passed, then stop (closing ``source``).
-
-    The stream then ends as any finished response does (the last chunk is sent), so the client sees
-    a clean end and reconnects with its Last-Event-ID. Only the wait for the next item is cancelled,
-    inside this frame: no cancel scope is held across a ``yield``.
-    """
-    deadline = anyio.current_time() + seconds
-    try:
-        while True:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                item = await anext(source)
-            if scope.cancelled_caught:
-                return
-            yield item
-    except StopAsyncIteration:
-        return
-    finally:
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            with anyio.CancelScope(shield=True):
-                await aclose()

@@ -44,7 +44,7 @@ from .config import ServerConfig
 from .hub import Hub
 from .nodes import NodeFigures, NodeHeartbeat, NodeSlot, default_node_id
 
-__all__ = ["DemoFarmLike", "ExitSignal", "Runtime", "runtime_of"]
+__all__ = ["DemoFarmLike", "Runtime", "runtime_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,37 +57,6 @@ class DemoFarmLike(Protocol):
     def worker_stats(self) -> list[dict[str, Any]]: ...
 
     async def wind_down(self) -> None: ...
-
-
-class ExitSignal(anyio.Event):
-    """An ``anyio.Event`` that asks for a drain when set.
-
-    sse-starlette sets a response's ``shutdown_event`` when it sees the server exiting (its own
-    detection, which works under any uvicorn); handing every stream this one object turns that
-    into a single :meth:`Runtime.request_drain`, with no task per stream to watch for it.
-    """
-
-    def __new__(cls, on_set: Callable[[], None]) -> ExitSignal:
-        # anyio.Event.__new__ returns the backend's event class; this one wraps it instead.
-        return object.__new__(cls)
-
-    def __init__(self, on_set: Callable[[], None]) -> None:
-        self._event = anyio.Event()
-        self._on_set = on_set
-
-    def set(self) -> None:
-        if not self._event.is_set():
-            self._event.set()
-            self._on_set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-    def statistics(self) -> anyio.EventStatistics:
-        return self._event.statistics()
 
 
 class Runtime:
@@ -118,7 +87,6 @@ class Runtime:
         self._process.cpu_percent(None)  # the first reading is meaningless; prime it
         self._drain_requested = anyio.Event()
         self._drained = anyio.Event()
-        self.exit_signal = ExitSignal(self.request_drain)
 
     @classmethod
     @asynccontextmanager
@@ -143,7 +111,14 @@ class Runtime:
             rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
             breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
             batcher = SSEEventBatcher(store, batcher_config, rules=rules, breaker=breaker)
-            hub = Hub(store, queue_size=config.client_queue_size, max_clients=config.max_clients)
+            hub = Hub(
+                store,
+                queue_size=config.client_queue_size,
+                max_clients=config.max_clients,
+                fanout_interval_seconds=config.fanout_interval_seconds,
+                ping_seconds=config.ping_seconds,
+                send_timeout_seconds=config.client_send_timeout_seconds,
+            )
             # The hub's one feed: every node's commits, read back from the log in id order. Started
             # before the batcher, so a dead-letter file written back at start reaches clients too.
             follower = LogFollower(store_config, hub.publish, poll_seconds=config.follow_poll_seconds)
@@ -159,6 +134,7 @@ class Runtime:
             # so the background loops end instead of being waited for.
             stack.callback(tasks.cancel_scope.cancel)
             tasks.start_soon(runtime._supervise, "retention", store.run_retention)
+            tasks.start_soon(runtime._supervise, "hub", hub.run)
             tasks.start_soon(runtime._drain_when_asked)
             # -- nodes (issue 9): the heartbeat row; the first beat is written before serving.
             runtime.node = NodeHeartbeat(

@@ -1,10 +1,9 @@
 """GET /events: the SSE stream, with filters, resume and history-truncation notice.
 
-The response is sse-starlette's ``EventSourceResponse``; the hub yields ready-made ``bytes``,
-which it passes through untouched (``ensure_bytes`` returns a ``bytes`` object as is). What it
-adds: ``: ping`` comments every ``ping_seconds``, a timeout around every ASGI send (a peer that
-accepts nothing for ``client_send_timeout_seconds`` is dropped), and its detection of server exit,
-which here asks the runtime to drain (see :mod:`server.runtime`).
+The response is a lean subclass of sse-starlette's ``EventSourceResponse`` (see
+:class:`HubStreamResponse` for what it replaces and why); the hub yields ready-made ``bytes``. Pings
+(``: ping`` every ``ping_seconds``) and the send timeout (a peer that accepts nothing for
+``client_send_timeout_seconds`` is dropped) are done by the hub's one housekeeping task.
 
 Security hooks, kept apart so they port to any stream implementation: :func:`stream_events` asks
 the app's :class:`server.security.Guard` for the credential (a stream token's filters narrow the
@@ -15,11 +14,12 @@ hands the response a lifetime (``expires_after``) after which its body ends clea
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
+import anyio
 import msgspec
-from sse_starlette.event import ServerSentEvent
-from sse_starlette.sse import EventSourceResponse, SendTimeoutError
+from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -28,10 +28,10 @@ from batcher import BatcherClosedError, EventValidationError, StoreError
 from batcher.events import check_source, check_type
 
 from ._http import error
-from .hub import Client, HubClosedError, HubFullError
-from .ratelimit import ending_after
+from .hub import HubClosedError, HubFullError
 from .runtime import Runtime, runtime_of
 from .security import NotAllowed, guard_of
+from .subscriber import Subscriber
 from .tokens import InvalidStreamToken
 
 __all__ = ["HubStreamResponse", "parse_last_event_id", "stream_events"]
@@ -115,55 +115,93 @@ async def _resume_point(runtime: Runtime, last_event_id: int | None) -> tuple[by
     return b"", last_event_id
 
 
-def _ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="ping", sep="\n")
-
-
 class HubStreamResponse(EventSourceResponse):
-    """An SSE response fed by the hub; gives its client back to the hub however it ends."""
+    """An SSE response fed by the hub, lean enough for thousands of idle streams.
+
+    sse-starlette stays the SSE layer (headers, HEAD handling, its ServerSentEvent encoding), but its
+    per-connection machinery is replaced, because at 1,000+ streams it is the cost (issue 10): its
+    ``__call__`` runs a task group of four tasks per stream (the body, a pinger, a disconnect
+    listener and an exit watcher) and enters a cancel scope around every single send. Here a stream
+    is the ASGI task plus one task that waits for ``http.disconnect``, and one cancel scope for its
+    whole life. Pings and send timeouts are the hub's job, done by one task for every stream
+    (:meth:`server.hub.Hub.run`): an idle stream costs no CPU between pings, and a peer that accepts
+    nothing for ``client_send_timeout_seconds`` has its scope cancelled. Server exit needs no
+    watcher either: the runtime's drain closes the hub, and every stream ends after writing what it
+    has queued. ``expires_after`` (SSE_MAX_STREAM_SECONDS, a stream token's expiry) ends the stream
+    cleanly, with the final empty chunk, so the client resumes by Last-Event-ID.
+    """
 
     def __init__(
         self,
         runtime: Runtime,
-        client: Client,
+        client: Subscriber,
         prelude: bytes,
         after_id: int | None,
         *,
         expires_after: float | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
-        config = runtime.config
         self._hub = runtime.hub
         self._client = client
-        # Security hooks: ``expires_after`` ends the stream cleanly after that many seconds (the
-        # client resumes by Last-Event-ID); ``on_close`` runs however the response ends.
+        self._expires_after = expires_after
+        # Security hook: ``on_close`` runs however the response ends (a per-address slot).
         self._on_close = on_close
-        messages = runtime.hub.follow(client, after_id, prelude)
+        self._body = runtime.hub.follow(client, after_id, prelude)
+        self._disconnected = False
         super().__init__(
-            messages if expires_after is None else ending_after(messages, expires_after),
+            self._body,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            ping=config.ping_seconds,
+            ping=0,
             sep="\n",
-            ping_message_factory=_ping,
-            send_timeout=config.client_send_timeout_seconds,
-            shutdown_event=runtime.exit_signal,
-            shutdown_grace_period=config.shutdown_timeout_seconds / 2,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            # A frozen or dead peer: returning ends the response; uvicorn closes the socket.
-            self._hub.count_send_timeout()
-            logger.info("closed a stream that accepted nothing for %.1f s", self.send_timeout)
+            if scope["type"] != "http" or scope["method"].upper() == "HEAD":
+                await super().__call__(scope, receive, send)  # headers only, no stream
+                return
+            await self._stream(receive, send)
         except (StoreError, BatcherClosedError) as exc:
             # A replay could not read the store: end the stream; the client resumes from its last id.
             logger.warning("ended a stream whose replay failed: %s", exc)
         finally:
+            with anyio.CancelScope(shield=True):
+                await self._body.aclose()
             self._hub.release(self._client)
             if self._on_close is not None:
                 self._on_close()
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        client = self._client
+        clock = time.monotonic
+        async with anyio.create_task_group() as tasks:
+            client.scope = tasks.cancel_scope
+            if self._expires_after is not None:
+                tasks.cancel_scope.deadline = anyio.current_time() + self._expires_after
+            tasks.start_soon(self._watch_disconnect, receive, tasks.cancel_scope)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            client.last_write = clock()
+            async for chunk in self._body:
+                client.sending_since = clock()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                client.last_write = clock()
+                client.sending_since = None
+            tasks.cancel_scope.cancel()  # the body ended (shutdown): stop the disconnect watcher
+        if client.timed_out:
+            # A frozen or dead peer: returning ends the response; uvicorn closes the socket.
+            logger.info("closed a stream that accepted nothing for the send timeout")
+            return
+        if not self._disconnected:
+            with anyio.move_on_after(1.0, shield=True):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self._disconnected = True
+                scope.cancel()
+                return
 
 
 async def stream_events(request: Request) -> Response:

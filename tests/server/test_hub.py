@@ -12,7 +12,8 @@ from pathlib import Path
 import anyio
 
 from batcher import StoredMessage
-from server.hub import Hub, encode_message
+from server.hub import Hub, encode_message, frame_of
+from server.subscriber import Frame
 from tests.server.live import LiveServer, make_config, serving, until
 from tests.server.sse import publish, subscribed
 
@@ -59,22 +60,56 @@ def test_each_message_is_encoded_once_and_shared_by_every_client() -> None:
     clients = [hub.open() for _ in range(3)]
     message = StoredMessage(7, "JOB_DONE", "JOB_DONE", "web", 1, b'{"type":"JOB_DONE"}', 0.0)
     hub.publish([message])
-    chunks = [client.take()[0][1] for client in clients]
-    assert chunks[0] == encode_message(message) == b'id: 7\nevent: JOB_DONE\ndata: {"type":"JOB_DONE"}\n\n'
-    assert all(chunk is chunks[0] for chunk in chunks)
+    frames = [client.take()[0] for client in clients]
+    assert isinstance(frames[0], Frame)
+    assert frames[0].data == encode_message(message) == b'id: 7\nevent: JOB_DONE\ndata: {"type":"JOB_DONE"}\n\n'
+    assert all(frame is frames[0] for frame in frames)
 
 
-def test_a_full_queue_takes_the_client_out_of_live_fan_out() -> None:
+def test_a_full_queue_lags_the_subscriber_out_of_live_fan_out() -> None:
     hub = Hub(store=None, queue_size=2, max_clients=10)  # type: ignore[arg-type]
     slow, fast = hub.open(), hub.open()
     messages = [StoredMessage(i, "A", "A", "s", 1, b"{}", 0.0) for i in range(1, 4)]
     hub.publish(messages[:2])
     fast.take()
     hub.publish(messages[2:])
-    assert slow.overflow_after == 2 and fast.overflow_after is None
-    assert [i for i, _ in fast.take()] == [3]
+    assert slow.lagged and not fast.lagged
+    assert [f.ids for f in fast.take() if isinstance(f, Frame)] == [(3,)]
     hub.publish([StoredMessage(4, "A", "A", "s", 1, b"{}", 0.0)])
-    assert [i for i, _ in slow.take()] == [1, 2]  # what it had stays; nothing after the gap is queued
+    assert [f.ids for f in slow.take() if isinstance(f, Frame)] == [(1, 2)]  # what it had stays; nothing after
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_after_a_quiet_spell_a_message_goes_out_at_once_and_a_burst_waits_for_the_interval() -> None:
+    clock = FakeClock()
+    hub = Hub(store=None, queue_size=100, max_clients=10, fanout_interval_seconds=0.05, clock=clock)  # type: ignore[arg-type]
+    sub = hub.open()
+    hub.publish([StoredMessage(1, "A", "A", "s", 1, b"{}", 0.0)])
+    assert [f.ids for f in sub.take() if isinstance(f, Frame)] == [(1,)]  # idle: at once
+    clock.now += 0.01
+    hub.publish([StoredMessage(2, "A", "A", "s", 1, b"{}", 0.0)])
+    hub.publish([StoredMessage(3, "A", "A", "s", 1, b"{}", 0.0)])
+    assert sub.take() == []  # busy: joined, held for the tick
+    clock.now += 0.05
+    hub._flush_pending(clock.now)  # what Hub.run does when the tick is due
+    frames = [f for f in sub.take() if isinstance(f, Frame)]
+    assert [f.ids for f in frames] == [(2, 3)] and hub.statistics().fanouts == 2
+
+
+def test_a_frame_resumed_in_its_middle_skips_exactly_what_was_sent() -> None:
+    messages = [StoredMessage(i, "A", "A", "s", 1, b'{"i":%d}' % i, 0.0) for i in (5, 6, 9)]
+    frame = frame_of([(m.id, encode_message(m)) for m in messages])
+    assert frame.after(None) == (frame.data, 3)
+    assert frame.after(6) == (encode_message(messages[2]), 1)
+    assert frame.after(5)[0] == encode_message(messages[1]) + encode_message(messages[2])
+    assert frame.after(9) == (b"", 0)
 
 
 async def test_stalled_client_catches_up_from_the_store_without_slowing_a_fast_one(dsn: str, tmp_path: Path) -> None:
