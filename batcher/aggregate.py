@@ -66,12 +66,15 @@ def aggregate_type(event_type: str) -> str:
 
 
 def _travels_alone(event: Event) -> bool:
-    return not event.batched or event.priority == CRITICAL
+    # A client's idempotency key needs a message of its own: its storage key is the client's.
+    return not event.batched or event.priority == CRITICAL or event.idempotency_key is not None
 
 
 def _single(event: Event, origin: str) -> Message:
+    key = event.idempotency_key
     return Message(
-        idem_key=f"{origin}:{event.seq}",
+        # "k:" keeps client keys apart from the process-made ones ("<origin>:<seq>").
+        idem_key=f"{origin}:{event.seq}" if key is None else f"k:{key}",
         type=event.type,
         event_type=event.type,
         source=event.source,

@@ -311,15 +311,24 @@ class SSEEventBatcher(Service):
                     return self.emit(type, data, source=source, priority=priority, key=key, batched=batched)
                 ids = await self._put_and_wait(
                     [(type, source, self._intake.check(type, data, source, priority, key), priority, key,
-                      batched and self._batching, type in self._unbatched)],
+                      batched and self._batching, type in self._unbatched, None)],
                     timeout,
                 )  # fmt: skip
                 return ids[0]
             except BufferFullError:
                 await room.wait()
 
-    def emit_many(self, events: Sequence[dict[str, Any]], *, default_source: str | None = None) -> list[int]:
-        """Accept a list of ``{"type", "data", "source"?, "priority"?, "key"?}`` all or nothing.
+    def emit_many(
+        self,
+        events: Sequence[dict[str, Any]],
+        *,
+        default_source: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[int]:
+        """Accept a list of ``{"type", "data", "source"?, "priority"?, "key"?, "idempotency_key"?}``, all or nothing.
+
+        An event with an idempotency key (its own, or ``<idempotency_key>#<index>`` from the request's)
+        is stored at most once however often it is published, as long as its row is retained.
 
         Raises:
             EventValidationError: an event is invalid; ``index`` on the error names which.
@@ -328,15 +337,21 @@ class SSEEventBatcher(Service):
         """
         if self._refusing:
             raise BatcherClosedError("batcher is closed; no more events are accepted")
-        return self._buffer.put_many(self._intake.items(events, default_source))
+        return self._buffer.put_many(self._intake.items(events, default_source, idempotency_key))
 
     async def publish(
-        self, events: Sequence[dict[str, Any]], *, timeout: float | None = None, default_source: str | None = None
+        self,
+        events: Sequence[dict[str, Any]],
+        *,
+        timeout: float | None = None,
+        default_source: str | None = None,
+        idempotency_key: str | None = None,
     ) -> list[int]:
         """Accept events all or nothing, like :meth:`emit_many`, and return once all are committed.
 
         They ride in ordinary batches (no commit of their own); the caller pays in latency only.
-        Returns their message ids, in order (events of one aggregate share its id).
+        Returns their message ids, in order (events of one aggregate share its id). Published again
+        with the same idempotency keys, it stores nothing and returns the same ids.
 
         Raises:
             EventValidationError: an event is invalid (``index`` names which); nothing was accepted.
@@ -346,7 +361,7 @@ class SSEEventBatcher(Service):
         """
         if self._refusing:
             raise BatcherClosedError("batcher is closed; no more events are accepted")
-        return await self._put_and_wait(self._intake.items(events, default_source), timeout)
+        return await self._put_and_wait(self._intake.items(events, default_source, idempotency_key), timeout)
 
     async def _put_and_wait(self, items: list[Any], timeout: float | None) -> list[int]:
         if self._refusing:

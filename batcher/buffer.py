@@ -144,10 +144,10 @@ class EventBuffer:
 
     def put_many(
         self,
-        items: list[tuple[str, str, bytes, str, str | None, bool, bool]],
+        items: list[tuple[str, str, bytes, str, str | None, bool, bool, str | None]],
         on_seq: Callable[[int], None] | None = None,
     ) -> list[int]:
-        """Append validated ``(type, source, data, priority, key, batched, urgent)`` items, all or none.
+        """Append validated items, all or none: (type, source, data, priority, key, batched, urgent, idempotency key).
 
         ``on_seq`` is called with each seq under the lock, as in :meth:`put`.
 
@@ -165,15 +165,15 @@ class EventBuffer:
             seqs = []
             seq = self._last_seq
             rearm = False
-            for type_, source, data, priority, key, batched, urgent in items:
+            for type_, source, data, priority, key, batched, urgent, idem in items:
                 seq += 1
                 seqs.append(seq)
                 if on_seq is not None:
                     on_seq(seq)
                 if not batched:
-                    bypass.append(Event(type_, source, seq, now, _Raw(data), priority, key, False))
+                    bypass.append(Event(type_, source, seq, now, _Raw(data), priority, key, False, idem))
                     continue
-                events.append(Event(type_, source, seq, now, _Raw(data), priority, key))
+                events.append(Event(type_, source, seq, now, _Raw(data), priority, key, True, idem))
                 if urgent or priority != NORMAL:
                     self._urgent_seq = seq
                     rearm = True

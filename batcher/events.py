@@ -22,6 +22,7 @@ __all__ = [
     "Message",
     "Priority",
     "StoredMessage",
+    "check_idempotency_key",
     "check_key",
     "check_priority",
     "check_source",
@@ -57,6 +58,9 @@ class Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     key: str | None = None
     # False for events from a worker with use_batching=False: they travel alone, at once.
     batched: bool = True
+    # A client's idempotency key (issue 11): the event travels as a message of its own whose
+    # storage key derives from it, so a retried publish stores nothing twice and finds the same id.
+    idempotency_key: str | None = None
 
 
 class Message(msgspec.Struct, frozen=True, gc=False):
@@ -137,6 +141,20 @@ def check_key(value: object) -> str | None:
     if value is None or (isinstance(value, str) and 0 < len(value) <= _MAX_KEY_CHARS):
         return value
     raise EventValidationError("key", f"must be a string of 1-{_MAX_KEY_CHARS} characters or null")
+
+
+_IDEMPOTENCY_KEY_RE: Final = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def check_idempotency_key(value: object) -> str | None:
+    """Return ``value`` if it is ``None`` or 1-200 printable ASCII characters without spaces.
+
+    Raises:
+        EventValidationError: anything else.
+    """
+    if value is None or (isinstance(value, str) and _IDEMPOTENCY_KEY_RE.fullmatch(value)):
+        return value
+    raise EventValidationError("idempotency_key", "must be 1-200 printable ASCII characters without spaces, or null")
 
 
 def encode_data(data: object, max_bytes: int) -> bytes:

@@ -15,7 +15,17 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from .errors import EventValidationError
-from .events import NORMAL, NUL_ESCAPE, check_key, check_priority, check_source, check_type, encode_data, encode_json
+from .events import (
+    NORMAL,
+    NUL_ESCAPE,
+    check_idempotency_key,
+    check_key,
+    check_priority,
+    check_source,
+    check_type,
+    encode_data,
+    encode_json,
+)
 
 __all__ = ["EVENT_FIELDS", "Intake", "Item"]
 
@@ -23,10 +33,10 @@ __all__ = ["EVENT_FIELDS", "Intake", "Item"]
 # so a client sending endless new names costs CPU but never memory.
 _NAME_CACHE_LIMIT: Final = 4096
 
-EVENT_FIELDS: Final = frozenset({"type", "data", "source", "priority", "key"})
+EVENT_FIELDS: Final = frozenset({"type", "data", "source", "priority", "key", "idempotency_key"})
 
-# What the buffer takes: (type, source, data, priority, key, batched, urgent).
-Item = tuple[str, str, bytes, str, str | None, bool, bool]
+# What the buffer takes: (type, source, data, priority, key, batched, urgent, idempotency_key).
+Item = tuple[str, str, bytes, str, str | None, bool, bool, str | None]
 
 
 class Intake:
@@ -87,8 +97,13 @@ class Intake:
             check_key(key)
         return self.encode(data)
 
-    def items(self, events: Sequence[Any], default_source: str | None = None) -> list[Item]:
-        """Check a list of ``{"type", "data", "source"?, "priority"?, "key"?}``, all or nothing.
+    def items(
+        self, events: Sequence[Any], default_source: str | None = None, request_key: str | None = None
+    ) -> list[Item]:
+        """Check a list of ``{"type", "data", "source"?, "priority"?, "key"?, "idempotency_key"?}``, all or nothing.
+
+        ``request_key`` (an ``Idempotency-Key`` header) gives event ``i`` without a key of its own
+        the key ``<request_key>#<i>``.
 
         Raises:
             EventValidationError: an event is invalid; its ``index`` names which.
@@ -113,8 +128,11 @@ class Intake:
                 priority = event.get("priority", NORMAL)
                 key = event.get("key")
                 raw = self.check(event["type"], event["data"], source, priority, key)
+                idem = check_idempotency_key(event.get("idempotency_key"))
+                if idem is None and request_key is not None:
+                    idem = f"{request_key}#{index}"
             except EventValidationError as exc:
                 raise EventValidationError(exc.field, str(exc).split(": ", 1)[-1], index=index) from None
             type_ = event["type"]
-            items.append((type_, source, raw, priority, key, self.batching, type_ in self.unbatched))
+            items.append((type_, source, raw, priority, key, self.batching, type_ in self.unbatched, idem))
         return items

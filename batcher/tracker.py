@@ -111,8 +111,12 @@ class FlushTracker:
         """Resolve the acks of everything ``written`` committed; mark those it kept on disk."""
         if not self._ack_count:
             return
-        by_key = {m.idem_key: m for m in written.messages}
-        committed = [(by_key[s.idem_key], s.id) for s in written.stored if s.idem_key in by_key]
+        by_key: dict[str, list[Message]] = {}
+        for message in written.messages:
+            by_key.setdefault(message.idem_key, []).append(message)
+        # A key can stand for several messages: a publish retried within one batch, by its
+        # idempotency key, stores one row; every copy's waiter gets that row's id.
+        committed = [(m, s.id) for s in written.stored for m in by_key.get(s.idem_key, ())]
         # Singles first: a critical or bypass event of a group can sit inside the seq range of that
         # group's aggregate; taken out first, the aggregate's range no longer holds it.
         committed.sort(key=lambda pair: pair[0].event_count != 1)

@@ -15,7 +15,12 @@ Every status a client can cause is a 4xx or 503 with a JSON ``{"error": ...}`` b
 so waiting costs the caller latency, not the server throughput. Not committed within
 SSE_PUBLISH_WAIT_TIMEOUT_SECONDS: 504 ``{"error", "state", "kept", "ids"}``, where ``kept`` says
 whether the events are safe on disk (the dead-letter file, stored once PostgreSQL answers), so a
-retry with the same idempotency key stores nothing twice either way. Without ``wait``, 202 as soon
+retry with the same idempotency key stores nothing twice either way.
+
+Idempotency: an event may carry ``idempotency_key``, or the request an ``Idempotency-Key`` header
+(event ``i`` then gets ``<key>#<i>``). A keyed event is stored as a message of its own whose
+storage key is the client's, so a retried publish stores nothing twice and answers the same ids,
+on any node, for as long as the row is retained (SSE_RETENTION_SECONDS). Without ``wait``, 202 as soon
 as the events are buffered: accepted but not yet committed events are lost on kill -9 or power loss.
 
 An empty list is accepted (202, ``accepted: 0``): there is nothing wrong in it to refuse, and a
@@ -30,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from batcher import AckTimeoutError, BatcherClosedError, BufferFullError, EventValidationError, StoreRejectedError
+from batcher.events import check_idempotency_key
 
 from ._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
 from .runtime import runtime_of
@@ -46,6 +52,12 @@ async def publish_events(request: Request) -> Response:
     publisher = guard.publisher(request)
     if publisher is None:
         return error(401, "a valid publish token is required", {"WWW-Authenticate": "Bearer"})
+    request_key = request.headers.get("idempotency-key")
+    if request_key is not None:
+        try:
+            check_idempotency_key(request_key)
+        except EventValidationError as exc:
+            return error(400, f"Idempotency-Key {str(exc).split(': ', 1)[-1]}", field="Idempotency-Key")
     wait = request.query_params.get("wait")
     if wait not in (None, "stored"):
         return error(400, f"wait must be 'stored' (or absent), got {wait!r:.40}", field="wait")
@@ -79,9 +91,11 @@ async def publish_events(request: Request) -> Response:
     seqs: list[int] | None = None
     try:
         if wait:
-            ids = await runtime.batcher.publish(events, timeout=config.publish_wait_timeout_seconds)
+            ids = await runtime.batcher.publish(
+                events, timeout=config.publish_wait_timeout_seconds, idempotency_key=request_key
+            )
             return json_response({"accepted": len(ids), "ids": ids}, 201)
-        seqs = runtime.batcher.emit_many(events)
+        seqs = runtime.batcher.emit_many(events, idempotency_key=request_key)
     except EventValidationError as exc:
         index = exc.index
         return error(422, f"event {index}: {exc}" if index is not None else str(exc), index=index, field=exc.field)

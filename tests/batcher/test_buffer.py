@@ -35,9 +35,9 @@ def test_put_many_is_all_or_nothing() -> None:
     buffer = EventBuffer(capacity=5, batch_size=10, wake=_Wakes())
     buffer.put("T", "s", b"{}")
     with pytest.raises(BufferFullError):
-        buffer.put_many([("T", "s", b"{}", "normal", None, True, False)] * 5)
+        buffer.put_many([("T", "s", b"{}", "normal", None, True, False, None)] * 5)
     assert len(buffer) == 1
-    assert buffer.put_many([("T", "s", b"{}", "normal", None, True, False)] * 4) == [2, 3, 4, 5]
+    assert buffer.put_many([("T", "s", b"{}", "normal", None, True, False, None)] * 4) == [2, 3, 4, 5]
 
 
 def test_thread_waits_for_room_then_succeeds() -> None:
@@ -161,7 +161,7 @@ class BufferMachine(RuleBasedStateMachine):
 
     @rule(items=st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=8))
     def put_many(self, items: list[str]) -> None:
-        batch = [("T", s, b"{}", "normal", None, True, False) for s in items]
+        batch = [("T", s, b"{}", "normal", None, True, False, None) for s in items]
         if len(self.model) + len(items) > 20:
             with pytest.raises(BufferFullError):
                 self.buffer.put_many(batch)
@@ -193,7 +193,7 @@ TestBufferMachine.settings = settings(max_examples=60, stateful_step_count=40, d
 def test_event_stamps_are_whole_milliseconds_so_they_encode_with_at_most_three_decimals() -> None:
     buffer = EventBuffer(capacity=10, batch_size=10, wake=_Wakes())
     buffer.put("T", "s", b"{}")
-    buffer.put_many([("T", "s", b"{}", "normal", None, True, False)] * 2)
+    buffer.put_many([("T", "s", b"{}", "normal", None, True, False, None)] * 2)
     for event in buffer.take(10):
         assert len(repr(event.ts).partition(".")[2]) <= 3
         assert event.ts == round(event.ts, 3)

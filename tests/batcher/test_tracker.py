@@ -81,3 +81,14 @@ async def test_waiters_registered_from_many_threads_all_resolve(store: PostgresS
         assert batcher.statistics().acks_waiting == 0
     assert len(results) == 100
     assert set(results) <= {m.id for m in collected.messages}
+
+
+async def test_the_same_key_twice_in_one_batch_stores_one_row_and_both_get_its_id(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    async with running(store, config(tmp_path, batch_size=1000, batch_timeout_seconds=0.05)) as (batcher, _):
+        event = {"type": "T", "data": {"x": 1}, "idempotency_key": "dup"}
+        ids = await batcher.publish([event, event], timeout=10)
+        again = await batcher.publish([event], timeout=10)
+    assert ids[0] == ids[1] == again[0]
+    assert len(await stored_rows(dsn)) == 1

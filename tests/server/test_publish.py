@@ -293,3 +293,37 @@ async def test_wait_with_an_unknown_value_is_a_400(live: LiveServer) -> None:
         response = await client.post("/api/events?wait=forever", json={"type": "T", "data": {}})
     assert response.status_code == 400 and response.json()["field"] == "wait"
     assert _emitted(live) == 0
+
+
+async def test_a_publish_retried_with_the_same_idempotency_key_stores_nothing_twice_and_answers_the_same_ids(
+    live: LiveServer, dsn: str
+) -> None:
+    import asyncpg
+
+    events = [{"type": "ORDER", "data": {"n": i}} for i in range(3)]
+    async with live.client() as client:
+        first = await client.post("/api/events?wait=stored", json=events, headers={"Idempotency-Key": "req-42"})
+        again = await client.post("/api/events?wait=stored", json=events, headers={"Idempotency-Key": "req-42"})
+        own = [{"type": "ORDER", "data": {"n": 9}, "idempotency_key": "order-9"}]
+        once = await client.post("/api/events?wait=stored", json=own)
+        twice = await client.post("/api/events?wait=stored", json=own)
+        other = await client.post("/api/events?wait=stored", json=events, headers={"Idempotency-Key": "req-43"})
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.json()["ids"] == first.json()["ids"]
+    assert twice.json()["ids"] == once.json()["ids"]
+    assert set(other.json()["ids"]).isdisjoint(first.json()["ids"])
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM sse_events WHERE event_type = 'ORDER'")
+    finally:
+        await conn.close()
+    assert rows == 3 + 1 + 3  # keyed events are stored one row each, once
+
+
+async def test_a_bad_idempotency_key_is_a_400_and_changes_nothing(live: LiveServer) -> None:
+    async with live.client() as client:
+        header = await client.post("/api/events", json={"type": "T", "data": {}}, headers={"Idempotency-Key": "a b"})
+        field = await client.post("/api/events", json={"type": "T", "data": {}, "idempotency_key": ""})
+    assert header.status_code == 400 and header.json()["field"] == "Idempotency-Key"
+    assert field.status_code == 422 and field.json()["field"] == "idempotency_key"
+    assert _emitted(live) == 0
