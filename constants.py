@@ -24,12 +24,14 @@ __all__ = [
     "SETTINGS",
     "SSE_BATCHING_ENABLED",
     "SSE_BATCH_ADJUST_COOLDOWN_SECONDS",
+    "SSE_BATCH_AGE_TARGET_SECONDS",
     "SSE_BATCH_LATENCY_TARGET_SECONDS",
     "SSE_BATCH_MAX_RETRIES",
     "SSE_BATCH_RETRY_DELAY",
     "SSE_BATCH_SIZE",
     "SSE_BATCH_SIZE_MAX",
     "SSE_BATCH_SIZE_MIN",
+    "SSE_BATCH_STRATEGY",
     "SSE_BATCH_TIMEOUT_MIN_SECONDS",
     "SSE_BATCH_TIMEOUT_SECONDS",
     "SSE_BREAKER_FAILURES",
@@ -220,6 +222,11 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "batcher.subscriber_queue_size", minimum=1),
     # Adaptive sizing
     _s("SSE_DYNAMIC_BATCHING", bool, True, _Z, "adaptive batch size and timeout", "sizing.enabled"),
+    # Named sizing strategies (issue 12); the choices are checked by SizingConfig.
+    _s("SSE_BATCH_STRATEGY", str, "adaptive", _Z,
+       "sizing strategy: fixed, conservative, balanced, aggressive, adaptive or learned", "sizing.strategy"),
+    _s("SSE_BATCH_AGE_TARGET_SECONDS", float, 0.25, _Z, "event age at commit the `learned` strategy keeps under",
+       "sizing.age_target_seconds", positive=True),
     _s("SSE_BATCH_SIZE_MIN", int, 5, _Z, "smallest adaptive batch size", "sizing.min_size", minimum=1),
     _s("SSE_BATCH_SIZE_MAX", int, 500, _Z, "largest adaptive batch size", "sizing.max_size", minimum=1),
     _s("SSE_BATCH_TIMEOUT_MIN_SECONDS", float, 0.02, _Z, "shortest adaptive timeout (idle server)",
@@ -365,6 +372,8 @@ SSE_EMIT_TIMEOUT_SECONDS: Final[float] = _default("SSE_EMIT_TIMEOUT_SECONDS")
 SSE_SHUTDOWN_TIMEOUT_SECONDS: Final[float] = _default("SSE_SHUTDOWN_TIMEOUT_SECONDS")
 SSE_SUBSCRIBER_QUEUE_SIZE: Final[int] = _default("SSE_SUBSCRIBER_QUEUE_SIZE")
 SSE_DYNAMIC_BATCHING: Final[bool] = _default("SSE_DYNAMIC_BATCHING")
+SSE_BATCH_STRATEGY: Final[str] = _default("SSE_BATCH_STRATEGY")
+SSE_BATCH_AGE_TARGET_SECONDS: Final[float] = _default("SSE_BATCH_AGE_TARGET_SECONDS")
 SSE_BATCH_SIZE_MIN: Final[int] = _default("SSE_BATCH_SIZE_MIN")
 SSE_BATCH_SIZE_MAX: Final[int] = _default("SSE_BATCH_SIZE_MAX")
 SSE_BATCH_TIMEOUT_MIN_SECONDS: Final[float] = _default("SSE_BATCH_TIMEOUT_MIN_SECONDS")

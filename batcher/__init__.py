@@ -9,7 +9,6 @@ from .aggregate import aggregate, aggregate_type
 from .batcher import FlushReport, SSEEventBatcher, State
 from .breaker import BreakerState, BreakerStats, CircuitBreaker
 from .config import BatcherConfig, StoreConfig
-from .controller import SizingConfig, SizingController
 from .deadletter import DeadLetterFile
 from .errors import (
     BatcherClosedError,
@@ -25,16 +24,18 @@ from .events import CRITICAL, NORMAL, Event, Message, StoredMessage
 from .load import LoadSample, ServerLoadMonitor
 from .protocols import EventStore, Rejected, WriteResult
 from .rules import AggregationRules, TypeRule
-from .sizing import AdaptiveSizing, DynamicBatchManager, SizingStats
+from .sizing import BatchSizer, SizingStats
 from .stats import BatcherStats, HistogramSnapshot
 from .store import PostgresStore, StoreStats
+from .strategies import STRATEGY_NAMES, SizingConfig, SizingStrategy, make_strategy
 from .subscription import Subscription
 
 __all__ = [
     "CRITICAL",
     "NORMAL",
-    "AdaptiveSizing",
+    "STRATEGY_NAMES",
     "AggregationRules",
+    "BatchSizer",
     "BatcherClosedError",
     "BatcherConfig",
     "BatcherError",
@@ -45,7 +46,6 @@ __all__ = [
     "CircuitBreaker",
     "ConfigError",
     "DeadLetterFile",
-    "DynamicBatchManager",
     "Event",
     "EventStore",
     "EventValidationError",
@@ -58,8 +58,8 @@ __all__ = [
     "SSEEventBatcher",
     "ServerLoadMonitor",
     "SizingConfig",
-    "SizingController",
     "SizingStats",
+    "SizingStrategy",
     "State",
     "StoreConfig",
     "StoreError",
@@ -72,4 +72,5 @@ __all__ = [
     "WriteResult",
     "aggregate",
     "aggregate_type",
+    "make_strategy",
 ]

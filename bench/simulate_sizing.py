@@ -16,7 +16,7 @@ benchmark's: quiet periods with a lone event every 250 ms, and bursts of 20,000 
 published at 40,000 events/s, with 200 clients.
 
 Three policies are compared: the fixed size of 10 (timeout 0.5 s), the controller in
-``batcher/controller.py``, and the opposite direction (shrink under load, grow when idle), so
+``batcher/strategies.py`` (``adaptive``), and the opposite direction (shrink under load, grow when idle), so
 the README's choice of direction rests on figures, not on intuition.
 """
 
@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from batcher.controller import Signals, SizingConfig, SizingController
 from batcher.load import LoadSample, psutil_sampler
+from batcher.strategies import AdaptiveStrategy, Signals, SizingConfig
 
 TRACE = Path(__file__).parent / "data" / "load_trace.json"
 CLIENTS = 200
@@ -118,7 +118,7 @@ def fixed_policy(size: int, timeout: float, signals: Signals, now: float) -> tup
 
 
 def adaptive_policy() -> Policy:
-    controller = SizingController(SizingConfig(), default_size=10, max_timeout_seconds=0.5)
+    controller = AdaptiveStrategy(SizingConfig(), default_size=10, max_timeout_seconds=0.5)
 
     def decide(size: int, timeout: float, signals: Signals, now: float) -> tuple[int, float, str] | None:
         decision = controller.decide(size, timeout, signals, now)

@@ -29,7 +29,8 @@ import msgspec
 import psutil
 from starlette.requests import HTTPConnection
 
-from batcher import AdaptiveSizing, AggregationRules, CircuitBreaker, PostgresStore, SSEEventBatcher, State
+from batcher import AggregationRules, BatchSizer, CircuitBreaker, PostgresStore, SSEEventBatcher, State
+from batcher.strategies import pin_rule_windows
 
 from .config import ServerConfig
 from .hub import Hub
@@ -98,7 +99,7 @@ class Runtime:
         self.hub = hub
         self.database = database
         self.farm: DemoFarmLike | None = None
-        self.sizing: AdaptiveSizing | None = None
+        self.sizing: BatchSizer | None = None
         self.started_at = time.time()
         self.task_failures = 0
         self._process = psutil.Process()
@@ -121,6 +122,8 @@ class Runtime:
                 stack.push_async_callback(_stop_embedded, embedded)
             store = await stack.enter_async_context(PostgresStore(config.store.store_config(dsn)))
             rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
+            if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
+                rules = pin_rule_windows(rules, config.sizing, max_timeout_seconds=config.batcher.batch_timeout_seconds)
             breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
             batcher = SSEEventBatcher(store, config.batcher, rules=rules, breaker=breaker)
             hub = Hub(store, queue_size=config.client_queue_size, max_clients=config.max_clients)
@@ -206,6 +209,8 @@ class Runtime:
             return self.sizing.as_dict()
         return {
             "dynamic": False,
+            "strategy": "fixed",
+            "strategy_state": {},
             "batch_size": self.batcher.batch_size,
             "batch_timeout_seconds": self.batcher.batch_timeout_seconds,
             "load": {},
@@ -238,9 +243,9 @@ async def _stop_embedded(embedded: Any) -> None:
         await anyio.to_thread.run_sync(embedded.stop)
 
 
-async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> AdaptiveSizing:
-    """Start the load monitor and the batch sizing policy (which only reports when disabled)."""
-    return await stack.enter_async_context(AdaptiveSizing(runtime.batcher, runtime.config.sizing))
+async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> BatchSizer:
+    """Start the batch sizer and its load monitor (which only reports when sizing is disabled)."""
+    return await stack.enter_async_context(BatchSizer(runtime.batcher, runtime.config.sizing))
 
 
 async def _start_demo(runtime: Runtime, stack: AsyncExitStack) -> DemoFarmLike:

@@ -84,7 +84,16 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
     assert hub["clients"] == 1 and hub["messages_sent"] == 1 and hub["bytes_sent"] > 0
     assert hub["evictions"] == 0 and hub["send_timeouts"] == 0
     assert stats["store"]["rows_written"] == 1
-    assert {"dynamic", "batch_size", "batch_timeout_seconds", "load", "history", "breaker"} <= set(stats["sizing"])
+    assert {
+        "dynamic",
+        "strategy",
+        "strategy_state",
+        "batch_size",
+        "batch_timeout_seconds",
+        "load",
+        "history",
+        "breaker",
+    } <= set(stats["sizing"])
     assert stats["workers"] == []
     assert stats["process"]["rss_bytes"] > 0 and "cpu_percent" in stats["process"]
 
