@@ -22,6 +22,7 @@ from typing import Any, Final
 __all__ = [
     "DATABASE_URL",
     "SETTINGS",
+    "SSE_AB_SPLIT",
     "SSE_BATCHING_ENABLED",
     "SSE_BATCH_ADJUST_COOLDOWN_SECONDS",
     "SSE_BATCH_AGE_TARGET_SECONDS",
@@ -32,6 +33,7 @@ __all__ = [
     "SSE_BATCH_SIZE_MAX",
     "SSE_BATCH_SIZE_MIN",
     "SSE_BATCH_STRATEGY",
+    "SSE_BATCH_STRATEGY_B",
     "SSE_BATCH_TIMEOUT_MIN_SECONDS",
     "SSE_BATCH_TIMEOUT_SECONDS",
     "SSE_BREAKER_FAILURES",
@@ -227,6 +229,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "sizing strategy: fixed, conservative, balanced, aggressive, adaptive or learned", "sizing.strategy"),
     _s("SSE_BATCH_AGE_TARGET_SECONDS", float, 0.25, _Z, "event age at commit the `learned` strategy keeps under",
        "sizing.age_target_seconds", positive=True),
+    _s("SSE_BATCH_STRATEGY_B", str, None, _Z, "live A/B: the strategy of the second arm (unset: no A/B)",
+       "sizing.strategy_b", optional=True),
+    _s("SSE_AB_SPLIT", float, 0.5, _Z, "live A/B: the share of sources routed to the second arm",
+       "sizing.ab_split", minimum=0, maximum=1),
     _s("SSE_BATCH_SIZE_MIN", int, 5, _Z, "smallest adaptive batch size", "sizing.min_size", minimum=1),
     _s("SSE_BATCH_SIZE_MAX", int, 500, _Z, "largest adaptive batch size", "sizing.max_size", minimum=1),
     _s("SSE_BATCH_TIMEOUT_MIN_SECONDS", float, 0.02, _Z, "shortest adaptive timeout (idle server)",
@@ -374,6 +380,8 @@ SSE_SUBSCRIBER_QUEUE_SIZE: Final[int] = _default("SSE_SUBSCRIBER_QUEUE_SIZE")
 SSE_DYNAMIC_BATCHING: Final[bool] = _default("SSE_DYNAMIC_BATCHING")
 SSE_BATCH_STRATEGY: Final[str] = _default("SSE_BATCH_STRATEGY")
 SSE_BATCH_AGE_TARGET_SECONDS: Final[float] = _default("SSE_BATCH_AGE_TARGET_SECONDS")
+SSE_BATCH_STRATEGY_B: Final[str | None] = _default("SSE_BATCH_STRATEGY_B")
+SSE_AB_SPLIT: Final[float] = _default("SSE_AB_SPLIT")
 SSE_BATCH_SIZE_MIN: Final[int] = _default("SSE_BATCH_SIZE_MIN")
 SSE_BATCH_SIZE_MAX: Final[int] = _default("SSE_BATCH_SIZE_MAX")
 SSE_BATCH_TIMEOUT_MIN_SECONDS: Final[float] = _default("SSE_BATCH_TIMEOUT_MIN_SECONDS")

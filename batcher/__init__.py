@@ -25,6 +25,7 @@ from .load import LoadSample, ServerLoadMonitor
 from .protocols import EventStore, Rejected, WriteResult
 from .rules import AggregationRules, TypeRule
 from .sizing import BatchSizer, SizingStats
+from .split import EventBatcher, SplitBatcher
 from .stats import BatcherStats, HistogramSnapshot
 from .store import PostgresStore, StoreStats
 from .strategies import STRATEGY_NAMES, SizingConfig, SizingStrategy, make_strategy
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "DeadLetterFile",
     "Event",
+    "EventBatcher",
     "EventStore",
     "EventValidationError",
     "FlushReport",
@@ -60,6 +62,7 @@ __all__ = [
     "SizingConfig",
     "SizingStats",
     "SizingStrategy",
+    "SplitBatcher",
     "State",
     "StoreConfig",
     "StoreError",

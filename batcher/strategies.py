@@ -69,7 +69,9 @@ class SizingConfig:
 
     ``age_target_seconds`` is the age at commit the ``learned`` strategy keeps events under;
     ``learned_min_samples`` the decision windows it needs, per arrival-rate band, before it
-    stops deferring to ``adaptive``; ``seed`` makes its exploration repeatable.
+    stops deferring to ``adaptive``; ``seed`` makes its exploration repeatable. ``strategy_b``
+    names the strategy of a live A/B's second arm (None: no A/B), which gets ``ab_split`` of the
+    sources (``batcher.split``).
 
     Raises:
         ConfigError: a value is out of range, or the strategy is unknown (the choices are named).
@@ -94,10 +96,16 @@ class SizingConfig:
     learned_min_samples: int = 8
     learned_explore: float = 0.15
     seed: int | None = None
+    strategy_b: str | None = constants.SSE_BATCH_STRATEGY_B
+    ab_split: float = constants.SSE_AB_SPLIT
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGY_NAMES)}, got {self.strategy!r}")
+        if self.strategy_b is not None and self.strategy_b not in STRATEGY_NAMES:
+            raise ConfigError(f"strategy_b must be one of {', '.join(STRATEGY_NAMES)}, got {self.strategy_b!r}")
+        if not 0 <= self.ab_split <= 1:
+            raise ConfigError(f"ab_split must be in [0, 1], got {self.ab_split!r}")
         if not 1 <= self.min_size <= self.max_size:
             raise ConfigError(f"need 1 <= min_size <= max_size, got {self.min_size!r} and {self.max_size!r}")
         if not 0 <= self.low_load_percent <= self.high_load_percent <= 100:

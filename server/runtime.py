@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any, Protocol
 
 import anyio
@@ -29,7 +30,18 @@ import msgspec
 import psutil
 from starlette.requests import HTTPConnection
 
-from batcher import AggregationRules, BatchSizer, CircuitBreaker, PostgresStore, SSEEventBatcher, State
+from batcher import (
+    AggregationRules,
+    BatchSizer,
+    CircuitBreaker,
+    EventBatcher,
+    PostgresStore,
+    ServerLoadMonitor,
+    SplitBatcher,
+    SSEEventBatcher,
+    State,
+)
+from batcher.load import LoadMonitorConfig
 from batcher.strategies import pin_rule_windows
 
 from .config import ServerConfig
@@ -89,7 +101,7 @@ class Runtime:
         config: ServerConfig,
         *,
         store: PostgresStore,
-        batcher: SSEEventBatcher,
+        batcher: EventBatcher,
         hub: Hub,
         database: str,
     ) -> None:
@@ -100,6 +112,8 @@ class Runtime:
         self.database = database
         self.farm: DemoFarmLike | None = None
         self.sizing: BatchSizer | None = None
+        # With a live A/B (SSE_BATCH_STRATEGY_B), the sizer of each arm; ``sizing`` is arm A's.
+        self.arm_sizers: tuple[BatchSizer, BatchSizer] | None = None
         self.started_at = time.time()
         self.task_failures = 0
         self._process = psutil.Process()
@@ -124,13 +138,13 @@ class Runtime:
             rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
             if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
                 rules = pin_rule_windows(rules, config.sizing, max_timeout_seconds=config.batcher.batch_timeout_seconds)
-            breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
-            batcher = SSEEventBatcher(store, config.batcher, rules=rules, breaker=breaker)
+            batcher = _make_batcher(config, store, rules)
             hub = Hub(store, queue_size=config.client_queue_size, max_clients=config.max_clients)
             # Registered before the batcher starts, so a dead-letter file written back at start
             # reaches clients too.
             stack.callback(batcher.add_listener(hub.on_commit))
-            await stack.enter_async_context(batcher)
+            await batcher.start()
+            stack.push_async_callback(batcher.aclose)
             runtime = cls(config, store=store, batcher=batcher, hub=hub, database=config.describe_database())
             tasks = await stack.enter_async_context(anyio.create_task_group())
             # Runs before the task group exits (and after everything entered later has stopped),
@@ -218,6 +232,15 @@ class Runtime:
             "breaker": {"state": "closed"},
         }
 
+    def ab_stats(self) -> dict[str, Any]:
+        """The live A/B's arms side by side (``{"arms": []}`` without one)."""
+        batcher, sizers = self.batcher, self.arm_sizers
+        if not isinstance(batcher, SplitBatcher) or sizers is None:
+            return {"arms": []}
+        arms = batcher.arm_statistics()
+        strategies = [sizer.statistics().strategy for sizer in sizers]
+        return {"arms": [{"strategy": name, **arm.as_dict()} for name, arm in zip(strategies, arms, strict=True)]}
+
     def worker_stats(self) -> list[dict[str, Any]]:
         """Per-worker figures of the demo farm; empty without it."""
         return self.farm.worker_stats() if self.farm is not None else []
@@ -243,9 +266,43 @@ async def _stop_embedded(embedded: Any) -> None:
         await anyio.to_thread.run_sync(embedded.stop)
 
 
+def _make_batcher(config: ServerConfig, store: PostgresStore, rules: AggregationRules | None) -> EventBatcher:
+    """One batcher, or with SSE_BATCH_STRATEGY_B two arms over the same store, each with its own
+    dead-letter directory and breaker, split by source."""
+
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
+
+    batcher = SSEEventBatcher(store, config.batcher, rules=rules, breaker=breaker())
+    if config.sizing.strategy_b is None:
+        return batcher
+    arm_b = replace(config.batcher, data_dir=config.batcher.data_dir / "ab-arm-b")
+    return SplitBatcher(
+        batcher, SSEEventBatcher(store, arm_b, rules=rules, breaker=breaker()), share_b=config.sizing.ab_split
+    )
+
+
 async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> BatchSizer:
-    """Start the batch sizer and its load monitor (which only reports when sizing is disabled)."""
-    return await stack.enter_async_context(BatchSizer(runtime.batcher, runtime.config.sizing))
+    """Start the batch sizer and its load monitor (which only reports when sizing is disabled).
+
+    With a live A/B each arm gets a sizer of its own strategy; both read one load monitor.
+    """
+    config, batcher = runtime.config.sizing, runtime.batcher
+    if not isinstance(batcher, SplitBatcher) or config.strategy_b is None:
+        if not isinstance(batcher, SSEEventBatcher):  # pragma: no cover - _make_batcher makes one of the two
+            raise TypeError(f"cannot size a {type(batcher).__name__}")
+        return await stack.enter_async_context(BatchSizer(batcher, config))
+    monitor = ServerLoadMonitor(
+        LoadMonitorConfig(sample_seconds=config.sample_seconds), backlog=lambda: batcher.backlog
+    )
+    await stack.enter_async_context(monitor)
+    arm_a, arm_b = batcher.arms
+    sizer_a = await stack.enter_async_context(BatchSizer(arm_a, config, monitor=monitor))
+    sizer_b = await stack.enter_async_context(
+        BatchSizer(arm_b, replace(config, strategy=config.strategy_b), monitor=monitor)
+    )
+    runtime.arm_sizers = (sizer_a, sizer_b)
+    return sizer_a
 
 
 async def _start_demo(runtime: Runtime, stack: AsyncExitStack) -> DemoFarmLike:

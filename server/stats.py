@@ -3,7 +3,12 @@
 The stats shape is a contract with the dashboard (frontend/); keys are only ever added::
 
     {"ts", "batcher": {...}, "store": {...}, "hub": {...}, "sizing": {...}, "workers": [...],
-     "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}}
+     "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}, "ab": {"arms": [...]}}
+
+``sizing.strategy`` names the strategy in charge (arm A's in a live A/B). ``ab.arms`` is empty
+without an A/B (SSE_BATCH_STRATEGY_B unset), else one entry per arm: ``strategy``, ``share``,
+``sources``, ``events``, ``messages``, ``rows``, ``p50_ms`` and ``p99_ms`` (event age at
+commit) and ``store_latency_p99_ms``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         "store": runtime.store_stats(),
         "hub": hub,
         "sizing": runtime.sizing_stats(),
+        "ab": runtime.ab_stats(),
         "workers": runtime.worker_stats(),
         "process": runtime.process_stats(),
         # The dashboard shows the burst control only when this says the demo runs.

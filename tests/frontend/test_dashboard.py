@@ -65,6 +65,7 @@ def test_dashboard_loads_without_errors_and_shows_live_events(page: Any, server:
     page.goto(server.url)
     page.wait_for_selector("#log .log-row", timeout=15_000)
     assert page.text_content("#conn-state") == "Connected"
+    page.wait_for_function("() => document.querySelector('#batch-sizing-mode').textContent === 'adaptive'")
     assert page.problems == []
 
 

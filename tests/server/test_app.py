@@ -58,7 +58,8 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
         await received.wait_for(lambda r: r.count() == 3)
         stats = (await client.get("/api/stats")).json()
         tg.cancel_scope.cancel()
-    assert set(stats) == {"ts", "batcher", "store", "hub", "sizing", "workers", "process", "demo"}
+    assert set(stats) == {"ts", "batcher", "store", "hub", "sizing", "workers", "process", "demo", "ab"}
+    assert stats["ab"] == {"arms": []}  # no A/B without SSE_BATCH_STRATEGY_B
     assert stats["demo"] == {"enabled": False}
     batcher = stats["batcher"]
     for key in (
