@@ -138,3 +138,29 @@ def test_page_reconnects_after_a_server_restart_and_resumes_without_duplicates(
     assert len(keys) == len(set(keys))
     # The browser saw the server go away; anything else must not be an error.
     assert [p for p in page.problems if "ERR_CONNECTION_REFUSED" not in p and "Failed to fetch" not in p] == []
+
+
+def test_a_live_ab_shows_both_arms_side_by_side_with_their_strategies(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    dsn = pg_server.create_database(f"ui_{uuid.uuid4().hex[:12]}")
+    process = ServerProcess(dsn, tmp_path, demo=True, env={"SSE_BATCH_STRATEGY_B": "conservative"})
+    process.start()
+    try:
+        with playwright_sync.sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                page = browser.new_page()
+                problems: list[str] = []
+                page.on("pageerror", lambda e: problems.append(str(e)))
+                page.goto(process.url)
+                page.wait_for_selector("#panel-ab:not([hidden])", timeout=15_000)
+                assert page.text_content("#ab-arm-a") == "A: adaptive"
+                assert page.text_content("#ab-arm-b") == "B: conservative"
+                assert page.locator("#ab-table tbody tr").count() == 8
+                assert (page.text_content("#ab-verdict") or "").endswith(("samples", "messages"))
+                assert problems == []
+            finally:
+                browser.close()
+    finally:
+        process.stop()
