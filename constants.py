@@ -237,7 +237,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_BATCH_SIZE_MAX", int, 500, _Z, "largest adaptive batch size", "sizing.max_size", minimum=1),
     _s("SSE_BATCH_TIMEOUT_MIN_SECONDS", float, 0.02, _Z, "shortest adaptive timeout (idle server)",
        "sizing.min_timeout_seconds", positive=True),
-    _s("SSE_BATCH_LATENCY_TARGET_SECONDS", float, 0.1, _Z, "store write latency the controller aims under",
+    _s("SSE_BATCH_LATENCY_TARGET_SECONDS", float, 0.1, _Z, "store write latency the sizing strategies aim under",
        "sizing.latency_target_seconds", positive=True),
     _s("SSE_LOAD_LOOP_LAG_HIGH_SECONDS", float, 0.05, _Z, "event-loop lag counted as high load",
        "sizing.high_loop_lag_seconds", positive=True),

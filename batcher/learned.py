@@ -28,8 +28,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from ._sizing_types import Signals, SizingConfig, _Proposal
 from .load import LoadSample
-from .strategies import AdaptiveStrategy, Signals, SizingConfig, _Proposal
+from .strategies import AdaptiveStrategy
 
 __all__ = ["LearnedStrategy", "reward"]
 

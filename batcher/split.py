@@ -19,28 +19,25 @@ a bounded sample of the latest ages) for /api/stats ``ab``.
 from __future__ import annotations
 
 import hashlib
-import statistics as stats_
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from types import TracebackType
 from typing import Any, Protocol
 
 import anyio
-import msgspec
 
+from ._arm_stats import ArmStats, CommitAges, histogram_quantile_ms
 from .batcher import Listener, SSEEventBatcher, State
 from .config import BatcherConfig
 from .errors import ConfigError
-from .events import NORMAL, StoredMessage
+from .events import NORMAL
 from .protocols import EventStore
 from .stats import BatcherStats, HistogramSnapshot
 from .subscription import Subscription
 
 __all__ = ["ArmStats", "EventBatcher", "SplitBatcher", "arm_of"]
 
-_AGE_SAMPLES = 4096
 _MAX_SOURCES = 100_000
 
 
@@ -111,69 +108,6 @@ def arm_of(source: str, share_b: float) -> int:
     return 1 if int.from_bytes(digest, "big") / 2**64 < share_b else 0
 
 
-class _Ts(msgspec.Struct):
-    ts: float | None = None
-
-
-class _Payload(msgspec.Struct):
-    ts: float | None = None
-    events: list[_Ts] | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ArmStats:
-    """One arm of the A/B, as /api/stats ``ab.arms[i]`` (its ``strategy`` is added by the server)."""
-
-    share: float
-    sources: int
-    events: int
-    messages: int
-    rows: int
-    p50_ms: float | None
-    p99_ms: float | None
-    store_latency_p99_ms: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-class _Ages:
-    """The latest ages at commit of one arm's events (a bounded sample), fed by a batcher listener."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._ages: deque[float] = deque(maxlen=_AGE_SAMPLES)
-        self._decoder = msgspec.json.Decoder(_Payload)
-
-    def __call__(self, messages: Sequence[StoredMessage]) -> None:
-        now = self._clock()
-        for message in messages[-64:]:  # the newest messages of a commit are a fair sample of it
-            try:
-                payload = self._decoder.decode(message.payload)
-            except msgspec.ValidationError:
-                continue
-            stamps = [e.ts for e in payload.events] if payload.events else [payload.ts]
-            self._ages.extend(now - ts for ts in stamps if ts is not None)
-
-    def quantile_ms(self, q: float) -> float | None:
-        ages = list(self._ages)
-        if len(ages) < 2:
-            return round(ages[0] * 1000, 2) if ages else None
-        return round(stats_.quantiles(ages, n=100, method="inclusive")[round(q * 100) - 1] * 1000, 2)
-
-
-def _histogram_quantile_ms(h: HistogramSnapshot, q: float) -> float | None:
-    """The upper bound of the bucket holding quantile ``q`` (None when empty or in the overflow)."""
-    if h.count == 0:
-        return None
-    rank, seen = q * h.count, 0
-    for bound, count in zip(h.bounds, h.counts, strict=False):
-        seen += count
-        if seen >= rank:
-            return bound * 1000
-    return None
-
-
 class SplitBatcher:
     """Route each source to arm A or arm B by :func:`arm_of`; otherwise behave as one batcher.
 
@@ -191,7 +125,7 @@ class SplitBatcher:
         self._arms = (arm_a, arm_b)
         self._share_b = share_b
         self._sources: tuple[set[str], set[str]] = (set(), set())
-        self._ages = (_Ages(clock), _Ages(clock))
+        self._ages = (CommitAges(clock), CommitAges(clock))
         for arm, ages in zip(self._arms, self._ages, strict=True):
             arm.add_listener(ages)
 
@@ -357,7 +291,7 @@ class SplitBatcher:
                     rows=s.messages_stored,
                     p50_ms=self._ages[i].quantile_ms(0.50),
                     p99_ms=self._ages[i].quantile_ms(0.99),
-                    store_latency_p99_ms=_histogram_quantile_ms(s.write_latency_histogram, 0.99),
+                    store_latency_p99_ms=histogram_quantile_ms(s.write_latency_histogram, 0.99),
                 )
             )
         return out[0], out[1]

@@ -226,7 +226,8 @@ def test_the_sizer_applies_the_named_strategy_and_reports_it(tmp_path: Path) -> 
 def test_learned_strategy_gets_windows_with_duration_and_cpu_time_and_shows_its_estimates(tmp_path: Path) -> None:
     batcher, monitor, clock = make_batcher(tmp_path), FakeMonitor(cpu=60), FakeClock()
     cpu = FakeClock()
-    config = SizingConfig(strategy="learned", cooldown_seconds=0, learned_min_samples=2)
+    # Every window runs under (10, 0.5 s): the third sample ends the fallback, after the learning.
+    config = SizingConfig(strategy="learned", cooldown_seconds=0, learned_min_samples=3, seed=1)
     sizer = BatchSizer(batcher, monitor=monitor, config=config, clock=clock, cpu_clock=cpu)
     for _ in range(3):
         for _ in range(5):
@@ -236,4 +237,6 @@ def test_learned_strategy_gets_windows_with_duration_and_cpu_time_and_shows_its_
         sizer.evaluate()
     state = sizer.as_dict()["strategy_state"]
     assert state["samples"] == 3 and state["phase"] == "learning"
-    assert state["arms"][0]["band"] == ">=10/s" and state["arms"][0]["reward"] == pytest.approx(1000.0)
+    best = state["arms"][0]  # 50 events per 0.05 CPU-s, 0.2 s old: within the age target
+    assert (best["band"], best["size"], best["samples"]) == (">=10/s", 13, 3)  # 13: the grid size nearest 10
+    assert best["reward"] == pytest.approx(1000.0)
