@@ -51,7 +51,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def server(strategy: str) -> Iterator[str]:
+def server(strategy: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """A server subprocess sizing batches with the named strategy; yields its base URL."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -62,6 +62,7 @@ def server(strategy: str) -> Iterator[str]:
             "SSE_DATA_DIR": data_dir,
             "SSE_DYNAMIC_BATCHING": "true",
             "SSE_BATCH_STRATEGY": strategy,
+            **(extra_env or {}),
             "SSE_BATCH_SIZE": "10",
             "SSE_BATCH_TIMEOUT_SECONDS": "0.5",
         }

@@ -11,6 +11,11 @@ Run: ``python -m bench.strategies [--no-live] [--stress] [--clients 100] [--burs
    with SSE_BATCH_STRATEGY set, lone events, then ``--bursts`` bursts of ``--burst`` events to
    ``--clients`` SSE clients, on an idle machine (and with a burner per core with ``--stress``).
 
+3. Live A/B (``--ab adaptive,learned``): one server with SSE_BATCH_STRATEGY and
+   SSE_BATCH_STRATEGY_B, fed for ``--ab-seconds`` at ``--ab-rate`` events/s from ``--ab-sources``
+   sources (the load tool publishes from one source, which would fill one arm only), then
+   /api/stats ``ab``: each arm's events, rows per event, and the age of its events at commit.
+
 Cases run one after another (the machine is shared): compare only figures of the same run.
 """
 
@@ -19,7 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import time
 from typing import Any
+
+import httpx
 
 from batcher import STRATEGY_NAMES
 
@@ -56,6 +64,30 @@ def recorded() -> list[dict[str, Any]]:
     return results
 
 
+def live_ab(strategies: str, *, seconds: float, rate: float, sources: int) -> list[dict[str, Any]]:
+    """Run a live A/B of the two named strategies; each arm's figures from /api/stats ``ab``."""
+    first, second = strategies.split(",")
+    names = [f"bench-{i}" for i in range(sources)]
+    per_post = max(1, int(rate / 50))  # 50 posts a second
+    with adaptive.server(first, {"SSE_BATCH_STRATEGY_B": second}) as url, httpx.Client(timeout=30) as client:
+        time.sleep(adaptive.QUIET_SECONDS)  # a few load samples before the first event
+        started = time.monotonic()
+        sent = 0
+        while (elapsed := time.monotonic() - started) < seconds:
+            body = [
+                {"type": "AB_TEST", "data": {"i": sent + k}, "source": names[(sent + k) % sources]}
+                for k in range(per_post)
+            ]
+            client.post(f"{url}/api/events", json=body).raise_for_status()
+            sent += per_post
+            ahead = sent / rate - elapsed
+            if ahead > 0:
+                time.sleep(ahead)
+        time.sleep(2.0)  # let the last batches commit
+        arms: list[dict[str, Any]] = client.get(f"{url}/api/stats").json()["ab"]["arms"]
+    return arms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-live", dest="live", action="store_false", help="only the recorded workload")
@@ -66,6 +98,10 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, default=2)
     parser.add_argument("--rate", type=float, default=20_000.0, help="publish rate within a burst, events/s")
     parser.add_argument("--limit", type=float, default=300.0, help="seconds a burst may take before it is killed")
+    parser.add_argument("--ab", help="also run a live A/B of two strategies, e.g. adaptive,learned")
+    parser.add_argument("--ab-seconds", type=float, default=60.0)
+    parser.add_argument("--ab-rate", type=float, default=2000.0, help="events/s published during the A/B")
+    parser.add_argument("--ab-sources", type=int, default=40)
     parser.add_argument("--json", action="store_true", help="also print every result as JSON")
     args = parser.parse_args()
 
@@ -92,8 +128,26 @@ def main() -> None:
                 r = adaptive.run_case(name, stressed, args)
                 live.append(r)
                 print(adaptive.row(r), flush=True)
+    ab: list[dict[str, Any]] = []
+    if args.ab:
+        print(
+            f"\nlive A/B {args.ab}: {args.ab_rate:g} events/s from {args.ab_sources} sources for {args.ab_seconds:g} s"
+        )
+        print(
+            f"{'arm':4} {'strategy':12} {'share':>5} {'sources':>7} {'events':>8} {'rows/ev':>8} "
+            f"{'p50 ms':>8} {'p99 ms':>8} {'store p99':>9}"
+        )
+        ab = live_ab(args.ab, seconds=args.ab_seconds, rate=args.ab_rate, sources=args.ab_sources)
+        for label, arm in zip("AB", ab, strict=True):
+            rows = arm["rows"] / arm["events"] if arm["events"] else None
+            print(
+                f"{label:4} {arm['strategy']:12} {arm['share']:5.2f} {arm['sources']:7d} {arm['events']:8d} "
+                f"{adaptive._fmt(rows, '8.4f')} {adaptive._fmt(arm['p50_ms'], '8.1f')} "
+                f"{adaptive._fmt(arm['p99_ms'], '8.1f')} {adaptive._fmt(arm['store_latency_p99_ms'], '9.1f')}",
+                flush=True,
+            )
     if args.json:
-        print(json.dumps({"recorded": model, "live": live}))
+        print(json.dumps({"recorded": model, "live": live, "ab": ab}))
 
 
 if __name__ == "__main__":
