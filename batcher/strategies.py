@@ -112,7 +112,7 @@ class SizingStrategy:
         raise NotImplementedError
 
     def pinned_timeout(self) -> float | None:
-        """The timeout this strategy holds whatever the load, or None when it moves (rules pin to it)."""
+        """The window a rule naming this strategy gets: its timeout when busy; None when it follows the load."""
         return None
 
     def describe(self) -> dict[str, Any]:
