@@ -31,6 +31,7 @@ from .batcher import FlushReport, SSEEventBatcher, State
 from .breaker import BreakerStats
 from .errors import BatcherClosedError, BatcherError
 from .load import EMPTY_LOAD, LoadMonitorConfig, LoadSample, ServerLoadMonitor, SystemLoad
+from .split import EventBatcher
 from .strategies import Decision, Signals, SizingConfig, SizingStrategy, make_strategy
 
 __all__ = ["Adjustment", "BatchSizer", "LoadSource", "SizingStats"]
@@ -61,11 +62,13 @@ class Adjustment:
     new_timeout_seconds: float
     reason: str
     load: LoadSample | None
+    strategy: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Return the event data of ``BATCH_SIZE_ADJUSTED`` (also a ``sizing.history`` entry)."""
         return {
             "ts": self.ts,
+            "strategy": self.strategy,
             "old_size": self.old_size,
             "new_size": self.new_size,
             "old_timeout_seconds": self.old_timeout_seconds,
@@ -123,7 +126,9 @@ class BatchSizer:
     psutil) and starts and stops it with itself; the monitor runs even with ``config.enabled``
     False, so the dashboard still shows the load. Tests pass a fake ``monitor``, a fake ``clock``
     (monotonic, paces the cooldown) and call :meth:`evaluate` themselves. ``cpu_clock`` is this
-    process's CPU time (the learned strategy's reward is events per CPU-second).
+    process's CPU time (the learned strategy's reward is events per CPU-second). ``events`` is where
+    ``BATCH_SIZE_ADJUSTED`` goes (default: ``batcher``); an A/B arm's sizer emits through the split,
+    so the ``sizing`` source stays on one arm and its events in order.
     """
 
     def __init__(
@@ -135,8 +140,10 @@ class BatchSizer:
         sampler: Callable[[], SystemLoad] | None = None,
         clock: Callable[[], float] = time.monotonic,
         cpu_clock: Callable[[], float] = time.process_time,
+        events: EventBatcher | None = None,
     ) -> None:
         self._batcher = batcher
+        self._announce: EventBatcher = events if events is not None else batcher
         self._config = config = config or SizingConfig()
         self._clock = clock
         self._cpu_clock = cpu_clock
@@ -278,6 +285,7 @@ class BatchSizer:
             new_timeout_seconds=batcher.batch_timeout_seconds,
             reason=decision.reason,
             load=load,
+            strategy=self._strategy.name,
         )
         self._history.append(adjustment)
         self._adjustments += 1
@@ -291,7 +299,7 @@ class BatchSizer:
             decision.reason,
         )
         try:
-            batcher.emit("BATCH_SIZE_ADJUSTED", adjustment.as_dict(), source="sizing")
+            self._announce.emit("BATCH_SIZE_ADJUSTED", adjustment.as_dict(), source="sizing")
         except BatcherError as exc:  # closing, or the buffer is full: the history still has it
             self._emit_failures += 1
             logger.warning("could not emit BATCH_SIZE_ADJUSTED: %s", exc)

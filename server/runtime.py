@@ -297,10 +297,9 @@ async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> BatchSizer:
     )
     await stack.enter_async_context(monitor)
     arm_a, arm_b = batcher.arms
-    sizer_a = await stack.enter_async_context(BatchSizer(arm_a, config, monitor=monitor))
-    sizer_b = await stack.enter_async_context(
-        BatchSizer(arm_b, replace(config, strategy=config.strategy_b), monitor=monitor)
-    )
+    sizer_a = await stack.enter_async_context(BatchSizer(arm_a, config, monitor=monitor, events=batcher))
+    config_b = replace(config, strategy=config.strategy_b)
+    sizer_b = await stack.enter_async_context(BatchSizer(arm_b, config_b, monitor=monitor, events=batcher))
     runtime.arm_sizers = (sizer_a, sizer_b)
     return sizer_a
 

@@ -186,7 +186,7 @@ async def test_every_change_emits_batch_size_adjusted_with_sizes_reason_and_load
     body = msgspec.json.decode(message.payload)
     assert body["source"] == "sizing"
     data = body["data"]
-    assert (data["old_size"], data["new_size"], data["reason"]) == (10, 5, "idle")
+    assert (data["old_size"], data["new_size"], data["reason"], data["strategy"]) == (10, 5, "idle", "adaptive")
     assert (data["old_timeout_seconds"], data["new_timeout_seconds"]) == (0.05, 0.02)
     assert data["load"]["cpu_percent"] == 5.0
 

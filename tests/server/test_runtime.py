@@ -18,8 +18,10 @@ SOURCES = [f"worker-{i}" for i in range(12)]
 async def test_a_live_ab_routes_sources_to_two_arms_delivers_everything_and_shows_both(
     dsn: str, tmp_path: Path
 ) -> None:
-    sizing = SizingConfig(strategy="adaptive", strategy_b="conservative", ab_split=0.5)
-    async with serving(make_config(dsn, tmp_path, sizing=sizing)) as live:
+    # No sizing tick and no backlog of two batches within the test: no BATCH_SIZE_ADJUSTED joins the counts.
+    sizing = SizingConfig(strategy="adaptive", strategy_b="conservative", ab_split=0.5, sample_seconds=3600)
+    config = make_config(dsn, tmp_path, sizing=sizing, batcher={"batch_size": 100})
+    async with serving(config) as live:
         assert isinstance(live.runtime.batcher, SplitBatcher)
         async with live.client() as client, anyio.create_task_group() as tg:
             received = subscribed(tg, client)
