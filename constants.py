@@ -22,14 +22,18 @@ from typing import Any, Final
 __all__ = [
     "DATABASE_URL",
     "SETTINGS",
+    "SSE_AB_SPLIT",
     "SSE_BATCHING_ENABLED",
     "SSE_BATCH_ADJUST_COOLDOWN_SECONDS",
+    "SSE_BATCH_AGE_TARGET_SECONDS",
     "SSE_BATCH_LATENCY_TARGET_SECONDS",
     "SSE_BATCH_MAX_RETRIES",
     "SSE_BATCH_RETRY_DELAY",
     "SSE_BATCH_SIZE",
     "SSE_BATCH_SIZE_MAX",
     "SSE_BATCH_SIZE_MIN",
+    "SSE_BATCH_STRATEGY",
+    "SSE_BATCH_STRATEGY_B",
     "SSE_BATCH_TIMEOUT_MIN_SECONDS",
     "SSE_BATCH_TIMEOUT_SECONDS",
     "SSE_BREAKER_FAILURES",
@@ -235,11 +239,20 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "shutdown_timeout_seconds", "batcher.shutdown_timeout_seconds", positive=True),
     # Adaptive sizing
     _s("SSE_DYNAMIC_BATCHING", bool, True, _Z, "adaptive batch size and timeout", "sizing.enabled"),
+    # Named sizing strategies (issue 12); the choices are checked by SizingConfig.
+    _s("SSE_BATCH_STRATEGY", str, "adaptive", _Z,
+       "sizing strategy: fixed, conservative, balanced, aggressive, adaptive or learned", "sizing.strategy"),
+    _s("SSE_BATCH_AGE_TARGET_SECONDS", float, 0.25, _Z, "event age at commit the `learned` strategy keeps under",
+       "sizing.age_target_seconds", positive=True),
+    _s("SSE_BATCH_STRATEGY_B", str, None, _Z, "live A/B: the strategy of the second arm (unset: no A/B)",
+       "sizing.strategy_b", optional=True),
+    _s("SSE_AB_SPLIT", float, 0.5, _Z, "live A/B: the share of sources routed to the second arm",
+       "sizing.ab_split", minimum=0, maximum=1),
     _s("SSE_BATCH_SIZE_MIN", int, 5, _Z, "smallest adaptive batch size", "sizing.min_size", minimum=1),
     _s("SSE_BATCH_SIZE_MAX", int, 500, _Z, "largest adaptive batch size", "sizing.max_size", minimum=1),
     _s("SSE_BATCH_TIMEOUT_MIN_SECONDS", float, 0.02, _Z, "shortest adaptive timeout (idle server)",
        "sizing.min_timeout_seconds", positive=True),
-    _s("SSE_BATCH_LATENCY_TARGET_SECONDS", float, 0.1, _Z, "store write latency the controller aims under",
+    _s("SSE_BATCH_LATENCY_TARGET_SECONDS", float, 0.1, _Z, "store write latency the sizing strategies aim under",
        "sizing.latency_target_seconds", positive=True),
     _s("SSE_LOAD_LOOP_LAG_HIGH_SECONDS", float, 0.05, _Z, "event-loop lag counted as high load",
        "sizing.high_loop_lag_seconds", positive=True),
@@ -420,6 +433,10 @@ SSE_MAX_EVENT_BYTES: Final[int] = _default("SSE_MAX_EVENT_BYTES")
 SSE_EMIT_TIMEOUT_SECONDS: Final[float] = _default("SSE_EMIT_TIMEOUT_SECONDS")
 SSE_SHUTDOWN_TIMEOUT_SECONDS: Final[float] = _default("SSE_SHUTDOWN_TIMEOUT_SECONDS")
 SSE_DYNAMIC_BATCHING: Final[bool] = _default("SSE_DYNAMIC_BATCHING")
+SSE_BATCH_STRATEGY: Final[str] = _default("SSE_BATCH_STRATEGY")
+SSE_BATCH_AGE_TARGET_SECONDS: Final[float] = _default("SSE_BATCH_AGE_TARGET_SECONDS")
+SSE_BATCH_STRATEGY_B: Final[str | None] = _default("SSE_BATCH_STRATEGY_B")
+SSE_AB_SPLIT: Final[float] = _default("SSE_AB_SPLIT")
 SSE_BATCH_SIZE_MIN: Final[int] = _default("SSE_BATCH_SIZE_MIN")
 SSE_BATCH_SIZE_MAX: Final[int] = _default("SSE_BATCH_SIZE_MAX")
 SSE_BATCH_TIMEOUT_MIN_SECONDS: Final[float] = _default("SSE_BATCH_TIMEOUT_MIN_SECONDS")

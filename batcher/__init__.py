@@ -9,7 +9,6 @@ from .aggregate import aggregate, aggregate_type
 from .batcher import FlushReport, SSEEventBatcher
 from .breaker import BreakerState, BreakerStats, CircuitBreaker
 from .config import BatcherConfig, StoreConfig
-from .controller import SizingConfig, SizingController
 from .deadletter import DeadLetterFile
 from .errors import (
     AckTimeoutError,
@@ -28,14 +27,16 @@ from .lifecycle import Service, State
 from .load import LoadSample, ServerLoadMonitor
 from .protocols import EventStore, Rejected, WriteResult
 from .rules import AggregationRules, TypeRule
-from .sizing import AdaptiveSizing, DynamicBatchManager, SizingStats
+from .sizing import BatchSizer, SizingStats
+from .split import EventBatcher, SplitBatcher
 from .stats import BatcherStats, HistogramSnapshot
 from .store import PostgresStore, StoreStats
+from .strategies import STRATEGY_NAMES, SizingConfig, SizingStrategy, make_strategy
 
 __all__ = [
     "AckTimeoutError",
-    "AdaptiveSizing",
     "AggregationRules",
+    "BatchSizer",
     "BatcherClosedError",
     "BatcherConfig",
     "BatcherError",
@@ -47,8 +48,8 @@ __all__ = [
     "CircuitBreaker",
     "ConfigError",
     "DeadLetterFile",
-    "DynamicBatchManager",
     "Event",
+    "EventBatcher",
     "EventStore",
     "EventValidationError",
     "FlushReport",
@@ -61,11 +62,13 @@ __all__ = [
     "PostgresStore",
     "Rejected",
     "SSEEventBatcher",
+    "STRATEGY_NAMES",
     "ServerLoadMonitor",
     "Service",
     "SizingConfig",
-    "SizingController",
     "SizingStats",
+    "SizingStrategy",
+    "SplitBatcher",
     "State",
     "StoreConfig",
     "StoreError",
@@ -77,4 +80,5 @@ __all__ = [
     "WriteResult",
     "aggregate",
     "aggregate_type",
+    "make_strategy",
 ]

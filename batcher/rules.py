@@ -24,6 +24,16 @@ The TOML file overrides the defaults field by field::
     [types.NOTIFICATION]
     group_identical = true
     max_group_size = 100
+
+    [types.JOB_STARTED]
+    strategy = "conservative"   # wait as that strategy's timeout policy says (issue 12)
+
+``strategy`` names a sizing strategy (``batcher.strategies``) whose timeout policy the type's
+window follows, when the rule sets no ``window_seconds`` of its own: ``conservative`` waits the
+timeout floor, ``balanced`` the geometric mean of floor and configured timeout, ``fixed`` and
+``aggressive`` the configured timeout, while ``adaptive`` and ``learned`` (which move the shared
+timeout) follow the batcher's. The server resolves it with ``batcher.strategies.pin_rule_windows``;
+batch sizes stay one per batcher, set by the server's own strategy.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from ._strategy_names import STRATEGY_NAMES
 from .errors import ConfigError
 from .events import Event
 
@@ -60,6 +71,7 @@ class TypeRule:
     batched: bool = True
     coalesce: Coalesce | None = None
     group_identical: bool = False
+    strategy: str | None = None
 
     def __post_init__(self) -> None:
         window = self.window_seconds
@@ -74,6 +86,8 @@ class TypeRule:
             raise ConfigError(f'coalesce must be "key" or absent, got {self.coalesce!r}')
         if not isinstance(self.group_identical, bool):
             raise ConfigError(f"group_identical must be true or false, got {self.group_identical!r}")
+        if self.strategy is not None and self.strategy not in STRATEGY_NAMES:
+            raise ConfigError(f"strategy must be one of {', '.join(STRATEGY_NAMES)}, got {self.strategy!r}")
 
     @property
     def plain(self) -> bool:

@@ -1,15 +1,16 @@
-"""DynamicBatchManager: apply the sizing policy to a running batcher; AdaptiveSizing wires it up.
+"""BatchSizer: apply a sizing strategy to a running batcher, with the load monitor it reads.
 
-The manager gathers what the batcher reports after each flush (events, whether it filled the
-batch, write time, failures), reads the load monitor, asks :class:`SizingController` once per
-sample interval, and applies what it decides through the batcher's levers (``set_batch_size``,
+The sizer gathers what the batcher reports after each flush (events, whether it filled the
+batch, write time, failures) and the CPU this process used, reads the load monitor, asks its
+:class:`~batcher.strategies.SizingStrategy` (named by ``SizingConfig.strategy``) once per sample
+interval, and applies what it decides through the batcher's levers (``set_batch_size``,
 ``set_batch_timeout``). A burst does not wait for the next tick: a flush that leaves two batches
 or more behind asks at once (the cooldown still applies). Every change is emitted as a
 ``BATCH_SIZE_ADJUSTED`` event (source ``sizing``) and kept in a short history for the stats.
 
 The server starts it in its lifespan::
 
-    async with AdaptiveSizing(batcher, SizingConfig()) as sizing:
+    async with BatchSizer(batcher, SizingConfig()) as sizing:
         ...  # sizing.as_dict() is /api/stats "sizing"
 """
 
@@ -28,11 +29,12 @@ import anyio
 from ._background import BackgroundTask
 from .batcher import FlushReport, SSEEventBatcher, State
 from .breaker import BreakerStats
-from .controller import Decision, Signals, SizingConfig, SizingController
 from .errors import BatcherClosedError, BatcherError
 from .load import EMPTY_LOAD, LoadMonitorConfig, LoadSample, ServerLoadMonitor, SystemLoad
+from .split import EventBatcher
+from .strategies import Decision, Signals, SizingConfig, SizingStrategy, make_strategy
 
-__all__ = ["AdaptiveSizing", "Adjustment", "DynamicBatchManager", "LoadSource", "SizingStats"]
+__all__ = ["Adjustment", "BatchSizer", "LoadSource", "SizingStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ _LONG_WEIGHT = 0.1
 
 
 class LoadSource(Protocol):
-    """What the manager reads from a load monitor (a fake in tests)."""
+    """What the sizer reads from a load monitor (a fake in tests)."""
 
     @property
     def healthy(self) -> bool: ...
@@ -60,11 +62,13 @@ class Adjustment:
     new_timeout_seconds: float
     reason: str
     load: LoadSample | None
+    strategy: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Return the event data of ``BATCH_SIZE_ADJUSTED`` (also a ``sizing.history`` entry)."""
         return {
             "ts": self.ts,
+            "strategy": self.strategy,
             "old_size": self.old_size,
             "new_size": self.new_size,
             "old_timeout_seconds": self.old_timeout_seconds,
@@ -76,9 +80,15 @@ class Adjustment:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SizingStats:
-    """A snapshot of adaptive sizing, rendered by ``server/`` as /api/stats ``sizing``."""
+    """A snapshot of sizing, rendered by ``server/`` as /api/stats ``sizing``.
+
+    ``strategy`` names the strategy in charge (``fixed`` when dynamic sizing is off);
+    ``strategy_state`` is what it has learned (``learned`` only; empty for the others).
+    """
 
     dynamic: bool
+    strategy: str
+    strategy_state: dict[str, Any]
     batch_size: int
     batch_timeout_seconds: float
     min_size: int
@@ -94,6 +104,8 @@ class SizingStats:
         """Return the JSON shape the dashboard reads."""
         return {
             "dynamic": self.dynamic,
+            "strategy": self.strategy,
+            "strategy_state": self.strategy_state,
             "batch_size": self.batch_size,
             "batch_timeout_seconds": self.batch_timeout_seconds,
             "min_size": self.min_size,
@@ -107,26 +119,44 @@ class SizingStats:
         }
 
 
-class DynamicBatchManager:
-    """Steer ``batcher``'s batch size and timeout from ``monitor`` and the batcher's own flushes.
+class BatchSizer:
+    """Steer ``batcher``'s batch size and timeout with a strategy, from the load and its own flushes.
 
-    ``clock`` (monotonic) paces the cooldown; tests pass a fake one and call :meth:`evaluate`.
-    With ``config.enabled`` False it changes nothing and only reports.
+    Without ``monitor`` the sizer owns a :class:`ServerLoadMonitor` (over ``sampler``, default
+    psutil) and starts and stops it with itself; the monitor runs even with ``config.enabled``
+    False, so the dashboard still shows the load. Tests pass a fake ``monitor``, a fake ``clock``
+    (monotonic, paces the cooldown) and call :meth:`evaluate` themselves. ``cpu_clock`` is this
+    process's CPU time (the learned strategy's reward is events per CPU-second). ``events`` is where
+    ``BATCH_SIZE_ADJUSTED`` goes (default: ``batcher``); an A/B arm's sizer emits through the split,
+    so the ``sizing`` source stays on one arm and its events in order.
     """
 
     def __init__(
         self,
         batcher: SSEEventBatcher,
-        monitor: LoadSource,
         config: SizingConfig | None = None,
         *,
+        monitor: LoadSource | None = None,
+        sampler: Callable[[], SystemLoad] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+        events: EventBatcher | None = None,
     ) -> None:
         self._batcher = batcher
-        self._monitor = monitor
+        self._announce: EventBatcher = events if events is not None else batcher
         self._config = config = config or SizingConfig()
         self._clock = clock
-        self._controller = SizingController(
+        self._cpu_clock = cpu_clock
+        self._owned: ServerLoadMonitor | None = None
+        if monitor is None:
+            monitor = self._owned = ServerLoadMonitor(
+                LoadMonitorConfig(sample_seconds=config.sample_seconds),
+                backlog=lambda: batcher.backlog,
+                sampler=sampler,
+                clock=clock,
+            )
+        self._monitor = monitor
+        self._strategy = make_strategy(
             config,
             default_size=batcher.config.batch_size,
             max_timeout_seconds=batcher.config.batch_timeout_seconds,
@@ -140,8 +170,12 @@ class DynamicBatchManager:
         self._reset_window()
 
     @property
-    def controller(self) -> SizingController:
-        return self._controller
+    def strategy(self) -> SizingStrategy:
+        return self._strategy
+
+    @property
+    def monitor(self) -> LoadSource:
+        return self._monitor
 
     def _reset_window(self) -> None:
         self._flushes = 0
@@ -150,27 +184,39 @@ class DynamicBatchManager:
         self._errors = 0
         self._write_total = 0.0
         self._writes = 0
+        self._window_start = self._clock()
+        self._cpu_start = self._cpu_clock()
 
     async def start(self) -> None:
-        """Start observing flushes and deciding once per sample interval.
+        """Start the owned monitor, observing flushes, and deciding once per sample interval.
 
         Raises:
             BatcherClosedError: already started or closed.
         """
         if self._state is not State.NEW:
-            raise BatcherClosedError(f"cannot start a batch manager that is {self._state.value}")
+            raise BatcherClosedError(f"cannot start a batch sizer that is {self._state.value}")
         self._state = State.RUNNING
-        if not self._config.enabled:
-            return
-        self._batcher.add_flush_observer(self.observe_flush)
-        await self._task.start(self._run)
+        try:
+            if self._owned is not None:
+                await self._owned.start()
+            if self._config.enabled:
+                self._batcher.add_flush_observer(self.observe_flush)
+                self._reset_window()
+                await self._task.start(self._run)
+        except BaseException:
+            await self.aclose()
+            raise
 
     async def aclose(self) -> None:
-        """Stop deciding; the batch size stays where it is. Idempotent."""
+        """Stop deciding (the batch size stays where it is), then the owned monitor. Idempotent."""
         if self._state is State.CLOSED:
             return
         self._state = State.CLOSED
-        await self._task.aclose()
+        try:
+            await self._task.aclose()
+        finally:
+            if self._owned is not None:
+                await self._owned.aclose()
 
     async def _run(self) -> None:
         while True:
@@ -190,7 +236,7 @@ class DynamicBatchManager:
             self._write_total += report.write_seconds
         else:
             self._errors += 1
-        if report.backlog >= 2 * self._batcher.batch_size and self._controller.ready(self._clock()):
+        if report.backlog >= 2 * self._batcher.batch_size and self._strategy.ready(self._clock()):
             self.evaluate()
 
     def evaluate(self) -> Decision | None:
@@ -199,9 +245,11 @@ class DynamicBatchManager:
             return None
         now = self._clock()
         load = self._monitor.latest() if self._monitor.healthy else None
-        if load is not None and not self._controller.ready(now):
+        if load is not None and not self._strategy.ready(now):
             return None  # keep gathering: the window of the next decision spans the cooldown
         short = self._write_total / self._writes if self._writes else None
+        window = now - self._window_start
+        cpu = self._cpu_clock() - self._cpu_start
         signals = Signals(
             load=load,
             backlog=self._batcher.backlog,
@@ -211,6 +259,8 @@ class DynamicBatchManager:
             errors=self._errors,
             write_seconds=short,
             long_write_seconds=self._long_write,
+            window_seconds=window if window > 0 else None,
+            cpu_seconds=cpu if cpu > 0 else None,
         )
         if short is not None:
             long = self._long_write
@@ -218,7 +268,7 @@ class DynamicBatchManager:
         self._reset_window()
         batcher = self._batcher
         old_size, old_timeout = batcher.batch_size, batcher.batch_timeout_seconds
-        decision = self._controller.decide(old_size, old_timeout, signals, now)
+        decision = self._strategy.decide(old_size, old_timeout, signals, now)
         if decision is not None:
             batcher.set_batch_size(decision.size)
             batcher.set_batch_timeout(decision.timeout_seconds)
@@ -235,28 +285,33 @@ class DynamicBatchManager:
             new_timeout_seconds=batcher.batch_timeout_seconds,
             reason=decision.reason,
             load=load,
+            strategy=self._strategy.name,
         )
         self._history.append(adjustment)
         self._adjustments += 1
         logger.info(
-            "batch size %d -> %d, timeout %.3f -> %.3f s (%s)",
+            "batch size %d -> %d, timeout %.3f -> %.3f s (%s, %s)",
             old_size,
             adjustment.new_size,
             old_timeout,
             adjustment.new_timeout_seconds,
+            self._strategy.name,
             decision.reason,
         )
         try:
-            batcher.emit("BATCH_SIZE_ADJUSTED", adjustment.as_dict(), source="sizing")
+            self._announce.emit("BATCH_SIZE_ADJUSTED", adjustment.as_dict(), source="sizing")
         except BatcherError as exc:  # closing, or the buffer is full: the history still has it
             self._emit_failures += 1
             logger.warning("could not emit BATCH_SIZE_ADJUSTED: %s", exc)
 
     def statistics(self) -> SizingStats:
-        """Return a frozen snapshot: current levers, latest load, recent changes, breaker."""
+        """Return a frozen snapshot: strategy, current levers, latest load, recent changes, breaker."""
         batcher = self._batcher
+        enabled = self._config.enabled
         return SizingStats(
-            dynamic=self._config.enabled,
+            dynamic=enabled,
+            strategy=self._strategy.name if enabled else "fixed",
+            strategy_state=self._strategy.describe() if enabled else {},
             batch_size=batcher.batch_size,
             batch_timeout_seconds=batcher.batch_timeout_seconds,
             min_size=self._config.min_size,
@@ -270,79 +325,10 @@ class DynamicBatchManager:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """Return :meth:`statistics` as the JSON-ready ``sizing`` dict."""
+        """Return :meth:`statistics` as the JSON-ready ``sizing`` dict of /api/stats."""
         return self.statistics().as_dict()
 
-    async def __aenter__(self) -> DynamicBatchManager:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-
-class AdaptiveSizing:
-    """A load monitor and a batch manager for one batcher, started and stopped together.
-
-    The monitor runs even with ``config.enabled`` False, so the dashboard still shows the load.
-    """
-
-    def __init__(
-        self,
-        batcher: SSEEventBatcher,
-        config: SizingConfig | None = None,
-        *,
-        sampler: Callable[[], SystemLoad] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        config = config or SizingConfig()
-        self._monitor = ServerLoadMonitor(
-            LoadMonitorConfig(sample_seconds=config.sample_seconds),
-            backlog=lambda: batcher.backlog,
-            sampler=sampler,
-            clock=clock,
-        )
-        self._manager = DynamicBatchManager(batcher, self._monitor, config, clock=clock)
-
-    @property
-    def monitor(self) -> ServerLoadMonitor:
-        return self._monitor
-
-    @property
-    def manager(self) -> DynamicBatchManager:
-        return self._manager
-
-    async def start(self) -> None:
-        """Start the monitor, then the manager.
-
-        Raises:
-            BatcherClosedError: already started or closed.
-        """
-        await self._monitor.start()
-        try:
-            await self._manager.start()
-        except BaseException:
-            await self._monitor.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        """Stop both. Idempotent."""
-        try:
-            await self._manager.aclose()
-        finally:
-            await self._monitor.aclose()
-
-    def statistics(self) -> SizingStats:
-        """Return the manager's snapshot."""
-        return self._manager.statistics()
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the ``sizing`` dict of /api/stats."""
-        return self._manager.as_dict()
-
-    async def __aenter__(self) -> AdaptiveSizing:
+    async def __aenter__(self) -> BatchSizer:
         await self.start()
         return self
 

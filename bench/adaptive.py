@@ -1,8 +1,9 @@
-"""Adaptive against fixed batching, on a real server, idle and with the CPU kept busy (issue 6).
+"""Sizing strategies against fixed batching, on a real server, idle and with the CPU kept busy (issues 6, 12).
 
-Run: ``python -m bench.adaptive [--clients 200] [--burst 20000] [--bursts 3]``. For each of
-fixed (SSE_DYNAMIC_BATCHING=false, SSE_BATCH_SIZE=10) and adaptive (SSE_DYNAMIC_BATCHING=true),
-and for each of an idle machine and one with a CPU burner per core (started and stopped here):
+Run: ``python -m bench.adaptive [--clients 200] [--burst 20000] [--bursts 3] [--strategies ...]``.
+For each strategy (default: ``fixed``, i.e. SSE_BATCH_SIZE=10 always, ``adaptive`` and
+``learned``; SSE_BATCH_STRATEGY names it), and for each of an idle machine and one with a CPU
+burner per core (started and stopped here):
 
 1. start ``python -m server serve --no-demo`` on a free port with a fresh SSE_DATA_DIR (its own
    embedded PostgreSQL), and wait for /healthz;
@@ -11,7 +12,8 @@ and for each of an idle machine and one with a CPU burner per core (started and 
 3. after a quiet period, bursts of ``--burst`` events at ``--rate`` events/s to ``--clients``
    SSE clients, each burst followed by a quiet period: delivered events/s per client, p50/p99
    latency, and database rows per event (from /api/stats);
-4. stop the server with SIGINT.
+4. read /api/stats ``sizing`` (how many changes, and for ``learned`` whether it left its
+   fallback to ``adaptive``), then stop the server with SIGINT.
 
 Every subprocess runs under a time limit; a run that misses it is killed and reported as such.
 Targets: adaptive >= 1.5x fixed events/s under CPU stress with p99 no worse; adaptive lone p50
@@ -49,8 +51,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def server(adaptive: bool) -> Iterator[str]:
-    """A server subprocess with fixed or adaptive batching; yields its base URL."""
+def server(strategy: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """A server subprocess sizing batches with the named strategy; yields its base URL."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="sse-adaptive-") as data_dir:
@@ -58,7 +60,9 @@ def server(adaptive: bool) -> Iterator[str]:
         env = {
             **os.environ,
             "SSE_DATA_DIR": data_dir,
-            "SSE_DYNAMIC_BATCHING": "true" if adaptive else "false",
+            "SSE_DYNAMIC_BATCHING": "true",
+            "SSE_BATCH_STRATEGY": strategy,
+            **(extra_env or {}),
             "SSE_BATCH_SIZE": "10",
             "SSE_BATCH_TIMEOUT_SECONDS": "0.5",
         }
@@ -131,8 +135,8 @@ def loadtest(url: str, *, clients: int, count: int, rate: float, per_request: in
     return {"error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
 
 
-def run_case(adaptive: bool, stressed: bool, args: argparse.Namespace) -> dict[str, Any]:
-    with cpu_burners(stressed), server(adaptive) as url:
+def run_case(strategy: str, stressed: bool, args: argparse.Namespace) -> dict[str, Any]:
+    with cpu_burners(stressed), server(strategy) as url:
         # Give the sizing policy a few samples of the machine as it is before measuring.
         time.sleep(QUIET_SECONDS)
         lone = loadtest(url, clients=1, count=20, rate=4, per_request=1, limit=60)
@@ -142,6 +146,7 @@ def run_case(adaptive: bool, stressed: bool, args: argparse.Namespace) -> dict[s
             bursts.append(
                 loadtest(url, clients=args.clients, count=args.burst, rate=args.rate, per_request=50, limit=args.limit)
             )
+        sizing = httpx.get(f"{url}/api/stats", timeout=10).json()["sizing"]
     ok = [b for b in bursts if "error" not in b]
 
     def mean(key: str) -> float | None:
@@ -149,13 +154,16 @@ def run_case(adaptive: bool, stressed: bool, args: argparse.Namespace) -> dict[s
         return statistics.fmean(values) if values else None
 
     return {
-        "mode": "adaptive" if adaptive else "fixed10",
+        "mode": strategy,
         "load": "stress" if stressed else "idle",
         "lone_p50_ms": lone.get("latency_p50_ms"),
         "events_per_second_per_client": mean("events_per_second_per_client"),
         "p50_ms": mean("latency_p50_ms"),
         "p99_ms": mean("latency_p99_ms"),
         "db_rows_per_event": mean("db_rows_per_event"),
+        "sse_messages_per_event": mean("sse_messages_per_event"),
+        "adjustments": sizing.get("adjustments"),
+        "phase": sizing.get("strategy_state", {}).get("phase"),
         "delivered_fraction": mean("delivered_fraction"),
         "errors": [b["error"] for b in bursts if "error" in b] + ([lone["error"]] if "error" in lone else []),
     }
@@ -165,6 +173,23 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+HEADER = (
+    f"{'load':7} {'strategy':12} {'ev/s/client':>12} {'p50 ms':>9} {'p99 ms':>9} {'lone p50':>9} "
+    f"{'rows/ev':>8} {'msgs/ev':>8} {'changes':>7} phase"
+)
+
+
+def row(r: dict[str, Any]) -> str:
+    """One line of the table under :data:`HEADER`."""
+    return (
+        f"{r['load']:7} {r['mode']:12} {_fmt(r['events_per_second_per_client'], '12.0f')} "
+        f"{_fmt(r['p50_ms'], '9.1f')} {_fmt(r['p99_ms'], '9.1f')} {_fmt(r['lone_p50_ms'], '9.1f')} "
+        f"{_fmt(r['db_rows_per_event'], '8.4f')} {_fmt(r['sse_messages_per_event'], '8.4f')} "
+        f"{r['adjustments'] if r['adjustments'] is not None else '-':>7} {r['phase'] or '-'}"
+        + (f"  errors: {r['errors']}" if r["errors"] else "")
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=200)
@@ -172,21 +197,17 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, default=3)
     parser.add_argument("--rate", type=float, default=20_000.0, help="publish rate within a burst, events/s")
     parser.add_argument("--limit", type=float, default=300.0, help="seconds a burst may take before it is killed")
+    parser.add_argument("--strategies", default="fixed,adaptive,learned", help="comma-separated strategy names")
     parser.add_argument("--json", action="store_true", help="also print every result as JSON")
     args = parser.parse_args()
     print(f"{multiprocessing.cpu_count()} cores; {args.clients} clients; {args.bursts} bursts of {args.burst} events")
-    print(f"{'load':7} {'mode':9} {'ev/s/client':>12} {'p50 ms':>9} {'p99 ms':>9} {'lone p50':>9} {'rows/ev':>8}")
+    print(HEADER)
     results = []
     for stressed in (False, True):
-        for adaptive in (False, True):
-            r = run_case(adaptive, stressed, args)
+        for strategy in args.strategies.split(","):
+            r = run_case(strategy, stressed, args)
             results.append(r)
-            print(
-                f"{r['load']:7} {r['mode']:9} {_fmt(r['events_per_second_per_client'], '12.0f')} "
-                f"{_fmt(r['p50_ms'], '9.1f')} {_fmt(r['p99_ms'], '9.1f')} {_fmt(r['lone_p50_ms'], '9.1f')} "
-                f"{_fmt(r['db_rows_per_event'], '8.4f')}" + (f"  errors: {r['errors']}" if r["errors"] else ""),
-                flush=True,
-            )
+            print(row(r), flush=True)
     if args.json:
         print(json.dumps(results))
 

@@ -15,9 +15,14 @@ as event-loop lag, as on the real server. The workload is the
 benchmark's: quiet periods with a lone event every 250 ms, and bursts of 20,000 events
 published at 40,000 events/s, with 200 clients.
 
-Three policies are compared: the fixed size of 10 (timeout 0.5 s), the controller in
-``batcher/controller.py``, and the opposite direction (shrink under load, grow when idle), so
-the README's choice of direction rests on figures, not on intuition.
+The server's CPU time in a window (what the ``learned`` strategy divides by) is the modelled
+busy time of its flushes (write plus fan-out), plus 5 us per event published and 10 ms per
+second of idle bookkeeping.
+
+Three policies are compared: the fixed size of 10 (timeout 0.5 s), the ``adaptive`` strategy in
+``batcher/strategies.py``, and the opposite direction (shrink under load, grow when idle), so
+the README's choice of direction rests on figures, not on intuition. ``python -m bench.strategies``
+runs every named strategy through the same model.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from batcher.controller import Signals, SizingConfig, SizingController
 from batcher.load import LoadSample, psutil_sampler
+from batcher.strategies import Signals, SizingConfig, make_strategy
 
 TRACE = Path(__file__).parent / "data" / "load_trace.json"
 CLIENTS = 200
@@ -117,14 +122,19 @@ def fixed_policy(size: int, timeout: float, signals: Signals, now: float) -> tup
     return None
 
 
-def adaptive_policy() -> Policy:
-    controller = SizingController(SizingConfig(), default_size=10, max_timeout_seconds=0.5)
+def strategy_policy(name: str, seed: int = 1) -> Policy:
+    """The named strategy (``batcher.strategies``) with the default config, as a simulation policy."""
+    controller = make_strategy(SizingConfig(strategy=name, seed=seed), default_size=10, max_timeout_seconds=0.5)
 
     def decide(size: int, timeout: float, signals: Signals, now: float) -> tuple[int, float, str] | None:
         decision = controller.decide(size, timeout, signals, now)
         return None if decision is None else (decision.size, decision.timeout_seconds, decision.reason)
 
     return decide
+
+
+def adaptive_policy() -> Policy:
+    return strategy_policy("adaptive")
 
 
 def inverse_policy() -> Policy:
@@ -158,6 +168,7 @@ class Result:
     lone_p50_ms: float
     rows_per_event: float
     adjustments: int
+    cpu_us_per_event: float = 0.0
 
 
 def simulate(policy: Policy, cpu_at: Callable[[float], float], bursts: bool = True) -> Result:
@@ -169,10 +180,11 @@ def simulate(policy: Policy, cpu_at: Callable[[float], float], bursts: bool = Tr
     nxt = 0
     t = 0.0
     tick = 1.0
-    window = {"flushes": 0, "full": 0, "events": 0, "write": 0.0, "lag": 0.0}
+    window = {"flushes": 0, "full": 0, "events": 0, "write": 0.0, "lag": 0.0, "cpu": 0.0, "start": 0.0}
     long_write: float | None = None
     rows = 0
     adjustments = 0
+    cpu_total = 0.0
 
     def decide(now: float) -> None:
         nonlocal size, timeout, long_write, adjustments
@@ -194,11 +206,13 @@ def simulate(policy: Policy, cpu_at: Callable[[float], float], bursts: bool = Tr
             events=int(window["events"]),
             write_seconds=short,
             long_write_seconds=long_write,
+            window_seconds=now - window["start"] if now > window["start"] else None,
+            cpu_seconds=window["cpu"] + 0.01 * max(0.0, now - window["start"]) or None,
         )
         change = policy(size, timeout, signals, now)
         if short is not None:
             long_write = short if long_write is None else long_write + 0.1 * (short - long_write)
-        window.update(flushes=0, full=0, events=0, write=0.0, lag=0.0)
+        window.update(flushes=0, full=0, events=0, write=0.0, lag=0.0, cpu=0.0, start=now)
         if change is not None:
             size, timeout, _ = change
             adjustments += 1
@@ -224,6 +238,8 @@ def simulate(policy: Policy, cpu_at: Callable[[float], float], bursts: bool = Tr
             window["events"] += len(taken)
             window["write"] += write_ms / 1000
             window["lag"] = max(window["lag"], fanout_ms / 1000)
+            window["cpu"] += (write_ms + fanout_ms + 0.005 * len(taken)) / 1000
+            cpu_total += (write_ms + fanout_ms + 0.005 * len(taken)) / 1000
             if len(buffer) >= 2 * size:
                 decide(t)  # the manager decides at once on a flush that leaves a backlog
             continue
@@ -242,6 +258,7 @@ def simulate(policy: Policy, cpu_at: Callable[[float], float], bursts: bool = Tr
         lone_p50_ms=statistics.median(lone_latency) * 1000,
         rows_per_event=rows / n,
         adjustments=adjustments,
+        cpu_us_per_event=1e6 * cpu_total / n,
     )
 
 

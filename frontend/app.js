@@ -13,6 +13,7 @@
  */
 
 import { subscribe } from "./sse-batcher.js";
+import { createAbPanel } from "./panels/ab.js";
 import { createBatchSizePanel } from "./panels/batchsize.js";
 import { createBurstPanel } from "./panels/burst.js";
 import { createConnectionPanel } from "./panels/connection.js";
@@ -86,8 +87,9 @@ function main() {
   const jobs = createJobsPanel({ requestRender });
   const log = createEventLogPanel({ requestRender });
   const burst = createBurstPanel({ headers: authHeaders, requestRender });
-  panels = [connection, totals, load, workers, nodes, batchsize, throughput, jobs, log, burst];
-  const statsConsumers = [throughput, batchsize, load, totals, workers, nodes, burst];
+  const ab = createAbPanel();
+  panels = [connection, totals, load, workers, nodes, batchsize, throughput, jobs, log, burst, ab];
+  const statsConsumers = [throughput, batchsize, load, totals, workers, nodes, burst, ab];
 
   const subscription = subscribe(EVENTS_URL, {
     token,

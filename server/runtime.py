@@ -31,14 +31,20 @@ import psutil
 from starlette.requests import HTTPConnection
 
 from batcher import (
-    AdaptiveSizing,
     AggregationRules,
+    BatcherConfig,
+    BatchSizer,
     CircuitBreaker,
+    EventBatcher,
     LogFollower,
     PostgresStore,
+    ServerLoadMonitor,
+    SplitBatcher,
     SSEEventBatcher,
     State,
 )
+from batcher.load import LoadMonitorConfig
+from batcher.strategies import pin_rule_windows
 
 from .config import ServerConfig
 from .hub import Hub
@@ -67,7 +73,7 @@ class Runtime:
         config: ServerConfig,
         *,
         store: PostgresStore,
-        batcher: SSEEventBatcher,
+        batcher: EventBatcher,
         hub: Hub,
         follower: LogFollower,
         database: str,
@@ -79,7 +85,9 @@ class Runtime:
         self.follower = follower
         self.database = database
         self.farm: DemoFarmLike | None = None
-        self.sizing: AdaptiveSizing | None = None
+        self.sizing: BatchSizer | None = None
+        # With a live A/B (SSE_BATCH_STRATEGY_B), the sizer of each arm; ``sizing`` is arm A's.
+        self.arm_sizers: tuple[BatchSizer, BatchSizer] | None = None
         self.node: NodeHeartbeat | None = None
         self.started_at = time.time()
         self.task_failures = 0
@@ -109,8 +117,9 @@ class Runtime:
             batcher_config = replace(config.batcher, data_dir=slot.directory)
             # --
             rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
-            breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
-            batcher = SSEEventBatcher(store, batcher_config, rules=rules, breaker=breaker)
+            if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
+                rules = pin_rule_windows(rules, config.sizing, max_timeout_seconds=config.batcher.batch_timeout_seconds)
+            batcher = _make_batcher(config, batcher_config, store, rules)
             hub = Hub(
                 store,
                 queue_size=config.client_queue_size,
@@ -125,7 +134,8 @@ class Runtime:
             await stack.enter_async_context(follower)
             # A local commit wakes the follower at once instead of waiting for its notification.
             stack.callback(batcher.add_listener(follower.poke))
-            await stack.enter_async_context(batcher)
+            await batcher.start()
+            stack.push_async_callback(batcher.aclose)
             runtime = cls(
                 config, store=store, batcher=batcher, hub=hub, follower=follower, database=config.describe_database()
             )
@@ -242,12 +252,23 @@ class Runtime:
             return self.sizing.as_dict()
         return {
             "dynamic": False,
+            "strategy": "fixed",
+            "strategy_state": {},
             "batch_size": self.batcher.batch_size,
             "batch_timeout_seconds": self.batcher.batch_timeout_seconds,
             "load": {},
             "history": [],
             "breaker": {"state": "closed"},
         }
+
+    def ab_stats(self) -> dict[str, Any]:
+        """The live A/B's arms side by side (``{"arms": []}`` without one)."""
+        batcher, sizers = self.batcher, self.arm_sizers
+        if not isinstance(batcher, SplitBatcher) or sizers is None:
+            return {"arms": []}
+        arms = batcher.arm_statistics()
+        strategies = [sizer.statistics().strategy for sizer in sizers]
+        return {"arms": [{"strategy": name, **arm.as_dict()} for name, arm in zip(strategies, arms, strict=True)]}
 
     def worker_stats(self) -> list[dict[str, Any]]:
         """Per-worker figures of the demo farm; empty without it."""
@@ -274,9 +295,44 @@ async def _stop_embedded(embedded: Any) -> None:
         await anyio.to_thread.run_sync(embedded.stop)
 
 
-async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> AdaptiveSizing:
-    """Start the load monitor and the batch sizing policy (which only reports when disabled)."""
-    return await stack.enter_async_context(AdaptiveSizing(runtime.batcher, runtime.config.sizing))
+def _make_batcher(
+    config: ServerConfig, batcher_config: BatcherConfig, store: PostgresStore, rules: AggregationRules | None
+) -> EventBatcher:
+    """One batcher, or with SSE_BATCH_STRATEGY_B two arms over the same store, each with its own
+    dead-letter directory and breaker, split by source."""
+
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
+
+    batcher = SSEEventBatcher(store, batcher_config, rules=rules, breaker=breaker())
+    if config.sizing.strategy_b is None:
+        return batcher
+    arm_b = replace(batcher_config, data_dir=batcher_config.data_dir / "ab-arm-b")
+    return SplitBatcher(
+        batcher, SSEEventBatcher(store, arm_b, rules=rules, breaker=breaker()), share_b=config.sizing.ab_split
+    )
+
+
+async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> BatchSizer:
+    """Start the batch sizer and its load monitor (which only reports when sizing is disabled).
+
+    With a live A/B each arm gets a sizer of its own strategy; both read one load monitor.
+    """
+    config, batcher = runtime.config.sizing, runtime.batcher
+    if not isinstance(batcher, SplitBatcher) or config.strategy_b is None:
+        if not isinstance(batcher, SSEEventBatcher):  # pragma: no cover - _make_batcher makes one of the two
+            raise TypeError(f"cannot size a {type(batcher).__name__}")
+        return await stack.enter_async_context(BatchSizer(batcher, config))
+    monitor = ServerLoadMonitor(
+        LoadMonitorConfig(sample_seconds=config.sample_seconds), backlog=lambda: batcher.backlog
+    )
+    await stack.enter_async_context(monitor)
+    arm_a, arm_b = batcher.arms
+    sizer_a = await stack.enter_async_context(BatchSizer(arm_a, config, monitor=monitor, events=batcher))
+    config_b = replace(config, strategy=config.strategy_b)
+    sizer_b = await stack.enter_async_context(BatchSizer(arm_b, config_b, monitor=monitor, events=batcher))
+    runtime.arm_sizers = (sizer_a, sizer_b)
+    return sizer_a
 
 
 async def _start_demo(runtime: Runtime, stack: AsyncExitStack) -> DemoFarmLike:

@@ -3,12 +3,18 @@
 The stats shape is a contract with the dashboard (frontend/); keys are only ever added::
 
     {"ts", "batcher": {...}, "store": {...}, "hub": {...}, "sizing": {...}, "follower": {...}, "workers": [...],
-     "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}, "node": {...}, "nodes": [...]}
+     "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}, "node": {...}, "nodes": [...],
+     "ab": {"arms": [...]}}
 
 ``node`` is this process (issue 9): ``id``, ``host``, ``pid``, ``slot``, ``started_at``, ``events_in``,
 ``messages_out``, ``clients`` (now), ``follower_last_id``, ``newest_id`` and ``lag`` (as of its last
 heartbeat), ``heartbeat_seconds``. ``nodes`` is every node's ``sse_nodes`` row as of that heartbeat,
 newest first, each with ``alive`` (false once its heartbeat is three intervals old) and ``lag``.
+
+``sizing.strategy`` names the strategy in charge (arm A's in a live A/B). ``ab.arms`` is empty
+without an A/B (SSE_BATCH_STRATEGY_B unset), else one entry per arm: ``strategy``, ``share``,
+``sources``, ``events``, ``messages``, ``rows``, ``p50_ms`` and ``p99_ms`` (event age at
+commit) and ``store_latency_p99_ms``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         "hub": hub,
         "sizing": runtime.sizing_stats(),
         "follower": {**msgspec.to_builtins(runtime.follower.statistics()), "lag": runtime.follower.statistics().lag},
+        "ab": runtime.ab_stats(),
         "workers": runtime.worker_stats(),
         "process": runtime.process_stats(),
         # The dashboard shows the burst control only when this says the demo runs.

@@ -74,6 +74,8 @@ def test_from_env_fills_every_field_a_setting_names() -> None:
     environ["SSE_LOAD_LOW_PERCENT"], expected["SSE_LOAD_LOW_PERCENT"] = "10", 10.0
     environ["SSE_LOAD_HIGH_PERCENT"], expected["SSE_LOAD_HIGH_PERCENT"] = "90", 90.0
     environ["SSE_BATCH_SIZE"], expected["SSE_BATCH_SIZE"] = "20", 20
+    environ["SSE_BATCH_STRATEGY"], expected["SSE_BATCH_STRATEGY"] = "learned", "learned"  # one of its choices
+    environ["SSE_BATCH_STRATEGY_B"], expected["SSE_BATCH_STRATEGY_B"] = "fixed", "fixed"
     config = ServerConfig.from_env(environ)
     for s in constants.SETTINGS:
         for path in s.fields:

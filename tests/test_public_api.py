@@ -36,3 +36,19 @@ def test_design_md_python_api_imports() -> None:
     from workers import SSEBroadcaster, Worker
 
     assert callable(SSEEventBatcher) and callable(SSEBroadcaster) and isinstance(Worker, type)
+
+
+def test_sizing_has_one_name_per_concept() -> None:
+    # Issue 13: the policy is a SizingStrategy (one class per named strategy), and what applies it
+    # to a running batcher with its load monitor is a BatchSizer; the three old names are gone.
+    import batcher
+
+    assert {"BatchSizer", "SizingStrategy", "SizingConfig", "make_strategy"} <= set(batcher.__all__)
+    for old in ("SizingController", "DynamicBatchManager", "AdaptiveSizing"):
+        assert not hasattr(batcher, old), old
+    made = [
+        batcher.make_strategy(batcher.SizingConfig(strategy=name), default_size=10, max_timeout_seconds=0.5)
+        for name in batcher.STRATEGY_NAMES
+    ]
+    assert [strategy.name for strategy in made] == list(batcher.STRATEGY_NAMES)
+    assert len({type(strategy) for strategy in made}) == len(made)  # one class per named strategy

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 
 import constants
-from batcher import NORMAL, BatcherError, BufferFullError, SSEEventBatcher
+from batcher import NORMAL, BatcherError, BufferFullError, EventBatcher
 from batcher.events import check_source
 
 __all__ = ["BroadcastStats", "SSEBroadcaster"]
@@ -59,7 +59,7 @@ class SSEBroadcaster:
 
     def __init__(
         self,
-        batcher: SSEEventBatcher,
+        batcher: EventBatcher,
         worker_name: str,
         use_batching: bool = True,
         emit_timeout_seconds: float = constants.SSE_EMIT_TIMEOUT_SECONDS,
@@ -88,7 +88,7 @@ class SSEBroadcaster:
         return self._use_batching
 
     @property
-    def batcher(self) -> SSEEventBatcher:
+    def batcher(self) -> EventBatcher:
         return self._batcher
 
     @property

@@ -28,7 +28,7 @@ from typing import Any, Final
 import anyio
 
 import constants
-from batcher import SSEEventBatcher
+from batcher import EventBatcher
 
 from ._demo_jobs import JobPlan, album_name, overlay_job, scene_job, thumbnail_job
 from .config import WorkerConfig, WorkerState
@@ -69,7 +69,7 @@ class _Sim:
 class ThumbnailRenderer(ThreadWorker):
     """Renders thumbnails of uploaded images, in threads; uploads arrive a whole album at a time."""
 
-    def __init__(self, batcher: SSEEventBatcher, sim: _Sim, job_ids: JobIdAllocator) -> None:
+    def __init__(self, batcher: EventBatcher, sim: _Sim, job_ids: JobIdAllocator) -> None:
         config = WorkerConfig(concurrency=sim.slots(_THUMBNAIL_SHARE, 0.7, 4, 32))
         super().__init__(batcher, "thumbnail", config=config, job_ids=job_ids)
         self._sim = sim
@@ -102,7 +102,7 @@ class ThumbnailRenderer(ThreadWorker):
 class _PlannedAsyncWorker(AsyncWorker):
     """An AsyncWorker that replays :class:`JobPlan` payloads."""
 
-    def __init__(self, batcher: SSEEventBatcher, name: str, sim: _Sim, **kwargs: Any) -> None:
+    def __init__(self, batcher: EventBatcher, name: str, sim: _Sim, **kwargs: Any) -> None:
         super().__init__(batcher, name, **kwargs)
         self._sim = sim
 
@@ -122,7 +122,7 @@ class _PlannedAsyncWorker(AsyncWorker):
 class OverlayGenerator(_PlannedAsyncWorker):
     """Burns overlays into videos as coroutines; runs with batching off, to show the difference."""
 
-    def __init__(self, batcher: SSEEventBatcher, sim: _Sim, job_ids: JobIdAllocator) -> None:
+    def __init__(self, batcher: EventBatcher, sim: _Sim, job_ids: JobIdAllocator) -> None:
         config = WorkerConfig(concurrency=sim.slots(_OVERLAY_SHARE, 1.1, 4, 256))
         super().__init__(batcher, "overlay", sim, use_batching=False, config=config, job_ids=job_ids)
 
@@ -138,7 +138,7 @@ class OverlayGenerator(_PlannedAsyncWorker):
 class RenderScheduler(_PlannedAsyncWorker):
     """Starts dozens of catalogue re-renders at once on a timer, and bursts on request."""
 
-    def __init__(self, batcher: SSEEventBatcher, sim: _Sim, job_ids: JobIdAllocator) -> None:
+    def __init__(self, batcher: EventBatcher, sim: _Sim, job_ids: JobIdAllocator) -> None:
         # Room for a full burst on top of a scheduled batch, all started at once.
         config = WorkerConfig(concurrency=MAX_BURST, queue_size=max(constants.SSE_WORKER_QUEUE_SIZE, 2 * MAX_BURST))
         super().__init__(batcher, "scheduler", sim, config=config, job_ids=job_ids)
@@ -174,7 +174,7 @@ class DemoFarm:
 
     def __init__(
         self,
-        batcher: SSEEventBatcher,
+        batcher: EventBatcher,
         rate: float = constants.SSE_DEMO_RATE,
         *,
         seed: int | None = None,

@@ -27,7 +27,7 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
-from batcher import BatcherError, SSEEventBatcher
+from batcher import BatcherError, EventBatcher
 
 from .broadcaster import SSEBroadcaster
 from .config import WorkerConfig, WorkerState, WorkerStats
@@ -58,7 +58,7 @@ class Worker(abc.ABC):
 
     def __init__(
         self,
-        batcher: SSEEventBatcher,
+        batcher: EventBatcher,
         name: str,
         *,
         use_batching: bool = True,

@@ -2,8 +2,9 @@
  * Batch size panel: the batch size over the last five minutes (from /api/stats, polled every
  * second), a dot for every adjustment (BATCH_SIZE_ADJUSTED events from the stream, and
  * `sizing.history` from the stats so a page opened late still sees recent ones), the current size
- * and timeout, and flush counts by reason (totals and the last 60 s, from `batcher.flushes` deltas,
- * in the #flush-table card).
+ * and timeout, the strategy in charge (`sizing.strategy`; for `learned`, its phase and best-known
+ * choice in the current arrival-rate band, from `sizing.strategy_state`), and flush counts by reason
+ * (totals and the last 60 s, from `batcher.flushes` deltas, in the #flush-table card).
  *
  * Times on this chart are server timestamps (`ts` of the stats and of the events), so samples and
  * adjustment dots line up whatever the browser's clock says.
@@ -21,6 +22,21 @@ const KNOWN_REASONS = ["size", "timeout", "manual", "critical", "bypass", "shutd
 const MAX_MARKERS = 500;
 
 /**
+ * One line on what the `learned` strategy knows: its phase and, in the band it is in now, the
+ * best-known (size, timeout) with its reward in events per CPU-second. A dash for the others.
+ */
+function describeLearned(state) {
+  if (!state || typeof state.phase !== "string") return DASH;
+  const arms = Array.isArray(state.arms) ? state.arms.filter((a) => a && a.band === state.band) : [];
+  const best = arms[0];
+  const samples = `${fmtInt(state.samples)}/${fmtInt(state.min_samples)} samples`;
+  if (!best) return `${state.phase}, ${samples}`;
+  return `${state.phase}, ${samples}; best at ${String(state.band)}: ${fmtInt(best.size)} × ${fmtSeconds(
+    best.timeout_seconds,
+  )} (${fmtInt(best.reward)} ev/CPU-s)`;
+}
+
+/**
  * @param {{root?: Document|Element, requestRender: () => void}} options
  */
 export function createBatchSizePanel({ root = document, requestRender }) {
@@ -29,6 +45,7 @@ export function createBatchSizePanel({ root = document, requestRender }) {
   const timeoutEl = root.querySelector("#batch-timeout-current");
   const modeEl = root.querySelector("#batch-sizing-mode");
   const lastChangeEl = root.querySelector("#batch-last-change");
+  const learnedEl = root.querySelector("#batch-strategy-state");
   const flushBody = root.querySelector("#flush-table tbody");
 
   /** @type {{ts: number, size: number}[]} */
@@ -41,7 +58,14 @@ export function createBatchSizePanel({ root = document, requestRender }) {
 
   let previousFlushes = null;
   let flushTotals = {};
-  let current = { size: undefined, timeout: undefined, dynamic: undefined, enabled: undefined };
+  let current = {
+    size: undefined,
+    timeout: undefined,
+    dynamic: undefined,
+    enabled: undefined,
+    strategy: undefined,
+    state: undefined,
+  };
   let latestTs = Date.now() / 1000;
   let dirtyChart = false;
   let dirtyText = true;
@@ -150,6 +174,8 @@ export function createBatchSizePanel({ root = document, requestRender }) {
         timeout,
         dynamic: get(stats, "sizing.dynamic"),
         enabled: get(stats, "batcher.batching_enabled"),
+        strategy: get(stats, "sizing.strategy"),
+        state: get(stats, "sizing.strategy_state"),
       };
       if (isNumber(size)) {
         samples.push({ ts, size });
@@ -203,9 +229,11 @@ export function createBatchSizePanel({ root = document, requestRender }) {
         setText(timeoutEl, fmtSeconds(current.timeout));
         let mode = DASH;
         if (current.enabled === false) mode = "batching off";
+        else if (typeof current.strategy === "string") mode = current.strategy;
         else if (current.dynamic === true) mode = "dynamic";
         else if (current.dynamic === false) mode = "fixed";
         setText(modeEl, mode);
+        setText(learnedEl, describeLearned(current.state));
         const last = latestMarker();
         setText(
           lastChangeEl,

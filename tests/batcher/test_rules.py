@@ -59,12 +59,19 @@ def test_rules_from_toml_apply_over_the_defaults_field_by_field(tmp_path: Path) 
     assert not rules.plain
 
 
+def test_a_rule_may_name_a_sizing_strategy_in_toml(tmp_path: Path) -> None:
+    rules = AggregationRules.from_toml(rules_file(tmp_path, '[types.JOB_STARTED]\nstrategy = "conservative"\n'))
+    assert rules.rule("JOB_STARTED") == TypeRule(strategy="conservative")
+    assert rules.plain  # naming a strategy changes when a type leaves, not how it is aggregated
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("[types.X]\nwindow = 1\n", "types.X.*unknown field 'window'"),
         ("[types.X]\nmax_group_size = 0\n", "max_group_size must be an integer >= 1"),
         ('[types.X]\ncoalesce = "payload"\n', "coalesce must be"),
+        ('[types.X]\nstrategy = "greedy"\n', "types.X.*strategy must be one of fixed, conservative"),
         ("[typo]\n", "unknown rules section 'typo'"),
         ("[types.X\n", "cannot read rules file"),
     ],

@@ -60,6 +60,7 @@ def test_dashboard_loads_without_errors_and_shows_live_events(page: Any, server:
     page.goto(server.url)
     page.wait_for_selector("#log .log-row", timeout=15_000)
     assert page.text_content("#conn-state") == "Connected"
+    page.wait_for_function("() => document.querySelector('#batch-sizing-mode').textContent === 'adaptive'")
     assert page.problems == []
 
 
@@ -168,3 +169,29 @@ def test_nodes_table_shows_this_node_alive_and_fits_a_phone_screen(page: Any, se
     # The table scrolls inside its card; the page itself never gets wider than the screen.
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
     assert page.problems == []
+
+
+def test_a_live_ab_shows_both_arms_side_by_side_with_their_strategies(
+    browser_ready: None, pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    dsn = pg_server.create_database(f"ui_{uuid.uuid4().hex[:12]}")
+    process = ServerProcess(dsn, tmp_path, demo=True, env={"SSE_BATCH_STRATEGY_B": "conservative"})
+    process.start()
+    try:
+        with require_playwright().sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                page = browser.new_page()
+                problems: list[str] = []
+                page.on("pageerror", lambda e: problems.append(str(e)))
+                page.goto(process.url)
+                page.wait_for_selector("#panel-ab:not([hidden])", timeout=15_000)
+                assert page.text_content("#ab-arm-a") == "A: adaptive"
+                assert page.text_content("#ab-arm-b") == "B: conservative"
+                assert page.locator("#ab-table tbody tr").count() == 8
+                assert (page.text_content("#ab-verdict") or "").endswith(("samples", "messages"))
+                assert problems == []
+            finally:
+                browser.close()
+    finally:
+        process.stop()

@@ -61,9 +61,10 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
         stats = (await client.get("/api/stats")).json()
         tg.cancel_scope.cancel()
     assert set(stats) == {
-        "ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo", "node", "nodes"
+        "ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo", "node", "nodes", "ab"
     }  # fmt: skip
     assert stats["follower"]["connected"] is True and stats["follower"]["lag"] == 0
+    assert stats["ab"] == {"arms": []}  # no A/B without SSE_BATCH_STRATEGY_B
     assert stats["demo"] == {"enabled": False}
     batcher = stats["batcher"]
     for key in (
@@ -89,7 +90,16 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
     assert (hub["clients"], hub["messages_sent"]) == (1, 1) and hub["bytes_sent"] > 0, hub
     assert hub["evictions"] == 0 and hub["send_timeouts"] == 0
     assert stats["store"]["rows_written"] == 1
-    assert {"dynamic", "batch_size", "batch_timeout_seconds", "load", "history", "breaker"} <= set(stats["sizing"])
+    assert {
+        "dynamic",
+        "strategy",
+        "strategy_state",
+        "batch_size",
+        "batch_timeout_seconds",
+        "load",
+        "history",
+        "breaker",
+    } <= set(stats["sizing"])
     assert stats["workers"] == []
     assert stats["process"]["rss_bytes"] > 0 and "cpu_percent" in stats["process"]
 

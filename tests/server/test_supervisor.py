@@ -175,9 +175,16 @@ async def test_two_workers_share_one_port_and_each_heartbeats_as_a_node_of_its_o
         with anyio.fail_after(30):
             while len(nodes) < 2:
                 nodes.add(await _publish_on_a_new_connection(workers, uuid.uuid4().hex))
-        async with workers.client() as client:
-            stats = (await client.get("/api/stats")).json()
-        assert {n["pid"] for n in stats["nodes"] if n["alive"]} == workers.worker_pids()
+        # /api/stats lists the nodes as of the answering node's last heartbeat: a fresh one may
+        # not have seen the other yet, so ask until it has (bounded).
+        alive: set[int] = set()
+        with anyio.fail_after(30):
+            while alive != workers.worker_pids():
+                async with workers.client() as client:
+                    stats = (await client.get("/api/stats")).json()
+                alive = {n["pid"] for n in stats["nodes"] if n["alive"]}
+                if alive != workers.worker_pids():
+                    await anyio.sleep(0.2)
 
 
 async def _two_live(dsn: str) -> list[asyncpg.Record] | None:
