@@ -30,6 +30,8 @@ import anyio
 
 from batcher import EventStore, StoredMessage
 
+from .latency import DeliveryLatency
+
 __all__ = ["Client", "Hub", "HubClosedError", "HubError", "HubFullError", "HubStats", "encode_message"]
 
 logger = logging.getLogger(__name__)
@@ -142,8 +144,12 @@ class Client:
 class Hub:
     """Fans committed messages out to SSE clients; fed by the log follower (:meth:`publish`)."""
 
-    def __init__(self, store: EventStore, *, queue_size: int, max_clients: int) -> None:
+    def __init__(
+        self, store: EventStore, *, queue_size: int, max_clients: int, delivery_latency: DeliveryLatency | None = None
+    ) -> None:
         self._store = store
+        # Issue 10: the age of each event when a client first gets it (None: not measured).
+        self._delivery_latency = delivery_latency
         self._queue_size = queue_size
         self._max_clients = max_clients
         # Live clients without filters take every message: no per-message test for them.
@@ -203,6 +209,10 @@ class Hub:
         if not messages:
             return
         items = [(message.id, encode_message(message)) for message in messages]
+        if self._delivery_latency is not None and (self._plain or self._filtered):
+            # The first hand-off to any client, measured once per message (a filtered-only audience
+            # may skip some of them; they are counted all the same).
+            self._delivery_latency.observe_messages(messages)
         overflowed: list[Client] = []
         for client in self._plain:
             if not client.push(items):

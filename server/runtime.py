@@ -42,6 +42,7 @@ from batcher import (
 
 from .config import ServerConfig
 from .hub import Hub
+from .latency import DeliveryLatency
 from .nodes import NodeFigures, NodeHeartbeat, NodeSlot, default_node_id
 
 __all__ = ["DemoFarmLike", "ExitSignal", "Runtime", "runtime_of"]
@@ -102,6 +103,7 @@ class Runtime:
         hub: Hub,
         follower: LogFollower,
         database: str,
+        delivery_latency: DeliveryLatency | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -112,6 +114,8 @@ class Runtime:
         self.farm: DemoFarmLike | None = None
         self.sizing: AdaptiveSizing | None = None
         self.node: NodeHeartbeat | None = None
+        # Issue 10: event ages at first hand-off to a client; the hub records into this one.
+        self.delivery_latency = delivery_latency if delivery_latency is not None else DeliveryLatency()
         self.started_at = time.time()
         self.task_failures = 0
         self._process = psutil.Process()
@@ -143,7 +147,13 @@ class Runtime:
             rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
             breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
             batcher = SSEEventBatcher(store, batcher_config, rules=rules, breaker=breaker)
-            hub = Hub(store, queue_size=config.client_queue_size, max_clients=config.max_clients)
+            delivery_latency = DeliveryLatency()
+            hub = Hub(
+                store,
+                queue_size=config.client_queue_size,
+                max_clients=config.max_clients,
+                delivery_latency=delivery_latency,
+            )
             # The hub's one feed: every node's commits, read back from the log in id order. Started
             # before the batcher, so a dead-letter file written back at start reaches clients too.
             follower = LogFollower(store_config, hub.publish, poll_seconds=config.follow_poll_seconds)
@@ -152,7 +162,13 @@ class Runtime:
             stack.callback(batcher.add_listener(follower.poke))
             await stack.enter_async_context(batcher)
             runtime = cls(
-                config, store=store, batcher=batcher, hub=hub, follower=follower, database=config.describe_database()
+                config,
+                store=store,
+                batcher=batcher,
+                hub=hub,
+                follower=follower,
+                database=config.describe_database(),
+                delivery_latency=delivery_latency,
             )
             tasks = await stack.enter_async_context(anyio.create_task_group())
             # Runs before the task group exits (and after everything entered later has stopped),
