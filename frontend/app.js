@@ -18,6 +18,7 @@ import { createBurstPanel } from "./panels/burst.js";
 import { createConnectionPanel } from "./panels/connection.js";
 import { createEventLogPanel } from "./panels/eventlog.js";
 import { createJobsPanel } from "./panels/jobs.js";
+import { createLatencyPanel } from "./panels/latency.js";
 import { createLoadPanel } from "./panels/load.js";
 import { createNodesPanel } from "./panels/nodes.js";
 import { createThroughputPanel } from "./panels/throughput.js";
@@ -78,6 +79,7 @@ function main() {
 
   const connection = createConnectionPanel();
   const throughput = createThroughputPanel({ requestRender });
+  const latency = createLatencyPanel({ requestRender });
   const batchsize = createBatchSizePanel({ requestRender });
   const load = createLoadPanel();
   const totals = createTotalsPanel();
@@ -86,8 +88,8 @@ function main() {
   const jobs = createJobsPanel({ requestRender });
   const log = createEventLogPanel({ requestRender });
   const burst = createBurstPanel({ headers: authHeaders, requestRender });
-  panels = [connection, totals, load, workers, nodes, batchsize, throughput, jobs, log, burst];
-  const statsConsumers = [throughput, batchsize, load, totals, workers, nodes, burst];
+  panels = [connection, totals, load, workers, nodes, batchsize, throughput, latency, jobs, log, burst];
+  const statsConsumers = [throughput, latency, batchsize, load, totals, workers, nodes, burst];
 
   const subscription = subscribe(EVENTS_URL, {
     token,
