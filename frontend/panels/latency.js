@@ -49,8 +49,8 @@ export function createLatencyPanel({ root = document, requestRender }) {
       },
       series: [
         {},
-        { ...line, label: "delivery p50", stroke: cssVar("--accent", "#6cc6ff"), value },
-        { ...line, label: "delivery p99", stroke: cssVar("--warn", "#f2c063"), value },
+        { ...line, label: "p50", stroke: cssVar("--accent", "#6cc6ff"), value },
+        { ...line, label: "p99", stroke: cssVar("--warn", "#f2c063"), value },
         {
           ...line,
           label: "commit p99",
