@@ -162,7 +162,8 @@ def test_latency_chart_draws_once_events_flow_and_every_legend_shows_numbers(pag
     canvas = "document.querySelector('#chart-latency canvas').toDataURL()"
     drawn = page.evaluate(f"() => {canvas}")
     page.wait_for_function(f"before => {canvas} !== before", arg=drawn, polling=250, timeout=15_000)
-    # With the cursor away from every chart, each legend entry shows its latest value, not a dash.
+    # Once the cursor has been over a chart and left, each legend entry shows its latest value, not a dash.
+    page.hover("#chart-latency .u-over")
     page.mouse.move(0, 0)
     legend_values = """() => [...document.querySelectorAll('.chart .u-legend .u-series')].map(row => [
         row.querySelector('.u-label').textContent, row.querySelector('.u-value').textContent])"""
