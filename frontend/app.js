@@ -19,6 +19,7 @@ import { createBurstPanel } from "./panels/burst.js";
 import { createConnectionPanel } from "./panels/connection.js";
 import { createEventLogPanel } from "./panels/eventlog.js";
 import { createJobsPanel } from "./panels/jobs.js";
+import { createLatencyPanel } from "./panels/latency.js";
 import { createLoadPanel } from "./panels/load.js";
 import { createNodesPanel } from "./panels/nodes.js";
 import { createThroughputPanel } from "./panels/throughput.js";
@@ -79,6 +80,7 @@ function main() {
 
   const connection = createConnectionPanel();
   const throughput = createThroughputPanel({ requestRender });
+  const latency = createLatencyPanel({ requestRender });
   const batchsize = createBatchSizePanel({ requestRender });
   const load = createLoadPanel();
   const totals = createTotalsPanel();
@@ -88,8 +90,8 @@ function main() {
   const log = createEventLogPanel({ requestRender });
   const burst = createBurstPanel({ headers: authHeaders, requestRender });
   const ab = createAbPanel();
-  panels = [connection, totals, load, workers, nodes, batchsize, throughput, jobs, log, burst, ab];
-  const statsConsumers = [throughput, batchsize, load, totals, workers, nodes, burst, ab];
+  panels = [connection, totals, load, workers, nodes, batchsize, throughput, latency, jobs, log, burst, ab];
+  const statsConsumers = [throughput, latency, batchsize, load, totals, workers, nodes, burst, ab];
 
   const subscription = subscribe(EVENTS_URL, {
     token,

@@ -4,6 +4,9 @@
  * applied on the next render, never inside the ResizeObserver callback, so a resize never causes
  * another layout inside the observer ("ResizeObserver loop" warnings).
  *
+ * The legend shows the values under the cursor while it is over the plot, and each series' latest
+ * value otherwise (uPlot alone would show a row of dashes whenever the cursor is away).
+ *
  * @module chart
  */
 
@@ -23,6 +26,25 @@ function clock(seconds) {
   const d = new Date(seconds * 1000);
   const pad = (n) => String(n).padStart(2, "0");
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/**
+ * Per series, the index of its newest non-null value (series 0, the time, takes the last index),
+ * or null for a series with nothing yet: what the legend shows while the cursor is away.
+ * @param {Array<ArrayLike<number|null|undefined>>} data  aligned uPlot data
+ * @returns {Array<number|null>}
+ */
+export function latestIndexes(data) {
+  const xs = data[0] || [];
+  const last = xs.length ? xs.length - 1 : null;
+  const idxs = [last];
+  for (let s = 1; s < data.length; s++) {
+    const ys = data[s] || [];
+    let i = Math.min(ys.length, xs.length) - 1;
+    while (i >= 0 && (ys[i] === null || ys[i] === undefined)) i -= 1;
+    idxs.push(i >= 0 ? i : null);
+  }
+  return idxs;
 }
 
 /**
@@ -49,12 +71,21 @@ export function createChart(container, opts, { height = 220, onResize } = {}) {
   }
 
   if (typeof UPlot === "function") {
+    // uPlot refreshes the legend, with dashes once the cursor has left, and then runs the
+    // setCursor hook: that is where the latest values go back in.
+    const showLatest = (u) => {
+      if (u.cursor.idx === null || u.cursor.idx === undefined) u.setLegend({ idxs: latestIndexes(u.data) }, false);
+    };
+    const series = opts.series ? [...opts.series] : [{}];
+    series[0] = { value: (u, v) => (v === null || v === undefined ? "—" : clock(v)), ...series[0] };
     const options = {
       width: width(),
       height,
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
       ...opts,
+      series,
+      hooks: { ...(opts.hooks || {}), setCursor: [showLatest, ...((opts.hooks && opts.hooks.setCursor) || [])] },
       axes: [
         { ...axis, space: 70, values: (u, vals) => vals.map(clock) },
         { ...axis, size: 52, values: (u, vals) => vals.map(compact) },
@@ -77,7 +108,12 @@ export function createChart(container, opts, { height = 220, onResize } = {}) {
   return {
     /** @param {Array<Array<number|null>>} data  aligned uPlot data */
     setData(data) {
-      if (plot) plot.setData(data);
+      if (!plot) return;
+      plot.setData(data);
+      // The cursor hook does not run when nothing moved; a chart nobody points at still moves on.
+      if (plot.cursor.idx === null || plot.cursor.idx === undefined) {
+        plot.setLegend({ idxs: latestIndexes(data) }, false);
+      }
     },
     /** Apply a pending resize; call from the render loop. */
     applySize() {

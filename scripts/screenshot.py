@@ -2,7 +2,7 @@
 
 Run: ``python scripts/screenshot.py [--width 1280 --height 800] [--out docs/dashboard.png]``.
 It starts a throwaway embedded PostgreSQL and the server, sends one burst so aggregates show,
-waits for the charts to fill, and shoots the page in Debian's chromium.
+waits for the charts to fill (and for every chart to have drawn), and shoots the page in Debian's chromium.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--full-page", action="store_true")
-    parser.add_argument("--seconds", type=float, default=25.0, help="how long the demo runs before the shot")
+    # A minute and more, so the charts (whose time axis spans at least a minute) are filled.
+    parser.add_argument("--seconds", type=float, default=70.0, help="how long the demo runs before the shot")
     parser.add_argument("--out", type=Path, default=Path("docs/dashboard.png"))
     args = parser.parse_args()
     with postgres() as pg, tempfile.TemporaryDirectory() as tmp:
@@ -42,6 +43,10 @@ def main() -> None:
                 time.sleep(args.seconds / 2)
                 httpx.post(f"{server.url}api/demo/burst", json={"count": 400}, timeout=10)
                 time.sleep(args.seconds / 2)
+                # Every chart has drawn (the latency chart needs two polls with events between them).
+                for chart in ("throughput", "latency", "batchsize"):
+                    page.wait_for_selector(f"#chart-{chart} .chart-empty", state="hidden", timeout=30_000)
+                page.mouse.move(0, 0)  # legends show the latest values, not the ones under a cursor
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(args.out), full_page=args.full_page)
                 browser.close()

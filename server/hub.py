@@ -234,7 +234,8 @@ class Hub:
         self._evictions += len(overflowed)
         for subscriber in overflowed:
             self._leave(subscriber)
-        if self._on_fanout is not None:
+        # Measured once per message, when it first goes to a subscriber: not when nobody is listening.
+        if self._on_fanout is not None and (self._plain or self._filtered):
             self._on_fanout(messages)
 
     async def run(self) -> None:

@@ -131,6 +131,16 @@ class SSEBatcherCollector(Collector):
             yield _histogram(
                 f"{_PREFIX}store_write_seconds", "Store write latency.", node, batcher["write_latency_histogram"]
             )
+        latency = stats.get("latency", {})
+        if "delivery" in latency:
+            yield _histogram(
+                f"{_PREFIX}delivery_age_seconds",
+                "Age of each original event (now minus its emit ts) when the hub first hands it to a client.",
+                node,
+                latency["delivery"],
+            )
+        if "commit" in latency:
+            yield _histogram(f"{_PREFIX}commit_seconds", "Store commit latency of a batch.", node, latency["commit"])
         hub = stats["hub"]
         yield f.gauge("clients", "Open SSE streams.", hub["clients"])
         for key, doc in _HUB_COUNTERS:

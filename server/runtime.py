@@ -48,6 +48,7 @@ from batcher.strategies import pin_rule_windows
 
 from .config import ServerConfig
 from .hub import Hub
+from .latency import DeliveryLatency
 from .nodes import NodeFigures, NodeHeartbeat, NodeSlot, default_node_id
 
 __all__ = ["DemoFarmLike", "Runtime", "runtime_of"]
@@ -77,6 +78,7 @@ class Runtime:
         hub: Hub,
         follower: LogFollower,
         database: str,
+        delivery_latency: DeliveryLatency | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -89,6 +91,8 @@ class Runtime:
         # With a live A/B (SSE_BATCH_STRATEGY_B), the sizer of each arm; ``sizing`` is arm A's.
         self.arm_sizers: tuple[BatchSizer, BatchSizer] | None = None
         self.node: NodeHeartbeat | None = None
+        # Issue 10: event ages at first hand-off to a client; the hub records into this one.
+        self.delivery_latency = delivery_latency if delivery_latency is not None else DeliveryLatency()
         self.started_at = time.time()
         self.task_failures = 0
         self._process = psutil.Process()
@@ -120,6 +124,7 @@ class Runtime:
             if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
                 rules = pin_rule_windows(rules, config.sizing, max_timeout_seconds=config.batcher.batch_timeout_seconds)
             batcher = _make_batcher(config, batcher_config, store, rules)
+            delivery_latency = DeliveryLatency()
             hub = Hub(
                 store,
                 queue_size=config.client_queue_size,
@@ -127,6 +132,7 @@ class Runtime:
                 fanout_interval_seconds=config.fanout_interval_seconds,
                 ping_seconds=config.ping_seconds,
                 send_timeout_seconds=config.client_send_timeout_seconds,
+                on_fanout=delivery_latency.observe_messages,
             )
             # The hub's one feed: every node's commits, read back from the log in id order. Started
             # before the batcher, so a dead-letter file written back at start reaches clients too.
@@ -137,7 +143,13 @@ class Runtime:
             await batcher.start()
             stack.push_async_callback(batcher.aclose)
             runtime = cls(
-                config, store=store, batcher=batcher, hub=hub, follower=follower, database=config.describe_database()
+                config,
+                store=store,
+                batcher=batcher,
+                hub=hub,
+                follower=follower,
+                database=config.describe_database(),
+                delivery_latency=delivery_latency,
             )
             tasks = await stack.enter_async_context(anyio.create_task_group())
             # Runs before the task group exits (and after everything entered later has stopped),

@@ -4,7 +4,13 @@ The stats shape is a contract with the dashboard (frontend/); keys are only ever
 
     {"ts", "batcher": {...}, "store": {...}, "hub": {...}, "sizing": {...}, "follower": {...}, "workers": [...],
      "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}, "node": {...}, "nodes": [...],
-     "ab": {"arms": [...]}}
+     "ab": {"arms": [...]}, "latency": {"delivery": {...}, "commit": {...}}}
+
+``latency`` (issue 10) holds two histograms in seconds, each ``{"bounds", "counts", "total", "count"}``
+with per-bucket counts (``counts[i]`` observations <= ``bounds[i]``, the last one above every bound),
+cumulative since start: ``delivery`` is each original event's age when the hub first handed it to a
+client (server/latency.py), ``commit`` the store write latency (``batcher.write_latency_histogram``).
+A reader takes percentiles over an interval from the difference of two snapshots.
 
 ``node`` is this process (issue 9): ``id``, ``host``, ``pid``, ``slot``, ``started_at``, ``events_in``,
 ``messages_out``, ``clients`` (now), ``follower_last_id``, ``newest_id`` and ``lag`` (as of its last
@@ -57,6 +63,10 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         "demo": {"enabled": runtime.farm is not None},
         "node": _this_node(runtime, events_in=batcher.get("events_emitted", 0), hub=hub),
         "nodes": runtime.node.nodes() if runtime.node is not None else [],
+        "latency": {
+            "delivery": msgspec.to_builtins(runtime.delivery_latency.statistics()),
+            "commit": batcher["write_latency_histogram"],
+        },
     }
 
 

@@ -21,6 +21,35 @@ const FLUSH_WINDOW_SECONDS = 60;
 const KNOWN_REASONS = ["size", "timeout", "manual", "critical", "bypass", "shutdown"];
 const MAX_MARKERS = 500;
 
+/** Two timeouts in seconds with the fewest decimals (2 to 4) that show both exactly: "0.50 → 0.02 s". */
+function timeoutChange(before, after) {
+  const exact = (v, digits) => Math.abs(Number(v.toFixed(digits)) - v) < 1e-9;
+  let digits = 2;
+  while (digits < 4 && !(exact(before, digits) && exact(after, digits))) digits += 1;
+  return `timeout ${before.toFixed(digits)} → ${after.toFixed(digits)} s`;
+}
+
+/**
+ * What one adjustment changed, in words: "size 15 → 20", "timeout 0.50 → 0.02 s", or both, and
+ * its reason. An adjustment of the timeout alone would otherwise read "15 → 15".
+ *
+ * @param {{oldSize?: any, newSize?: any, oldTimeout?: any, newTimeout?: any, reason?: any}} change
+ * @returns {string}
+ */
+export function describeAdjustment({ oldSize, newSize, oldTimeout, newTimeout, reason }) {
+  const parts = [];
+  const sizeKnown = isNumber(oldSize) && isNumber(newSize);
+  const timeoutChanged = isNumber(oldTimeout) && isNumber(newTimeout) && oldTimeout !== newTimeout;
+  if (!sizeKnown) {
+    if (isNumber(newSize)) parts.push(`size ? → ${newSize}`);
+  } else if (oldSize !== newSize || !timeoutChanged) {
+    parts.push(`size ${oldSize} → ${newSize}`);
+  }
+  if (timeoutChanged) parts.push(timeoutChange(oldTimeout, newTimeout));
+  if (parts.length === 0) return DASH;
+  return `${parts.join(", ")}${reason ? ` (${String(reason)})` : ""}`;
+}
+
 /**
  * One line on what the `learned` strategy knows: its phase and, in the band it is in now, the
  * best-known (size, timeout) with its reward in events per CPU-second. A dash for the others.
@@ -50,7 +79,7 @@ export function createBatchSizePanel({ root = document, requestRender }) {
 
   /** @type {{ts: number, size: number}[]} */
   const samples = [];
-  /** @type {Map<string, {ts: number, newSize: number, oldSize: any, reason: any}>} */
+  /** @type {Map<string, {ts: number, newSize: number, oldSize: any, oldTimeout: any, newTimeout: any, reason: any}>} */
   const markers = new Map();
   /** @type {{ts: number, deltas: Record<string, number>}[]} */
   const flushDeltas = [];
@@ -108,11 +137,20 @@ export function createBatchSizePanel({ root = document, requestRender }) {
     { onResize: requestRender },
   );
 
-  function addMarker(ts, newSize, oldSize, reason) {
+  /** @param {any} d  a BATCH_SIZE_ADJUSTED event's data, or a `sizing.history` entry */
+  function addMarker(ts, d) {
+    const newSize = d.new_size;
     if (!isNumber(ts) || !isNumber(newSize)) return;
     const key = `${ts.toFixed(3)}:${newSize}`;
     if (markers.has(key)) return;
-    markers.set(key, { ts, newSize, oldSize, reason });
+    markers.set(key, {
+      ts,
+      newSize,
+      oldSize: d.old_size,
+      oldTimeout: d.old_timeout_seconds,
+      newTimeout: d.new_timeout_seconds,
+      reason: d.reason,
+    });
     if (markers.size > MAX_MARKERS) markers.delete(markers.keys().next().value);
     dirtyChart = true;
     dirtyText = true;
@@ -184,7 +222,7 @@ export function createBatchSizePanel({ root = document, requestRender }) {
       }
       const history = get(stats, "sizing.history");
       if (Array.isArray(history)) {
-        for (const h of history) if (h) addMarker(h.ts, h.new_size, h.old_size, h.reason);
+        for (const h of history) if (h && typeof h === "object") addMarker(h.ts, h);
       }
       const flushes = get(stats, "batcher.flushes");
       if (flushes && typeof flushes === "object") {
@@ -206,7 +244,9 @@ export function createBatchSizePanel({ root = document, requestRender }) {
     ingestEvent(event) {
       if (event.type !== "BATCH_SIZE_ADJUSTED") return;
       const d = event.data || {};
-      addMarker(isNumber(event.ts) ? event.ts : Date.now() / 1000, d.new_size, d.old_size, d.reason);
+      // The adjustment's own ts, as `sizing.history` has it, so the two never make two dots.
+      const ts = isNumber(d.ts) ? d.ts : isNumber(event.ts) ? event.ts : Date.now() / 1000;
+      addMarker(ts, d);
     },
 
     render(now) {
@@ -235,14 +275,7 @@ export function createBatchSizePanel({ root = document, requestRender }) {
         setText(modeEl, mode);
         setText(learnedEl, describeLearned(current.state));
         const last = latestMarker();
-        setText(
-          lastChangeEl,
-          last
-            ? `${isNumber(last.oldSize) ? last.oldSize : "?"} → ${last.newSize}${
-                last.reason ? ` (${String(last.reason)})` : ""
-              }`
-            : DASH,
-        );
+        setText(lastChangeEl, last ? describeAdjustment(last) : DASH);
         renderFlushes();
       }
       return again;

@@ -155,6 +155,45 @@ def test_dashboard_runs_under_its_content_security_policy_without_a_violation(pa
     assert page.evaluate("() => window.__inlineRan === undefined")
 
 
+def test_latency_chart_draws_once_events_flow_and_every_legend_shows_numbers(page: Any, server: ServerProcess) -> None:
+    page.goto(server.url)
+    # The overlay goes once an interval between two polls had events with a delivery age.
+    page.wait_for_selector("#chart-latency canvas", timeout=15_000)
+    page.wait_for_selector("#chart-latency .chart-empty", state="hidden", timeout=20_000)
+    canvas = "document.querySelector('#chart-latency canvas').toDataURL()"
+    drawn = page.evaluate(f"() => {canvas}")
+    page.wait_for_function(f"before => {canvas} !== before", arg=drawn, polling=250, timeout=15_000)
+    # Once the cursor has been over a chart and left, each legend entry shows its latest value, not a dash.
+    page.hover("#chart-latency .u-over")
+    page.mouse.move(0, 0)
+    legend_values = """() => [...document.querySelectorAll('.chart .u-legend .u-series')].map(row => [
+        row.querySelector('.u-label').textContent, row.querySelector('.u-value').textContent])"""
+    page.wait_for_function(
+        f"() => ({legend_values})().every(([label, value]) => /\\d/.test(value))", polling=250, timeout=20_000
+    )
+    values = dict(page.evaluate(legend_values))
+    assert {"events/s", "p50", "p99", "commit p99", "batch size"} <= set(values), values
+    assert values["p50"].endswith(" ms") and values["events/s"].endswith("/s"), values
+    assert page.problems == []
+
+
+def test_workers_table_fits_a_phone_screen(page: Any, server: ServerProcess) -> None:
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(server.url)
+    page.wait_for_selector("#workers-table tbody tr", timeout=15_000)
+    page.wait_for_function(
+        "() => /\\d/.test(document.querySelector('#workers-table tbody tr td.num').textContent)", timeout=15_000
+    )
+    fit = page.evaluate(
+        """() => { const t = document.querySelector('#workers-table');
+                   return [t.scrollWidth, t.parentElement.clientWidth, document.documentElement.scrollWidth]; }"""
+    )
+    table, card, width = fit
+    assert table <= card, fit  # it fits its card: nothing to scroll sideways
+    assert width <= 360, fit
+    assert page.problems == []
+
+
 def test_nodes_table_shows_this_node_alive_and_fits_a_phone_screen(page: Any, server: ServerProcess) -> None:
     page.set_viewport_size({"width": 360, "height": 740})
     page.goto(server.url)

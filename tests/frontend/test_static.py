@@ -3,7 +3,8 @@
 They guard the rules a browser test would only catch by luck: event text never goes through an
 HTML parser, every url is relative (the app may be mounted under a prefix), the selectors the
 browser tests use exist, vendored code ships with its licence, and every module parses. The
-behaviour of frontend/sse-batcher.js is tested under node's test runner (skipped without node,
+behaviour of frontend/sse-batcher.js and of the dashboard's pure helpers (adjustment text,
+histogram percentiles, legend values) is tested under node's test runner (skipped without node,
 except in CI, where that fails).
 """
 
@@ -31,6 +32,8 @@ REQUIRED_IDS = {
     "jobs",
     "chart-throughput",
     "chart-batchsize",
+    "chart-latency",
+    "batch-last-change",
     "burst-count",
     "burst-button",
     "filter-type",
@@ -136,6 +139,17 @@ def test_every_module_parses() -> None:
 def test_sse_client_behaviour_under_node() -> None:
     result = subprocess.run(
         [require_node(), "--test", str(HERE / "sse_client.test.mjs")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_helpers_behaviour_under_node() -> None:
+    result = subprocess.run(
+        [require_node(), "--test", str(HERE / "dashboard.test.mjs")],
         capture_output=True,
         text=True,
         check=False,

@@ -61,7 +61,8 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
         stats = (await client.get("/api/stats")).json()
         tg.cancel_scope.cancel()
     assert set(stats) == {
-        "ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo", "node", "nodes", "ab"
+        "ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo", "node", "nodes", "ab",
+        "latency",
     }  # fmt: skip
     assert stats["follower"]["connected"] is True and stats["follower"]["lag"] == 0
     assert stats["ab"] == {"arms": []}  # no A/B without SSE_BATCH_STRATEGY_B
