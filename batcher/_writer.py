@@ -13,6 +13,8 @@ retry): the flush loop asks :attr:`BatchWriter.next_drain_at` when to come back,
 
 Flows one way: flush loop -> writer -> store; what committed goes back as the return value, and the
 flush loop hands it on downstream (the log follower, listeners).
+
+Hop 5 of the data flow. Next hop: the store (``store.py``), one transaction per batch.
 """
 
 from __future__ import annotations

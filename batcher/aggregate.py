@@ -10,6 +10,8 @@ the wire and in every stored row. The client helpers (``frontend/sse-batcher.js`
 Events that must travel alone (critical, or from a worker with batching off) are never grouped.
 Per-type rules (``rules.py``), when given, may cut a group into parts, coalesce it by key (the
 aggregate then says how many events were ``superseded``) or fold identical payloads (``counts``).
+
+Hop 4 of the data flow. Next hop: the writer (``_writer.py``) stores the messages.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 when that loop has something new to decide: the first event into an empty buffer (to arm the
 batch timer), the buffer reaching the batch size, or an event that must leave at once. In a steady
 flow that is at most two wake-ups per batch, never one per event.
+
+Hop 2 of the data flow (emit -> intake -> **buffer** -> flush -> aggregate -> store -> follower ->
+hub -> stream). Next hop: the flush loop (``flush.py``) takes batches out with :meth:`EventBuffer.take`.
 """
 
 from __future__ import annotations

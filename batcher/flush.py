@@ -6,8 +6,9 @@ the first of: an event that must leave at once (bypass or critical), a flush() r
 reaching the batch size, the oldest event reaching its window, the dead-letter file being due for
 write-back, or shutdown. Deadlines are monotonic.
 
-Data flows one way: buffer -> this loop -> aggregate -> writer (-> store). What the writer returns
-goes on to the tracker (flush() and acknowledgement waiters) and downstream to the listeners (the
+Hop 3 of the data flow. Data flows one way: buffer -> this loop -> aggregate -> writer (-> store).
+What the writer returns goes on to the tracker (flush() and acknowledgement waiters) and downstream
+to the listeners (the
 log follower's local-commit wake-up, library callbacks). Nothing calls back into the loop but
 :meth:`FlushLoop.wake`.
 """

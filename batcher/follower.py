@@ -18,6 +18,8 @@ Costs: one SELECT per commit (or per burst of commits) per node, on a connection
 
 Data flow: store -> follower -> hub. A broker (NATS JetStream, Redis Streams) could stand in this
 place behind the same shape (a sink fed in id order from a cursor); PostgreSQL stays the truth.
+
+Hop 7 of the data flow. Next hop: the sink, the hub (``server/hub.py``), called with rows in id order.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -30,7 +29,8 @@ import constants
 from ._background import BackgroundTask
 from .batcher import State
 from .config import require_positive
-from .errors import BatcherClosedError, ConfigError
+from .errors import ConfigError
+from .lifecycle import Service
 
 __all__ = ["LoadMonitorConfig", "LoadMonitorStats", "LoadSample", "ServerLoadMonitor", "SystemLoad", "psutil_sampler"]
 
@@ -142,7 +142,7 @@ def psutil_sampler() -> Callable[[], SystemLoad]:
     return sample
 
 
-class ServerLoadMonitor:
+class ServerLoadMonitor(Service):
     """Sample load every ``sample_seconds`` in a background task; read the latest with :meth:`latest`.
 
     Use as ``async with ServerLoadMonitor(config, backlog=lambda: batcher.backlog) as monitor:``.
@@ -220,16 +220,13 @@ class ServerLoadMonitor:
         Raises:
             BatcherClosedError: already started or closed.
         """
-        if self._state is not State.NEW:
-            raise BatcherClosedError(f"cannot start a load monitor that is {self._state.value}")
-        self._state = State.RUNNING
+        self._begin_start()
         await self._task.start(self._run)
 
     async def aclose(self) -> None:
         """Stop sampling. Idempotent."""
-        if self._state is State.CLOSED:
+        if not self._begin_close():
             return
-        self._state = State.CLOSED
         await self._task.aclose()
 
     async def _run(self) -> None:
@@ -251,15 +248,6 @@ class ServerLoadMonitor:
             failures=self._failures,
             latest=self._latest,
         )
-
-    async def __aenter__(self) -> ServerLoadMonitor:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def __del__(self) -> None:
         if self._state is State.RUNNING:

@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol
 
 import anyio
@@ -29,7 +28,8 @@ import anyio
 from ._background import BackgroundTask
 from .batcher import FlushReport, SSEEventBatcher, State
 from .breaker import BreakerStats
-from .errors import BatcherClosedError, BatcherError
+from .errors import BatcherError
+from .lifecycle import Service
 from .load import EMPTY_LOAD, LoadMonitorConfig, LoadSample, ServerLoadMonitor, SystemLoad
 from .split import EventBatcher
 from .strategies import Decision, Signals, SizingConfig, SizingStrategy, make_strategy
@@ -119,7 +119,7 @@ class SizingStats:
         }
 
 
-class BatchSizer:
+class BatchSizer(Service):
     """Steer ``batcher``'s batch size and timeout with a strategy, from the load and its own flushes.
 
     Without ``monitor`` the sizer owns a :class:`ServerLoadMonitor` (over ``sampler``, default
@@ -193,9 +193,7 @@ class BatchSizer:
         Raises:
             BatcherClosedError: already started or closed.
         """
-        if self._state is not State.NEW:
-            raise BatcherClosedError(f"cannot start a batch sizer that is {self._state.value}")
-        self._state = State.RUNNING
+        self._begin_start()
         try:
             if self._owned is not None:
                 await self._owned.start()
@@ -209,9 +207,8 @@ class BatchSizer:
 
     async def aclose(self) -> None:
         """Stop deciding (the batch size stays where it is), then the owned monitor. Idempotent."""
-        if self._state is State.CLOSED:
+        if not self._begin_close():
             return
-        self._state = State.CLOSED
         try:
             await self._task.aclose()
         finally:
@@ -327,12 +324,3 @@ class BatchSizer:
     def as_dict(self) -> dict[str, Any]:
         """Return :meth:`statistics` as the JSON-ready ``sizing`` dict of /api/stats."""
         return self.statistics().as_dict()
-
-    async def __aenter__(self) -> BatchSizer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

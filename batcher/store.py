@@ -10,6 +10,9 @@
 - Payloads go in and out of the ``jsonb`` column as bytes, through a binary codec: no JSON is
   parsed or re-encoded in Python. PostgreSQL normalises ``jsonb`` (key order, spacing), so a
   replayed payload is the same JSON value as the one written, not the same bytes.
+
+Hop 6 of the data flow. Next hop: nothing is called; every commit NOTIFYs, and each node's log
+follower (``follower.py``) reads the committed rows back.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import logging
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, TypeVar
 
 import anyio
@@ -29,6 +31,7 @@ from . import _store_sql as sql
 from .config import StoreConfig
 from .errors import BatcherClosedError, StoreError, StoreUnavailableError
 from .events import Message, StoredMessage
+from .lifecycle import Service, State
 from .protocols import Rejected, WriteResult
 
 __all__ = ["PostgresStore", "StoreStats"]
@@ -36,12 +39,6 @@ __all__ = ["PostgresStore", "StoreStats"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-
-class _State(Enum):
-    UNOPENED = "unopened"
-    OPENED = "opened"
-    CLOSED = "closed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,7 +56,7 @@ class StoreStats:
     connected: bool
 
 
-class PostgresStore:
+class PostgresStore(Service):
     """The :class:`~batcher.protocols.EventStore` on PostgreSQL, through an asyncpg pool.
 
     Use as ``async with PostgresStore(config) as store:``, or call :meth:`start` and
@@ -68,7 +65,7 @@ class PostgresStore:
 
     def __init__(self, config: StoreConfig) -> None:
         self._config = config
-        self._state = _State.UNOPENED
+        self._state = State.NEW
         self._pool: asyncpg.Pool | None = None
         self._write_lock = anyio.Lock()
         self._writes = 0
@@ -81,15 +78,8 @@ class PostgresStore:
         self._retention_errors = 0
         self._connected = False
 
-    async def __aenter__(self) -> PostgresStore:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     def __del__(self) -> None:
-        if self._state is _State.OPENED:
+        if self._state is State.RUNNING:
             warnings.warn(f"Unclosed <{self.__class__.__name__} at {id(self):x}>", ResourceWarning, stacklevel=1)
 
     async def start(self) -> None:
@@ -99,7 +89,7 @@ class PostgresStore:
             BatcherClosedError: the store was started before.
             StoreUnavailableError: PostgreSQL cannot be reached; ``start()`` may be called again.
         """
-        if self._state is not _State.UNOPENED:
+        if self._state is not State.NEW:
             raise BatcherClosedError(f"the store is {self._state.value}; start() can be called once")
         timeout = self._config.timeout_seconds
         pool: asyncpg.Pool | None = None
@@ -125,7 +115,7 @@ class PostgresStore:
                 pool.terminate()
             raise StoreUnavailableError(f"cannot open the store: {exc!r}") from exc
         self._pool = pool
-        self._state = _State.OPENED
+        self._state = State.RUNNING
         self._connected = True
 
     async def aclose(self) -> None:
@@ -133,9 +123,9 @@ class PostgresStore:
 
         Can be called more than once.
         """
-        if self._state is _State.CLOSED:
+        if self._state is State.CLOSED:
             return
-        self._state = _State.CLOSED
+        self._state = State.CLOSED
         self._connected = False
         pool, self._pool = self._pool, None
         if pool is None:
@@ -318,7 +308,7 @@ class PostgresStore:
         first pass (which runs at once). A failed pass is logged and counted; the next one runs on
         schedule.
         """
-        while self._state is _State.OPENED:
+        while self._state is State.RUNNING:
             try:
                 deleted = await self.delete_expired()
             except BatcherClosedError:

@@ -9,6 +9,8 @@ Security hooks, kept apart so they port to any stream implementation: :func:`str
 the app's :class:`server.security.Guard` for the credential (a stream token's filters narrow the
 request's), takes a per-address slot that the response's ``finally`` gives back (``on_close``), and
 hands the response a lifetime (``expires_after``) after which its body ends cleanly.
+
+The last hop of the data flow: hub -> subscriber queue -> this response -> the socket.
 """
 
 from __future__ import annotations

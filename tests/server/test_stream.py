@@ -255,3 +255,16 @@ async def test_ping_comments_keep_an_idle_stream_alive(dsn: str, tmp_path: Path)
                 if b": ping\n\n" in raw:
                     break
     assert raw.startswith(b"retry: 3000\n\n")
+
+
+async def test_a_client_that_goes_away_is_released_at_once(live: LiveServer) -> None:
+    """The lean stream still notices a disconnect: its one watcher task ends the stream."""
+    import asyncio
+
+    host, port = live.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await reader.readuntil(b"\r\n\r\n")
+    await until(lambda: live.runtime.hub.clients == 1)
+    writer.close()
+    await until(lambda: live.runtime.hub.clients == 0)
