@@ -35,7 +35,7 @@ from .breaker import CircuitBreaker
 from .buffer import EventBuffer
 from .config import BatcherConfig
 from .deadletter import DeadLetterFile
-from .errors import BatcherClosedError, BatcherError, BufferFullError, StoreRejectedError
+from .errors import BatcherClosedError, BatcherError, BufferFullError
 from .events import NORMAL, NUL_ESCAPE, check_key, check_priority
 from .events import encode_json as _encode
 from .flush import FlushLoop, FlushReport, Listener
@@ -44,7 +44,7 @@ from .lifecycle import Service, State
 from .protocols import EventStore
 from .rules import AggregationRules
 from .stats import BatcherStats
-from .tracker import Ack, FlushTracker, outcome, timeout_error
+from .tracker import FlushTracker, timeout_error, wait_for_acks
 
 __all__ = ["FlushReport", "Listener", "SSEEventBatcher", "State"]
 
@@ -368,33 +368,7 @@ class SSEEventBatcher(Service):
             raise BatcherClosedError("batcher is closed; no more events are accepted")
         acks, on_seq = self._tracker.expect([(item[1], item[0]) for item in items])
         self._buffer.put_many(items, on_seq)
-        return await self._wait_acks(acks, self._wait_limit(timeout))
-
-    async def _wait_acks(self, acks: list[Ack], limit: float) -> list[int]:
-        # Not asyncio.wrap_future: cancelling the wait (the timeout) would cancel the acks too,
-        # and a late commit must still resolve them for anyone else asking.
-        loop = asyncio.get_running_loop()
-        done = asyncio.Event()
-        remaining = len(acks)
-
-        def one_done(_: object) -> None:
-            nonlocal remaining
-            remaining -= 1
-            if remaining == 0:
-                done.set()
-
-        for ack in acks:
-            ack.future.add_done_callback(lambda f: loop.call_soon_threadsafe(one_done, f))
-        with anyio.move_on_after(limit):
-            await done.wait()
-        ids, state = outcome(acks)
-        if state is None:
-            return [i for i in ids if i is not None]
-        for ack in acks:
-            failure = ack.future.exception() if ack.future.done() else None
-            if isinstance(failure, StoreRejectedError):
-                raise failure
-        raise timeout_error(acks, limit)
+        return await wait_for_acks(acks, self._wait_limit(timeout))
 
     def _wake(self) -> None:
         self._loop.wake()

@@ -17,6 +17,7 @@ event loop resolves it.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import concurrent.futures
 import threading
@@ -29,7 +30,7 @@ from ._writer import Written
 from .errors import AckTimeoutError, BatcherClosedError, StoreRejectedError
 from .events import Message
 
-__all__ = ["Ack", "FlushTracker"]
+__all__ = ["Ack", "FlushTracker", "outcome", "timeout_error", "wait_for_acks"]
 
 # Where an acknowledged event stands before it commits.
 BUFFERED = "buffered"
@@ -198,3 +199,36 @@ def timeout_error(acks: Sequence[Ack], seconds: float) -> AckTimeoutError:
         kept=kept,
         ids=ids,
     )
+
+
+async def wait_for_acks(acks: Sequence[Ack], limit: float) -> list[int]:
+    """Wait up to ``limit`` seconds for every ack; return their message ids.
+
+    Raises:
+        StoreRejectedError: PostgreSQL refused one of the events.
+        AckTimeoutError: not all committed in time (``kept`` says whether the rest is on disk).
+    """
+    # Not asyncio.wrap_future: cancelling the wait (the timeout) would cancel the acks too, and a
+    # late commit must still resolve them for anyone else asking.
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    remaining = len(acks)
+
+    def one_done(_: object) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            done.set()
+
+    for ack in acks:
+        ack.future.add_done_callback(lambda f: loop.call_soon_threadsafe(one_done, f))
+    with anyio.move_on_after(limit):
+        await done.wait()
+    ids, state = outcome(acks)
+    if state is None:
+        return [i for i in ids if i is not None]
+    for ack in acks:
+        failure = ack.future.exception() if ack.future.done() else None
+        if isinstance(failure, StoreRejectedError):
+            raise failure
+    raise timeout_error(acks, limit)
