@@ -17,7 +17,6 @@ shutdown, and an SSE stream never ends on its own:
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,7 +25,6 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 import anyio
-import msgspec
 import psutil
 from starlette.requests import HTTPConnection
 
@@ -248,15 +246,6 @@ class Runtime:
     def process_stats(self) -> dict[str, float | int]:
         """CPU percent since the last call, and resident memory."""
         return {"cpu_percent": self._process.cpu_percent(None), "rss_bytes": self._process.memory_info().rss}
-
-    def store_stats(self) -> dict[str, Any]:
-        """The store's statistics snapshot as a JSON-ready dict."""
-        snapshot = self.store.statistics()
-        if inspect.isawaitable(snapshot):  # pragma: no cover - the store's snapshot is synchronous
-            snapshot.close()  # type: ignore[attr-defined]
-            return {}
-        built: dict[str, Any] = msgspec.to_builtins(snapshot)
-        return built
 
     def sizing_stats(self) -> dict[str, Any]:
         """What the sizing policy decided, and the load it saw."""

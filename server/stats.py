@@ -39,23 +39,31 @@ from ._http import json_response
 from .nodes import lag
 from .runtime import Runtime, runtime_of
 
-__all__ = ["health", "snapshot", "stats"]
+__all__ = ["health", "render", "snapshot", "stats"]
 
 # A health check must answer even when PostgreSQL hangs.
 _PING_TIMEOUT_SECONDS = 2.0
 
 
+def render(statistics: object) -> dict[str, Any]:
+    """A component's frozen ``statistics()`` snapshot as JSON-ready builtins: the one way they are
+    rendered (/metrics reads the same dicts)."""
+    rendered: dict[str, Any] = msgspec.to_builtins(statistics)
+    return rendered
+
+
 def snapshot(runtime: Runtime) -> dict[str, Any]:
     """Every figure of the running app, as a JSON-ready dict (the /api/stats body)."""
-    hub: dict[str, Any] = msgspec.to_builtins(runtime.hub.statistics())
-    batcher = runtime.batcher.get_stats()
+    hub = render(runtime.hub.statistics())
+    batcher = render(runtime.batcher.statistics())
+    follower = runtime.follower.statistics()
     return {
         "ts": time.time(),
         "batcher": batcher,
-        "store": runtime.store_stats(),
+        "store": render(runtime.store.statistics()),
         "hub": hub,
         "sizing": runtime.sizing_stats(),
-        "follower": {**msgspec.to_builtins(runtime.follower.statistics()), "lag": runtime.follower.statistics().lag},
+        "follower": {**render(follower), "lag": follower.lag},
         "ab": runtime.ab_stats(),
         "workers": runtime.worker_stats(),
         "process": runtime.process_stats(),
@@ -64,7 +72,7 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         "node": _this_node(runtime, events_in=batcher.get("events_emitted", 0), hub=hub),
         "nodes": runtime.node.nodes() if runtime.node is not None else [],
         "latency": {
-            "delivery": msgspec.to_builtins(runtime.delivery_latency.statistics()),
+            "delivery": render(runtime.delivery_latency.statistics()),
             "commit": batcher["write_latency_histogram"],
         },
     }
