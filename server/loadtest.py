@@ -8,7 +8,10 @@ accepted it, to the moment the client read it) and to check for gaps and duplica
 
 It works against any server that speaks the same wire format and endpoints (``GET /events``,
 ``POST /api/events``, and optionally ``GET /api/stats`` for database rows per event), which is
-how ``bench/fanout.py`` compares this server with a plain one.
+how ``bench/fanout.py`` compares this server with a plain one. A broker that adds nothing to what
+it relays (nginx + nchan) is measured with ``stamp_events``: the tool then puts ``seq`` and ``ts``
+into every event it posts, and reads a ``data:`` line holding the posted JSON list as it is.
+The paths are options, and message ids are only counted, never parsed, so they need not be integers.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class LoadTestOptions:
     # After publishing stops, how long to wait for every client to have everything.
     settle_seconds: float = 10.0
     progress: bool = True
+    publish_path: str = "/api/events"
+    stream_path: str = "/events"
+    # Put "seq" and "ts" (the moment of the POST) into each event, for a server that assigns none.
+    stamp_events: bool = False
 
     @property
     def total(self) -> int:
@@ -75,6 +82,9 @@ class LoadTestResult:
     db_rows_per_event: float | None
     duplicates: int
     gaps: int
+    delivered_events: int = 0
+    sse_bytes: int = 0
+    sse_bytes_per_event: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,6 +101,8 @@ class _Data(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_Data)
+# A relay that adds nothing (nchan) sends the posted list of stamped events as the message.
+_LIST_DECODER = msgspec.json.Decoder(list[_Data])
 
 
 class _Client:
@@ -101,6 +113,7 @@ class _Client:
         self._notify = notify
         self.events = 0
         self.messages = 0
+        self.bytes = 0
         self.last_receipt = 0.0
         self.latencies: list[float] = []
         self.seqs: set[int] = set()
@@ -139,6 +152,7 @@ class _Client:
         # whole messages), so counting keys in the raw bytes is exact; a key split across two
         # reads is found through the kept tail.
         window = self._tail + data
+        self.bytes += len(data)
         events = window.count(_SEQ)
         if events:
             self.events += events
@@ -155,11 +169,12 @@ class _Client:
         for line in lines:
             if not line.startswith(b"data: "):
                 continue
+            body = line[6:]
             try:
-                message = _DECODER.decode(line[6:])
+                messages = _LIST_DECODER.decode(body) if body.startswith(b"[") else [_DECODER.decode(body)]
             except msgspec.DecodeError:
                 continue
-            for event in message.events if message.events is not None else [message]:
+            for event in (e for m in messages for e in (m.events if m.events is not None else [m])):
                 if event.seq is None or event.ts is None:
                     continue
                 if event.seq in self.seqs:
@@ -245,7 +260,7 @@ async def loadtest(options: LoadTestOptions) -> LoadTestResult:
         anyio.create_task_group() as readers,
     ):
         for client in clients:
-            readers.start_soon(client.run, host, port, f"{base_path}/events", options.token)
+            readers.start_soon(client.run, host, port, f"{base_path}{options.stream_path}", options.token)
         with anyio.fail_after(60):
             for client in clients:
                 await client.ready.wait()
@@ -260,13 +275,20 @@ async def loadtest(options: LoadTestOptions) -> LoadTestResult:
             nonlocal accepted, rejected
             first = index * per_request
             n = min(per_request, total - first)
-            body = [{"type": "LOAD_TEST", "source": "loadtest", "data": {"i": first + k}} for k in range(n)]
+            body: list[dict[str, Any]] = [
+                {"type": "LOAD_TEST", "source": "loadtest", "data": {"i": first + k}} for k in range(n)
+            ]
+            if options.stamp_events:
+                now = time.time()
+                for k, event in enumerate(body):
+                    event["seq"], event["ts"] = first + k + 1, now
             try:
-                response = await http.post("/api/events", json=body)
+                response = await http.post(options.publish_path, json=body)
             except httpx.HTTPError:
                 rejected += n
                 return
-            if response.status_code == 202:
+            # 202 from sse-batcher; a relay may answer 201 (subscribers present) or 202 (none).
+            if 200 <= response.status_code < 300:
                 accepted += n
             else:
                 rejected += n
@@ -310,6 +332,7 @@ async def loadtest(options: LoadTestOptions) -> LoadTestResult:
         elapsed = max(client.last_receipt - started, 1e-6)
         rates.append(client.events / elapsed if client.events else 0.0)
     delivered = sum(c.events for c in clients)
+    received_bytes = sum(c.bytes for c in clients)
     messages = sum(c.messages for c in clients)
     latencies = [x for c in clients if c.sampled for x in c.latencies]
     gaps = 0
@@ -336,6 +359,9 @@ async def loadtest(options: LoadTestOptions) -> LoadTestResult:
         db_rows_per_event=rows_per_event,
         duplicates=sum(c.duplicates for c in clients),
         gaps=gaps,
+        delivered_events=delivered,
+        sse_bytes=received_bytes,
+        sse_bytes_per_event=received_bytes / delivered if delivered else 0.0,
     )
 
 
@@ -363,6 +389,7 @@ def run_loadtest(options: LoadTestOptions) -> int:
             f"({result.complete_clients}/{result.clients} clients got everything)\n"
             f"latency p50 / p99 / max {result.latency_p50_ms} / {result.latency_p99_ms} / {result.latency_max_ms} ms\n"
             f"SSE messages per event  {result.sse_messages_per_event:.4f}\n"
+            f"SSE bytes per event     {result.sse_bytes_per_event:.1f}\n"
             f"DB rows per event       {rows}\n"
             f"duplicates / gaps       {result.duplicates} / {result.gaps} (sampled clients)",
             flush=True,
