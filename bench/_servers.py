@@ -54,6 +54,7 @@ class Running:
     kind: str
     url: str
     pid: int
+    process: subprocess.Popen[bytes]
     loadtest_args: list[str] = field(default_factory=list)
     stream_path: str = "/events"
 
@@ -114,7 +115,9 @@ def running(
     port = free_port()
     if kind == "nchan":
         with nchan_server(port) as nginx:
-            yield Running(kind, f"http://127.0.0.1:{port}", nginx.pid, list(NCHAN_LOADTEST_ARGS), NCHAN_STREAM_PATH)
+            yield Running(
+                kind, f"http://127.0.0.1:{port}", nginx.pid, nginx, list(NCHAN_LOADTEST_ARGS), NCHAN_STREAM_PATH
+            )
         return
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o755)  # the embedded PostgreSQL may run as another user
@@ -127,7 +130,7 @@ def running(
         stack.callback(_stop, process, stop_signal)
         url = f"http://127.0.0.1:{port}"
         _wait_ready(kind, url, process)
-        yield Running(kind, url, process.pid)
+        yield Running(kind, url, process.pid, process)
 
 
 def _wait_ready(kind: str, url: str, process: subprocess.Popen[bytes]) -> None:

@@ -36,7 +36,7 @@ from bench._pg import machine
 from bench._servers import SERVERS, loadtest, postmaster_pid, raise_open_files, running, tree_cpu_seconds
 from server.embedded_pg import EmbeddedPostgres
 
-__all__ = ["WORKLOADS", "Point", "main", "measure"]
+__all__ = ["WORKLOADS", "Point", "cpu_per_million", "main", "measure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +59,14 @@ WORKLOADS = {
 }
 
 
-def measure(kind: str, point: Point, pg: EmbeddedPostgres, data_dir: Path, settle: float) -> dict[str, Any]:
-    """Run ``point`` against a fresh ``kind``; the load tool's figures plus CPU seconds."""
+def measure(
+    kind: str, point: Point, pg: EmbeddedPostgres, data_dir: Path, settle: float, asgi: str = "uvicorn"
+) -> dict[str, Any]:
+    """Run ``point`` against a fresh ``kind`` (sse-batcher under ``asgi``); the load tool's figures plus CPU."""
     uses_db = kind in ("sse-batcher", "peer")
     dsn = pg.create_database("bench_" + kind.replace("-", "_"), replace=True) if uses_db else None
     pg_pid = postmaster_pid(pg.pgdata)
-    with running(kind, dsn=dsn, data_dir=data_dir / kind) as server:
+    with running(kind, dsn=dsn, data_dir=data_dir / kind, asgi=asgi) as server:
         cpu_before = tree_cpu_seconds(server.pid)
         pg_before = tree_cpu_seconds(pg_pid) if pg_pid else 0.0
         result = loadtest(
@@ -84,7 +86,8 @@ def _per_million(seconds: float, delivered: int) -> float | None:
     return seconds / delivered * 1e6 if delivered else None
 
 
-def _cpu_per_million(result: dict[str, Any]) -> float | None:
+def cpu_per_million(result: dict[str, Any]) -> float | None:
+    """CPU-seconds of server and PostgreSQL per million delivered events."""
     return _per_million(result["server_cpu_seconds"] + result["pg_cpu_seconds"], result.get("delivered_events", 0))
 
 
@@ -115,14 +118,14 @@ def _ratios(results: dict[str, dict[str, Any]]) -> list[str]:
     if ours is None:
         return []
     lines = []
-    ours_cpu = _cpu_per_million(ours)
+    ours_cpu = cpu_per_million(ours)
     for peer in ("probe", "nchan", "peer"):
         theirs = results.get(peer)
         if theirs is None:
             continue
         rate = theirs["events_per_second_per_client"]
         speed = ours["events_per_second_per_client"] / rate if rate else None
-        their_cpu = _cpu_per_million(theirs)
+        their_cpu = cpu_per_million(theirs)
         cpu = ours_cpu / their_cpu if ours_cpu and their_cpu else None
         lines.append(
             f"  sse-batcher / {peer:<6} ev/s per client {_fmt(speed, '.2f')}x, "

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from bench._pg import machine, postgres
 from bench._servers import SERVERS, Running, raise_open_files, running, tree_cpu_seconds, tree_rss_bytes
 
-__all__ = ["main"]
+__all__ = ["main", "memory_per_stream"]
 
 _OPEN_AT_ONCE = 100
 _PING = b": ping"
@@ -78,7 +78,8 @@ async def _open(server: Running, count: int, path: str) -> _Streams:
     return streams
 
 
-async def _memory(server: Running, count: int, path: str) -> tuple[float, float]:
+async def memory_per_stream(server: Running, count: int, path: str) -> tuple[float, float]:
+    """Open ``count`` idle streams; the server's RSS before (MB) and its growth per stream (KB)."""
     await asyncio.sleep(2)  # let start-up allocations settle
     before = tree_rss_bytes(server.pid)
     streams = await _open(server, count, path)
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                     row = f"{kind:<12} {args.hold:>7} {open_s:>6.1f} {cpu:>10.1f} {shown:>19} {pings:>8.0f}"
                     print(row, flush=True)
                 else:
-                    base, per = asyncio.run(_memory(server, args.streams, path))
+                    base, per = asyncio.run(memory_per_stream(server, args.streams, path))
                     print(f"{kind:<12} {base:>9.1f} MB {per:>19.1f}", flush=True)
     return 0
 
