@@ -1,8 +1,10 @@
 """``sse-batcher loadtest``: N SSE clients, a publisher at a fixed rate, and what was delivered.
 
 The tool has to stay cheaper than the server it measures, on the same machine. So most clients
-are raw sockets that only *count*: every original event carries exactly one ``"seq":`` key, and
-every SSE message one ``id:`` line, and ``bytes.count`` finds both at C speed. A few sampled
+are raw sockets that only *count*: every event the tool publishes has the data ``{"i": n}``, so
+its ``"i":`` key appears exactly once per delivered event, whatever the aggregate format, and never
+in what the server emits itself (its batch-size notices), and every SSE message has one ``id:``
+line; ``bytes.count`` finds both at C speed. A few sampled
 clients parse every ``data:`` line, to measure latency (the event's ``ts``, set when the server
 accepted it, to the moment the client read it) and to check for gaps and duplicates.
 
@@ -31,8 +33,11 @@ import msgspec
 
 __all__ = ["LoadTestOptions", "LoadTestResult", "loadtest", "run_loadtest"]
 
-_SEQ = b'"seq":'
+# The key of the tool's own event data ({"i": n}): one per event it published.
+_EVENT_KEY = b'"i":'
 _ID = b"\nid:"
+# Kept from one read to the next, so a key split across two reads is found once.
+_TAIL = max(len(_EVENT_KEY), len(_ID)) - 1
 _SAMPLED_CLIENTS = 4
 _READ_SIZE = 256 * 1024
 
@@ -120,7 +125,7 @@ class _Client:
         self.duplicates = 0
         self.error: str | None = None
         self.ready = anyio.Event()
-        self._tail = b""
+        self._tail = b"\n"  # the body starts a line: a first "id:" counts too
         self._partial = b""
 
     async def run(self, host: str, port: int, target: str, token: str | None) -> None:
@@ -153,13 +158,13 @@ class _Client:
         # reads is found through the kept tail.
         window = self._tail + data
         self.bytes += len(data)
-        events = window.count(_SEQ)
+        events = window.count(_EVENT_KEY)
         if events:
             self.events += events
             self.last_receipt = now
             self._notify()
         self.messages += window.count(_ID)
-        self._tail = data[-5:]
+        self._tail = window[-_TAIL:]
         if self.sampled:
             self._parse(data, now)
 
