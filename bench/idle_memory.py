@@ -9,9 +9,12 @@ Two modes, each a single bounded command:
   again and prints (after - before) / streams in KB. About 15 s per server.
 - ``python -m bench.idle_memory --hold 10000 [--seconds 60] [--servers sse-batcher]``: opens
   ``--hold`` idle streams, keeps them (reading the ``: ping`` comments) for ``--seconds``, sampling
-  the server's CPU time every half second, and prints its CPU % over the hold and in the samples
-  in which no ping reached any client ("between pings"), with the pings seen per second. The
-  server keeps its SSE_PING_SECONDS (default 15). About ``--seconds`` + 40 s per server.
+  the server's CPU time every half second, and prints its CPU % with no stream (5 s before they
+  open), over the hold, and in the half-second samples in which no ping reached any client
+  ("between pings"; there are few when the pings of 10,000 streams, opened over many seconds,
+  are spread over the whole interval), the pings seen per second and the CPU each ping costs
+  above the no-stream figure. The server keeps its SSE_PING_SECONDS (default 15; nchan is set to
+  15 s too; the probe sends no pings). About ``--seconds`` + 50 s per server.
 
 The clients are raw sockets in this process (its open-files limit is raised with setrlimit, and
 the servers inherit it), so the figures are the servers' alone.
@@ -91,7 +94,25 @@ async def memory_per_stream(server: Running, count: int, path: str) -> tuple[flo
     return before / 2**20, (after - before) / count / 1024
 
 
-async def _hold(server: Running, count: int, seconds: float, path: str) -> tuple[float, float | None, float, float]:
+@dataclass(frozen=True, slots=True)
+class _Held:
+    open_seconds: float
+    baseline_percent: float
+    held_percent: float
+    between_percent: float | None
+    quiet_samples: int
+    pings_per_second: float
+    cpu_us_per_ping: float | None
+
+
+def _cpu_percent(pid: int, seconds: float) -> float:
+    started, before = time.monotonic(), tree_cpu_seconds(pid)
+    time.sleep(seconds)
+    return 100 * (tree_cpu_seconds(pid) - before) / (time.monotonic() - started)
+
+
+async def _hold(server: Running, count: int, seconds: float, path: str) -> _Held:
+    baseline = await asyncio.to_thread(_cpu_percent, server.pid, 5.0)  # no streams yet
     opened = time.monotonic()
     streams = await _open(server, count, path)
     open_seconds = time.monotonic() - opened
@@ -107,12 +128,23 @@ async def _hold(server: Running, count: int, seconds: float, path: str) -> tuple
         streams.close()
     (t0, c0, p0), (t1, c1, p1) = samples[0], samples[-1]
     quiet_cpu = quiet_time = 0.0
+    quiet = 0
     for (ta, ca, pa), (tb, cb, pb) in zip(samples, samples[1:], strict=False):
-        if pb == pa:
+        if pb == pa:  # no ping reached any client in this half second
+            quiet += 1
             quiet_cpu += cb - ca
             quiet_time += tb - ta
-    between = 100 * quiet_cpu / quiet_time if quiet_time > 0 else None
-    return 100 * (c1 - c0) / (t1 - t0), between, (p1 - p0) / (t1 - t0), open_seconds
+    pings = p1 - p0
+    extra_cpu = (c1 - c0) - baseline / 100 * (t1 - t0)
+    return _Held(
+        open_seconds=open_seconds,
+        baseline_percent=baseline,
+        held_percent=100 * (c1 - c0) / (t1 - t0),
+        between_percent=100 * quiet_cpu / quiet_time if quiet_time > 0 else None,
+        quiet_samples=quiet,
+        pings_per_second=pings / (t1 - t0),
+        cpu_us_per_ping=extra_cpu / pings * 1e6 if pings else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     env = {"SSE_MAX_CLIENTS": str(max(args.hold, args.streams) * 2)}
     if args.hold:
-        header = ("server", "streams", "open s", "CPU % held", "CPU % between pings", "pings/s")
-        print("{:<12} {:>7} {:>6} {:>10} {:>19} {:>8}".format(*header))
+        header = ("server", "streams", "open s", "CPU % idle", "CPU % held", "between pings", "pings/s", "us/ping")
+        print("{:<12} {:>7} {:>6} {:>10} {:>10} {:>17} {:>8} {:>8}".format(*header))
     else:
         print(f"{'server':<12} {'RSS before':>11} {'KB per idle stream':>19}  ({args.streams} streams)")
     with postgres() as pg:
@@ -141,10 +173,15 @@ def main(argv: list[str] | None = None) -> int:
             with running(kind, dsn=dsn, data_dir=pg.pgdata.parent / kind, env=env) as server:
                 path = server.stream_path
                 if args.hold:
-                    cpu, between, pings, open_s = asyncio.run(_hold(server, args.hold, args.seconds, path))
-                    shown = "-" if between is None else f"{between:.1f}"
-                    row = f"{kind:<12} {args.hold:>7} {open_s:>6.1f} {cpu:>10.1f} {shown:>19} {pings:>8.0f}"
-                    print(row, flush=True)
+                    h = asyncio.run(_hold(server, args.hold, args.seconds, path))
+                    between = "-" if h.between_percent is None else f"{h.between_percent:.1f}"
+                    between += f" ({h.quiet_samples} x 0.5 s)"
+                    per_ping = "-" if h.cpu_us_per_ping is None else f"{h.cpu_us_per_ping:.0f}"
+                    print(
+                        f"{kind:<12} {args.hold:>7} {h.open_seconds:>6.1f} {h.baseline_percent:>10.1f} "
+                        f"{h.held_percent:>10.1f} {between:>17} {h.pings_per_second:>8.0f} {per_ping:>8}",
+                        flush=True,
+                    )
                 else:
                     base, per = asyncio.run(memory_per_stream(server, args.streams, path))
                     print(f"{kind:<12} {base:>9.1f} MB {per:>19.1f}", flush=True)

@@ -38,8 +38,13 @@ STREAM_PATH = "/sub"
 LOADTEST_ARGS = ["--stamp-events", "--publish-path", PUBLISH_PATH, "--stream-path", STREAM_PATH]
 
 
-def nchan_config(root: Path, port: int, *, workers: int = 1, max_connections: int = 24_000) -> str:
-    """The nginx.conf text: one channel, a publisher and an EventSource subscriber location."""
+def nchan_config(
+    root: Path, port: int, *, workers: int = 1, max_connections: int = 24_000, ping_seconds: int = 15
+) -> str:
+    """The nginx.conf text: one channel, a publisher and an EventSource subscriber location.
+
+    Subscribers get a ``: ping`` comment every ``ping_seconds``, as sse-batcher's do.
+    """
     temp = {name: root / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
     for path in temp.values():
         path.mkdir(exist_ok=True)
@@ -76,6 +81,8 @@ http {{
             nchan_subscriber eventsource;
             nchan_channel_id loadtest;
             nchan_eventsource_event LOAD_TEST_BATCH;
+            nchan_eventsource_ping_interval {ping_seconds};
+            nchan_eventsource_ping_comment ping;
         }}
     }}
 }}
