@@ -219,12 +219,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             pg.stop()
     print(f"\nsse-batcher, workload {args.workload}: {point.describe()}")
-    print(f"{'server':<8} {'ev/s/client':>11} {'delivered':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/M':>8} "
+    print(f"{'server':<8} {'accepted':>8} {'in s':>5} {'ev/s/client':>11} {'delivered':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/M':>8} "
           f"{'srv CPU s':>9} {'KB/stream':>9} {'FIN s':>6} {'RST s':>6}")  # fmt: skip
     for asgi, row in rows.items():
         load, vanish = row["load"], row["vanish"]
         print(
-            f"{asgi:<8} {load['events_per_second_per_client']:>11.0f} {load['delivered_fraction']:>9.4f} "
+            f"{asgi:<8} {load['accepted'] / load['published']:>8.3f} {load['publish_seconds']:>5.1f} "
+            f"{load['events_per_second_per_client']:>11.0f} {load['delivered_fraction']:>9.4f} "
             f"{_s(load['latency_p50_ms'], '.1f'):>8} {_s(load['latency_p99_ms'], '.1f'):>8} "
             f"{_s(cpu_per_million(load)):>8} {load['server_cpu_seconds']:>9.1f} {row['kb_per_stream']:>9.1f} "
             f"{_s(vanish['fin']):>6} {_s(vanish['rst']):>6}"

@@ -96,7 +96,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 _HEADER = (
-    f"{'clients':>7} {'server':<12} {'ev/s/client':>11} {'delivered':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    f"{'clients':>7} {'server':<12} {'accepted':>8} {'in s':>5} {'ev/s/client':>11} {'delivered':>9} "
+    f"{'p50 ms':>8} {'p99 ms':>8} "
     f"{'B/event':>7} {'srv CPU s/M':>11} {'PG CPU s/M':>10} {'tool CPU s/M':>12} {'srv CPU s':>9}"
 )
 
@@ -104,7 +105,8 @@ _HEADER = (
 def _row(kind: str, r: dict[str, Any]) -> str:
     delivered = int(r.get("delivered_events", 0))
     return (
-        f"{r['clients']:>7} {kind:<12} {r['events_per_second_per_client']:>11.0f} {r['delivered_fraction']:>9.4f} "
+        f"{r['clients']:>7} {kind:<12} {r['accepted'] / r['published']:>8.3f} {r['publish_seconds']:>5.1f} "
+        f"{r['events_per_second_per_client']:>11.0f} {r['delivered_fraction']:>9.4f} "
         f"{_fmt(r['latency_p50_ms'], '.1f'):>8} {_fmt(r['latency_p99_ms'], '.1f'):>8} "
         f"{r.get('sse_bytes_per_event', 0.0):>7.1f} "
         f"{_fmt(_per_million(r['server_cpu_seconds'], delivered), '.2f'):>11} "
@@ -174,7 +176,13 @@ def main(argv: list[str] | None = None) -> int:
             print(_row(kind, result))
         for line in _ratios(results):
             print(line)
-    print("\ns/M: CPU-seconds per million delivered events (srv: the server's process tree; PG: PostgreSQL's)")
+    print(
+        "\naccepted: fraction of the offered events the server accepted (202) in time, in s: seconds it took;"
+        "\ndelivered: events received / (accepted x clients), above 1 when POSTs still in flight at the"
+        "\ndeadline were cancelled (uncounted) but the server had taken them;"
+        "\ns/M: CPU-seconds per million delivered events (srv: the server's process tree; PG: PostgreSQL's;"
+        " tool: the load tool's)"
+    )
     return 0
 
 
