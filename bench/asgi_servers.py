@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             pg.stop()
     print(f"\nsse-batcher, workload {args.workload}: {point.describe()}")
-    print(f"{'server':<8} {'accepted':>8} {'in s':>5} {'ev/s/client':>11} {'delivered':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/M':>8} "
+    print(f"{'server':<8} {'accepted':>8} {'in s':>5} {'ev/s/client':>11}"
+          f" {'delivered':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/M':>8} "
           f"{'srv CPU s':>9} {'KB/stream':>9} {'FIN s':>6} {'RST s':>6}")  # fmt: skip
     for asgi, row in rows.items():
         load, vanish = row["load"], row["vanish"]
