@@ -19,6 +19,7 @@ The paths are options, and message ids are only counted, never parsed, so they n
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import sys
 import time
@@ -129,42 +130,51 @@ class _Client:
         self._partial = b""
 
     async def run(self, host: str, port: int, target: str, token: str | None) -> None:
-        writer: asyncio.StreamWriter | None = None
+        # A protocol, not a StreamReader: each chunk the transport reads is counted as it comes,
+        # with no copy into and out of a reader's buffer (the tool's cost is per byte received).
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[None] = loop.create_future()
+        transport: asyncio.Transport | None = None
         try:
-            reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
+            transport, _ = await loop.create_connection(lambda: _Protocol(self, closed), host, port)
             auth = f"Authorization: Bearer {token}\r\n" if token else ""
             request = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n{auth}\r\n"
-            writer.write(request.encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                self.error = head.split(b"\r\n", 1)[0].decode(errors="replace")
-                return
-            self.ready.set()
-            while True:
-                data = await reader.read(_READ_SIZE)
-                if not data:
-                    return
-                self._feed(data, time.time())
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            transport.write(request.encode())
+            await closed
+        except OSError as exc:
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             self.ready.set()
-            if writer is not None:
-                writer.close()
+            if transport is not None:
+                transport.close()
+
+    def _head(self, data: bytes) -> bytes | None:
+        """Collect the response head; return the body bytes after it once it is complete."""
+        self._partial += data
+        head, sep, rest = self._partial.partition(b"\r\n\r\n")
+        if not sep:
+            if len(self._partial) > _READ_SIZE:
+                raise OSError("response head too long")
+            return None
+        self._partial = b""
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise OSError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+        self.ready.set()
+        return rest
 
     def _feed(self, data: bytes, now: float) -> None:
         # Chunked transfer framing only ever falls between whole SSE messages (the server writes
         # whole messages), so counting keys in the raw bytes is exact; a key split across two
-        # reads is found through the kept tail.
-        window = self._tail + data
+        # reads is found in the joint of the kept tail and the new data's first bytes.
+        joint = self._tail + data[:_TAIL]
         self.bytes += len(data)
-        events = window.count(_EVENT_KEY)
+        events = data.count(_EVENT_KEY) + joint.count(_EVENT_KEY)
         if events:
             self.events += events
             self.last_receipt = now
             self._notify()
-        self.messages += window.count(_ID)
-        self._tail = window[-_TAIL:]
+        self.messages += data.count(_ID) + joint.count(_ID)
+        self._tail = (self._tail + data)[-_TAIL:] if len(data) < _TAIL else data[-_TAIL:]
         if self.sampled:
             self._parse(data, now)
 
@@ -187,6 +197,40 @@ class _Client:
                 else:
                     self.seqs.add(event.seq)
                 self.latencies.append(now - event.ts)
+
+
+class _Protocol(asyncio.Protocol):
+    """Hands a client's bytes to it: the response head first, then every chunk of the body."""
+
+    def __init__(self, client: _Client, closed: asyncio.Future[None]) -> None:
+        self._client = client
+        self._closed = closed
+        self._in_body = False
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if not self._in_body:
+                rest = self._client._head(data)
+                if rest is None:
+                    return
+                self._in_body = True
+                data = rest
+            if data:
+                self._client._feed(data, time.time())
+        except OSError as exc:
+            self._client.error = str(exc)
+            if self._transport is not None:
+                self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self._client.error is None and not self._client.ready.is_set():
+            self._client.error = f"{type(exc).__name__}: {exc}"
+        if not self._closed.done():
+            self._closed.set_result(None)
 
 
 class _Signal:
@@ -377,9 +421,19 @@ def _ms(seconds: float | None) -> float | None:
 def run_loadtest(options: LoadTestOptions) -> int:
     """Run :func:`loadtest` and print its result; exit code 0 when every event reached every client."""
     try:
-        result = anyio.run(loadtest, options)
+        # uvloop when installed: the tool must stay cheaper than the servers it measures.
+        uvloop = importlib.util.find_spec("uvloop") is not None
+        result = anyio.run(loadtest, options, backend_options={"use_uvloop": uvloop})
     except (RuntimeError, OSError, httpx.HTTPError) as exc:
         print(f"sse-batcher loadtest: {exc}", file=sys.stderr)
+        return 2
+    except ExceptionGroup as group:  # raised inside the task groups: say the first cause plainly
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        if not isinstance(leaf, RuntimeError | OSError | httpx.HTTPError):
+            raise
+        print(f"sse-batcher loadtest: {leaf}", file=sys.stderr)
         return 2
     if options.json_output:
         print(json.dumps(asdict(result)), flush=True)
