@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         help="put seq and ts into each posted event (for a relay that assigns none, such as nchan)",
     )
     load.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    load.add_argument(
+        "--publisher-process", action="store_true", help="publish from a second process, apart from the readers"
+    )
     return parser
 
 
@@ -87,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         publish_path=args.publish_path,
         stream_path=args.stream_path,
         stamp_events=args.stamp_events,
+        publisher_process=args.publisher_process,
     )
     return run_loadtest(options)
 

@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import multiprocessing
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,6 +42,8 @@ _ID = b"\nid:"
 # Kept from one read to the next, so a key split across two reads is found once.
 _TAIL = max(len(_EVENT_KEY), len(_ID)) - 1
 _SAMPLED_CLIENTS = 4
+# uvloop when installed: the tool must stay cheaper than the servers it measures.
+_HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 _READ_SIZE = 256 * 1024
 
 
@@ -62,6 +66,8 @@ class LoadTestOptions:
     stream_path: str = "/events"
     # Put "seq" and "ts" (the moment of the POST) into each event, for a server that assigns none.
     stamp_events: bool = False
+    # POST from a process of its own, so a tool whose readers saturate its core still publishes on time.
+    publisher_process: bool = False
 
     @property
     def total(self) -> int:
@@ -274,6 +280,99 @@ def _rows_and_events(stats: dict[str, Any] | None) -> tuple[float, float] | None
         return None
 
 
+@dataclass(slots=True)
+class _Published:
+    accepted: int = 0
+    rejected: int = 0
+
+
+async def _publish(options: LoadTestOptions, started: float, published: _Published) -> None:
+    """POST the events at the rate, from ``started`` on; count what was accepted."""
+    total = options.total
+    per_request = max(1, options.batch_per_request)
+    interval = per_request / options.rate if options.rate > 0 else 0.0
+    parts = urlsplit(options.url)
+    headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
+
+    async def publish(http: httpx.AsyncClient, index: int) -> None:
+        first = index * per_request
+        n = min(per_request, total - first)
+        body: list[dict[str, Any]] = [
+            {"type": "LOAD_TEST", "source": "loadtest", "data": {"i": first + k}} for k in range(n)
+        ]
+        if options.stamp_events:
+            now = time.time()
+            for k, event in enumerate(body):
+                event["seq"], event["ts"] = first + k + 1, now
+        try:
+            response = await http.post(options.publish_path, json=body)
+        except httpx.HTTPError:
+            published.rejected += n
+            return
+        # 202 from sse-batcher; a relay may answer 201 (subscribers present) or 202 (none).
+        if 200 <= response.status_code < 300:
+            published.accepted += n
+        else:
+            published.rejected += n
+
+    limiter = anyio.CapacityLimiter(8)
+
+    async def limited(http: httpx.AsyncClient, index: int) -> None:
+        async with limiter:
+            await publish(http, index)
+
+    async with httpx.AsyncClient(
+        base_url=f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}",
+        headers=headers,
+        limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+        timeout=30,
+    ) as http:
+        # Publishing is bounded: a server that cannot keep up gets what it took in the time
+        # (plus a grace), and requests still in flight then are cancelled and left uncounted.
+        with anyio.move_on_after(options.duration_seconds + options.settle_seconds):
+            async with anyio.create_task_group() as publishers:
+                for index in range((total + per_request - 1) // per_request):
+                    delay = started + index * interval - time.time()
+                    if delay > 0:
+                        await anyio.sleep(delay)
+                    if time.time() > started + options.duration_seconds * 1.2 and options.count is None:
+                        break
+                    publishers.start_soon(limited, http, index)
+
+
+def _publisher_main(options: LoadTestOptions, conn: Connection) -> None:
+    """The publisher process: wait for the start time, publish, send back (accepted, rejected)."""
+    started: float = conn.recv()
+    published = _Published()
+    anyio.run(_publish, options, started, published, backend_options={"use_uvloop": _HAVE_UVLOOP})
+    conn.send((published.accepted, published.rejected))
+
+
+class _PublisherProcess:
+    """Publishing in a process of its own: its POSTs do not wait behind the readers' loop."""
+
+    def __init__(self, options: LoadTestOptions) -> None:
+        self._options = options
+        self.go, child = multiprocessing.Pipe()
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_publisher_main, args=(options, child), daemon=True
+        )
+        self._process.start()
+
+    def result(self) -> tuple[int, int]:
+        """Block until the publisher is done; (accepted, rejected)."""
+        limit = self._options.duration_seconds + self._options.settle_seconds + 60
+        try:
+            if not self.go.poll(limit):
+                raise RuntimeError(f"the publisher process sent no result in {limit:.0f} s")
+            accepted, rejected = self.go.recv()
+            return int(accepted), int(rejected)
+        finally:
+            self._process.join(5)
+            if self._process.is_alive():
+                self._process.kill()
+
+
 async def loadtest(options: LoadTestOptions) -> LoadTestResult:
     """Run one load test and return what it measured."""
     parts = urlsplit(options.url)
@@ -281,19 +380,18 @@ async def loadtest(options: LoadTestOptions) -> LoadTestResult:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     base_path = parts.path.rstrip("/")
     total = options.total
-    per_request = max(1, options.batch_per_request)
-    requests_needed = (total + per_request - 1) // per_request
-    interval = per_request / options.rate if options.rate > 0 else 0.0
     headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
     received = _Signal()
     clients = [_Client(i < _SAMPLED_CLIENTS, received.set) for i in range(options.clients)]
-    accepted = rejected = 0
+    published = _Published()
     progress_done = anyio.Event()
+    # Started first, so its imports are done before the clock starts; it waits for the start time.
+    publisher = _PublisherProcess(options) if options.publisher_process else None
 
     def report(prefix: str, started: float) -> None:
         counts = [c.events for c in clients] or [0]
         print(
-            f"{prefix} t={time.time() - started:5.1f}s published={accepted + rejected}/{total} "
+            f"{prefix} t={time.time() - started:5.1f}s published={published.accepted + published.rejected}/{total} "
             f"delivered/client min={min(counts)} mean={sum(counts) / len(counts):.0f}",
             file=sys.stderr,
             flush=True,
@@ -320,28 +418,6 @@ async def loadtest(options: LoadTestOptions) -> LoadTestResult:
         before = _rows_and_events(await _stats(http))
         started = time.time()
 
-        async def publish(index: int) -> None:
-            nonlocal accepted, rejected
-            first = index * per_request
-            n = min(per_request, total - first)
-            body: list[dict[str, Any]] = [
-                {"type": "LOAD_TEST", "source": "loadtest", "data": {"i": first + k}} for k in range(n)
-            ]
-            if options.stamp_events:
-                now = time.time()
-                for k, event in enumerate(body):
-                    event["seq"], event["ts"] = first + k + 1, now
-            try:
-                response = await http.post(options.publish_path, json=body)
-            except httpx.HTTPError:
-                rejected += n
-                return
-            # 202 from sse-batcher; a relay may answer 201 (subscribers present) or 202 (none).
-            if 200 <= response.status_code < 300:
-                accepted += n
-            else:
-                rejected += n
-
         async def progress() -> None:
             while not progress_done.is_set():
                 with anyio.move_on_after(1.0):
@@ -351,26 +427,14 @@ async def loadtest(options: LoadTestOptions) -> LoadTestResult:
 
         async with anyio.create_task_group() as side:
             side.start_soon(progress)
-            limiter = anyio.CapacityLimiter(8)
-
-            async def limited(index: int) -> None:
-                async with limiter:
-                    await publish(index)
-
-            # Publishing is bounded: a server that cannot keep up gets what it took in the time
-            # (plus a grace), and requests still in flight then are cancelled and left uncounted.
-            with anyio.move_on_after(options.duration_seconds + options.settle_seconds):
-                async with anyio.create_task_group() as publishers:
-                    for index in range(requests_needed):
-                        delay = started + index * interval - time.time()
-                        if delay > 0:
-                            await anyio.sleep(delay)
-                        if time.time() > started + options.duration_seconds * 1.2 and options.count is None:
-                            break
-                        publishers.start_soon(limited, index)
+            if publisher is not None:
+                publisher.go.send(started)
+                published.accepted, published.rejected = await anyio.to_thread.run_sync(publisher.result)
+            else:
+                await _publish(options, started, published)
             publish_seconds = time.time() - started
             with anyio.move_on_after(options.settle_seconds):
-                while any(c.events < accepted for c in clients):
+                while any(c.events < published.accepted for c in clients):
                     await received.wait()
             progress_done.set()
         after = _rows_and_events(await _stats(http))
@@ -394,13 +458,13 @@ async def loadtest(options: LoadTestOptions) -> LoadTestResult:
     return LoadTestResult(
         clients=options.clients,
         published=total,
-        accepted=accepted,
-        rejected=rejected,
+        accepted=published.accepted,
+        rejected=published.rejected,
         publish_seconds=publish_seconds,
         events_per_second_per_client=sum(rates) / len(rates) if rates else 0.0,
         min_events_per_second_per_client=min(rates) if rates else 0.0,
-        delivered_fraction=delivered / (accepted * len(clients)) if accepted and clients else 0.0,
-        complete_clients=sum(1 for c in clients if c.events >= accepted),
+        delivered_fraction=(delivered / (published.accepted * len(clients)) if published.accepted and clients else 0.0),
+        complete_clients=sum(1 for c in clients if c.events >= published.accepted),
         latency_p50_ms=_ms(_percentile(latencies, 0.50)),
         latency_p99_ms=_ms(_percentile(latencies, 0.99)),
         latency_max_ms=_ms(max(latencies) if latencies else None),
@@ -421,9 +485,7 @@ def _ms(seconds: float | None) -> float | None:
 def run_loadtest(options: LoadTestOptions) -> int:
     """Run :func:`loadtest` and print its result; exit code 0 when every event reached every client."""
     try:
-        # uvloop when installed: the tool must stay cheaper than the servers it measures.
-        uvloop = importlib.util.find_spec("uvloop") is not None
-        result = anyio.run(loadtest, options, backend_options={"use_uvloop": uvloop})
+        result = anyio.run(loadtest, options, backend_options={"use_uvloop": _HAVE_UVLOOP})
     except (RuntimeError, OSError, httpx.HTTPError) as exc:
         print(f"sse-batcher loadtest: {exc}", file=sys.stderr)
         return 2
