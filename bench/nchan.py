@@ -138,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8003)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # a kill stops nginx and removes its directory too
     with nchan_server(args.port, workers=args.workers):
         print(f"nchan: publish POST http://127.0.0.1:{args.port}{PUBLISH_PATH}, subscribe {STREAM_PATH}", flush=True)
         with suppress(KeyboardInterrupt):
