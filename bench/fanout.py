@@ -1,143 +1,188 @@
-"""Fan-out benchmark: sse-batcher against a plain sse-starlette peer, same load tool, same machine.
+"""Fan-out benchmark: sse-batcher against its peers, same load tool, same machine, same run.
 
-Starts one embedded PostgreSQL (a database per server), then for each client count runs each
-server as a subprocess on a free port, drives it with ``sse-batcher loadtest`` (its own process),
-and prints a table and the ratios. Each point is bounded: ``--duration`` seconds of publishing and
-at most ``--settle`` more for delivery.
+The peers (``--servers``, any of):
 
-Run: ``python -m bench.fanout [--clients 1,50,200,1000] [--rate 10000] [--duration 10]``
+- ``sse-batcher``: this server, on a database of the bench's one embedded PostgreSQL;
+- ``peer``: the plain sse-starlette app (bench/peer_app.py: one INSERT and one SSE message per event);
+- ``probe``: the no-database Python fan-out probe (bench/probe_app.py: one aggregate per 50 ms
+  tick, the same bytes queued to every client), the floor for a Python fan-out;
+- ``nchan``: nginx + nchan (bench/nchan.py), C, each POSTed list of events relayed as one message.
+
+For each point, each server runs alone on a free port, driven by ``sse-batcher loadtest`` in its
+own process. Per server it prints delivered events/s per client, the delivered fraction, p50/p99
+latency, SSE bytes per delivered event and CPU-seconds per million delivered events: of the
+server's process tree (nginx's workers included; PostgreSQL not, which gets its own column), and of
+the load tool. The machine has 2 cores shared by server, PostgreSQL and load tool, so the CPU
+per delivered event says as much as the throughput. Then the ratios sse-batcher / each peer.
+
+Each point is bounded: publishing stops after its duration (x 1.2) plus ``--settle``, and delivery
+is waited for at most ``--settle`` more.
+
+Run: ``python -m bench.fanout --workload a`` (1,000 clients, 50,000 events at 25,000/s),
+``--workload b`` (200 clients, 100,000 events at 60,000/s), ``--workload ab`` (both), or
+``--clients 1,50,200 --rate 20000 --count 160000``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from bench._pg import machine
+from bench._servers import SERVERS, loadtest, postmaster_pid, raise_open_files, running, tree_cpu_seconds
 from server.embedded_pg import EmbeddedPostgres
 
-__all__ = ["free_port", "main", "start_server", "stop_server"]
-
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["WORKLOADS", "Point", "cpu_per_million", "main", "measure"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One load: clients, events offered, their rate and how many go in one POST."""
+
+    clients: int
+    count: int
+    rate: float
+    batch_per_request: int
+
+    def describe(self) -> str:
+        return f"{self.clients} clients, {self.count:,} events at {self.rate:,.0f}/s, {self.batch_per_request} per POST"
 
 
-def start_server(kind: str, port: int, dsn: str, data_dir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SSE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
-    if kind == "sse-batcher":
-        command = [sys.executable, "-m", "server", "serve", "--no-demo", "--port", str(port), "--database-url", dsn]
-        command += ["--log-level", "warning"]
-    else:
-        command = [sys.executable, "-m", "bench.peer_app", "--port", str(port), "--database-url", dsn]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/stats", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError(f"{kind} exited with {process.returncode} at startup")
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{kind} did not start in 60 s")
+# The two workloads of issue 10.
+WORKLOADS = {
+    "a": Point(clients=1000, count=50_000, rate=25_000.0, batch_per_request=100),
+    "b": Point(clients=200, count=100_000, rate=60_000.0, batch_per_request=250),
+}
 
 
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def measure(
+    kind: str, point: Point, pg: EmbeddedPostgres, data_dir: Path, settle: float, asgi: str = "uvicorn"
+) -> dict[str, Any]:
+    """Run ``point`` against a fresh ``kind`` (sse-batcher under ``asgi``); the load tool's figures plus CPU."""
+    uses_db = kind in ("sse-batcher", "peer")
+    dsn = pg.create_database("bench_" + kind.replace("-", "_"), replace=True) if uses_db else None
+    pg_pid = postmaster_pid(pg.pgdata)
+    with running(kind, dsn=dsn, data_dir=data_dir / kind, asgi=asgi) as server:
+        cpu_before = tree_cpu_seconds(server.pid)
+        pg_before = tree_cpu_seconds(pg_pid) if pg_pid else 0.0
+        result = loadtest(
+            server,
+            clients=point.clients,
+            rate=point.rate,
+            count=point.count,
+            batch_per_request=point.batch_per_request,
+            settle_seconds=settle,
+        )
+        result["server_cpu_seconds"] = tree_cpu_seconds(server.pid) - cpu_before
+        result["pg_cpu_seconds"] = (tree_cpu_seconds(pg_pid) - pg_before) if pg_pid else 0.0
+    return result
 
 
-def _loadtest(port: int, clients: int, args: argparse.Namespace) -> dict[str, Any]:
-    command = [
-        sys.executable, "-m", "server", "loadtest", "--url", f"http://127.0.0.1:{port}",
-        "--clients", str(clients), "--rate", str(args.rate), "--duration", str(args.duration),
-        "--batch-per-request", str(args.batch_per_request), "--json",
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=args.duration * 3 + 120)
-    lines = [line for line in result.stdout.decode().splitlines() if line.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"loadtest failed: {result.stderr.decode()[-2000:]}")
-    point: dict[str, Any] = json.loads(lines[-1])
-    return point
+def _per_million(seconds: float, delivered: int) -> float | None:
+    return seconds / delivered * 1e6 if delivered else None
 
 
-def _row(kind: str, point: dict[str, Any]) -> str:
-    rows = point["db_rows_per_event"]
+def cpu_per_million(result: dict[str, Any]) -> float | None:
+    """CPU-seconds of server and PostgreSQL per million delivered events."""
+    return _per_million(result["server_cpu_seconds"] + result["pg_cpu_seconds"], result.get("delivered_events", 0))
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+_HEADER = (
+    f"{'clients':>7} {'server':<12} {'accepted':>8} {'in s':>5} {'ev/s/client':>11} {'delivered':>9} "
+    f"{'p50 ms':>8} {'p99 ms':>8} "
+    f"{'B/event':>7} {'srv CPU s/M':>11} {'PG CPU s/M':>10} {'tool CPU s/M':>12} {'srv CPU s':>9}"
+)
+
+
+def _row(kind: str, r: dict[str, Any]) -> str:
+    delivered = int(r.get("delivered_events", 0))
     return (
-        f"{point['clients']:>7} {kind:<12} {point['events_per_second_per_client']:>12.0f} "
-        f"{point['delivered_fraction']:>9.4f} {point['latency_p50_ms'] or 0:>9.1f} "
-        f"{point['latency_p99_ms'] or 0:>9.1f} "
-        f"{point['sse_messages_per_event']:>10.4f} {rows if rows is None else round(rows, 4)!s:>9}"
+        f"{r['clients']:>7} {kind:<12} {r['accepted'] / r['published']:>8.3f} {r['publish_seconds']:>5.1f} "
+        f"{r['events_per_second_per_client']:>11.0f} {r['delivered_fraction']:>9.4f} "
+        f"{_fmt(r['latency_p50_ms'], '.1f'):>8} {_fmt(r['latency_p99_ms'], '.1f'):>8} "
+        f"{r.get('sse_bytes_per_event', 0.0):>7.1f} "
+        f"{_fmt(_per_million(r['server_cpu_seconds'], delivered), '.2f'):>11} "
+        f"{_fmt(_per_million(r['pg_cpu_seconds'], delivered), '.2f'):>10} "
+        f"{_fmt(_per_million(r['loadtool_cpu_seconds'], delivered), '.2f'):>12} {r['server_cpu_seconds']:>9.1f}"
     )
 
 
+def _ratios(results: dict[str, dict[str, Any]]) -> list[str]:
+    ours = results.get("sse-batcher")
+    if ours is None:
+        return []
+    lines = []
+    ours_cpu = cpu_per_million(ours)
+    for peer in ("probe", "nchan", "peer"):
+        theirs = results.get(peer)
+        if theirs is None:
+            continue
+        rate = theirs["events_per_second_per_client"]
+        speed = ours["events_per_second_per_client"] / rate if rate else None
+        their_cpu = cpu_per_million(theirs)
+        cpu = ours_cpu / their_cpu if ours_cpu and their_cpu else None
+        lines.append(
+            f"  sse-batcher / {peer:<6} ev/s per client {_fmt(speed, '.2f')}x, "
+            f"CPU per delivered event (server + PG) {_fmt(cpu, '.2f')}x"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print the table; exit code 0."""
+    """Run the benchmark and print the tables; exit code 0."""
     parser = argparse.ArgumentParser(prog="bench.fanout", description=__doc__)
+    parser.add_argument("--workload", default=None, help="a, b or ab: the issue's workloads (overrides the below)")
     parser.add_argument("--clients", default="1,50,200,1000", help="comma-separated client counts")
-    parser.add_argument("--rate", type=float, default=10_000.0, help="events per second published")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing per point")
+    parser.add_argument("--rate", type=float, default=10_000.0, help="events per second offered")
+    parser.add_argument("--count", type=int, default=100_000, help="events offered per point")
     parser.add_argument("--batch-per-request", type=int, default=100)
-    parser.add_argument("--servers", default="sse-batcher,peer", help="which servers to run")
-    parser.add_argument("--data-dir", default=None, help="where the embedded PostgreSQL lives (default: a temp dir)")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait for delivery after publishing")
+    parser.add_argument("--servers", default="sse-batcher,probe,nchan", help=f"any of {','.join(SERVERS)}")
     args = parser.parse_args(argv)
-    counts = [int(x) for x in args.clients.split(",")]
+    if args.workload:
+        points = [WORKLOADS[name] for name in args.workload]
+    else:
+        points = [Point(int(c), args.count, args.rate, args.batch_per_request) for c in args.clients.split(",")]
     kinds = args.servers.split(",")
+    raise_open_files()
+    print(f"machine: {machine()}", flush=True)
+    tables: list[tuple[Point, dict[str, dict[str, Any]]]] = []
     with tempfile.TemporaryDirectory(prefix="sse-bench-") as tmp:
-        data_dir = Path(args.data_dir) if args.data_dir else Path(tmp)
-        pg = EmbeddedPostgres(data_dir)
+        data_dir = Path(tmp)
+        data_dir.chmod(0o755)
+        pg = EmbeddedPostgres(data_dir / "pg")
         pg.start()
-        results: dict[tuple[str, int], dict[str, Any]] = {}
         try:
-            for clients in counts:
+            for point in points:
+                results: dict[str, dict[str, Any]] = {}
                 for kind in kinds:
-                    dsn = pg.create_database("bench_" + kind.replace("-", "_"), replace=True)
-                    port = free_port()
-                    process = start_server(kind, port, dsn, data_dir / kind)
-                    try:
-                        point = _loadtest(port, clients, args)
-                    finally:
-                        stop_server(process)
-                    results[(kind, clients)] = point
-                    print(_row(kind, point), file=sys.stderr, flush=True)
+                    results[kind] = measure(kind, point, pg, data_dir, args.settle)
+                    print(_row(kind, results[kind]), file=sys.stderr, flush=True)
+                tables.append((point, results))
         finally:
             pg.stop()
-    print(f"rate {args.rate:.0f} events/s for {args.duration:.0f} s, {args.batch_per_request} events per POST")
-    print(f"{'clients':>7} {'server':<12} {'ev/s/client':>12} {'delivered':>9} {'p50 ms':>9} {'p99 ms':>9} "
-          f"{'msgs/event':>10} {'rows/ev':>9}")  # fmt: skip
-    for clients in counts:
-        for kind in kinds:
-            if (kind, clients) in results:
-                print(_row(kind, results[(kind, clients)]))
-    if {"sse-batcher", "peer"} <= set(kinds):
-        print("\nratio sse-batcher / peer, delivered events/s per client:")
-        for clients in counts:
-            ours, peer = results.get(("sse-batcher", clients)), results.get(("peer", clients))
-            if ours and peer and peer["events_per_second_per_client"]:
-                ratio = ours["events_per_second_per_client"] / peer["events_per_second_per_client"]
-                print(f"  {clients:>5} clients: {ratio:.1f}x")
+    for point, results in tables:
+        print(f"\n{point.describe()}")
+        print(_HEADER)
+        for kind, result in results.items():
+            print(_row(kind, result))
+        for line in _ratios(results):
+            print(line)
+    print(
+        "\naccepted: fraction of the offered events the server accepted (202) in time, in s: seconds it took;"
+        "\ndelivered: events received / (accepted x clients), above 1 when POSTs still in flight at the"
+        "\ndeadline were cancelled (uncounted) but the server had taken them;"
+        "\ns/M: CPU-seconds per million delivered events (srv: the server's process tree; PG: PostgreSQL's;"
+        " tool: the load tool's)"
+    )
     return 0
 
 

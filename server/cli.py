@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--batch-per-request", type=int, default=50, help="events per POST")
     load.add_argument("--token", default=None, help="bearer token for publish and subscribe")
     load.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    load.add_argument("--settle", type=float, default=10.0, help="seconds to wait for delivery after publishing")
+    load.add_argument("--publish-path", default="/api/events", help="path to POST the events to")
+    load.add_argument("--stream-path", default="/events", help="path of the SSE stream")
+    load.add_argument(
+        "--stamp-events",
+        action="store_true",
+        help="put seq and ts into each posted event (for a relay that assigns none, such as nchan)",
+    )
+    load.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    load.add_argument(
+        "--publisher-process", action="store_true", help="publish from a second process, apart from the readers"
+    )
     return parser
 
 
@@ -103,6 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_per_request=args.batch_per_request,
         token=args.token,
         json_output=args.json,
+        settle_seconds=args.settle,
+        progress=not args.quiet,
+        publish_path=args.publish_path,
+        stream_path=args.stream_path,
+        stamp_events=args.stamp_events,
+        publisher_process=args.publisher_process,
     )
     return run_loadtest(options)
 
