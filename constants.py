@@ -46,6 +46,7 @@ __all__ = [
     "SSE_DEMO_RATE",
     "SSE_DYNAMIC_BATCHING",
     "SSE_EMIT_TIMEOUT_SECONDS",
+    "SSE_FANOUT_INTERVAL_MAX_SECONDS",
     "SSE_FANOUT_INTERVAL_SECONDS",
     "SSE_FOLLOW_POLL_SECONDS",
     "SSE_HOST",
@@ -292,6 +293,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_FANOUT_INTERVAL_SECONDS", float, 0.03, _S,
        "while messages keep coming, each stream is written at most once per interval (0: every commit)",
        "fanout_interval_seconds", minimum=0, maximum=5),
+    _s("SSE_FANOUT_INTERVAL_MAX_SECONDS", float, 0.25, _S,
+       "the longest the fan-out interval stretches to while the server cannot keep up",
+       "fanout_interval_max_seconds", minimum=0, maximum=5),
     _s("SSE_CLIENT_QUEUE_SIZE", int, 1000, _S, "messages a client may lag before it catches up from PostgreSQL",
        "client_queue_size", minimum=1),
     _s("SSE_CLIENT_SEND_TIMEOUT_SECONDS", float, 30.0, _S, "a peer that accepts nothing this long is closed",
@@ -461,6 +465,7 @@ SSE_PORT: Final[int] = _default("SSE_PORT")
 SSE_PING_SECONDS: Final[float] = _default("SSE_PING_SECONDS")
 SSE_RETRY_MILLISECONDS: Final[int] = _default("SSE_RETRY_MILLISECONDS")
 SSE_FANOUT_INTERVAL_SECONDS: Final[float] = _default("SSE_FANOUT_INTERVAL_SECONDS")
+SSE_FANOUT_INTERVAL_MAX_SECONDS: Final[float] = _default("SSE_FANOUT_INTERVAL_MAX_SECONDS")
 SSE_CLIENT_QUEUE_SIZE: Final[int] = _default("SSE_CLIENT_QUEUE_SIZE")
 SSE_CLIENT_SEND_TIMEOUT_SECONDS: Final[float] = _default("SSE_CLIENT_SEND_TIMEOUT_SECONDS")
 SSE_MAX_CLIENTS: Final[int] = _default("SSE_MAX_CLIENTS")

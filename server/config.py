@@ -75,6 +75,7 @@ class ServerConfig:
     ping_seconds: float = constants.SSE_PING_SECONDS
     retry_milliseconds: int = constants.SSE_RETRY_MILLISECONDS
     fanout_interval_seconds: float = constants.SSE_FANOUT_INTERVAL_SECONDS
+    fanout_interval_max_seconds: float = constants.SSE_FANOUT_INTERVAL_MAX_SECONDS
     client_queue_size: int = constants.SSE_CLIENT_QUEUE_SIZE
     client_send_timeout_seconds: float = constants.SSE_CLIENT_SEND_TIMEOUT_SECONDS
     max_clients: int = constants.SSE_MAX_CLIENTS
@@ -122,6 +123,8 @@ class ServerConfig:
         require_positive("client_queue_size", self.client_queue_size)
         if not 0 <= self.fanout_interval_seconds <= 5:
             raise ConfigError(f"fanout_interval_seconds must be 0-5, got {self.fanout_interval_seconds!r}")
+        if not 0 <= self.fanout_interval_max_seconds <= 5:
+            raise ConfigError(f"fanout_interval_max_seconds must be 0-5, got {self.fanout_interval_max_seconds!r}")
         require_positive("client_send_timeout_seconds", self.client_send_timeout_seconds)
         require_positive("max_clients", self.max_clients)
         require_positive("max_request_bytes", self.max_request_bytes)

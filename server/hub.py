@@ -8,10 +8,13 @@ queue, which its stream (``server/stream.py``) writes to the socket.
 The cost model (issue 10): fan-out cost is about subscribers x (writes per subscriber per second x
 cost per write + bytes per second x copy cost). So:
 
-- **Bounded wake-ups.** While messages keep coming, the hub fans out at most once per
-  ``fanout_interval_seconds``, joining everything that arrived in between into one frame; when a
-  message arrives after a quiet spell it goes out at once, so a lone event keeps its tens of
-  milliseconds. Each subscriber is woken, and its socket written, at most once per interval.
+- **Bounded wake-ups.** While messages keep coming, the hub fans out at most once per interval,
+  joining everything that arrived in between into one frame; when a message arrives after a quiet
+  spell it goes out at once, so a lone event keeps its tens of milliseconds. Each subscriber is
+  woken, and its socket written, at most once per interval. The interval starts at
+  ``fanout_interval_seconds`` and follows load as the batch size does: a tick that fires late,
+  because the loop was busy writing to sockets, stretches it by half (up to
+  ``fanout_interval_max_seconds``); ticks on time shrink it back toward the floor.
 - **Encode and join once.** Each message is encoded to SSE bytes once; the frame (the joined bytes
   of one fan-out) is built once for all unfiltered subscribers and once per distinct filter, and
   the *same* bytes object goes into every matching queue.
@@ -115,6 +118,7 @@ class Hub:
         queue_size: int,
         max_clients: int,
         fanout_interval_seconds: float = 0.0,
+        fanout_interval_max_seconds: float | None = None,
         ping_seconds: float = 15.0,
         send_timeout_seconds: float = 30.0,
         on_fanout: FanoutObserver | None = None,
@@ -123,6 +127,10 @@ class Hub:
         self._store = store
         self._queue_size = queue_size
         self._max_clients = max_clients
+        # The interval follows load: a tick that fires late (the loop was busy writing to sockets)
+        # stretches it, up to the max; ticks on time bring it back to the configured floor.
+        self._base_interval = fanout_interval_seconds
+        self._max_interval = max(fanout_interval_seconds, fanout_interval_max_seconds or fanout_interval_seconds)
         self._interval = fanout_interval_seconds
         self._ping_seconds = ping_seconds
         self._send_timeout = send_timeout_seconds
@@ -245,6 +253,7 @@ class Hub:
         while True:
             now = self._clock()
             if self._due is not None and now >= self._due:
+                self._adapt(now - self._due)
                 self._flush_pending(now)
             if now >= next_housekeeping:
                 self._housekeep(now)
@@ -253,6 +262,13 @@ class Hub:
             self._wake = anyio.Event()
             with anyio.move_on_after(max(0.0, deadline - self._clock())):
                 await self._wake.wait()
+
+    def _adapt(self, lateness: float) -> None:
+        interval = self._interval
+        if lateness > interval * 0.5:
+            self._interval = min(self._max_interval, max(interval, 0.001) * 1.5)
+        elif lateness < interval * 0.1:
+            self._interval = max(self._base_interval, interval * 0.9)
 
     def _flush_pending(self, now: float) -> None:
         pending, self._pending, self._due = self._pending, [], None

@@ -128,6 +128,7 @@ class Runtime:
                 queue_size=config.client_queue_size,
                 max_clients=config.max_clients,
                 fanout_interval_seconds=config.fanout_interval_seconds,
+                fanout_interval_max_seconds=config.fanout_interval_max_seconds,
                 ping_seconds=config.ping_seconds,
                 send_timeout_seconds=config.client_send_timeout_seconds,
                 on_fanout=delivery_latency.observe_messages,

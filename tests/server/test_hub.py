@@ -151,3 +151,19 @@ async def test_a_client_that_accepts_nothing_is_closed_after_the_send_timeout(ds
                 except ConnectionResetError:
                     pass
         assert live.runtime.hub.statistics().send_timeouts == 1
+
+
+def test_the_fan_out_interval_stretches_while_ticks_fire_late_and_shrinks_back_when_on_time() -> None:
+    hub = Hub(
+        store=None,  # type: ignore[arg-type]
+        queue_size=10,
+        max_clients=10,
+        fanout_interval_seconds=0.02,
+        fanout_interval_max_seconds=0.1,
+    )
+    for _ in range(10):
+        hub._adapt(lateness=0.5)  # the loop was busy: every tick late
+    assert hub.statistics().fanout_interval_seconds == 0.1  # capped
+    for _ in range(50):
+        hub._adapt(lateness=0.0)
+    assert hub.statistics().fanout_interval_seconds == 0.02  # back to the floor, never below
