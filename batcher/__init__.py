@@ -11,6 +11,7 @@ from .breaker import BreakerState, BreakerStats, CircuitBreaker
 from .config import BatcherConfig, StoreConfig
 from .controller import SizingConfig, SizingController
 from .deadletter import DeadLetterFile
+from .digester import Digester, DigesterStats
 from .errors import (
     AckTimeoutError,
     BatcherClosedError,
@@ -47,6 +48,8 @@ __all__ = [
     "CircuitBreaker",
     "ConfigError",
     "DeadLetterFile",
+    "Digester",
+    "DigesterStats",
     "DynamicBatchManager",
     "Event",
     "EventStore",

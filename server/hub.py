@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -142,8 +142,17 @@ class Client:
 class Hub:
     """Fans committed messages out to SSE clients; fed by the log follower (:meth:`publish`)."""
 
-    def __init__(self, store: EventStore, *, queue_size: int, max_clients: int) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        queue_size: int,
+        max_clients: int,
+        hold_back: Callable[[StoredMessage], bool] | None = None,
+    ) -> None:
         self._store = store
+        # Issue 14, ``live = false``: such messages are stored (and replayed) but not streamed live.
+        self._hold_back = hold_back
         self._queue_size = queue_size
         self._max_clients = max_clients
         # Live clients without filters take every message: no per-message test for them.
@@ -200,6 +209,8 @@ class Hub:
     # -- fan-out -----------------------------------------------------------------------------
     def publish(self, messages: Sequence[StoredMessage]) -> None:
         """Hand committed ``messages`` (in id order, from the log follower) to every live client; never waits."""
+        if self._hold_back is not None:
+            messages = [message for message in messages if not self._hold_back(message)]
         if not messages:
             return
         items = [(message.id, encode_message(message)) for message in messages]

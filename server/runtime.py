@@ -34,11 +34,13 @@ from batcher import (
     AdaptiveSizing,
     AggregationRules,
     CircuitBreaker,
+    Digester,
     LogFollower,
     PostgresStore,
     SSEEventBatcher,
     State,
 )
+from batcher.digest import quiet_filter
 
 from .config import ServerConfig
 from .hub import Hub
@@ -112,6 +114,7 @@ class Runtime:
         self.farm: DemoFarmLike | None = None
         self.sizing: AdaptiveSizing | None = None
         self.node: NodeHeartbeat | None = None
+        self.digester: Digester | None = None
         self.started_at = time.time()
         self.task_failures = 0
         self._process = psutil.Process()
@@ -143,7 +146,13 @@ class Runtime:
             rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
             breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
             batcher = SSEEventBatcher(store, batcher_config, rules=rules, breaker=breaker)
-            hub = Hub(store, queue_size=config.client_queue_size, max_clients=config.max_clients)
+            digest_rules = rules.digests() if rules is not None else {}
+            hub = Hub(
+                store,
+                queue_size=config.client_queue_size,
+                max_clients=config.max_clients,
+                hold_back=quiet_filter(digest_rules),
+            )
             # The hub's one feed: every node's commits, read back from the log in id order. Started
             # before the batcher, so a dead-letter file written back at start reaches clients too.
             follower = LogFollower(store_config, hub.publish, poll_seconds=config.follow_poll_seconds)
@@ -151,15 +160,30 @@ class Runtime:
             # A local commit wakes the follower at once instead of waiting for its notification.
             stack.callback(batcher.add_listener(follower.poke))
             await stack.enter_async_context(batcher)
+            # -- digests (issue 14): windows in PostgreSQL, closed by whichever node gets there first.
+            digester = None
+            if digest_rules:
+                digester = Digester(
+                    store_config,
+                    digest_rules,
+                    interval_seconds=config.digest_interval_seconds,
+                    grace_seconds=config.digest_grace_seconds,
+                    keep_closed_seconds=store_config.retention_seconds + 24 * 3600,
+                )
+                await stack.enter_async_context(digester)
+            # --
             runtime = cls(
                 config, store=store, batcher=batcher, hub=hub, follower=follower, database=config.describe_database()
             )
+            runtime.digester = digester
             tasks = await stack.enter_async_context(anyio.create_task_group())
             # Runs before the task group exits (and after everything entered later has stopped),
             # so the background loops end instead of being waited for.
             stack.callback(tasks.cancel_scope.cancel)
             tasks.start_soon(runtime._supervise, "retention", store.run_retention)
             tasks.start_soon(runtime._drain_when_asked)
+            if digester is not None:
+                tasks.start_soon(runtime._supervise, "digests", digester.run)
             # -- nodes (issue 9): the heartbeat row; the first beat is written before serving.
             runtime.node = NodeHeartbeat(
                 store,

@@ -3,7 +3,10 @@
 The stats shape is a contract with the dashboard (frontend/); keys are only ever added::
 
     {"ts", "batcher": {...}, "store": {...}, "hub": {...}, "sizing": {...}, "follower": {...}, "workers": [...],
-     "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}, "node": {...}, "nodes": [...]}
+     "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}, "node": {...}, "nodes": [...],
+     "digests": {...}}
+
+``digests`` (issue 14) lists the digest rules, each with its open windows: see ``server.digests``.
 
 ``node`` is this process (issue 9): ``id``, ``host``, ``pid``, ``slot``, ``started_at``, ``events_in``,
 ``messages_out``, ``clients`` (now), ``follower_last_id``, ``newest_id`` and ``lag`` (as of its last
@@ -24,6 +27,7 @@ from starlette.responses import Response
 from batcher import BatcherError, State
 
 from ._http import json_response
+from .digests import digest_stats
 from .nodes import lag
 from .runtime import Runtime, runtime_of
 
@@ -50,6 +54,7 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         "demo": {"enabled": runtime.farm is not None},
         "node": _this_node(runtime, events_in=batcher.get("events_emitted", 0), hub=hub),
         "nodes": runtime.node.nodes() if runtime.node is not None else [],
+        "digests": digest_stats(runtime.digester),
     }
 
 
