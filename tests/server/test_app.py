@@ -61,8 +61,10 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
         stats = (await client.get("/api/stats")).json()
         tg.cancel_scope.cancel()
     assert set(stats) == {
-        "ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo", "node", "nodes"
+        "ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo", "node", "nodes",
+        "digests",
     }  # fmt: skip
+    assert stats["digests"] == {"enabled": False, "rules": []}
     assert stats["follower"]["connected"] is True and stats["follower"]["lag"] == 0
     assert stats["demo"] == {"enabled": False}
     batcher = stats["batcher"]
