@@ -16,6 +16,7 @@ import { subscribe } from "./sse-batcher.js";
 import { createBatchSizePanel } from "./panels/batchsize.js";
 import { createBurstPanel } from "./panels/burst.js";
 import { createConnectionPanel } from "./panels/connection.js";
+import { createDigestsPanel } from "./panels/digests.js";
 import { createEventLogPanel } from "./panels/eventlog.js";
 import { createJobsPanel } from "./panels/jobs.js";
 import { createLoadPanel } from "./panels/load.js";
@@ -83,11 +84,12 @@ function main() {
   const totals = createTotalsPanel();
   const workers = createWorkersPanel();
   const nodes = createNodesPanel();
+  const digests = createDigestsPanel();
   const jobs = createJobsPanel({ requestRender });
   const log = createEventLogPanel({ requestRender });
   const burst = createBurstPanel({ headers: authHeaders, requestRender });
-  panels = [connection, totals, load, workers, nodes, batchsize, throughput, jobs, log, burst];
-  const statsConsumers = [throughput, batchsize, load, totals, workers, nodes, burst];
+  panels = [connection, totals, load, workers, nodes, digests, batchsize, throughput, jobs, log, burst];
+  const statsConsumers = [throughput, batchsize, load, totals, workers, nodes, digests, burst];
 
   const subscription = subscribe(EVENTS_URL, {
     token,
