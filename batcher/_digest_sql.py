@@ -1,7 +1,7 @@
 """The SQL of the digester (issue 14): its two tables and the statements of one pass.
 
 ``sse_digest_windows`` holds every window, open (``message_id`` null) or closed (the id of its
-digest); ``sse_digest_cursor`` the last ``sse_events`` id the digester has put into windows. Both
+digest); ``sse_digest_cursor`` the last ``sse_events`` id the digester has put into windows, per type. Both
 change only inside one pass's transaction, under :data:`DIGEST_LOCK`, so a pass is all or nothing:
 a process killed mid-pass leaves the state as it was before, and the next pass (on any node) does
 the work again.

@@ -46,7 +46,6 @@ __all__ = ["Digester", "DigesterStats", "OpenWindow", "PassReport"]
 
 logger = logging.getLogger(__name__)
 
-_CURSOR_NAME: Final = "digests"
 # Digests written per pass at most (a backlog after an outage is closed over a few passes).
 _CLOSE_PER_PASS: Final = 500
 # Open windows listed in the statistics at most.
@@ -89,6 +88,7 @@ class DigesterStats:
     rows_ingested: int
     events_digested: int
     digests_emitted: int
+    # The smallest of the per-type cursors: every row up to it is in windows.
     cursor: int
     last_pass_at: float | None
     open_windows: tuple[OpenWindow, ...]
@@ -176,6 +176,12 @@ class Digester(Service):
             except StoreUnavailableError as exc:
                 self._errors += 1
                 logger.warning("digest pass failed, will retry: %s", exc)
+            except BatcherClosedError:
+                break
+            except Exception:
+                # A bug must not end digests for good: the pass rolled back; count it, try again.
+                self._errors += 1
+                logger.exception("digest pass raised unexpectedly")
             await anyio.sleep(self._interval)
 
     async def run_pass(self) -> PassReport:
@@ -226,22 +232,30 @@ class Digester(Service):
         return PassReport(ran=True, rows=rows, events=events, digests=tuple(digests))
 
     async def _ingest(self, conn: asyncpg.Connection) -> tuple[int, int]:
+        """Put every row stored since the last pass into windows; one cursor per type.
+
+        Per type, so that a node started with one more digest rule (a rolling deploy) neither
+        skips the rows of the new type nor moves the others' cursors past rows it cannot digest.
+        """
         timeout = self._config.timeout_seconds
         page = self._config.replay_page_size
-        cursor = int(await conn.fetchval(dsql.CURSOR, _CURSOR_NAME, timeout=timeout))
         total_rows = total_events = 0
-        while True:
-            head = int(await conn.fetchval(sql.HEAD, timeout=timeout))
-            rows = await conn.fetch(dsql.INGEST, cursor, head, self._types, page, timeout=timeout)
-            if rows:
-                total_events += await self._digest_rows(conn, rows)
-                total_rows += len(rows)
-            full = len(rows) == page
-            cursor = rows[-1][0] if full else max(cursor, head)
-            await conn.execute(dsql.SET_CURSOR, _CURSOR_NAME, cursor, timeout=timeout)
-            if not full:
-                break
-        self._cursor = cursor
+        cursors = []
+        for name in self._types:
+            cursor = int(await conn.fetchval(dsql.CURSOR, name, timeout=timeout))
+            while True:
+                head = int(await conn.fetchval(sql.HEAD, timeout=timeout))
+                rows = await conn.fetch(dsql.INGEST, cursor, head, [name], page, timeout=timeout)
+                if rows:
+                    total_events += await self._digest_rows(conn, rows)
+                    total_rows += len(rows)
+                full = len(rows) == page
+                cursor = rows[-1][0] if full else max(cursor, head)
+                await conn.execute(dsql.SET_CURSOR, name, cursor, timeout=timeout)
+                if not full:
+                    break
+            cursors.append(cursor)
+        self._cursor = min(cursors, default=0)
         return total_rows, total_events
 
     async def _digest_rows(self, conn: asyncpg.Connection, rows: list[Any]) -> int:
@@ -325,7 +339,8 @@ class Digester(Service):
             async with conn.transaction():
                 await conn.execute(sql.MIGRATION_LOCK)
                 await conn.execute(dsql.SCHEMA)
-                await conn.execute(dsql.INIT_CURSOR, _CURSOR_NAME)
+                for name in self._types:
+                    await conn.execute(dsql.INIT_CURSOR, name)
         except BaseException:
             conn.terminate()
             raise
