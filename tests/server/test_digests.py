@@ -85,3 +85,32 @@ async def test_stats_list_each_digest_rule_with_its_open_windows(dsn: str, tmp_p
     window = by_group["a"]
     assert window["source"] == "billing" and window["window_end"] - window["window_start"] == 900
     assert window["closes_at"] == window["window_end"] + 1.0 and window["window_start"] % 900 == 0
+
+
+async def test_two_nodes_on_one_database_emit_each_digest_once(dsn: str, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with (
+        serving(config(dsn, tmp_path / "a")) as first,
+        serving(config(dsn, tmp_path / "b")) as second,
+        first.client() as client_a,
+        second.client() as client_b,
+        anyio.create_task_group() as tg,
+    ):
+        on_a, on_b = subscribed(tg, client_a), subscribed(tg, client_b)
+        await on_a.connected.wait()
+        await on_b.connected.wait()
+        old = time.time() - 10 * 3600
+        for hour in range(5):  # five windows, all due at once: both digesters race for each
+            batch = [Event("ALERT", "s", 10 * hour + i, old + hour * 3600 + i, msgspec.Raw(b"{}")) for i in range(2)]
+            await first.runtime.store.write(aggregate(batch, f"h{hour}"))
+        for received in (on_a, on_b):
+            await received.wait_for(lambda r: sum(m.event == "ALERT_DIGEST" for m in r.messages) == 5, timeout=20)
+        await publish(client_a, {"type": "MARKER", "data": {}})
+        for received in (on_a, on_b):
+            await received.wait_for(lambda r: any(m.event == "MARKER" for m in r.messages))
+        tg.cancel_scope.cancel()
+    digests_a = [(m.id, m.data) for m in on_a.messages if m.event == "ALERT_DIGEST"]
+    digests_b = [(m.id, m.data) for m in on_b.messages if m.event == "ALERT_DIGEST"]
+    assert digests_a == digests_b and len(digests_a) == 5
+    assert all(msgspec.json.decode(data)["data"]["count"] == 2 for _, data in digests_a)
