@@ -14,6 +14,7 @@ from typing import Final
 __all__ = [
     "CLOSE",
     "CURSOR",
+    "DIGEST_LOCK",
     "DUE",
     "INIT_CURSOR",
     "INGEST",
@@ -30,6 +31,10 @@ _DIGEST_LOCK_KEY: Final = 0x5353_4542_0003
 # One node at a time runs a pass; the others skip theirs rather than queue behind it (the one
 # holding the lock is doing their work).
 TRY_DIGEST_LOCK: Final = f"SELECT pg_try_advisory_xact_lock({_DIGEST_LOCK_KEY})"
+# Taken (waiting) by the migration, before any DDL. Why: CREATE INDEX IF NOT EXISTS takes a share lock
+# on the table even when the index exists, so a node migrating while another runs a pass (which holds
+# the cursor row and then writes the windows) would deadlock with it on INIT_CURSOR.
+DIGEST_LOCK: Final = f"SELECT pg_advisory_xact_lock({_DIGEST_LOCK_KEY})"
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS sse_digest_windows (

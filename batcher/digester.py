@@ -338,6 +338,7 @@ class Digester(Service):
             await sql.init_connection(conn)
             async with conn.transaction():
                 await conn.execute(sql.MIGRATION_LOCK)
+                await conn.execute(dsql.DIGEST_LOCK)
                 await conn.execute(dsql.SCHEMA)
                 for name in self._types:
                     await conn.execute(dsql.INIT_CURSOR, name)
