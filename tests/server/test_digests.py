@@ -41,6 +41,7 @@ async def test_live_false_holds_a_type_back_but_not_its_critical_events_nor_its_
         await received.connected.wait()
         await publish(client, [{"type": "ALERT", "data": {"n": 1}}, {"type": "ALERT", "data": {"n": 2}}])
         await publish(client, {"type": "ALERT", "data": {"n": 3}, "priority": "critical"})
+        await publish(client, {"type": "APPROVAL_REQUEST", "data": {"user_id": "u"}})  # digested, and live
         # Events of a window two hours old, stored as a flush would store them: the window is due.
         old = time.time() - 7200
         batch = [Event("ALERT", "s", i, old + i, msgspec.Raw(b'{"old":%d}' % i)) for i in range(3)]
@@ -54,6 +55,7 @@ async def test_live_false_holds_a_type_back_but_not_its_critical_events_nor_its_
     streamed = [(m.event, msgspec.json.decode(m.data)) for m in received.messages]
     alerts = [body for event, body in streamed if event in ("ALERT", "ALERT_BATCH")]
     assert [body["data"] for body in alerts] == [{"n": 3}]  # only the critical one went out live
+    assert [body["data"] for event, body in streamed if event == "APPROVAL_REQUEST"] == [{"user_id": "u"}]
     [digest] = [body["data"] for event, body in streamed if event == "ALERT_DIGEST"]
     assert (digest["count"], digest["truncated"]) == (3, True)
     assert [e["data"] for e in digest["events"]] == [{"old": 1}, {"old": 2}]
