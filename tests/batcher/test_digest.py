@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 import pytest
 
@@ -127,3 +129,19 @@ def test_digests_belong_to_types_not_to_the_default_rule() -> None:
         AggregationRules().merged({"default": {"digest_seconds": 60}})
     rules = AggregationRules().merged({"types": {"B": {"digest_seconds": 60}, "A": {"digest_seconds": 5}}})
     assert list(rules.digests()) == ["A", "B"]
+
+
+def test_the_readme_example_holds_the_five_notification_rules(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Digests") :]
+    start = section.index("```toml") + len("```toml")
+    (tmp_path / "rules.toml").write_text(section[start : section.index("```", start)])
+    rules = AggregationRules.from_toml(tmp_path / "rules.toml").digests()
+    found = {name: (rule.digest_seconds, rule.max_items) for name, rule in rules.items()}
+    assert found == {
+        "SYSTEM_UPDATE": (3600, 10),
+        "APPROVAL_REQUEST": (900, 5),
+        "ALERT": (300, 3),
+        "REMINDER": (1800, 10),
+        "ANNOUNCEMENT": (86400, 20),
+    }
