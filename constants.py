@@ -44,6 +44,8 @@ __all__ = [
     "SSE_DATA_DIR",
     "SSE_DB_POOL_SIZE",
     "SSE_DEMO_RATE",
+    "SSE_DIGEST_GRACE_SECONDS",
+    "SSE_DIGEST_INTERVAL_SECONDS",
     "SSE_DYNAMIC_BATCHING",
     "SSE_EMIT_TIMEOUT_SECONDS",
     "SSE_FANOUT_INTERVAL_MAX_SECONDS",
@@ -219,6 +221,7 @@ def _s(name: str, kind: type, default: Any, section: str, doc: str, *fields: str
 
 _B, _Z, _D, _S, _N, _W = "batching", "sizing", "storage", "server", "nodes", "demo and workers"
 _X = "security"
+_G = "digests"
 
 SETTINGS: Final[tuple[Setting, ...]] = (
     # Batching
@@ -350,6 +353,13 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "node_heartbeat_seconds", positive=True),
     _s("SSE_WORKERS", int, 1, _N, "server processes `sse-batcher serve` runs on one port (`--workers` wins)",
        "workers", minimum=1, maximum=64),
+    # Digests (issue 14): long per-type windows, kept in PostgreSQL
+    _s("SSE_DIGEST_INTERVAL_SECONDS", float, 1.0, _G,
+       "how often each node looks for digest windows to close (one node does the work at a time)",
+       "digest_interval_seconds", positive=True),
+    _s("SSE_DIGEST_GRACE_SECONDS", float, 2.0, _G,
+       "a digest window closes this long after its end, so events emitted just before it are stored first",
+       "digest_grace_seconds", minimum=0),
     # Demo and workers
     _s("SSE_DEMO_RATE", float, 20.0, _W, "demo jobs per second", "demo_rate", positive=True),
     _s("SSE_WORKER_QUEUE_SIZE", int, 10_000, _W, "jobs a worker may hold queued (a demo burst asks up to 10,000)",
@@ -487,6 +497,8 @@ SSE_FOLLOW_POLL_SECONDS: Final[float] = _default("SSE_FOLLOW_POLL_SECONDS")
 SSE_NODE_ID: Final[str | None] = _default("SSE_NODE_ID")
 SSE_NODE_HEARTBEAT_SECONDS: Final[float] = _default("SSE_NODE_HEARTBEAT_SECONDS")
 SSE_WORKERS: Final[int] = _default("SSE_WORKERS")
+SSE_DIGEST_INTERVAL_SECONDS: Final[float] = _default("SSE_DIGEST_INTERVAL_SECONDS")
+SSE_DIGEST_GRACE_SECONDS: Final[float] = _default("SSE_DIGEST_GRACE_SECONDS")
 SSE_DEMO_RATE: Final[float] = _default("SSE_DEMO_RATE")
 SSE_WORKER_QUEUE_SIZE: Final[int] = _default("SSE_WORKER_QUEUE_SIZE")
 

@@ -10,6 +10,7 @@ from .batcher import FlushReport, SSEEventBatcher
 from .breaker import BreakerState, BreakerStats, CircuitBreaker
 from .config import BatcherConfig, StoreConfig
 from .deadletter import DeadLetterFile
+from .digester import Digester, DigesterStats
 from .errors import (
     AckTimeoutError,
     BatcherClosedError,
@@ -48,6 +49,8 @@ __all__ = [
     "CircuitBreaker",
     "ConfigError",
     "DeadLetterFile",
+    "Digester",
+    "DigesterStats",
     "Event",
     "EventBatcher",
     "EventStore",

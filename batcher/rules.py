@@ -34,6 +34,20 @@ timeout floor, ``balanced`` the geometric mean of floor and configured timeout, 
 ``aggressive`` the configured timeout, while ``adaptive`` and ``learned`` (which move the shared
 timeout) follow the batcher's. The server resolves it with ``batcher.strategies.pin_rule_windows``;
 batch sizes stay one per batcher, set by the server's own strategy.
+
+Digest rules (issue 14) are the long windows, minutes to a day. A rule with ``digest_seconds``
+changes nothing about how its events are batched, stored or streamed (they still leave within the
+short window above, so nothing waits in memory); on top of that, at the end of each digest window
+the server emits one ``T_DIGEST`` message per source (and ``group_by`` value) covering the window.
+``max_items`` bounds the events a digest carries (``keep = "newest" | "oldest"``), ``align`` puts
+windows on the clock (``"clock"``: 09:00, 09:15, ...) or starts one at the first event (``"first"``),
+and ``live = false`` keeps the type's own messages out of the live fan-out (critical ones still go
+out). See ``digest.py`` and ``digester.py``::
+
+    [types.APPROVAL_REQUEST]
+    digest_seconds = 900
+    max_items = 5
+    group_by = "user_id"
 """
 
 from __future__ import annotations
@@ -54,13 +68,20 @@ from .events import Event
 __all__ = ["DEFAULT_TYPE_RULES", "AggregationRules", "GroupPart", "TypeRule", "WindowClock", "shape_group"]
 
 Coalesce = Literal["key"]
+Align = Literal["clock", "first"]
+Keep = Literal["newest", "oldest"]
+
+# A digest is named T + "_DIGEST" and a type is at most 64 characters.
+_MAX_DIGESTED_TYPE_CHARS = 64 - len("_DIGEST")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TypeRule:
     """How events of one type are batched.
 
-    ``window_seconds`` None follows the batcher's (adaptive) batch timeout.
+    ``window_seconds`` None follows the batcher's (adaptive) batch timeout. ``digest_seconds`` set
+    makes the type digested (issue 14): ``max_items``, ``group_by``, ``align``, ``keep`` and
+    ``live`` only mean something then.
 
     Raises:
         ConfigError: a value is out of range.
@@ -72,6 +93,12 @@ class TypeRule:
     coalesce: Coalesce | None = None
     group_identical: bool = False
     strategy: str | None = None
+    digest_seconds: float | None = None
+    max_items: int = 10
+    group_by: str | None = None
+    align: Align = "clock"
+    keep: Keep = "newest"
+    live: bool = True
 
     def __post_init__(self) -> None:
         window = self.window_seconds
@@ -88,6 +115,28 @@ class TypeRule:
             raise ConfigError(f"group_identical must be true or false, got {self.group_identical!r}")
         if self.strategy is not None and self.strategy not in STRATEGY_NAMES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGY_NAMES)}, got {self.strategy!r}")
+        self._check_digest()
+
+    def _check_digest(self) -> None:
+        digest = self.digest_seconds
+        if digest is not None and (
+            isinstance(digest, bool) or not isinstance(digest, int | float) or not 1 <= digest < math.inf
+        ):
+            raise ConfigError(f"digest_seconds must be a number of seconds >= 1, got {digest!r}")
+        items = self.max_items
+        if isinstance(items, bool) or not isinstance(items, int) or not 1 <= items <= 1000:
+            raise ConfigError(f"max_items must be an integer from 1 to 1000, got {items!r}")
+        if self.group_by is not None and (not isinstance(self.group_by, str) or not self.group_by):
+            raise ConfigError(f"group_by must be a non-empty field name, got {self.group_by!r}")
+        if self.align not in ("clock", "first"):
+            raise ConfigError(f'align must be "clock" or "first", got {self.align!r}')
+        if self.keep not in ("newest", "oldest"):
+            raise ConfigError(f'keep must be "newest" or "oldest", got {self.keep!r}')
+        if not isinstance(self.live, bool):
+            raise ConfigError(f"live must be true or false, got {self.live!r}")
+        if not self.live and digest is None:
+            # Without a digest, live = false would make the type vanish from every live stream.
+            raise ConfigError("live = false needs digest_seconds: only a digested type may skip the live stream")
 
     @property
     def plain(self) -> bool:
@@ -118,6 +167,7 @@ class AggregationRules:
     # Derived once: the flush path asks for them on every flush.
     _unbatched: frozenset[str] = field(init=False, repr=False, compare=False)
     _plain: bool = field(init=False, repr=False, compare=False)
+    _digests: Mapping[str, TypeRule] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, rule in self.types.items():
@@ -127,10 +177,17 @@ class AggregationRules:
                 raise ConfigError(f"the rule for {name} must be a TypeRule, got {type(rule).__name__}")
         if not self.default.batched:
             raise ConfigError("the default rule must be batched; SSE_BATCHING_ENABLED=false turns batching off")
+        if self.default.digest_seconds is not None or not self.default.live:
+            raise ConfigError("digest_seconds and live belong in [types.NAME], not in [default]")
+        for name, rule in self.types.items():
+            if rule.digest_seconds is not None and len(name) > _MAX_DIGESTED_TYPE_CHARS:
+                raise ConfigError(f"{name} is too long to be digested: {name}_DIGEST would pass 64 characters")
         # Frozen in fact as well as in name: the batcher reads these from the flush loop.
         object.__setattr__(self, "types", MappingProxyType(dict(self.types)))
         object.__setattr__(self, "_unbatched", frozenset(n for n, r in self.types.items() if not r.batched))
         object.__setattr__(self, "_plain", self.default.plain and all(r.plain for r in self.types.values()))
+        digests = {n: r for n, r in sorted(self.types.items()) if r.digest_seconds is not None}
+        object.__setattr__(self, "_digests", MappingProxyType(digests))
 
     def rule(self, event_type: str) -> TypeRule:
         """Return the rule for ``event_type``."""
@@ -139,6 +196,10 @@ class AggregationRules:
     def unbatched_types(self) -> frozenset[str]:
         """The types whose events always travel alone and leave at once."""
         return self._unbatched
+
+    def digests(self) -> Mapping[str, TypeRule]:
+        """The digested types (issue 14) and their rules, sorted by name."""
+        return self._digests
 
     def windows(self, cap_seconds: float) -> dict[str, float]:
         """Each type with its own window, capped at ``cap_seconds`` (the configured timeout)."""

@@ -17,6 +17,7 @@ import { createAbPanel } from "./panels/ab.js";
 import { createBatchSizePanel } from "./panels/batchsize.js";
 import { createBurstPanel } from "./panels/burst.js";
 import { createConnectionPanel } from "./panels/connection.js";
+import { createDigestsPanel } from "./panels/digests.js";
 import { createEventLogPanel } from "./panels/eventlog.js";
 import { createJobsPanel } from "./panels/jobs.js";
 import { createLatencyPanel } from "./panels/latency.js";
@@ -86,12 +87,13 @@ function main() {
   const totals = createTotalsPanel();
   const workers = createWorkersPanel();
   const nodes = createNodesPanel();
+  const digests = createDigestsPanel();
   const jobs = createJobsPanel({ requestRender });
   const log = createEventLogPanel({ requestRender });
   const burst = createBurstPanel({ headers: authHeaders, requestRender });
   const ab = createAbPanel();
-  panels = [connection, totals, load, workers, nodes, batchsize, throughput, latency, jobs, log, burst, ab];
-  const statsConsumers = [throughput, latency, batchsize, load, totals, workers, nodes, burst, ab];
+  panels = [connection, totals, load, workers, nodes, digests, batchsize, throughput, latency, jobs, log, burst, ab];
+  const statsConsumers = [throughput, latency, batchsize, load, totals, workers, nodes, digests, burst, ab];
 
   const subscription = subscribe(EVENTS_URL, {
     token,

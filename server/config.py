@@ -109,6 +109,9 @@ class ServerConfig:
     workers: int = constants.SSE_WORKERS
     # The slot under data_dir this process tries first (the supervisor gives worker i slot i).
     slot: int = 0
+    # -- digests (issue 14) ------------------------------------------------------------------
+    digest_interval_seconds: float = constants.SSE_DIGEST_INTERVAL_SECONDS
+    digest_grace_seconds: float = constants.SSE_DIGEST_GRACE_SECONDS
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -136,6 +139,10 @@ class ServerConfig:
         require_positive("follow_poll_seconds", self.follow_poll_seconds)
         # -- nodes (issue 9)
         require_positive("node_heartbeat_seconds", self.node_heartbeat_seconds)
+        # -- digests (issue 14)
+        require_positive("digest_interval_seconds", self.digest_interval_seconds)
+        if not self.digest_grace_seconds >= 0:
+            raise ConfigError(f"digest_grace_seconds must be >= 0, got {self.digest_grace_seconds!r}")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"workers must be 1-{MAX_WORKERS}, got {self.workers!r}")
         if not 0 <= self.slot < MAX_WORKERS:

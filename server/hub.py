@@ -123,8 +123,11 @@ class Hub:
         send_timeout_seconds: float = 30.0,
         on_fanout: FanoutObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        hold_back: Callable[[StoredMessage], bool] | None = None,
     ) -> None:
         self._store = store
+        # Issue 14, ``live = false``: such messages are stored (and replayed) but not streamed live.
+        self._hold_back = hold_back
         self._queue_size = queue_size
         self._max_clients = max_clients
         # The interval follows load: a tick that fires late (the loop was busy writing to sockets)
@@ -208,6 +211,8 @@ class Hub:
         After a quiet spell they go out at once; while messages keep coming, they wait for the next
         tick of the fan-out interval and go out joined with the others.
         """
+        if self._hold_back is not None:
+            messages = [message for message in messages if not self._hold_back(message)]
         if not messages:
             return
         now = self._clock()

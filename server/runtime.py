@@ -34,6 +34,7 @@ from batcher import (
     BatchSizer,
     CircuitBreaker,
     EventBatcher,
+    Digester,
     LogFollower,
     PostgresStore,
     ServerLoadMonitor,
@@ -43,6 +44,7 @@ from batcher import (
 )
 from batcher.load import LoadMonitorConfig
 from batcher.strategies import pin_rule_windows
+from batcher.digest import quiet_filter
 
 from .config import ServerConfig
 from .hub import Hub
@@ -91,6 +93,7 @@ class Runtime:
         self.node: NodeHeartbeat | None = None
         # Issue 10: event ages at first hand-off to a client; the hub records into this one.
         self.delivery_latency = delivery_latency if delivery_latency is not None else DeliveryLatency()
+        self.digester: Digester | None = None
         self.started_at = time.time()
         self.task_failures = 0
         self._process = psutil.Process()
@@ -123,6 +126,7 @@ class Runtime:
                 rules = pin_rule_windows(rules, config.sizing, max_timeout_seconds=config.batcher.batch_timeout_seconds)
             batcher = _make_batcher(config, batcher_config, store, rules)
             delivery_latency = DeliveryLatency()
+            digest_rules = rules.digests() if rules is not None else {}
             hub = Hub(
                 store,
                 queue_size=config.client_queue_size,
@@ -132,6 +136,7 @@ class Runtime:
                 ping_seconds=config.ping_seconds,
                 send_timeout_seconds=config.client_send_timeout_seconds,
                 on_fanout=delivery_latency.observe_messages,
+                hold_back=quiet_filter(digest_rules),
             )
             # The hub's one feed: every node's commits, read back from the log in id order. Started
             # before the batcher, so a dead-letter file written back at start reaches clients too.
@@ -141,6 +146,18 @@ class Runtime:
             stack.callback(batcher.add_listener(follower.poke))
             await batcher.start()
             stack.push_async_callback(batcher.aclose)
+            # -- digests (issue 14): windows in PostgreSQL, closed by whichever node gets there first.
+            digester = None
+            if digest_rules:
+                digester = Digester(
+                    store_config,
+                    digest_rules,
+                    interval_seconds=config.digest_interval_seconds,
+                    grace_seconds=config.digest_grace_seconds,
+                    keep_closed_seconds=store_config.retention_seconds + 24 * 3600,
+                )
+                await stack.enter_async_context(digester)
+            # --
             runtime = cls(
                 config,
                 store=store,
@@ -150,6 +167,7 @@ class Runtime:
                 database=config.describe_database(),
                 delivery_latency=delivery_latency,
             )
+            runtime.digester = digester
             tasks = await stack.enter_async_context(anyio.create_task_group())
             # Runs before the task group exits (and after everything entered later has stopped),
             # so the background loops end instead of being waited for.
@@ -157,6 +175,8 @@ class Runtime:
             tasks.start_soon(runtime._supervise, "retention", store.run_retention)
             tasks.start_soon(runtime._supervise, "hub", hub.run)
             tasks.start_soon(runtime._drain_when_asked)
+            if digester is not None:
+                tasks.start_soon(runtime._supervise, "digests", digester.run)
             # -- nodes (issue 9): the heartbeat row; the first beat is written before serving.
             runtime.node = NodeHeartbeat(
                 store,

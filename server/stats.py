@@ -4,13 +4,17 @@ The stats shape is a contract with the dashboard (frontend/); keys are only ever
 
     {"ts", "batcher": {...}, "store": {...}, "hub": {...}, "sizing": {...}, "follower": {...}, "workers": [...],
      "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}, "node": {...}, "nodes": [...],
-     "ab": {"arms": [...]}, "latency": {"delivery": {...}, "commit": {...}}}
+     "ab": {"arms": [...]}, "latency": {"delivery": {...}, "commit": {...}},
+     "digests": {...}}
 
 ``latency`` (issue 10) holds two histograms in seconds, each ``{"bounds", "counts", "total", "count"}``
 with per-bucket counts (``counts[i]`` observations <= ``bounds[i]``, the last one above every bound),
 cumulative since start: ``delivery`` is each original event's age when the hub first handed it to a
 client (server/latency.py), ``commit`` the store write latency (``batcher.write_latency_histogram``).
 A reader takes percentiles over an interval from the difference of two snapshots.
+
+
+``digests`` (issue 14) lists the digest rules, each with its open windows: see ``server.digests``.
 
 ``node`` is this process (issue 9): ``id``, ``host``, ``pid``, ``slot``, ``started_at``, ``events_in``,
 ``messages_out``, ``clients`` (now), ``follower_last_id``, ``newest_id`` and ``lag`` (as of its last
@@ -36,6 +40,7 @@ from starlette.responses import Response
 from batcher import BatcherError, State
 
 from ._http import json_response
+from .digests import digest_stats
 from .nodes import lag
 from .runtime import Runtime, runtime_of
 
@@ -75,6 +80,7 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
             "delivery": render(runtime.delivery_latency.statistics()),
             "commit": batcher["write_latency_histogram"],
         },
+        "digests": digest_stats(runtime.digester),
     }
 
 

@@ -62,8 +62,9 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
         tg.cancel_scope.cancel()
     assert set(stats) == {
         "ts", "batcher", "store", "hub", "sizing", "follower", "workers", "process", "demo", "node", "nodes", "ab",
-        "latency",
+        "latency", "digests",
     }  # fmt: skip
+    assert stats["digests"] == {"enabled": False, "rules": []}
     assert stats["follower"]["connected"] is True and stats["follower"]["lag"] == 0
     assert stats["ab"] == {"arms": []}  # no A/B without SSE_BATCH_STRATEGY_B
     assert stats["demo"] == {"enabled": False}
