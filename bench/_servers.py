@@ -32,6 +32,7 @@ from bench.nchan import nchan_server
 __all__ = [
     "ROOT",
     "SERVERS",
+    "workers_of",
     "Running",
     "free_port",
     "loadtest",
@@ -44,6 +45,18 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVERS = ("sse-batcher", "peer", "probe", "nchan")
+
+
+def workers_of(kind: str) -> int | None:
+    """``sse-batcher`` is 1 process, ``sse-batcher-w4`` is ``serve --workers 4``; None for the peers."""
+    if kind == "sse-batcher":
+        return 1
+    prefix = "sse-batcher-w"
+    if kind.startswith(prefix) and kind[len(prefix) :].isdigit():
+        return int(kind[len(prefix) :])
+    return None
+
+
 _START_SECONDS = 90.0
 
 
@@ -77,7 +90,8 @@ def raise_open_files(wanted: int = 30_000) -> int:
 
 
 def _command(kind: str, port: int, dsn: str | None, asgi: str) -> list[str]:
-    if kind == "sse-batcher" and asgi == "granian":
+    workers = workers_of(kind)
+    if workers is not None and asgi == "granian":
         granian = shutil.which("granian") or "granian"
         return [
             granian, "--interface", "asgi", "--loop", "uvloop", "--http", "1", "--no-ws",
@@ -85,8 +99,9 @@ def _command(kind: str, port: int, dsn: str | None, asgi: str) -> list[str]:
             # Its default admits backlog/workers = 1024 requests at once: too few for open streams.
             "--backpressure", "30000", "--backlog", "4096", "--log-level", "warning", "server.asgi:app",
         ]  # fmt: skip
-    if kind == "sse-batcher":
+    if workers is not None:
         command = [sys.executable, "-m", "server", "serve", "--no-demo", "--port", str(port), "--log-level", "warning"]
+        command += ["--workers", str(workers)] if workers > 1 else []
         return command + (["--database-url", dsn] if dsn else [])
     if kind == "peer":
         if dsn is None:
@@ -123,7 +138,7 @@ def running(
     os.chmod(data_dir, 0o755)  # the embedded PostgreSQL may run as another user
     full_env = {**os.environ, "SSE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT), **(env or {})}
     full_env.pop("DATABASE_URL", None)
-    if dsn is not None and kind == "sse-batcher":
+    if dsn is not None and workers_of(kind) is not None:
         full_env["DATABASE_URL"] = dsn
     with ExitStack() as stack:
         process = subprocess.Popen(_command(kind, port, dsn, asgi), cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL)
@@ -134,7 +149,7 @@ def running(
 
 
 def _wait_ready(kind: str, url: str, process: subprocess.Popen[bytes]) -> None:
-    path = "/healthz" if kind == "sse-batcher" else "/api/stats"
+    path = "/healthz" if workers_of(kind) is not None else "/api/stats"
     deadline = time.monotonic() + _START_SECONDS
     while time.monotonic() < deadline:
         with suppress(httpx.HTTPError):

@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from bench._pg import machine
-from bench._servers import SERVERS, loadtest, postmaster_pid, raise_open_files, running, tree_cpu_seconds
+from bench._servers import (
+    SERVERS,
+    loadtest,
+    postmaster_pid,
+    raise_open_files,
+    running,
+    tree_cpu_seconds,
+    workers_of,
+)
 from server.embedded_pg import EmbeddedPostgres
 
 __all__ = ["WORKLOADS", "Point", "cpu_per_million", "main", "measure"]
@@ -63,7 +71,7 @@ def measure(
     kind: str, point: Point, pg: EmbeddedPostgres, data_dir: Path, settle: float, asgi: str = "uvicorn"
 ) -> dict[str, Any]:
     """Run ``point`` against a fresh ``kind`` (sse-batcher under ``asgi``); the load tool's figures plus CPU."""
-    uses_db = kind in ("sse-batcher", "peer")
+    uses_db = kind == "peer" or workers_of(kind) is not None
     dsn = pg.create_database("bench_" + kind.replace("-", "_"), replace=True) if uses_db else None
     pg_pid = postmaster_pid(pg.pgdata)
     with running(kind, dsn=dsn, data_dir=data_dir / kind, asgi=asgi) as server:
@@ -145,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100_000, help="events offered per point")
     parser.add_argument("--batch-per-request", type=int, default=100)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait for delivery after publishing")
-    parser.add_argument("--servers", default="sse-batcher,probe,nchan", help=f"any of {','.join(SERVERS)}")
+    parser.add_argument(
+        "--servers",
+        default="sse-batcher,probe,nchan",
+        help=f"any of {','.join(SERVERS)}, or sse-batcher-wN for serve --workers N",
+    )
     args = parser.parse_args(argv)
     if args.workload:
         points = [WORKLOADS[name] for name in args.workload]
