@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -21,6 +22,8 @@ __all__ = [
 ]
 
 _ENCODER: Final = msgspec.json.Encoder()
+# A high surrogate escape not followed by a low one: msgspec calls this "Input data was truncated".
+_UNPAIRED_HIGH_SURROGATE: Final = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
 
 
 def json_response(body: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -114,4 +117,7 @@ def decode_json(body: bytes) -> Any:
     try:
         return msgspec.json.decode(body)
     except (msgspec.DecodeError, RecursionError) as exc:
-        raise BodyError(400, f"malformed JSON: {exc}") from None
+        reason = str(exc)
+        if reason == "Input data was truncated" and _UNPAIRED_HIGH_SURROGATE.search(body):
+            reason = "unpaired surrogate: a \\uD800-\\uDBFF escape must be followed by a \\uDC00-\\uDFFF one"
+        raise BodyError(400, f"malformed JSON: {reason}") from None

@@ -68,6 +68,16 @@ async def test_malformed_or_non_event_bodies_are_refused_and_nothing_is_stored(
     assert _emitted(live) == 0
 
 
+@pytest.mark.parametrize("text", ["\\ud800", "x\\uDBFFy", "tail\\udbff"])
+async def test_an_unpaired_surrogate_escape_is_400_saying_so(live: LiveServer, text: str) -> None:
+    body = b'{"type": "A", "data": {"s": "%s"}}' % text.encode()
+    async with live.client() as client:
+        response = await client.post("/api/events", content=body, headers=JSON)
+    assert response.status_code == 400
+    assert "unpaired surrogate" in response.json()["error"]  # msgspec alone says "truncated"
+    assert _emitted(live) == 0
+
+
 @pytest.mark.parametrize(
     ("events", "index", "field"),
     [
