@@ -93,7 +93,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         BodyError: 413 over the limit; 400 when the client went away mid-body.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+    # isdigit() alone also passes "²", which int() refuses; uvicorn refuses it first, not every server.
+    if declared is not None and declared.isascii() and declared.strip().isdigit() and int(declared) > limit:
         raise BodyError(413, f"the body must be at most {limit} bytes")
     chunks: list[bytes] = []
     size = 0

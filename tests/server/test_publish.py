@@ -166,6 +166,18 @@ async def test_declared_length_over_the_limit_is_413_before_reading(dsn: str, tm
         assert _emitted(live) == 0
 
 
+async def test_a_non_ascii_digit_content_length_is_not_a_500(live: LiveServer) -> None:
+    """uvicorn refuses ``Content-Length: ²`` itself; an ASGI server that passes it on must not crash us.
+
+    In-process, as no HTTP server on a socket lets such a header through to the app.
+    """
+    transport = httpx.ASGITransport(app=live.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        headers = [(b"Content-Type", b"application/json"), (b"Content-Length", "²".encode("latin-1"))]
+        response = await client.post("/api/events", content=b'{"type": "A", "data": {}}', headers=headers)
+    assert response.status_code == 202  # the header is ignored; the body as read is what counts
+
+
 async def test_chunked_body_over_the_limit_is_413_while_reading(dsn: str, tmp_path: Path) -> None:
     """No Content-Length: the server counts as it reads and stops at the limit, not at the end."""
     sent = 0
