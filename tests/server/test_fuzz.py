@@ -529,7 +529,21 @@ def raw_publish(draw: st.DrawFn) -> tuple[bytes, bool]:
                 st.just(str(len(body))),
                 st.integers(min_value=0, max_value=len(body) + 100).map(str),
                 st.sampled_from(
-                    ["", "-1", "abc", " 5", "1e3", "0x10", str(MAX_REQUEST_BYTES + 1), str(2**64), "9" * 40]
+                    [
+                        "",
+                        "-1",
+                        "abc",
+                        " 5",
+                        "1e3",
+                        "0x10",
+                        "²",
+                        "1²",
+                        "+5",
+                        "5, 5",
+                        str(MAX_REQUEST_BYTES + 1),
+                        str(2**64),
+                        "9" * 40,
+                    ]
                 ),
                 st.none(),  # no Content-Length: an HTTP/1.1 request without one has no body
             )
