@@ -63,7 +63,7 @@ SETTLE_TIMEOUT_SECONDS: Final = 30.0
 CI_EXAMPLES: Final = 250
 BUDGETS: Final = [
     pytest.param(CI_EXAMPLES, id="ci"),
-    pytest.param(5000, id="long", marks=[pytest.mark.slow, pytest.mark.timeout(1800)]),
+    pytest.param(3000, id="long", marks=[pytest.mark.slow, pytest.mark.timeout(1800)]),
 ]
 
 
