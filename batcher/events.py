@@ -133,14 +133,17 @@ def check_priority(value: object) -> str:
 
 
 def check_key(value: object) -> str | None:
-    """Return ``value`` if it is ``None`` or a string of 1-256 characters.
+    """Return ``value`` if it is ``None`` or a string of 1-256 characters other than NUL.
+
+    The key travels in the stored JSON, where PostgreSQL refuses NUL as it does in ``data``; let
+    through, it would have the store refuse the whole message, and the other events in it.
 
     Raises:
         EventValidationError: anything else.
     """
-    if value is None or (isinstance(value, str) and 0 < len(value) <= _MAX_KEY_CHARS):
+    if value is None or (isinstance(value, str) and 0 < len(value) <= _MAX_KEY_CHARS and "\x00" not in value):
         return value
-    raise EventValidationError("key", f"must be a string of 1-{_MAX_KEY_CHARS} characters or null")
+    raise EventValidationError("key", f"must be a string of 1-{_MAX_KEY_CHARS} characters, without NUL, or null")
 
 
 _IDEMPOTENCY_KEY_RE: Final = re.compile(r"[\x21-\x7e]{1,200}")

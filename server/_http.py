@@ -5,6 +5,7 @@ Which tokens are valid is :class:`server.security.Guard`'s business (token sets,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -23,6 +24,8 @@ __all__ = [
 ]
 
 _ENCODER: Final = msgspec.json.Encoder()
+# A high surrogate escape not followed by a low one: msgspec calls this "Input data was truncated".
+_UNPAIRED_HIGH_SURROGATE: Final = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
 
 
 def json_response(body: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -78,7 +81,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         BodyError: 413 over the limit; 400 when the client went away mid-body.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+    # isdigit() alone also passes "²", which int() refuses; uvicorn refuses it first, not every server.
+    if declared is not None and declared.isascii() and declared.strip().isdigit() and int(declared) > limit:
         raise BodyError(413, f"the body must be at most {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -102,4 +106,7 @@ def decode_json(body: bytes) -> Any:
     try:
         return msgspec.json.decode(body)
     except (msgspec.DecodeError, RecursionError) as exc:
-        raise BodyError(400, f"malformed JSON: {exc}") from None
+        reason = str(exc)
+        if reason == "Input data was truncated" and _UNPAIRED_HIGH_SURROGATE.search(body):
+            reason = "unpaired surrogate: a \\uD800-\\uDBFF escape must be followed by a \\uDC00-\\uDFFF one"
+        raise BodyError(400, f"malformed JSON: {reason}") from None

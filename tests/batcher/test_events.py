@@ -38,7 +38,7 @@ def test_priority_and_key_rules() -> None:
         check_priority("urgent")
     assert check_key(None) is None
     assert check_key("job-1") == "job-1"
-    for bad in ("", "k" * 257, 5):
+    for bad in ("", "k" * 257, 5, "\x00", "job\x001"):
         with pytest.raises(EventValidationError, match="key"):
             check_key(bad)
 
