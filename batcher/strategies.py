@@ -132,7 +132,7 @@ class SizingStrategy:
 
     def _busy(self, load: LoadSample) -> bool:
         c = self._config
-        return load.cpu_percent >= c.high_load_percent or load.loop_lag_seconds >= c.high_loop_lag_seconds
+        return load.pressure >= c.high_load_percent or load.loop_lag_seconds >= c.high_loop_lag_seconds
 
     def _clamp(self, size: float) -> int:
         return max(self._config.min_size, min(self._config.max_size, int(size)))
@@ -181,7 +181,7 @@ class AdaptiveStrategy(SizingStrategy):
             return (size + c.increase_step if saturated else size), timeout * 2, "high_load"
         if saturated:
             return size + c.increase_step, timeout, "saturated"
-        if load.cpu_percent < c.low_load_percent:
+        if load.pressure < c.low_load_percent:
             mostly_empty = s.flushes == 0 or 4 * s.events <= size * s.flushes
             return (size // 2 if mostly_empty else size), self._min_timeout, "idle"
         return size, timeout, "steady"
@@ -250,7 +250,7 @@ class BalancedStrategy(_ProfileStrategy):
         return math.sqrt(self._min_timeout * self._max_timeout)
 
     def _timeout(self, load: LoadSample) -> float:
-        return self._min_timeout if load.cpu_percent < self._config.low_load_percent else self._middle()
+        return self._min_timeout if load.pressure < self._config.low_load_percent else self._middle()
 
     def pinned_timeout(self) -> float | None:
         return self._middle()

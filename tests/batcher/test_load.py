@@ -11,7 +11,10 @@ import pytest
 from batcher.errors import BatcherClosedError, ConfigError
 from batcher.load import LoadMonitorConfig, LoadSample, ServerLoadMonitor, SystemLoad, psutil_sampler
 
-LOAD_KEYS = {"cpu_percent", "process_cpu_percent", "memory_percent", "load_per_core", "loop_lag_ms", "backlog"}
+LOAD_KEYS = {
+    "cpu_percent", "process_cpu_percent", "server_cpu_percent",
+    "memory_percent", "load_per_core", "loop_lag_ms", "backlog",
+}  # fmt: skip
 
 
 class Sampler:

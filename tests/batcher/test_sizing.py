@@ -18,7 +18,10 @@ from tests.collect import Collected
 SIZING_KEYS = {
     "dynamic", "strategy", "strategy_state", "batch_size", "batch_timeout_seconds", "load", "history", "breaker"
 }  # fmt: skip
-LOAD_KEYS = {"cpu_percent", "process_cpu_percent", "memory_percent", "load_per_core", "loop_lag_ms", "backlog"}
+LOAD_KEYS = {
+    "cpu_percent", "process_cpu_percent", "server_cpu_percent",
+    "memory_percent", "load_per_core", "loop_lag_ms", "backlog",
+}  # fmt: skip
 
 
 class UnusedStore:

@@ -364,3 +364,21 @@ def test_learned_memory_is_bounded_whatever_it_sees() -> None:
     state = strategy.describe()
     assert state["samples"] == 2000
     assert len(state["arms"]) <= 6 * 6  # at most six shown per band, six bands
+
+
+def test_a_busy_host_does_not_make_an_idle_server_wait_out_the_full_timeout() -> None:
+    """Steered by the server's own CPU: 95% host CPU from other processes, 3% ours, is idle."""
+    busy_host = LoadSample(
+        cpu_percent=95.0,
+        process_cpu_percent=1.5,
+        memory_percent=40.0,
+        load_per_core=2.0,
+        loop_lag_seconds=0.0,
+        backlog=0,
+        taken_at=0.0,
+        server_cpu_percent=3.0,
+    )
+    size, timeout, reason = controller().target(10, 0.5, Signals(load=busy_host, backlog=0))
+    assert (timeout, reason) == (0.02, "idle")
+    starved = replace(busy_host, loop_lag_seconds=0.2)  # starved by the others: the loop lag shows it
+    assert controller().target(10, 0.02, Signals(load=starved, backlog=0))[2] == "high_load"
