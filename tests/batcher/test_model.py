@@ -126,9 +126,20 @@ class BatcherModel(RuleBasedStateMachine):
             return
         self._accept([event])
 
-    @rule(chosen=st.lists(groups, min_size=1, max_size=6))
-    def emit_many(self, chosen: list[tuple[str, str]]) -> None:
-        events = [self._next(group) for group in chosen]
+    @rule(chosen=st.lists(st.tuples(groups, st.booleans()), min_size=1, max_size=6))
+    def emit_many(self, chosen: list[tuple[tuple[str, str], bool]]) -> None:
+        # One call, one lock: a critical event here shares its flush with the batched ones around it.
+        events = [self._next(group) | ({"priority": "critical"} if critical else {}) for group, critical in chosen]
+        try:
+            self.batcher.emit_many(events)
+        except BufferFullError:
+            return
+        self._accept(events)
+
+    @rule(group=groups, criticals=st.lists(st.booleans(), min_size=2, max_size=8))
+    def emit_burst(self, group: tuple[str, str], criticals: list[bool]) -> None:
+        """A burst of one (source, type), some of it critical: all in one flush, order must hold."""
+        events = [self._next(group) | ({"priority": "critical"} if critical else {}) for critical in criticals]
         try:
             self.batcher.emit_many(events)
         except BufferFullError:
