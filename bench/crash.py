@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,11 +33,11 @@ import msgspec
 from server.client import unroll
 
 from ._pg import machine, postgres
+from ._server import ServerUnderTest
 from .fanout import free_port
 
 __all__ = ["CrashReport", "crash_run", "main"]
 
-ROOT = Path(__file__).resolve().parents[1]
 _EVENTS_PER_REQUEST = 10
 
 
@@ -63,59 +59,6 @@ class CrashReport:
     deadletter_restarts: int = 0  # restarts that found a dead-letter file
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-class _Server:
-    """``python -m server serve --no-demo`` on a fixed port, started again after each kill."""
-
-    def __init__(self, dsn: str, data_dir: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self._port = port
-        self._env = {
-            **os.environ,
-            "DATABASE_URL": dsn,
-            "SSE_DATA_DIR": str(data_dir),
-            "SSE_BATCH_TIMEOUT_SECONDS": "0.1",
-            "PYTHONPATH": str(ROOT),
-        }
-        self._log = data_dir / "server.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        args = [sys.executable, "-m", "server", "serve", "--no-demo", "--port", str(self._port)]
-        with self._log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*args, "--log-level", "warning"], cwd=ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: {self._log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"server did not become healthy in {timeout} s")
-
-    def kill(self) -> None:
-        process, self.process = self.process, None
-        if process is not None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-
-    def stop(self) -> None:
-        """SIGTERM: the graceful path, which stores everything buffered before it exits."""
-        process, self.process = self.process, None
-        if process is not None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise
 
 
 class _Publisher(threading.Thread):
@@ -174,7 +117,7 @@ def crash_run(
     """
     started = time.monotonic()
     report = CrashReport(kills=kills)
-    server = _Server(dsn, data_dir, free_port())
+    server = ServerUnderTest(dsn, data_dir, free_port(), env={"SSE_BATCH_TIMEOUT_SECONDS": "0.1"})
     stop = threading.Event()
     pubs = [
         _Publisher(i, server.url, wait_stored=acked_only or i % 2 == 0, stop=stop) for i in range(max(1, publishers))
