@@ -109,15 +109,23 @@ async def _stored(dsn: str) -> list[tuple[int, str]]:
 
 
 def crash_run(
-    dsn: str, data_dir: Path, *, kills: int, publishers: int, burst_seconds: float, acked_only: bool = False
+    dsn: str,
+    data_dir: Path,
+    *,
+    kills: int,
+    publishers: int,
+    burst_seconds: float,
+    acked_only: bool = False,
+    env: dict[str, str] | None = None,
 ) -> CrashReport:
     """Kill the server ``kills`` times mid-burst and count what each kind of answer kept.
 
-    ``acked_only`` makes every publisher wait for the commit (no 202 publishers).
+    ``acked_only`` makes every publisher wait for the commit (no 202 publishers); ``env`` adds
+    server settings (the batch timeout bounds how long a 202 event waits in memory).
     """
     started = time.monotonic()
     report = CrashReport(kills=kills)
-    server = ServerUnderTest(dsn, data_dir, free_port(), env={"SSE_BATCH_TIMEOUT_SECONDS": "0.1"})
+    server = ServerUnderTest(dsn, data_dir, free_port(), env=env)
     stop = threading.Event()
     pubs = [
         _Publisher(i, server.url, wait_stored=acked_only or i % 2 == 0, stop=stop) for i in range(max(1, publishers))
@@ -170,12 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--publishers", type=int, default=4, help="half wait=stored, half plain 202")
     parser.add_argument("--burst", type=float, default=2.0, help="seconds of publishing before each kill")
+    parser.add_argument("--batch-timeout", type=float, help="SSE_BATCH_TIMEOUT_SECONDS (default: the server's)")
     args = parser.parse_args(argv)
+    env = {} if args.batch_timeout is None else {"SSE_BATCH_TIMEOUT_SECONDS": str(args.batch_timeout)}
     print(f"machine: {machine()}")
     with postgres() as pg, tempfile.TemporaryDirectory(prefix="sse-crash-") as tmp:
         dsn = pg.create_database("crash")
-        report = crash_run(dsn, Path(tmp), kills=args.kills, publishers=args.publishers, burst_seconds=args.burst)
+        report = crash_run(
+            dsn, Path(tmp), kills=args.kills, publishers=args.publishers, burst_seconds=args.burst, env=env
+        )
+    timeout = "default" if args.batch_timeout is None else f"{args.batch_timeout:g} s"
     print(f"kills                          {report.kills} (SIGKILL, {args.burst:g} s into each burst)")
+    print(f"batch timeout                  {timeout}")
     print(f"events posted                  {report.posted:,}")
     print(f"answered 201 (wait=stored)     {report.acked:,}")
     print(f"answered 202 (buffered)        {report.answered_202:,}")
