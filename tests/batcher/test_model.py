@@ -84,6 +84,8 @@ class BatcherModel(RuleBasedStateMachine):
         self.accepted: dict[int, tuple[str, str]] = {}  # marker -> (source, type), in emit order
         self.acked: dict[int, int] = {}  # marker -> the message id it was acknowledged with
         self.incarnation: ExitStack | None = None
+        # The aclose() timeout of the running batcher, set by the rule that closes it (a cell the
+        # hosting task reads when it leaves).
         self.close_timeout = [5.0]
         self.batcher = self._start_batcher()
 
