@@ -129,12 +129,19 @@ def aggregate(events: Iterable[Event], origin: str, rules: AggregationRules | No
     """
     unbatched = rules.unbatched_types() if rules is not None else frozenset()
     groups: dict[object, list[Event]] = {}
+    # The open group of each (source, type). An event that travels alone closes its group: the
+    # events after it start a new one, so reading the messages in order keeps the emit order of
+    # the (source, type) (a critical event in the middle no longer trails the aggregate around it).
+    open_groups: dict[tuple[str, str], list[Event]] = {}
     for event in events:
-        alone = _travels_alone(event) or event.type in unbatched
-        key: object = event.seq if alone else (event.source, event.type)
-        group = groups.get(key)
+        name = (event.source, event.type)
+        if _travels_alone(event) or event.type in unbatched:
+            groups[event.seq] = [event]
+            open_groups.pop(name, None)
+            continue
+        group = open_groups.get(name)
         if group is None:
-            groups[key] = [event]
+            groups[event.seq] = open_groups[name] = [event]
         else:
             group.append(event)
     if rules is None or rules.plain:

@@ -102,12 +102,20 @@ def test_job_ids_absent_when_events_carry_none() -> None:
 
 
 def test_critical_and_unbatched_events_travel_alone() -> None:
-    events = [_event(1), _event(2, priority="critical"), _event(3, batched=False), _event(4)]
+    events = [_event(1), _event(2), _event(3, priority="critical"), _event(4, batched=False), _event(5), _event(6)]
     messages = aggregate(events, "o")
     assert [(m.type, m.event_count) for m in messages] == [
         ("JOBS_BATCH_STARTED", 2),
         ("JOB_STARTED", 1),
         ("JOB_STARTED", 1),
+        ("JOBS_BATCH_STARTED", 2),
     ]
     assert msgspec.json.decode(messages[1].payload)["priority"] == "critical"
     assert msgspec.json.decode(messages[2].payload)["batched"] is False
+
+
+def test_an_event_travelling_alone_in_the_middle_of_its_group_keeps_the_emit_order() -> None:
+    """Found by tests/batcher/test_model.py: the critical event used to come after the aggregate
+    that held the events on both sides of it, so a client reading in id order saw 1, 3, 2."""
+    messages = aggregate([_event(1), _event(2, priority="critical"), _event(3)], "o")
+    assert [e["seq"] for m in messages for e in unroll(m.payload)] == [1, 2, 3]
