@@ -22,7 +22,6 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import fields
-from types import TracebackType
 from typing import Any, Protocol
 
 import anyio
@@ -32,6 +31,7 @@ from .batcher import Listener, SSEEventBatcher, State
 from .config import BatcherConfig
 from .errors import ConfigError, EventValidationError
 from .events import NORMAL
+from .lifecycle import Service
 from .protocols import EventStore
 from .stats import BatcherStats, HistogramSnapshot
 
@@ -123,7 +123,7 @@ def arm_of(source: str, share_b: float) -> int:
     return 1 if int.from_bytes(digest, "big") / 2**64 < share_b else 0
 
 
-class SplitBatcher:
+class SplitBatcher(Service):
     """Route each source to arm A or arm B by :func:`arm_of`; otherwise behave as one batcher.
 
     Raises:
@@ -405,12 +405,3 @@ class SplitBatcher:
             await self._arms[1].aclose(timeout)
         finally:
             await self._arms[0].aclose(timeout)
-
-    async def __aenter__(self) -> SplitBatcher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

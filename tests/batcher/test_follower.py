@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import anyio
 import asyncpg
 import msgspec
 
-from batcher import LogFollower, Message, PostgresStore, StoredMessage
+from batcher import LogFollower, Message, PostgresStore
 from batcher.aggregate import aggregate
 from batcher.events import Event
+from tests.collect import Collected
 from tests.pg import started_store, store_config
 
 
-class Seen:
-    """What a follower handed on, and a way to wait for it."""
-
-    def __init__(self) -> None:
-        self.messages: list[StoredMessage] = []
-        self._changed = anyio.Event()
-
-    def __call__(self, messages: Sequence[StoredMessage]) -> None:
-        self.messages.extend(messages)
-        self._changed.set()
-        self._changed = anyio.Event()
+class Seen(Collected):
+    """What a follower handed on (tests.collect's listener), counted in messages."""
 
     @property
     def ids(self) -> list[int]:
         return [m.id for m in self.messages]
 
     async def wait_for(self, count: int, timeout: float = 20) -> None:
-        with anyio.fail_after(timeout):
-            while len(self.messages) < count:
-                await self._changed.wait()
+        await self.wait_until(lambda: len(self.messages) >= count, timeout)
 
 
 def batch(origin: str, first: int, n: int = 2) -> list[Message]:
