@@ -5,6 +5,7 @@ No HTTP here: this package works in any asyncio program. See README.md for a tou
 
 from __future__ import annotations
 
+from ._named import make_strategy
 from .aggregate import aggregate, aggregate_type
 from .batcher import FlushReport, SSEEventBatcher
 from .breaker import BreakerState, BreakerStats, CircuitBreaker
@@ -32,7 +33,7 @@ from .sizing import BatchSizer, SizingStats
 from .split import EventBatcher, SplitBatcher
 from .stats import BatcherStats, HistogramSnapshot
 from .store import PostgresStore, StoreStats
-from .strategies import STRATEGY_NAMES, SizingConfig, SizingStrategy, make_strategy
+from .strategies import STRATEGY_NAMES, SizingConfig, SizingStrategy
 
 __all__ = [
     "AckTimeoutError",

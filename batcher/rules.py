@@ -32,7 +32,7 @@ The TOML file overrides the defaults field by field::
 window follows, when the rule sets no ``window_seconds`` of its own: ``conservative`` waits the
 timeout floor, ``balanced`` the geometric mean of floor and configured timeout, ``fixed`` and
 ``aggressive`` the configured timeout, while ``adaptive`` and ``learned`` (which move the shared
-timeout) follow the batcher's. The server resolves it with ``batcher.strategies.pin_rule_windows``;
+timeout) follow the batcher's. The server resolves it with ``batcher._named.pin_rule_windows``;
 batch sizes stay one per batcher, set by the server's own strategy.
 
 Digest rules (issue 14) are the long windows, minutes to a day. A rule with ``digest_seconds``

@@ -26,13 +26,14 @@ from typing import Any, Protocol
 import anyio
 
 from ._background import BackgroundTask
+from ._named import make_strategy
 from .batcher import FlushReport, SSEEventBatcher, State
 from .breaker import BreakerStats
 from .errors import BatcherError
 from .lifecycle import Service
 from .load import EMPTY_LOAD, LoadMonitorConfig, LoadSample, ServerLoadMonitor, SystemLoad
 from .split import EventBatcher
-from .strategies import Decision, Signals, SizingConfig, SizingStrategy, make_strategy
+from .strategies import Decision, Signals, SizingConfig, SizingStrategy
 
 __all__ = ["Adjustment", "BatchSizer", "LoadSource", "SizingStats"]
 

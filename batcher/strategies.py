@@ -31,14 +31,12 @@ to [0.5, ``decrease_factor``]); only ``fixed`` ignores both. Measured in bench/s
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any, ClassVar
 
 from ._sizing_types import Decision, Signals, SizingConfig, Target, _Proposal
 from ._strategy_names import STRATEGY_NAMES
 from .errors import ConfigError
 from .load import LoadSample
-from .rules import AggregationRules
 
 __all__ = [
     "STRATEGY_NAMES",
@@ -52,8 +50,6 @@ __all__ = [
     "SizingConfig",
     "SizingStrategy",
     "Target",
-    "make_strategy",
-    "pin_rule_windows",
 ]
 
 
@@ -270,46 +266,3 @@ class AggressiveStrategy(_ProfileStrategy):
 
     def pinned_timeout(self) -> float | None:
         return self._max_timeout
-
-
-def make_strategy(config: SizingConfig, *, default_size: int, max_timeout_seconds: float) -> SizingStrategy:
-    """The strategy ``config.strategy`` names, for a batcher configured with this size and timeout.
-
-    Raises:
-        ConfigError: ``max_timeout_seconds`` is not positive.
-    """
-    from .learned import LearnedStrategy  # it builds on AdaptiveStrategy, defined above
-
-    kinds: dict[str, type[SizingStrategy]] = {
-        kind.name: kind
-        for kind in (
-            FixedStrategy,
-            ConservativeStrategy,
-            BalancedStrategy,
-            AggressiveStrategy,
-            AdaptiveStrategy,
-            LearnedStrategy,
-        )
-    }
-    return kinds[config.strategy](config, default_size=default_size, max_timeout_seconds=max_timeout_seconds)
-
-
-def pin_rule_windows(rules: AggregationRules, config: SizingConfig, *, max_timeout_seconds: float) -> AggregationRules:
-    """``rules`` with each ``strategy = "..."`` type given that strategy's fixed timeout as its window.
-
-    A rule with its own ``window_seconds`` keeps it; a strategy whose timeout moves (``adaptive``,
-    ``learned``) leaves the window following the batcher's timeout.
-
-    Raises:
-        ConfigError: ``max_timeout_seconds`` is not positive.
-    """
-    types = dict(rules.types)
-    for name, rule in rules.types.items():
-        if rule.strategy is None or rule.window_seconds is not None:
-            continue
-        named = replace(config, strategy=rule.strategy)
-        strategy = make_strategy(named, default_size=config.min_size, max_timeout_seconds=max_timeout_seconds)
-        pinned = strategy.pinned_timeout()
-        if pinned is not None:
-            types[name] = replace(rule, window_seconds=pinned)
-    return AggregationRules(types=types, default=rules.default)

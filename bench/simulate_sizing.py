@@ -38,8 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from batcher._named import make_strategy
 from batcher.load import LoadSample, psutil_sampler
-from batcher.strategies import Signals, SizingConfig, make_strategy
+from batcher.strategies import Signals, SizingConfig
 
 TRACE = Path(__file__).parent / "data" / "load_trace.json"
 CLIENTS = 200

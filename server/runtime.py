@@ -42,9 +42,9 @@ from batcher import (
     SSEEventBatcher,
     State,
 )
+from batcher._named import pin_rule_windows
 from batcher.digest import quiet_filter
 from batcher.load import LoadMonitorConfig
-from batcher.strategies import pin_rule_windows
 
 from .config import ServerConfig
 from .hub import Hub

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from batcher._named import make_strategy, pin_rule_windows
 from batcher.errors import ConfigError
 from batcher.learned import LearnedStrategy, reward
 from batcher.load import LoadSample
@@ -18,8 +19,6 @@ from batcher.strategies import (
     Signals,
     SizingConfig,
     SizingStrategy,
-    make_strategy,
-    pin_rule_windows,
 )
 
 CONFIG = SizingConfig(
