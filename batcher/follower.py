@@ -27,15 +27,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import anyio.abc
 import asyncpg
 
 from . import _store_sql as sql
+from ._background import BackgroundTask
 from .config import StoreConfig
 from .errors import StoreUnavailableError
 from .events import StoredMessage
@@ -98,7 +97,7 @@ class LogFollower(Service):
         self._wake = anyio.Event()
         self._progressed = anyio.Event()
         self._woken_at: float | None = None
-        self._stack: AsyncExitStack | None = None
+        self._task = BackgroundTask()
         self._last_id = start_after
         self._head_id = 0
         self._connected = False
@@ -134,19 +133,13 @@ class LogFollower(Service):
         except BaseException:
             self._state = State.CLOSED
             raise
-        stack = AsyncExitStack()
-        tasks: anyio.abc.TaskGroup = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(tasks.cancel_scope.cancel)
-        tasks.start_soon(self._run)
-        self._stack = stack
+        await self._task.start(self._run)
 
     async def aclose(self) -> None:
         """Stop following and close the connection. Idempotent."""
         if not self._begin_close():
             return
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        await self._task.aclose()
         await self._disconnect()
 
     async def wait_caught_up(self, timeout: float) -> bool:
