@@ -87,10 +87,6 @@ __all__ = [
     "SSE_WORKER_QUEUE_SIZE",
     "Setting",
     "SettingError",
-    "env_bool",
-    "env_float",
-    "env_int",
-    "env_str",
     "from_environ",
     "markdown_table",
     "setting",
@@ -98,7 +94,6 @@ __all__ = [
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
-_TYPES: Final = (int, float, bool, str, Path, tuple)
 
 
 class SettingError(ValueError):
@@ -401,39 +396,6 @@ def markdown_table() -> str:
             default = f"`{default}`"
         rows.append(f"| `{s.name}` | {default} | {s.bounds} | {s.doc} |")
     return "\n".join(rows) + "\n"
-
-
-def env_str(name: str, default: str | None) -> str | None:
-    """Return the variable ``name``, or ``default`` when it is unset or empty."""
-    value = os.environ.get(name)
-    return value if value else default
-
-
-def env_int(name: str, default: int) -> int:
-    """Return ``name`` as an int.
-
-    Raises:
-        ValueError: the variable is set but is not an integer (named in the message).
-    """
-    return int(Setting(name=name, type=int, default=default, doc="", section="").value(os.environ))
-
-
-def env_float(name: str, default: float) -> float:
-    """Return ``name`` as a float.
-
-    Raises:
-        ValueError: the variable is set but is not a number (named in the message).
-    """
-    return float(Setting(name=name, type=float, default=default, doc="", section="").value(os.environ))
-
-
-def env_bool(name: str, default: bool) -> bool:
-    """Return ``name`` as a bool (true/false, 1/0, yes/no, on/off).
-
-    Raises:
-        ValueError: the variable is set to anything else.
-    """
-    return bool(Setting(name=name, type=bool, default=default, doc="", section="").value(os.environ))
 
 
 # The defaults every config dataclass starts from, read from the environment once, at import.
