@@ -37,6 +37,7 @@ import httpx
 import psutil
 
 from server.client import unroll
+from server.loadtest import _ms, _percentile, _Signal
 
 from ._pg import machine, postgres
 from ._server import ServerUnderTest
@@ -169,27 +170,6 @@ class _Client:
                         self.latencies.append(now - event["ts"])
 
 
-class _Signal:
-    """A resettable event: clients set it on every receipt; the waiter re-arms it."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event = anyio.Event()
-
-
-def _percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 1)
-
-
 async def _publish(url: str, rate: float, seconds: float, report: SoakReport) -> None:
     interval = _PER_REQUEST / rate
     total = int(rate * seconds)
@@ -288,7 +268,8 @@ async def _soak(
         report.sampled_duplicates += sum(n - 1 for n in client.indexes.values() if n > 1)
         report.sampled_missing += report.published - len(client.indexes)
     latencies = [x for c in readers[:_SAMPLED] for x in c.latencies]
-    report.latency_p50_ms, report.latency_p99_ms = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+    report.latency_p50_ms = _ms(_percentile(latencies, 0.5))
+    report.latency_p99_ms = _ms(_percentile(latencies, 0.99))
     warm = [s for s in report.samples if s[0] <= warmup * seconds] or report.samples[:1]
     after = [s for s in report.samples if s[0] >= warm[-1][0]]
     quarter = max(1, len(after) // 4)
