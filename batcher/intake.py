@@ -27,7 +27,7 @@ from .events import (
     encode_json,
 )
 
-__all__ = ["EVENT_FIELDS", "Intake", "Item"]
+__all__ = ["EVENT_FIELDS", "Intake", "Item", "request_scoped_key"]
 
 # How many distinct types/sources the validation cache remembers; past this, validate each time,
 # so a client sending endless new names costs CPU but never memory.
@@ -37,6 +37,13 @@ EVENT_FIELDS: Final = frozenset({"type", "data", "source", "priority", "key", "i
 
 # What the buffer takes: (type, source, data, priority, key, batched, urgent, idempotency_key).
 Item = tuple[str, str, bytes, str, str | None, bool, bool, str | None]
+
+
+def request_scoped_key(own: Any, request_key: str | None, index: int) -> Any:
+    """An event's idempotency key: its own, else ``<request_key>#<index>`` from the request's header."""
+    if own is None and request_key is not None:
+        return f"{request_key}#{index}"
+    return own
 
 
 class Intake:
@@ -128,9 +135,7 @@ class Intake:
                 priority = event.get("priority", NORMAL)
                 key = event.get("key")
                 raw = self.check(event["type"], event["data"], source, priority, key)
-                idem = check_idempotency_key(event.get("idempotency_key"))
-                if idem is None and request_key is not None:
-                    idem = f"{request_key}#{index}"
+                idem = check_idempotency_key(request_scoped_key(event.get("idempotency_key"), request_key, index))
             except EventValidationError as exc:
                 raise EventValidationError(exc.field, str(exc).split(": ", 1)[-1], index=index) from None
             type_ = event["type"]

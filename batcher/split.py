@@ -31,6 +31,7 @@ from .batcher import Listener, SSEEventBatcher, State
 from .config import BatcherConfig
 from .errors import ConfigError, EventValidationError
 from .events import NORMAL
+from .intake import request_scoped_key
 from .lifecycle import Service
 from .protocols import EventStore
 from .stats import BatcherStats, HistogramSnapshot
@@ -239,7 +240,7 @@ class SplitBatcher(Service):
             chosen = [events[i] for i in indices]
             if idempotency_key is not None:
                 chosen = [
-                    {**e, "idempotency_key": e.get("idempotency_key") or f"{idempotency_key}#{i}"}
+                    {**e, "idempotency_key": request_scoped_key(e.get("idempotency_key"), idempotency_key, i)}
                     if isinstance(e, dict)
                     else e
                     for e, i in zip(chosen, indices, strict=True)
