@@ -129,3 +129,15 @@ def test_emit_many_names_the_bad_event_by_its_index_in_the_whole_list(tmp_path: 
     with pytest.raises(EventValidationError) as caught:
         split.emit_many(events)
     assert getattr(caught.value, "index", None) == 3
+
+
+def test_a_request_key_leaves_an_empty_event_key_to_be_refused_as_one_batcher_does(tmp_path: Path) -> None:
+    split = arms(UnusedStore(), tmp_path)
+    on_b = next(name for name in NAMES if arm_of(name, 0.5) == 1)
+    events = [
+        {"type": "OK", "data": {}, "source": on_b},
+        {"type": "OK", "data": {}, "source": on_b, "idempotency_key": ""},
+    ]
+    with pytest.raises(EventValidationError) as caught:
+        split.emit_many(events, idempotency_key="req")
+    assert (caught.value.field, caught.value.index) == ("idempotency_key", 1)
