@@ -1,7 +1,7 @@
 """Every setting of sse-batcher in one table, and the defaults it yields.
 
 :data:`SETTINGS` is the single source of truth: each :class:`Setting` has its name (the environment
-variable), type, default, bounds, one-line doc and the :class:`server.ServerConfig` fields it fills.
+variable), type, default, bounds, one-line doc and the :class:`sse_batcher.server.ServerConfig` fields it fills.
 From it come the module constants below (the defaults of every config dataclass, each overridable by
 an environment variable of the same name), ``ServerConfig.from_env``, ``sse-batcher serve --help``
 and the README's configuration table (``python constants.py`` prints it; a test keeps them equal).
@@ -104,7 +104,7 @@ class SettingError(ValueError):
 class Setting:
     """One setting: an environment variable, its type, default, bounds and doc.
 
-    ``fields`` are the dotted :class:`server.ServerConfig` fields it fills (``batcher.batch_size``);
+    ``fields`` are the dotted :class:`sse_batcher.server.ServerConfig` fields it fills (``batcher.batch_size``);
     none for settings only a library default reads (the workers' queue size, say). ``minimum`` and
     ``maximum`` are inclusive; ``positive`` means > 0. ``optional`` settings may be unset (None).
     ``secret`` ones are never shown with their value.

@@ -1,18 +1,23 @@
-"""sse-batcher core: emit events from any thread, store them in batches, hand them out in order.
+"""sse-batcher's core: emit events from any thread, store them in batches, hand them out in order.
 
-No HTTP here: this package works in any asyncio program. See README.md for a tour.
+No HTTP here: this package works in any asyncio program. The data flow runs through its
+sub-packages one way:
+
+- :mod:`.pipeline`: emit -> intake -> buffer -> flush -> aggregate -> writer, behind
+  :class:`SSEEventBatcher`;
+- :mod:`.log`: the PostgreSQL store the writer commits to, the dead-letter file, and the log
+  follower that reads the commits back in id order for the server's hub;
+- :mod:`.rules`: per-type aggregation rules, which the pipeline applies;
+- :mod:`.digests`: digest windows over the stored log;
+- :mod:`.sizing`: the load monitor and the strategies that pick the batch size.
+
+This module re-exports what an application needs; everything else is imported from its sub-package.
 """
 
 from __future__ import annotations
 
-from ._named import make_strategy
-from .aggregate import aggregate, aggregate_type
-from .batcher import FlushReport, SSEEventBatcher
-from .breaker import BreakerState, BreakerStats, CircuitBreaker
-from .config import BatcherConfig, StoreConfig
-from .deadletter import DeadLetterFile
-from .digester import Digester, DigesterStats
-from .errors import (
+from sse_batcher.batcher.config import BatcherConfig, StoreConfig
+from sse_batcher.batcher.errors import (
     AckTimeoutError,
     BatcherClosedError,
     BatcherError,
@@ -23,56 +28,34 @@ from .errors import (
     StoreRejectedError,
     StoreUnavailableError,
 )
-from .events import CRITICAL, NORMAL, Event, Message, StoredMessage
-from .follower import FollowerStats, LogFollower
-from .lifecycle import Service, State
-from .load import LoadSample, ServerLoadMonitor
-from .protocols import EventStore, Rejected, WriteResult
-from .rules import AggregationRules, TypeRule
-from .sizing import BatchSizer, SizingStats
-from .split import EventBatcher, SplitBatcher
-from .stats import BatcherStats, HistogramSnapshot
-from .store import PostgresStore, StoreStats
-from .strategies import STRATEGY_NAMES, SizingConfig, SizingStrategy
+from sse_batcher.batcher.events import CRITICAL, NORMAL, Event, Message, StoredMessage
+from sse_batcher.batcher.lifecycle import State
+from sse_batcher.batcher.log import PostgresStore, StoreStats
+from sse_batcher.batcher.pipeline import FlushReport, SSEEventBatcher
+from sse_batcher.batcher.protocols import EventBatcher, EventStore, Rejected, WriteResult
+from sse_batcher.batcher.rules import AggregationRules, TypeRule
+from sse_batcher.batcher.stats import BatcherStats
 
 __all__ = [
+    "CRITICAL",
+    "NORMAL",
     "AckTimeoutError",
     "AggregationRules",
-    "BatchSizer",
     "BatcherClosedError",
     "BatcherConfig",
     "BatcherError",
     "BatcherStats",
-    "BreakerState",
-    "BreakerStats",
     "BufferFullError",
-    "CRITICAL",
-    "CircuitBreaker",
     "ConfigError",
-    "DeadLetterFile",
-    "Digester",
-    "DigesterStats",
     "Event",
     "EventBatcher",
     "EventStore",
     "EventValidationError",
     "FlushReport",
-    "FollowerStats",
-    "HistogramSnapshot",
-    "LoadSample",
-    "LogFollower",
     "Message",
-    "NORMAL",
     "PostgresStore",
     "Rejected",
     "SSEEventBatcher",
-    "STRATEGY_NAMES",
-    "ServerLoadMonitor",
-    "Service",
-    "SizingConfig",
-    "SizingStats",
-    "SizingStrategy",
-    "SplitBatcher",
     "State",
     "StoreConfig",
     "StoreError",
@@ -82,7 +65,4 @@ __all__ = [
     "StoredMessage",
     "TypeRule",
     "WriteResult",
-    "aggregate",
-    "aggregate_type",
-    "make_strategy",
 ]

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
-import constants
+from sse_batcher import constants
+from sse_batcher.batcher.errors import ConfigError
 
-from .errors import ConfigError
+__all__ = ["STRATEGY_NAMES", "BatcherConfig", "StoreConfig", "require_non_negative", "require_positive"]
 
-__all__ = ["BatcherConfig", "StoreConfig", "require_non_negative", "require_positive"]
+# The sizing strategies by name. Here rather than in ``sizing`` because a rule may name one
+# (``TypeRule.strategy``), and the rules sit below the sizing in the data flow.
+STRATEGY_NAMES: Final[tuple[str, ...]] = ("fixed", "conservative", "balanced", "aggressive", "adaptive", "learned")
 
 
 def require_positive(name: str, value: float) -> None:

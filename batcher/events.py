@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from .errors import EventValidationError
+from sse_batcher.batcher.errors import EventValidationError
 
 __all__ = [
     "CRITICAL",

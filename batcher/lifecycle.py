@@ -2,7 +2,7 @@
 
 Every such class (the batcher, the load monitor, the sizing, the store, the log follower) derives
 from :class:`Service`: ``start()`` once, ``aclose()`` as often as you like, or ``async with``. A
-second ``start()`` is a clear :class:`~batcher.errors.BatcherClosedError`, never a silent restart.
+second ``start()`` is a clear :class:`~sse_batcher.batcher.errors.BatcherClosedError`, never a silent restart.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import enum
 from types import TracebackType
 from typing import Self
 
-from .errors import BatcherClosedError
+from sse_batcher.batcher.errors import BatcherClosedError
 
 __all__ = ["Service", "State"]
 

@@ -1,15 +1,25 @@
-"""The interfaces the batcher depends on, so a store or subscriber can be swapped in tests."""
+"""The interfaces between the parts: the store a batcher writes to, the batcher the server and workers use.
+
+A custom backend implements :class:`EventStore`; :class:`EventBatcher` is what one batcher and the
+A/B split (``sizing.split``) both offer, so the server and the workers take either.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from typing import Any, Protocol
 
 import msgspec
 
-from .events import Message, StoredMessage
+from sse_batcher.batcher.config import BatcherConfig
+from sse_batcher.batcher.events import NORMAL, Message, StoredMessage
+from sse_batcher.batcher.lifecycle import State
+from sse_batcher.batcher.stats import BatcherStats
 
-__all__ = ["EventStore", "Rejected", "WriteResult"]
+__all__ = ["EventBatcher", "EventStore", "Listener", "Rejected", "WriteResult"]
+
+# Called after each commit with the messages it stored, in id order.
+Listener = Callable[[Sequence[StoredMessage]], None]
 
 
 class Rejected(msgspec.Struct, frozen=True):
@@ -58,3 +68,80 @@ class EventStore(Protocol):
             StoreUnavailableError: it does not.
         """
         ...
+
+
+class EventBatcher(Protocol):
+    """What the server and the workers use of a batcher: one :class:`SSEEventBatcher`, or a split."""
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def config(self) -> BatcherConfig: ...
+
+    @property
+    def store(self) -> EventStore: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def batch_timeout_seconds(self) -> float: ...
+
+    @property
+    def backlog(self) -> int: ...
+
+    def emit(
+        self,
+        type: str,
+        data: dict[str, Any],
+        *,
+        source: str | None = None,
+        priority: str = NORMAL,
+        key: str | None = None,
+        batched: bool = True,
+        timeout: float | None = None,
+        wait: bool = False,
+    ) -> int: ...
+
+    async def aemit(
+        self,
+        type: str,
+        data: dict[str, Any],
+        *,
+        source: str | None = None,
+        priority: str = NORMAL,
+        key: str | None = None,
+        batched: bool = True,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> int: ...
+
+    def emit_many(
+        self,
+        events: Sequence[dict[str, Any]],
+        *,
+        default_source: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[int]: ...
+
+    async def publish(
+        self,
+        events: Sequence[dict[str, Any]],
+        *,
+        timeout: float | None = None,
+        default_source: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[int]: ...
+
+    async def flush(self, timeout: float | None = None) -> bool: ...
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]: ...
+
+    def statistics(self) -> BatcherStats: ...
+
+    def get_stats(self) -> dict[str, Any]: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self, timeout: float | None = None) -> None: ...

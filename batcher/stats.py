@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .breaker import BreakerStats
+    from sse_batcher.batcher.pipeline.breaker import BreakerStats
 
 __all__ = ["BatcherStats", "FlushReason", "Histogram", "HistogramSnapshot"]
 

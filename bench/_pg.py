@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from server.embedded_pg import EmbeddedPostgres
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 
 __all__ = ["machine", "postgres"]
 

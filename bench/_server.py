@@ -51,7 +51,16 @@ class ServerUnderTest:
             RuntimeError: the process exited first.
             TimeoutError: it did not become healthy in ``timeout`` seconds.
         """
-        args = [sys.executable, "-m", "server", "serve", "--port", str(self._port), "--log-level", "warning"]
+        args = [
+            sys.executable,
+            "-m",
+            "sse_batcher.server",
+            "serve",
+            "--port",
+            str(self._port),
+            "--log-level",
+            "warning",
+        ]
         if not self._demo:
             args.append("--no-demo")
         with self.log.open("ab") as log:

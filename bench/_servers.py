@@ -97,10 +97,20 @@ def _command(kind: str, port: int, dsn: str | None, asgi: str) -> list[str]:
             granian, "--interface", "asgi", "--loop", "uvloop", "--http", "1", "--no-ws",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             # Its default admits backlog/workers = 1024 requests at once: too few for open streams.
-            "--backpressure", "30000", "--backlog", "4096", "--log-level", "warning", "server.asgi:app",
+            "--backpressure", "30000", "--backlog", "4096", "--log-level", "warning", "sse_batcher.server.asgi:app",
         ]  # fmt: skip
     if workers is not None:
-        command = [sys.executable, "-m", "server", "serve", "--no-demo", "--port", str(port), "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-m",
+            "sse_batcher.server",
+            "serve",
+            "--no-demo",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
         command += ["--workers", str(workers)] if workers > 1 else []
         return command + (["--database-url", dsn] if dsn else [])
     if kind == "peer":
@@ -220,7 +230,7 @@ def loadtest(
     settle_seconds: float = 10.0,
     publisher_process: bool = True,
 ) -> dict[str, Any]:
-    """Run ``sse-batcher loadtest`` against ``server`` in its own process; its JSON result.
+    """Run ``sse-batcher loadtest`` against ``sse_batcher.server`` in its own process; its JSON result.
 
     The tool publishes from a second process (``--publisher-process``) unless told not to: at
     1,000 clients its readers fill a core, and POSTs from the same loop would wait behind them.
@@ -228,7 +238,7 @@ def loadtest(
     """
     duration = max(count / rate, 0.1)
     command = [
-        sys.executable, "-m", "server", "loadtest", "--url", server.url, "--clients", str(clients),
+        sys.executable, "-m", "sse_batcher.server", "loadtest", "--url", server.url, "--clients", str(clients),
         "--rate", str(rate), "--count", str(count), "--duration", f"{duration:.3f}",
         "--batch-per-request", str(batch_per_request), "--settle", str(settle_seconds), "--json", "--quiet",
         *server.loadtest_args, *(["--publisher-process"] if publisher_process else []),

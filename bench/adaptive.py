@@ -67,7 +67,17 @@ def server(strategy: str, extra_env: dict[str, str] | None = None) -> Iterator[s
             "SSE_BATCH_TIMEOUT_SECONDS": "0.5",
         }
         env.pop("DATABASE_URL", None)
-        cmd = [sys.executable, "-m", "server", "serve", "--no-demo", "--port", str(port), "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sse_batcher.server",
+            "serve",
+            "--no-demo",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
         proc = subprocess.Popen(cmd, env=env)
         try:
             _wait_healthy(url, proc)
@@ -121,7 +131,8 @@ def cpu_burners(on: bool) -> Iterator[None]:
 def loadtest(url: str, *, clients: int, count: int, rate: float, per_request: int, limit: float) -> dict[str, Any]:
     """Run ``sse-batcher loadtest`` once; its JSON result, or ``{"error": ...}``."""
     cmd = [
-        sys.executable, "-m", "server", "loadtest", "--url", url, "--clients", str(clients), "--count", str(count),
+        sys.executable, "-m", "sse_batcher.server", "loadtest", "--url", url,
+        "--clients", str(clients), "--count", str(count),
         "--rate", str(rate), "--batch-per-request", str(per_request), "--json",
     ]  # fmt: skip
     try:

@@ -1,7 +1,7 @@
 """The ASGI server, measured: sse-batcher under uvicorn (httptools + uvloop) and under granian.
 
 uvicorn runs as ``python -m server serve`` (its GracefulServer drains the app on SIGTERM);
-granian runs ``server.asgi:app`` (``--interface asgi --loop uvloop``, one worker), where that
+granian runs ``sse_batcher.server.asgi:app`` (``--interface asgi --loop uvloop``, one worker), where that
 uvicorn-specific drain does not exist. Both on databases of one embedded PostgreSQL (not counted
 in the server's CPU or memory), in the same run, one after the other:
 
@@ -41,7 +41,7 @@ from bench._pg import machine
 from bench._servers import Running, raise_open_files, running
 from bench.fanout import WORKLOADS, cpu_per_million, measure
 from bench.idle_memory import memory_per_stream
-from server.embedded_pg import EmbeddedPostgres
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 
 __all__ = ["main"]
 

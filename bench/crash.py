@@ -30,7 +30,7 @@ import asyncpg
 import httpx
 import msgspec
 
-from server.client import unroll
+from sse_batcher.server.client.subscribe import unroll
 
 from ._pg import machine, postgres
 from ._server import ServerUnderTest

@@ -17,11 +17,11 @@ import time
 
 import msgspec
 
-from batcher import PostgresStore, StoreConfig, TypeRule
-from batcher.aggregate import aggregate
-from batcher.digester import Digester
-from batcher.events import Event
 from bench._pg import machine, postgres
+from sse_batcher.batcher import PostgresStore, StoreConfig, TypeRule
+from sse_batcher.batcher.digests.digester import Digester
+from sse_batcher.batcher.events import Event
+from sse_batcher.batcher.pipeline.aggregate import aggregate
 
 _T0 = 1_800_000_000.0
 

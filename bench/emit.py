@@ -15,8 +15,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoreConfig
 from bench._pg import machine, postgres
+from sse_batcher.batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoreConfig
 
 _DATA = {"job_id": 123, "percent": 40, "step": "render tile 4/10"}
 

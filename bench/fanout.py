@@ -42,7 +42,7 @@ from bench._servers import (
     tree_cpu_seconds,
     workers_of,
 )
-from server.embedded_pg import EmbeddedPostgres
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 
 __all__ = ["WORKLOADS", "Point", "cpu_per_million", "main", "measure"]
 

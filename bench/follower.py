@@ -25,10 +25,11 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from batcher import LogFollower, Message, PostgresStore, StoreConfig, StoredMessage
-from batcher.aggregate import aggregate
-from batcher.events import Event
 from bench._pg import machine, postgres
+from sse_batcher.batcher import Message, PostgresStore, StoreConfig, StoredMessage
+from sse_batcher.batcher.events import Event
+from sse_batcher.batcher.log import LogFollower
+from sse_batcher.batcher.pipeline.aggregate import aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ busy time of its flushes (write plus fan-out), plus 5 us per event published and
 second of idle bookkeeping.
 
 Three policies are compared: the fixed size of 10 (timeout 0.5 s), the ``adaptive`` strategy in
-``batcher/strategies.py``, and the opposite direction (shrink under load, grow when idle), so
+``batcher/sizing/strategies.py``, and the opposite direction (shrink under load, grow when idle), so
 the README's choice of direction rests on figures, not on intuition. ``python -m bench.strategies``
 runs every named strategy through the same model.
 """
@@ -38,9 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from batcher._named import make_strategy
-from batcher.load import LoadSample, psutil_sampler
-from batcher.strategies import Signals, SizingConfig
+from sse_batcher.batcher.sizing.load import LoadSample, psutil_sampler
+from sse_batcher.batcher.sizing.named import make_strategy
+from sse_batcher.batcher.sizing.strategies import Signals, SizingConfig
 
 TRACE = Path(__file__).parent / "data" / "load_trace.json"
 CLIENTS = 200
@@ -124,7 +124,7 @@ def fixed_policy(size: int, timeout: float, signals: Signals, now: float) -> tup
 
 
 def strategy_policy(name: str, seed: int = 1) -> Policy:
-    """The named strategy (``batcher.strategies``) with the default config, as a simulation policy."""
+    """The named strategy (``sizing.strategies``) with the default config, as a simulation policy."""
     controller = make_strategy(SizingConfig(strategy=name, seed=seed), default_size=10, max_timeout_seconds=0.5)
 
     def decide(size: int, timeout: float, signals: Signals, now: float) -> tuple[int, float, str] | None:

@@ -36,8 +36,8 @@ import asyncpg
 import httpx
 import psutil
 
-from server.client import unroll
-from server.loadtest import _ms, _percentile, _Signal
+from sse_batcher.server.client.loadtest import _ms, _percentile, _Signal
+from sse_batcher.server.client.subscribe import unroll
 
 from ._pg import machine, postgres
 from ._server import ServerUnderTest

@@ -19,8 +19,8 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoreConfig
 from bench._pg import machine, postgres
+from sse_batcher.batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoreConfig
 
 _SOURCES = ("thumbnail", "overlay", "scheduler", "transcoder")
 _TYPES = ("JOB_STARTED", "JOB_PROGRESS", "JOB_COMPLETED")

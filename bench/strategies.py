@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from batcher import STRATEGY_NAMES
+from sse_batcher.batcher.config import STRATEGY_NAMES
 
 from . import adaptive
 from .simulate_sizing import TRACE, cpu_series, simulate, strategy_policy

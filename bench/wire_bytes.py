@@ -1,6 +1,6 @@
 """Bytes per delivered event (issue 10): full aggregates (before) against compact ones (after).
 
-For bursts of the same payloads, builds the message the way ``batcher/aggregate.py`` did before
+For bursts of the same payloads, builds the message the way ``batcher/pipeline/aggregate.py`` did before
 (every inner event repeating ``type`` and ``source``, ``ts`` at full float precision) and the way
 it does now (compact, ``ts`` in milliseconds), and prints what one SSE message costs per event:
 
@@ -23,8 +23,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from batcher.aggregate import aggregate, aggregate_type
-from batcher.events import Event
+from sse_batcher.batcher.events import Event
+from sse_batcher.batcher.pipeline.aggregate import aggregate, aggregate_type
 
 from ._pg import machine, postgres
 

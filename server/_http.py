@@ -1,6 +1,6 @@
 """Small HTTP helpers shared by the endpoints: JSON responses, errors, bearer tokens.
 
-Which tokens are valid is :class:`server.security.Guard`'s business (token sets, files, stream tokens).
+Which tokens are valid is :class:`~sse_batcher.server.security.Guard`'s business (token sets, files, stream tokens).
 """
 
 from __future__ import annotations

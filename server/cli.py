@@ -6,10 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import constants
-from batcher import AggregationRules
-
-from .config import LOG_LEVELS, ServerConfig
+from sse_batcher import constants
+from sse_batcher.batcher import AggregationRules
+from sse_batcher.server.config import LOG_LEVELS, ServerConfig
 
 __all__ = ["main"]
 
@@ -98,13 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sse-batcher: {exc}", file=sys.stderr)
             return 2
         if config.workers > 1:
-            from .supervisor import run_workers
+            from sse_batcher.server.serving.supervisor import run_workers
 
             return run_workers(config)
-        from .serve import run
+        from sse_batcher.server.serving.serve import run
 
         return run(config)
-    from .loadtest import LoadTestOptions, run_loadtest
+    from sse_batcher.server.client.loadtest import LoadTestOptions, run_loadtest
 
     options = LoadTestOptions(
         url=args.url,

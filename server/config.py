@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import constants
-from batcher import BatcherConfig, ConfigError, SizingConfig, StoreConfig
-from batcher.config import require_positive
+from sse_batcher import constants
+from sse_batcher.batcher import BatcherConfig, ConfigError, StoreConfig
+from sse_batcher.batcher.config import require_positive
+from sse_batcher.batcher.sizing import SizingConfig
 
 __all__ = ["LOG_LEVELS", "MAX_WORKERS", "ServerConfig", "StoreSettings", "mask_dsn"]
 
@@ -26,7 +27,7 @@ MAX_WORKERS = 64
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreSettings:
-    """Everything of :class:`batcher.StoreConfig` but the dsn, which is known only once PostgreSQL runs.
+    """Everything of :class:`sse_batcher.batcher.StoreConfig` but the dsn, which is known only once PostgreSQL runs.
 
     Raises:
         ConfigError: a value is out of range (checked when :meth:`store_config` builds the config).

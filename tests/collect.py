@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 import msgspec
 
-from batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoredMessage
-from server.client import unroll
+from sse_batcher.batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoredMessage
+from sse_batcher.server.client.subscribe import unroll
 
 __all__ = ["Collected", "batcher_config", "running_batcher"]
 

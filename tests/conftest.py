@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from batcher.store import PostgresStore
-from server.embedded_pg import EmbeddedPostgres
+from sse_batcher.batcher.log.store import PostgresStore
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.pg import fresh_database, started_store
 
 

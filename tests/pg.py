@@ -13,9 +13,9 @@ from typing import Any
 
 import asyncpg
 
-from batcher.config import StoreConfig
-from batcher.store import PostgresStore
-from server.embedded_pg import EmbeddedPostgres
+from sse_batcher.batcher.config import StoreConfig
+from sse_batcher.batcher.log.store import PostgresStore
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 
 __all__ = ["fresh_database", "started_store", "store_config"]
 

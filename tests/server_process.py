@@ -44,7 +44,7 @@ class ServerProcess:
             "SSE_PING_SECONDS": "2",
             **self._env,
         }
-        args = [sys.executable, "-m", "server", "serve", "--port", str(self.port), "--log-level", "warning"]
+        args = [sys.executable, "-m", "sse_batcher.server", "serve", "--port", str(self.port), "--log-level", "warning"]
         if not self._demo:
             args.append("--no-demo")
         with self.log.open("ab") as log:

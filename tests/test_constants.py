@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import constants
-from server.cli import settings_help
-from server.config import ServerConfig
+from sse_batcher import constants
+from sse_batcher.server.cli import settings_help
+from sse_batcher.server.config import ServerConfig
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -7,7 +7,24 @@ import types
 
 import pytest
 
-PACKAGES = ["batcher", "server", "workers"]
+PACKAGES = [
+    "sse_batcher",
+    "sse_batcher.batcher",
+    "sse_batcher.batcher.digests",
+    "sse_batcher.batcher.log",
+    "sse_batcher.batcher.pipeline",
+    "sse_batcher.batcher.rules",
+    "sse_batcher.batcher.sizing",
+    "sse_batcher.server",
+    "sse_batcher.server.app",
+    "sse_batcher.server.client",
+    "sse_batcher.server.nodes",
+    "sse_batcher.server.security",
+    "sse_batcher.server.serving",
+    "sse_batcher.server.stream",
+    "sse_batcher.workers",
+    "sse_batcher.workers.demo",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -31,24 +48,38 @@ def test_no_public_name_is_left_out_of_all(name: str) -> None:
     assert public <= set(package.__all__)
 
 
-def test_design_md_python_api_imports() -> None:
-    from batcher import SSEEventBatcher
-    from workers import SSEBroadcaster, Worker
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_package_says_what_enters_and_leaves(name: str) -> None:
+    doc = importlib.import_module(name).__doc__
+    assert doc and len(doc.strip().splitlines()) >= 3, f"{name} needs a docstring that says what it is for"
 
-    assert callable(SSEEventBatcher) and callable(SSEBroadcaster) and isinstance(Worker, type)
+
+def test_the_front_doors_stay_small() -> None:
+    import sse_batcher
+    import sse_batcher.batcher
+
+    assert len(sse_batcher.batcher.__all__) <= 30
+    assert len(sse_batcher.__all__) <= 15
+
+
+def test_the_readme_python_api_imports() -> None:
+    from sse_batcher import SSEBroadcaster, SSEEventBatcher, ThreadWorker
+    from sse_batcher.workers import Worker
+
+    assert callable(SSEEventBatcher) and callable(SSEBroadcaster) and issubclass(ThreadWorker, Worker)
 
 
 def test_sizing_has_one_name_per_concept() -> None:
-    # Issue 13: the policy is a SizingStrategy (one class per named strategy), and what applies it
-    # to a running batcher with its load monitor is a BatchSizer; the three old names are gone.
-    import batcher
+    # The policy is a SizingStrategy (one class per named strategy); what applies it to a running
+    # batcher with its load monitor is a BatchSizer.
+    from sse_batcher.batcher import sizing
 
-    assert {"BatchSizer", "SizingStrategy", "SizingConfig", "make_strategy"} <= set(batcher.__all__)
+    assert {"BatchSizer", "SizingStrategy", "SizingConfig", "make_strategy"} <= set(sizing.__all__)
     for old in ("SizingController", "DynamicBatchManager", "AdaptiveSizing"):
-        assert not hasattr(batcher, old), old
+        assert not hasattr(sizing, old), old
     made = [
-        batcher.make_strategy(batcher.SizingConfig(strategy=name), default_size=10, max_timeout_seconds=0.5)
-        for name in batcher.STRATEGY_NAMES
+        sizing.make_strategy(sizing.SizingConfig(strategy=name), default_size=10, max_timeout_seconds=0.5)
+        for name in sizing.STRATEGY_NAMES
     ]
-    assert [strategy.name for strategy in made] == list(batcher.STRATEGY_NAMES)
+    assert [strategy.name for strategy in made] == list(sizing.STRATEGY_NAMES)
     assert len({type(strategy) for strategy in made}) == len(made)  # one class per named strategy

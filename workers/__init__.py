@@ -7,13 +7,13 @@ each worker emits through its own :class:`SSEBroadcaster`, which carries its nam
 
 from __future__ import annotations
 
-from .broadcaster import BroadcastStats, SSEBroadcaster
-from .config import WorkerConfig, WorkerState, WorkerStats
-from .demo import MAX_BURST, DemoFarm
-from .errors import JobQueueFullError, WorkerClosedError, WorkerError
-from .flavours import AsyncWorker, ThreadWorker
-from .job import AsyncJob, Job, JobIdAllocator
-from .worker import Worker
+from sse_batcher.workers.broadcaster import BroadcastStats, SSEBroadcaster
+from sse_batcher.workers.config import WorkerConfig, WorkerState, WorkerStats
+from sse_batcher.workers.demo.farm import MAX_BURST, DemoFarm
+from sse_batcher.workers.errors import JobQueueFullError, WorkerClosedError, WorkerError
+from sse_batcher.workers.flavours import AsyncWorker, ThreadWorker
+from sse_batcher.workers.job import AsyncJob, Job, JobIdAllocator
+from sse_batcher.workers.worker import Worker
 
 __all__ = [
     "MAX_BURST",

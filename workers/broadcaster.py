@@ -16,9 +16,9 @@ from typing import Any
 
 import anyio
 
-import constants
-from batcher import NORMAL, BatcherError, BufferFullError, EventBatcher
-from batcher.events import check_source
+from sse_batcher import constants
+from sse_batcher.batcher import NORMAL, BatcherError, BufferFullError, EventBatcher
+from sse_batcher.batcher.events import check_source
 
 __all__ = ["BroadcastStats", "SSEBroadcaster"]
 

@@ -6,8 +6,8 @@ import enum
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import constants
-from batcher import ConfigError
+from sse_batcher import constants
+from sse_batcher.batcher import ConfigError
 
 __all__ = ["WorkerConfig", "WorkerState", "WorkerStats"]
 

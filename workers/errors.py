@@ -1,6 +1,6 @@
 """The errors the workers package raises.
 
-Event delivery errors come from ``batcher`` (:class:`~batcher.BufferFullError` and friends); the
+Event delivery errors come from ``sse_batcher.batcher`` (:class:`~sse_batcher.batcher.BufferFullError` and friends); the
 errors here are about jobs and the worker lifecycle::
 
     WorkerError

@@ -1,6 +1,6 @@
 """The two worker flavours: jobs in threads (blocking or CPU-bound work) or as coroutines.
 
-Both share :class:`~workers.Worker`'s queue and lifecycle and differ only in how one job runs.
+Both share :class:`~sse_batcher.workers.Worker`'s queue and lifecycle and differ only in how one job runs.
 A ThreadWorker's job, and every event it emits, runs on a worker thread, so a slow render never
 blocks the event loop; its emits wait for buffer room like any worker thread's. An AsyncWorker's
 job awaits room instead. Either way an exception inside a job becomes ``JOB_FAILED`` and the slot
@@ -18,10 +18,9 @@ from typing import Any, ClassVar
 import anyio
 import anyio.to_thread
 
-from batcher import BatcherError
-
-from .config import WorkerState
-from .job import (
+from sse_batcher.batcher import BatcherError
+from sse_batcher.workers.config import WorkerState
+from sse_batcher.workers.job import (
     JOB_COMPLETED,
     JOB_FAILED,
     JOB_STARTED,
@@ -32,7 +31,7 @@ from .job import (
     failed_data,
     started_data,
 )
-from .worker import Worker
+from sse_batcher.workers.worker import Worker
 
 __all__ = ["AsyncWorker", "ThreadWorker"]
 

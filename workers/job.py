@@ -21,12 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from batcher import BatcherError
+from sse_batcher.batcher import BatcherError
 
 __all__ = ["AsyncJob", "Job", "JobIdAllocator"]
 
 if TYPE_CHECKING:
-    from .broadcaster import SSEBroadcaster
+    from sse_batcher.workers.broadcaster import SSEBroadcaster
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class _JobBase:
 
 
 class Job(_JobBase):
-    """A job running on a :class:`~workers.ThreadWorker`'s thread."""
+    """A job running on a :class:`~sse_batcher.workers.ThreadWorker`'s thread."""
 
     __slots__ = ()
 
@@ -186,7 +186,7 @@ class Job(_JobBase):
 
 
 class AsyncJob(_JobBase):
-    """A job running as a coroutine on an :class:`~workers.AsyncWorker`."""
+    """A job running as a coroutine on an :class:`~sse_batcher.workers.AsyncWorker`."""
 
     __slots__ = ()
 

@@ -2,7 +2,7 @@
 
 Everything that decides (the queue, the dispatcher, the counters) lives on the event loop, so it
 needs no lock and stops cleanly by cancelling a scope; only the job itself runs elsewhere (a
-thread for :class:`~workers.ThreadWorker`, a task for :class:`~workers.AsyncWorker`). A job is
+thread for :class:`~sse_batcher.workers.ThreadWorker`, a task for :class:`~sse_batcher.workers.AsyncWorker`). A job is
 taken from the queue synchronously, between two awaits, so stopping can never lose one in flight.
 
 Stopping lets the running jobs finish, bounded by a timeout; past it, coroutine jobs are cancelled
@@ -27,12 +27,11 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
-from batcher import BatcherError, EventBatcher
-
-from .broadcaster import SSEBroadcaster
-from .config import WorkerConfig, WorkerState, WorkerStats
-from .errors import JobQueueFullError, WorkerClosedError
-from .job import JobIdAllocator, JobSpec, clip_name
+from sse_batcher.batcher import BatcherError, EventBatcher
+from sse_batcher.workers.broadcaster import SSEBroadcaster
+from sse_batcher.workers.config import WorkerConfig, WorkerState, WorkerStats
+from sse_batcher.workers.errors import JobQueueFullError, WorkerClosedError
+from sse_batcher.workers.job import JobIdAllocator, JobSpec, clip_name
 
 __all__ = ["Worker"]
 
@@ -45,8 +44,8 @@ _GENERATOR_BACKOFF_SECONDS = 1.0
 class Worker(abc.ABC):
     """A named background worker whose jobs report their lifecycle as events.
 
-    Subclass :class:`~workers.ThreadWorker` (jobs run in threads: CPU-bound or blocking work) or
-    :class:`~workers.AsyncWorker` (jobs are coroutines), not this class. Feed jobs with
+    Subclass :class:`~sse_batcher.workers.ThreadWorker` (jobs run in threads: CPU-bound or blocking work) or
+    :class:`~sse_batcher.workers.AsyncWorker` (jobs are coroutines), not this class. Feed jobs with
     :meth:`submit`, or override :meth:`next_job` to let the worker generate its own.
 
     Raises:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from batcher import BatcherConfig, ConfigError, StoreConfig
+from sse_batcher.batcher import BatcherConfig, ConfigError, StoreConfig
 
 
 @pytest.mark.parametrize("value", [0, -1.0, math.nan])

@@ -3,8 +3,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from batcher.errors import EventValidationError
-from batcher.events import check_key, check_priority, check_source, check_type, encode_data
+from sse_batcher.batcher.errors import EventValidationError
+from sse_batcher.batcher.events import check_key, check_priority, check_source, check_type, encode_data
 
 
 @pytest.mark.parametrize("value", ["JOB_STARTED", "A", "X" * 64, "T_9"])

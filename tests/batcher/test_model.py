@@ -37,10 +37,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from batcher import AckTimeoutError, BufferFullError, SSEEventBatcher
-from server.client import unroll
-from server.embedded_pg import EmbeddedPostgres
-from tests.batcher.test_batcher import FaultyStore
+from sse_batcher.batcher import AckTimeoutError, BufferFullError, SSEEventBatcher
+from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
+from tests.batcher.pipeline.test_facade import FaultyStore
 from tests.collect import batcher_config
 from tests.pg import fresh_database, started_store
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.embedded_pg import EmbeddedPostgres
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.frontend.browser import launch_chromium, require_playwright
 from tests.server_process import ServerProcess
 

@@ -13,10 +13,10 @@ import anyio
 import httpx
 from starlette.applications import Starlette
 
-from batcher import BatcherConfig
-from server import ServerConfig, create_app
-from server.runtime import Runtime
-from server.serve import GracefulServer, uvicorn_config
+from sse_batcher.batcher import BatcherConfig
+from sse_batcher.server import ServerConfig, create_app
+from sse_batcher.server.app.runtime import Runtime
+from sse_batcher.server.serving.serve import GracefulServer, uvicorn_config
 
 __all__ = ["LiveServer", "make_config", "serving", "until"]
 

@@ -10,7 +10,7 @@ import anyio
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from server.client import unroll
+from sse_batcher.server.client.subscribe import unroll
 
 __all__ = ["Received", "events_of", "publish", "read_until", "subscribed"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import asyncpg
 
-from server.embedded_pg import EmbeddedPostgres
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.server.live import LiveServer, until
 from tests.server.sse import publish, subscribed
 

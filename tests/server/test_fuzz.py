@@ -33,7 +33,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.embedded_pg import EmbeddedPostgres
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.pg import fresh_database
 from tests.server_process import ServerProcess
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.embedded_pg import EmbeddedPostgres
-from server.loadtest import LoadTestOptions, loadtest
+from sse_batcher.server.client.loadtest import LoadTestOptions, loadtest
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow

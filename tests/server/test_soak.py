@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from bench.soak import soak
-from server.embedded_pg import EmbeddedPostgres
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from batcher import BufferFullError, EventValidationError, PostgresStore, SSEEventBatcher
+from sse_batcher.batcher import BufferFullError, EventValidationError, PostgresStore, SSEEventBatcher
+from sse_batcher.workers import SSEBroadcaster
 from tests.collect import batcher_config, running_batcher
-from workers import SSEBroadcaster
 
 
 async def test_events_carry_the_worker_name_as_source_and_are_counted_per_type(

@@ -8,9 +8,9 @@ from typing import Any
 import anyio
 import pytest
 
-from batcher import PostgresStore, SSEEventBatcher
+from sse_batcher.batcher import PostgresStore, SSEEventBatcher
+from sse_batcher.workers import AsyncJob, AsyncWorker, Job, ThreadWorker, Worker, WorkerConfig
 from tests.collect import Collected, running_batcher
-from workers import AsyncJob, AsyncWorker, Job, ThreadWorker, Worker, WorkerConfig
 
 
 class Thumbnailer(ThreadWorker):

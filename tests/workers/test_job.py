@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from workers import JobIdAllocator
-from workers.job import JobSpec, completed_data, failed_data, started_data
+from sse_batcher.workers import JobIdAllocator
+from sse_batcher.workers.job import JobSpec, completed_data, failed_data, started_data
 
 
 def test_ids_are_unique_when_allocated_from_many_threads() -> None:

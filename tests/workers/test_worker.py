@@ -8,9 +8,8 @@ from typing import Any
 import anyio
 import pytest
 
-from batcher import ConfigError, PostgresStore, SSEEventBatcher
-from tests.collect import Collected, batcher_config, running_batcher
-from workers import (
+from sse_batcher.batcher import ConfigError, PostgresStore, SSEEventBatcher
+from sse_batcher.workers import (
     AsyncJob,
     AsyncWorker,
     JobIdAllocator,
@@ -20,6 +19,7 @@ from workers import (
     WorkerConfig,
     WorkerState,
 )
+from tests.collect import Collected, batcher_config, running_batcher
 
 DASHBOARD_KEYS = {"name", "use_batching", "kind", "events", "jobs_running", "jobs_done", "jobs_failed"}
 

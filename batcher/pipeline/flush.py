@@ -1,0 +1,224 @@
+"""FlushLoop: decide when a batch leaves, aggregate it, hand it to the writer, pass on what committed.
+
+One task runs the loop and owns every store write, so exactly one write is in flight and ids follow
+commit order. It waits, on one event and one deadline (OpenTelemetry's BatchProcessor shape), for
+the first of: an event that must leave at once (bypass or critical), a flush() request, the buffer
+reaching the batch size, the oldest event reaching its window, the dead-letter file being due for
+write-back, or shutdown. Deadlines are monotonic.
+
+Hop 3 of the data flow. Data flows one way: buffer -> this loop -> aggregate -> writer (-> store).
+What the writer returns goes on to the tracker (flush() and acknowledgement waiters) and downstream
+to the listeners (the
+log follower's local-commit wake-up, library callbacks). Nothing calls back into the loop but
+:meth:`FlushLoop.wake`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+
+from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.pipeline.aggregate import aggregate
+from sse_batcher.batcher.pipeline.buffer import EventBuffer
+from sse_batcher.batcher.pipeline.tracker import FlushTracker
+from sse_batcher.batcher.pipeline.writer import BatchWriter, Written
+from sse_batcher.batcher.protocols import Listener
+from sse_batcher.batcher.rules.rules import AggregationRules
+from sse_batcher.batcher.stats import BATCH_SIZE_BUCKETS, FLUSH_REASONS, Histogram
+
+__all__ = ["FlushLoop", "FlushReport"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FlushReport:
+    """What one flush did; handed to flush observers (the sizing policy learns from these)."""
+
+    reason: str
+    events: int
+    messages: int
+    write_seconds: float
+    stored: bool
+    backlog: int
+
+
+class FlushLoop:
+    """The flush schedule and its counters; the batcher facade starts :meth:`run` in its task group."""
+
+    def __init__(
+        self,
+        buffer: EventBuffer,
+        writer: BatchWriter,
+        tracker: FlushTracker,
+        *,
+        origin: str,
+        rules: AggregationRules,
+        batch_timeout_seconds: float,
+    ) -> None:
+        self._buffer = buffer
+        self._writer = writer
+        self._tracker = tracker
+        self._origin = origin
+        self._rules = rules
+        self.batch_timeout = batch_timeout_seconds
+        self.closing = False
+        self.manual = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._wake_event: asyncio.Event | None = None
+        self._room = anyio.Event()
+        self.done = anyio.Event()
+        self.listeners: list[Listener] = []
+        self.observers: list[Callable[[FlushReport], None]] = []
+        self.flushes = dict.fromkeys(FLUSH_REASONS, 0)
+        self.events_batched = 0
+        self.events_saved = 0
+        self.batches_created = 0
+        self.messages_stored = 0
+        self.events_stored = 0
+        self.superseded = 0
+        self.listener_errors = 0
+        self.batch_hist = Histogram(BATCH_SIZE_BUCKETS)
+
+    def bind(self) -> None:
+        """Remember the running loop, so emitting threads can wake this one."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = self._buffer.loop_thread = threading.get_ident()
+        self._wake_event = asyncio.Event()
+
+    @property
+    def room(self) -> anyio.Event:
+        """Set the next time a flush takes events out of the buffer (``aemit`` waits on it)."""
+        return self._room
+
+    def wake(self) -> None:
+        """Ask the loop to look again; safe from any thread, cheap (the buffer calls it)."""
+        loop, event = self._loop, self._wake_event
+        if loop is None or event is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            event.set()
+        else:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # loop already closed: nothing left to wake
+                pass
+
+    async def run(self) -> None:
+        """Flush until closing and empty; the dead-letter file left by an earlier run goes first."""
+        try:
+            if self._writer.pending:
+                self._pass_on(await self._writer.drain())
+            while True:
+                reason = await self._next_reason()
+                if reason is None:
+                    break
+                await self._flush_once(reason)
+        finally:
+            self.done.set()
+
+    def _due(self) -> str | None:
+        buffer = self._buffer
+        depth = len(buffer)
+        if self.closing:
+            return "shutdown" if depth else None
+        if not depth:
+            if self.manual:
+                self.manual = False
+                self._tracker.release_flush_waiters(self._writer.pending)
+            return None
+        if buffer.bypass_waiting:
+            return "bypass"
+        if buffer.urgent:
+            return "critical"
+        if self.manual:
+            return "manual"
+        if depth >= buffer.batch_size:
+            return "size"
+        deadline = buffer.next_deadline(self.batch_timeout)
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timeout"
+        return None
+
+    async def _next_reason(self) -> str | None:
+        wake = self._wake_event
+        if wake is None:
+            raise RuntimeError("FlushLoop.bind() was not called")
+        while True:
+            wake.clear()
+            reason = self._due()
+            if reason is not None:
+                return reason
+            if self.closing:
+                return None
+            now = time.monotonic()
+            deadline = self._buffer.next_deadline(self.batch_timeout)
+            drain_at = self._writer.next_drain_at
+            if drain_at <= now:
+                self._pass_on(await self._writer.drain())
+                continue
+            delay = min(math.inf if deadline is None else deadline - now, drain_at - now)
+            with anyio.move_on_after(max(delay, 0.0)):
+                await wake.wait()
+
+    async def _flush_once(self, reason: str) -> None:
+        buffer = self._buffer
+        # Bypass events first, whatever the reason: they are the ones that must not wait.
+        bypass = buffer.bypass_waiting
+        events = buffer.take_bypass() if bypass else buffer.take(buffer.batch_size)
+        room, self._room = self._room, anyio.Event()
+        room.set()
+        if reason == "manual" and len(buffer) == 0:
+            self.manual = False
+        if not events:
+            return
+        self.flushes[reason] += 1
+        self.batch_hist.observe(len(events))
+        messages = aggregate(events, self._origin, self._rules)
+        self._count(len(events), messages)
+        started = time.perf_counter()
+        written = await self._writer.write(messages, closing=self.closing)
+        elapsed = time.perf_counter() - started
+        self._tracker.handled(len(events), bypass=bypass)
+        self._pass_on(written)
+        report = FlushReport(reason, len(events), len(messages), elapsed, not written.kept, len(buffer))
+        for observer in self.observers:
+            try:
+                observer(report)
+            except Exception:
+                self.listener_errors += 1
+                logger.exception("flush observer %r failed", observer)
+
+    def _count(self, events: int, messages: list[Message]) -> None:
+        for message in messages:
+            if message.event_count > 1:
+                self.events_batched += message.event_count
+                self.batches_created += 1
+        self.events_saved += events - len(messages)
+        if not self._rules.plain:  # key coalescing drops superseded events; count them
+            self.superseded += events - sum(m.event_count for m in messages)
+
+    def _pass_on(self, written: Written) -> None:
+        """Settle waiters, then hand what committed downstream, in id order."""
+        self._tracker.settle(written)
+        self._tracker.release_flush_waiters(self._writer.pending)
+        stored = written.stored
+        if not stored:
+            return
+        self.messages_stored += len(stored)
+        self.events_stored += sum(m.event_count for m in stored)
+        for listener in list(self.listeners):
+            try:
+                listener(stored)
+            except Exception:
+                self.listener_errors += 1
+                logger.exception("listener %r failed", listener)

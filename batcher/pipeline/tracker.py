@@ -1,0 +1,234 @@
+"""FlushTracker: who waits for what to be stored, and telling them when it is.
+
+Two kinds of waiter, both resolved by the flush loop from what the writer returned:
+
+- ``flush()`` waits until every event accepted before the call has been handled (stored, or on disk
+  while the store is down, and then written back). Each queue of the buffer is FIFO, so counting
+  handled events against the buffer's marks is enough.
+- Acknowledged publishing (``emit(..., wait=True)``, ``POST /api/events?wait=stored``) waits for
+  particular events to be *committed*, and learns their message ids. A waiter is registered under
+  the buffer's lock at the moment its event gets its seq (``expect``), so no flush can commit the
+  event first. An event belongs to the message of its (source, type) whose seq range holds it: a
+  batch's aggregates are cut per (source, type) in seq order, so ranges of one group never overlap.
+
+Waiters are ``concurrent.futures.Future`` objects, so a worker thread can block on one while the
+event loop resolves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import concurrent.futures
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from sse_batcher.batcher.errors import AckTimeoutError, BatcherClosedError, StoreRejectedError
+from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.pipeline.writer import Written
+
+__all__ = ["Ack", "FlushTracker", "outcome", "timeout_error", "wait_for_acks"]
+
+# Where an acknowledged event stands before it commits.
+BUFFERED = "buffered"
+DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(slots=True)
+class Ack:
+    """One acknowledged event: its future message id, and whether it is on disk meanwhile."""
+
+    seq: int
+    future: concurrent.futures.Future[int] = field(default_factory=concurrent.futures.Future)
+    state: str = BUFFERED
+
+
+class FlushTracker:
+    """Flush waiters (loop only) and acknowledgement waiters (any thread registers, the loop resolves)."""
+
+    def __init__(self) -> None:
+        self._handled = (0, 0)  # batched and bypass events stored or dead-lettered so far
+        self._flush_waiters: list[tuple[tuple[int, int], anyio.Event]] = []
+        self._lock = threading.Lock()
+        # (source, type) -> seqs waited for (sorted, since seqs only grow) and their acks.
+        self._acks: dict[tuple[str, str], tuple[list[int], dict[int, Ack]]] = {}
+        self._ack_count = 0
+
+    # -- flush() -----------------------------------------------------------------------------
+    def handled(self, events: int, *, bypass: bool) -> None:
+        """Count ``events`` taken from the buffer and handed to the writer (stored or kept on disk)."""
+        normal, bypassed = self._handled
+        self._handled = (normal, bypassed + events) if bypass else (normal + events, bypassed)
+
+    def reached(self, target: tuple[int, int], pending_on_disk: bool) -> bool:
+        """Whether everything up to the buffer marks ``target`` is handled and nothing waits on disk."""
+        handled = self._handled
+        return handled[0] >= target[0] and handled[1] >= target[1] and not pending_on_disk
+
+    def add_flush_waiter(self, target: tuple[int, int]) -> anyio.Event:
+        done = anyio.Event()
+        self._flush_waiters.append((target, done))
+        return done
+
+    def release_flush_waiters(self, pending_on_disk: bool, *, closed: bool = False) -> None:
+        """Wake every flush() whose target is reached (all of them when ``closed``)."""
+        if not self._flush_waiters:
+            return
+        keep = []
+        for target, done in self._flush_waiters:
+            if closed or self.reached(target, pending_on_disk):
+                done.set()
+            else:
+                keep.append((target, done))
+        self._flush_waiters = keep
+
+    # -- acknowledgements ---------------------------------------------------------------------
+    def expect(self, groups: Sequence[tuple[str, str]]) -> tuple[list[Ack], Callable[[int], None]]:
+        """Return one :class:`Ack` per ``(source, type)`` of the events about to be accepted, in order,
+        and the ``on_seq`` callback the buffer calls with each event's seq (under its lock)."""
+        acks = [Ack(seq=0) for _ in groups]
+        pending = iter(zip(acks, groups, strict=True))
+
+        def register(seq: int) -> None:
+            ack, group = next(pending)
+            ack.seq = seq
+            with self._lock:
+                seqs, by_seq = self._acks.setdefault(group, ([], {}))
+                seqs.append(seq)
+                by_seq[seq] = ack
+                self._ack_count += 1
+
+        return acks, register
+
+    @property
+    def waiting(self) -> int:
+        """Acknowledgement waiters not yet resolved."""
+        return self._ack_count
+
+    def settle(self, written: Written) -> None:
+        """Resolve the acks of everything ``written`` committed; mark those it kept on disk."""
+        if not self._ack_count:
+            return
+        by_key: dict[str, list[Message]] = {}
+        for message in written.messages:
+            by_key.setdefault(message.idem_key, []).append(message)
+        # A key can stand for several messages: a publish retried within one batch, by its
+        # idempotency key, stores one row; every copy's waiter gets that row's id.
+        committed = [(m, s.id) for s in written.stored for m in by_key.get(s.idem_key, ())]
+        # Singles first: a critical or bypass event of a group can sit inside the seq range of that
+        # group's aggregate; taken out first, the aggregate's range no longer holds it.
+        committed.sort(key=lambda pair: pair[0].event_count != 1)
+        with self._lock:
+            for message, message_id in committed:
+                for ack in self._take(message):
+                    if not ack.future.done():
+                        ack.future.set_result(message_id)
+            for refused in written.rejected:
+                for ack in self._take(refused.message):
+                    if not ack.future.done():
+                        ack.future.set_exception(StoreRejectedError(f"PostgreSQL refused the event: {refused.reason}"))
+            for message in written.kept:
+                for ack in self._find(message):
+                    ack.state = DEAD_LETTERED
+
+    def close(self) -> None:
+        """Fail every waiter left: the batcher closed (what it held went to the dead-letter file)."""
+        with self._lock:
+            groups, self._acks, self._ack_count = self._acks, {}, 0
+        for _, acks in groups.values():
+            for ack in acks.values():
+                if not ack.future.done():
+                    ack.future.set_exception(BatcherClosedError("the batcher closed before the event was stored"))
+
+    def _range(self, message: Message) -> tuple[list[int], dict[int, Ack], int, int] | None:
+        group = self._acks.get((message.source, message.event_type))
+        if group is None:
+            return None
+        seqs, acks = group
+        lo = bisect.bisect_left(seqs, message.first_seq)
+        hi = bisect.bisect_right(seqs, message.last_seq)
+        return seqs, acks, lo, hi
+
+    def _find(self, message: Message) -> list[Ack]:
+        found = self._range(message)
+        if found is None:
+            return []
+        seqs, acks, lo, hi = found
+        return [acks[s] for s in seqs[lo:hi]]
+
+    def _take(self, message: Message) -> list[Ack]:
+        found = self._range(message)
+        if found is None:
+            return []
+        seqs, acks, lo, hi = found
+        taken = [acks.pop(s) for s in seqs[lo:hi]]
+        del seqs[lo:hi]
+        self._ack_count -= len(taken)
+        if not seqs:
+            del self._acks[(message.source, message.event_type)]
+        return taken
+
+
+def outcome(acks: Sequence[Ack]) -> tuple[list[int | None], str | None]:
+    """The ids of ``acks`` committed so far, and the state of the first that is not (None: all are)."""
+    ids: list[int | None] = []
+    state: str | None = None
+    for ack in acks:
+        future = ack.future
+        if future.done() and future.exception() is None:
+            ids.append(future.result())
+        else:
+            ids.append(None)
+            if state is None:
+                state = "closed" if future.done() else ack.state
+    return ids, state
+
+
+def timeout_error(acks: Sequence[Ack], seconds: float) -> AckTimeoutError:
+    """The error for acks not all committed within ``seconds``."""
+    ids, state = outcome(acks)
+    pending = [a for a in acks if not (a.future.done() and a.future.exception() is None)]
+    kept = all(a.state == DEAD_LETTERED for a in pending)
+    return AckTimeoutError(
+        f"{len(pending)} of {len(acks)} events were not committed within {seconds:g} s "
+        f"({'kept on disk, to be stored once PostgreSQL answers' if kept else state})",
+        state=state or BUFFERED,
+        kept=kept,
+        ids=ids,
+    )
+
+
+async def wait_for_acks(acks: Sequence[Ack], limit: float) -> list[int]:
+    """Wait up to ``limit`` seconds for every ack; return their message ids.
+
+    Raises:
+        StoreRejectedError: PostgreSQL refused one of the events.
+        AckTimeoutError: not all committed in time (``kept`` says whether the rest is on disk).
+    """
+    # Not asyncio.wrap_future: cancelling the wait (the timeout) would cancel the acks too, and a
+    # late commit must still resolve them for anyone else asking.
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    remaining = len(acks)
+
+    def one_done(_: object) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            done.set()
+
+    for ack in acks:
+        ack.future.add_done_callback(lambda f: loop.call_soon_threadsafe(one_done, f))
+    with anyio.move_on_after(limit):
+        await done.wait()
+    ids, state = outcome(acks)
+    if state is None:
+        return [i for i in ids if i is not None]
+    for ack in acks:
+        failure = ack.future.exception() if ack.future.done() else None
+        if isinstance(failure, StoreRejectedError):
+            raise failure
+    raise timeout_error(acks, limit)

@@ -1,0 +1,237 @@
+"""BatchWriter: get each batch into the store or, failing that, onto disk; in order, never twice.
+
+The flush loop hands every batch here and gets back a :class:`Written` saying what committed and
+what went to disk; the writer never calls back up. A write is retried with jittered backoff; a batch
+that still fails is appended (fsync'ed) to the dead-letter file, and so is every later batch until
+the file has been written back, so order is kept while the store is down. The circuit breaker, when
+given, short-cuts the retries while the store is known to be down. Idempotency keys make every
+rewrite (a retry after a lost COMMIT answer, a write-back after a crash) harmless.
+
+The writer owns its retry clock (monotonic, so a wall-clock step neither stalls nor hurries a
+retry): the flush loop asks :attr:`BatchWriter.next_drain_at` when to come back, and calls
+:meth:`BatchWriter.drain` then.
+
+Flows one way: flush loop -> writer -> store; what committed goes back as the return value, and the
+flush loop hands it on downstream (the log follower, listeners).
+
+Hop 5 of the data flow. Next hop: the store (``store.py``), one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from sse_batcher.batcher.errors import StoreError
+from sse_batcher.batcher.events import Message, StoredMessage
+from sse_batcher.batcher.log.deadletter import DeadLetterFile
+from sse_batcher.batcher.pipeline.breaker import BreakerState, CircuitBreaker
+from sse_batcher.batcher.protocols import EventStore, Rejected, WriteResult
+from sse_batcher.batcher.stats import LATENCY_BUCKETS, Histogram
+
+__all__ = ["BatchWriter", "Written"]
+
+logger = logging.getLogger(__name__)
+
+# The dead-letter file is retried at most this often while the store stays down.
+_DEADLETTER_RETRY_MAX_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class Written:
+    """What one call of the writer did, in commit (id) order.
+
+    ``stored`` are committed messages (new, or found already stored by an earlier attempt);
+    ``messages`` the batches' messages they came from (to map seqs to ids); ``kept`` messages went to
+    the dead-letter file (durable, to be stored later); ``rejected`` PostgreSQL refused for good.
+    """
+
+    stored: list[StoredMessage] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    kept: list[Message] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def extend(self, other: Written) -> None:
+        self.stored.extend(other.stored)
+        self.messages.extend(other.messages)
+        self.kept.extend(other.kept)
+        self.rejected.extend(other.rejected)
+
+
+class BatchWriter:
+    """Store batches through ``store``, or dead-letter them; report what happened as a :class:`Written`.
+
+    Used by one task at a time (the flush loop), so it needs no lock. ``clock`` and ``sleep`` (the
+    monotonic clock and ``anyio.sleep``) and ``jitter`` (a factor in [0.5, 1.5)) are for tests.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        deadletter: DeadLetterFile,
+        *,
+        max_retries: int,
+        retry_delay_seconds: float,
+        breaker: CircuitBreaker | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.5),
+    ) -> None:
+        self._store = store
+        self._deadletter = deadletter
+        self._max_retries = max_retries
+        self._retry_delay = retry_delay_seconds
+        self._breaker = breaker
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
+        # Kept until handled: if shutdown cancels the write, the batch is dead-lettered, not lost.
+        self._inflight: list[Message] | None = None
+        self._pending = False  # batches wait in the dead-letter file
+        self._next_drain_at = math.inf  # when to write the file back next (monotonic)
+        self._written = 0  # batches of the file already stored by this process
+        self._delay = retry_delay_seconds or 0.1
+        self.retries = 0
+        self.failed_writes = 0
+        self.dead_lettered = 0
+        self.rejected = 0
+        self.latency = Histogram(LATENCY_BUCKETS)
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        return self._breaker
+
+    @property
+    def pending(self) -> bool:
+        """True while batches wait in the dead-letter file."""
+        return self._pending
+
+    @property
+    def next_drain_at(self) -> float:
+        """When (monotonic) the dead-letter file should be written back next; inf when empty."""
+        return self._next_drain_at if self._pending else math.inf
+
+    async def load_pending(self) -> None:
+        """Notice a dead-letter file left by an earlier run, so it is written back first."""
+        self._pending = await anyio.to_thread.run_sync(self._deadletter.pending_batches) > 0
+        self._next_drain_at = self._clock()
+
+    async def write(self, messages: list[Message], *, closing: bool = False) -> Written:
+        """Store ``messages`` or dead-letter them; batches waiting on disk go first, in order.
+
+        ``closing`` (shutdown) allows one attempt only: what fails goes to disk, not lost.
+        """
+        # Held before anything can wait, and left set if this is cancelled: shutdown then finds it
+        # (take_inflight) and keeps it on disk, even when the cancel came while draining the file.
+        self._inflight = messages
+        done = Written()
+        if self._pending:
+            done.extend(await self.drain())
+        if self._pending:
+            await self._dead_letter(messages)
+            done.kept.extend(messages)
+        else:
+            result = await self._write_with_retries(messages, closing)
+            if result is None:
+                await self._dead_letter(messages)
+                done.kept.extend(messages)
+            else:
+                done.extend(await self._handle_result(result, messages))
+        self._inflight = None
+        return done
+
+    def take_inflight(self) -> list[Message] | None:
+        """The batch a cancelled :meth:`write` left unhandled (shutdown keeps it on disk)."""
+        batch, self._inflight = self._inflight, None
+        return batch
+
+    async def _write_with_retries(self, messages: list[Message], closing: bool) -> WriteResult | None:
+        breaker = self._breaker
+        if breaker is not None and not breaker.allow():
+            return None  # breaker open: straight to the dead-letter file, no waiting on retries
+        # The breaker's probe, like shutdown, gets one attempt.
+        attempts = 1 if closing or (breaker is not None and breaker.probing) else self._max_retries + 1
+        for attempt in range(attempts):
+            started = time.perf_counter()
+            try:
+                result = await self._store.write(messages)
+            except StoreError as exc:
+                self.failed_writes += 1
+                logger.warning("store write failed (attempt %d of %d): %s", attempt + 1, attempts, exc)
+            except Exception:
+                # Not a store error we know: still never lose the batch. Counted and logged here,
+                # at the task boundary.
+                self.failed_writes += 1
+                logger.exception("store write raised unexpectedly (attempt %d of %d)", attempt + 1, attempts)
+            else:
+                self.latency.observe(time.perf_counter() - started)
+                if breaker is not None:
+                    breaker.record_success()
+                return result
+            if breaker is not None:
+                breaker.record_failure()
+                if breaker.state is BreakerState.OPEN:
+                    return None
+            if attempt + 1 < attempts:
+                self.retries += 1
+                await self._sleep(self._retry_delay * (2**attempt) * self._jitter())
+        return None
+
+    async def _handle_result(self, result: WriteResult, messages: list[Message]) -> Written:
+        if result.rejected:
+            self.rejected += len(result.rejected)
+            for item in result.rejected:
+                logger.error("store refused message %s (%s): %s", item.message.idem_key, item.message.type, item.reason)
+            await anyio.to_thread.run_sync(self._deadletter.quarantine, result.rejected)
+        return Written(stored=list(result.stored), messages=messages, rejected=list(result.rejected))
+
+    async def _dead_letter(self, messages: list[Message]) -> None:
+        await anyio.to_thread.run_sync(self._deadletter.append, messages)
+        self.dead_lettered += 1
+        if not self._pending:
+            self._pending = True
+            self._delay = self._retry_delay or 0.1
+            self._next_drain_at = self._clock() + self._delay
+
+    async def keep_on_disk(self, batches: list[list[Message]]) -> None:
+        """Append ``batches`` to the dead-letter file even while being cancelled (shutdown ran out of time)."""
+        for batch in batches:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._deadletter.append, batch)
+            self.dead_lettered += 1
+
+    async def drain(self) -> Written:
+        """Write the dead-letter file back in order; :attr:`pending` is False afterwards if it all went."""
+        done = Written()
+        breaker = self._breaker
+        if breaker is not None and not breaker.allow():
+            # Open: do not touch the store; come back when the breaker lets a probe through.
+            self._next_drain_at = self._clock() + max(breaker.seconds_until_probe(), 0.01)
+            return done
+        batches = await anyio.to_thread.run_sync(self._deadletter.batches)
+        for batch in batches[self._written :]:
+            try:
+                result = await self._store.write(batch)
+            except Exception as exc:
+                if breaker is not None:
+                    breaker.record_failure()
+                self.failed_writes += 1
+                logger.warning("dead-letter write-back failed, will retry: %s", exc)
+                self._delay = min(self._delay * 2, _DEADLETTER_RETRY_MAX_SECONDS)
+                self._next_drain_at = self._clock() + self._delay
+                return done
+            if breaker is not None:
+                breaker.record_success()
+            self._written += 1
+            done.extend(await self._handle_result(result, batch))
+        await anyio.to_thread.run_sync(self._deadletter.clear)
+        self._written = 0
+        self._pending = False
+        self._next_drain_at = math.inf
+        return done

@@ -1,0 +1,331 @@
+"""A live A/B of two sizing strategies: two batchers over one store, sources split by a stable hash.
+
+Each arm is a whole :class:`SSEEventBatcher` (its own buffer, batch size, timeout, flush loop and
+dead-letter directory), so the events of arm B's sources really are batched under arm B's size
+and timeout, and each arm gets its own :class:`~sse_batcher.batcher.sizing.sizer.BatchSizer`. Both write to the same
+store, whose write lock keeps ids in commit order across them, and hand their commits to the same
+listeners. A source is routed by blake2b of its name (not Python's ``hash()``, which is salted per
+process), so it never changes arm during a run, or between runs, and its events keep their order.
+
+:class:`SplitBatcher` has the batcher's surface the server and the workers use
+(:class:`EventBatcher`). It departs from one batcher in one place: ``emit_many`` is all or nothing
+per arm, not across arms (an invalid or refused event in arm B's share leaves arm A's share
+accepted); the server's publish endpoint then answers with the error as usual.
+
+Per arm it measures the age of each event at commit (from the ``ts`` in the committed payloads,
+a bounded sample of the latest ages) for /api/stats ``ab``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Any
+
+import anyio
+
+from sse_batcher.batcher.config import BatcherConfig
+from sse_batcher.batcher.errors import ConfigError, EventValidationError
+from sse_batcher.batcher.events import NORMAL
+from sse_batcher.batcher.lifecycle import Service
+from sse_batcher.batcher.pipeline.facade import SSEEventBatcher, State
+from sse_batcher.batcher.pipeline.intake import request_scoped_key
+from sse_batcher.batcher.protocols import EventStore, Listener
+from sse_batcher.batcher.sizing._arm_stats import ArmStats, CommitAges, histogram_quantile_ms
+from sse_batcher.batcher.stats import BatcherStats, HistogramSnapshot
+
+__all__ = ["ArmStats", "SplitBatcher", "arm_of"]
+
+_MAX_SOURCES = 100_000
+
+
+def arm_of(source: str, share_b: float) -> int:
+    """0 (arm A) or 1 (arm B) for ``source``: stable across processes, B for a ``share_b`` of sources."""
+    digest = hashlib.blake2b(source.encode(), digest_size=8).digest()
+    return 1 if int.from_bytes(digest, "big") / 2**64 < share_b else 0
+
+
+class SplitBatcher(Service):
+    """Route each source to arm A or arm B by :func:`arm_of`; otherwise behave as one batcher.
+
+    Raises:
+        ConfigError: ``share_b`` is outside [0, 1], or the arms share a dead-letter directory.
+    """
+
+    def __init__(
+        self, arm_a: SSEEventBatcher, arm_b: SSEEventBatcher, *, share_b: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        if not 0 <= share_b <= 1:
+            raise ConfigError(f"share_b must be in [0, 1], got {share_b!r}")
+        if arm_a.config.data_dir == arm_b.config.data_dir:
+            raise ConfigError("the two arms need their own data_dir (each has a dead-letter file)")
+        self._arms = (arm_a, arm_b)
+        self._share_b = share_b
+        self._sources: tuple[set[str], set[str]] = (set(), set())
+        self._ages = (CommitAges(clock), CommitAges(clock))
+        for arm, ages in zip(self._arms, self._ages, strict=True):
+            arm.add_listener(ages)
+
+    @property
+    def arms(self) -> tuple[SSEEventBatcher, SSEEventBatcher]:
+        return self._arms
+
+    def arm_for(self, source: object) -> SSEEventBatcher:
+        """The arm ``source`` (None: the default source) is routed to; an invalid one goes to arm A,
+        whose ``emit`` refuses it."""
+        name = source if source is not None else self.config.default_source
+        if not isinstance(name, str):
+            return self._arms[0]
+        index = arm_of(name, self._share_b)
+        seen = self._sources[index]
+        if len(seen) < _MAX_SOURCES:
+            seen.add(name)
+        return self._arms[index]
+
+    # -- the batcher's surface ---------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        return self._arms[0].state
+
+    @property
+    def config(self) -> BatcherConfig:
+        return self._arms[0].config
+
+    @property
+    def store(self) -> EventStore:
+        return self._arms[0].store
+
+    @property
+    def batch_size(self) -> int:
+        return self._arms[0].batch_size
+
+    @property
+    def batch_timeout_seconds(self) -> float:
+        return self._arms[0].batch_timeout_seconds
+
+    @property
+    def backlog(self) -> int:
+        return sum(arm.backlog for arm in self._arms)
+
+    def emit(
+        self,
+        type: str,
+        data: dict[str, Any],
+        *,
+        source: str | None = None,
+        priority: str = NORMAL,
+        key: str | None = None,
+        batched: bool = True,
+        timeout: float | None = None,
+        wait: bool = False,
+    ) -> int:
+        """Emit on the source's arm (see :meth:`SSEEventBatcher.emit`, which raises the same errors)."""
+        arm = self.arm_for(source)
+        return arm.emit(
+            type, data, source=source, priority=priority, key=key, batched=batched, timeout=timeout, wait=wait
+        )
+
+    async def aemit(
+        self,
+        type: str,
+        data: dict[str, Any],
+        *,
+        source: str | None = None,
+        priority: str = NORMAL,
+        key: str | None = None,
+        batched: bool = True,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> int:
+        """Emit on the source's arm, waiting for room (see :meth:`SSEEventBatcher.aemit`)."""
+        arm = self.arm_for(source)
+        return await arm.aemit(
+            type, data, source=source, priority=priority, key=key, batched=batched, wait=wait, timeout=timeout
+        )
+
+    def _shares(
+        self, events: Sequence[dict[str, Any]], default_source: str | None, idempotency_key: str | None
+    ) -> tuple[str, list[tuple[SSEEventBatcher, list[int], list[dict[str, Any]]]]]:
+        """Each arm's events (with their indices in ``events``); a request's key becomes per-event keys
+        here, so event ``i`` gets ``<key>#<i>`` whichever arm it lands in."""
+        fallback = default_source or self.config.default_source
+        shares: tuple[list[int], list[int]] = ([], [])
+        for index, event in enumerate(events):
+            source = event.get("source") if isinstance(event, dict) else None
+            arm = self.arm_for(fallback if source is None else source)
+            shares[self._arms.index(arm)].append(index)
+        out = []
+        for arm, indices in zip(self._arms, shares, strict=True):
+            if not indices:
+                continue
+            chosen = [events[i] for i in indices]
+            if idempotency_key is not None:
+                chosen = [
+                    {**e, "idempotency_key": request_scoped_key(e.get("idempotency_key"), idempotency_key, i)}
+                    if isinstance(e, dict)
+                    else e
+                    for e, i in zip(chosen, indices, strict=True)
+                ]
+            out.append((arm, indices, chosen))
+        return fallback, out
+
+    @staticmethod
+    def _reindexed(exc: EventValidationError, indices: list[int]) -> EventValidationError:
+        where = exc.index
+        index = indices[where] if where is not None and 0 <= where < len(indices) else where
+        return EventValidationError(exc.field, str(exc).split(": ", 1)[-1], index=index)
+
+    def emit_many(
+        self,
+        events: Sequence[dict[str, Any]],
+        *,
+        default_source: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[int]:
+        """Emit each arm's share with that arm's ``emit_many``: all or nothing per arm, seqs in input order.
+
+        Raises:
+            EventValidationError: an event is invalid; ``index`` names it in ``events``.
+            BufferFullError: an arm's share did not fit; that share was not accepted.
+            BatcherClosedError: the batcher is closing or closed.
+        """
+        fallback, shares = self._shares(events, default_source, idempotency_key)
+        seqs = [0] * len(events)
+        for arm, indices, chosen in shares:
+            try:
+                accepted = arm.emit_many(chosen, default_source=fallback)
+            except EventValidationError as exc:
+                raise self._reindexed(exc, indices) from None
+            for i, seq in zip(indices, accepted, strict=True):
+                seqs[i] = seq
+        return seqs
+
+    async def publish(
+        self,
+        events: Sequence[dict[str, Any]],
+        *,
+        timeout: float | None = None,
+        default_source: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[int]:
+        """Publish each arm's share on that arm and wait for both commits; ids in input order.
+
+        Raises:
+            EventValidationError: an event is invalid (``index`` names it in ``events``).
+            BufferFullError: an arm's share did not fit.
+            BatcherClosedError: the batcher is closing or closed.
+            AckTimeoutError: not all committed within ``timeout``.
+        """
+        fallback, shares = self._shares(events, default_source, idempotency_key)
+        ids = [0] * len(events)
+
+        failures: list[Exception] = []
+
+        async def one(arm: SSEEventBatcher, indices: list[int], chosen: list[dict[str, Any]]) -> None:
+            try:
+                got = await arm.publish(chosen, timeout=timeout, default_source=fallback)
+            except EventValidationError as exc:
+                failures.append(self._reindexed(exc, indices))
+                return
+            except Exception as exc:  # raised as it is, below, not wrapped in an ExceptionGroup
+                failures.append(exc)
+                return
+            for i, message_id in zip(indices, got, strict=True):
+                ids[i] = message_id
+
+        async with anyio.create_task_group() as tg:
+            for arm, indices, chosen in shares:
+                tg.start_soon(one, arm, indices, chosen)
+        if failures:
+            raise failures[0]
+        return ids
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Flush both arms at once; True when both stored everything."""
+        results = [False, False]
+
+        async def one(i: int) -> None:
+            results[i] = await self._arms[i].flush(timeout)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, 0)
+            tg.start_soon(one, 1)
+        return all(results)
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` after each commit of either arm; returns a function that removes it."""
+        removers = [arm.add_listener(listener) for arm in self._arms]
+
+        def remove() -> None:
+            for remover in removers:
+                remover()
+
+        return remove
+
+    def statistics(self) -> BatcherStats:
+        """Both arms' counters added up; size, timeout, state and breaker are arm A's."""
+        a, b = (arm.statistics() for arm in self._arms)
+        merged: dict[str, Any] = {}
+        for f in fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if isinstance(x, bool) or f.name in ("batch_size", "batch_timeout_seconds", "buffer_capacity"):
+                merged[f.name] = x
+            elif isinstance(x, int):
+                merged[f.name] = x + y
+            elif isinstance(x, HistogramSnapshot):
+                counts = tuple(p + q for p, q in zip(x.counts, y.counts, strict=True))
+                merged[f.name] = HistogramSnapshot(x.bounds, counts, x.total + y.total, x.count + y.count)
+            elif f.name == "flushes":
+                merged[f.name] = {k: x.get(k, 0) + y.get(k, 0) for k in {**x, **y}}
+            else:
+                merged[f.name] = x
+        return BatcherStats(**merged)
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return :meth:`statistics` as a JSON-ready dict."""
+        return self.statistics().as_dict()
+
+    def arm_statistics(self) -> tuple[ArmStats, ArmStats]:
+        """Each arm's share, sources seen, stored counts, age at commit and store latency."""
+        out = []
+        for i, arm in enumerate(self._arms):
+            s = arm.statistics()
+            out.append(
+                ArmStats(
+                    share=self._share_b if i else 1 - self._share_b,
+                    sources=len(self._sources[i]),
+                    events=s.events_stored,
+                    messages=s.messages_stored,
+                    rows=s.messages_stored,
+                    p50_ms=self._ages[i].quantile_ms(0.50),
+                    p99_ms=self._ages[i].quantile_ms(0.99),
+                    store_latency_p99_ms=histogram_quantile_ms(s.write_latency_histogram, 0.99),
+                )
+            )
+        return out[0], out[1]
+
+    async def start(self) -> None:
+        """Start both arms (a half-started split is closed again).
+
+        Raises:
+            BatcherClosedError: already started or closed.
+        """
+        await self._arms[0].start()
+        try:
+            await self._arms[1].start()
+        except BaseException:
+            await self._arms[0].aclose()
+            raise
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Close arm B, then arm A, each within ``timeout``. Idempotent.
+
+        One after the other, in this task: each batcher's task group was entered by the task that
+        started it and must be left by it too.
+        """
+        try:
+            await self._arms[1].aclose(timeout)
+        finally:
+            await self._arms[0].aclose(timeout)

@@ -1,0 +1,17 @@
+"""The HTTP app: :func:`create_app`, its lifespan, and the endpoints.
+
+Enters: HTTP requests (``POST /api/events``, ``GET /events``, ``/api/stats``, ``/metrics``,
+``/healthz``, the dashboard's files).
+Inside: :mod:`.runtime` opens everything one app owns in data-flow order (database, store, batcher,
+log follower, hub, workers) and closes it in reverse; each endpoint module asks it.
+Leaves: events into the batcher (publish), subscribers into the hub (the stream), figures out.
+Next: the core (:mod:`sse_batcher.batcher`) for publishing and :mod:`sse_batcher.server.stream`
+for streaming.
+"""
+
+from __future__ import annotations
+
+from sse_batcher.server.app.factory import create_app
+from sse_batcher.server.app.runtime import Runtime
+
+__all__ = ["Runtime", "create_app"]

@@ -1,0 +1,135 @@
+"""GET /api/stats and GET /healthz: the figures the dashboard draws, and whether the server is well.
+
+The stats shape is a contract with the dashboard (frontend/); keys are only ever added::
+
+    {"ts", "batcher": {...}, "store": {...}, "hub": {...}, "sizing": {...}, "follower": {...}, "workers": [...],
+     "process": {"cpu_percent", "rss_bytes"}, "demo": {"enabled"}, "node": {...}, "nodes": [...],
+     "ab": {"arms": [...]}, "latency": {"delivery": {...}, "commit": {...}},
+     "digests": {...}}
+
+``latency`` (issue 10) holds two histograms in seconds, each ``{"bounds", "counts", "total", "count"}``
+with per-bucket counts (``counts[i]`` observations <= ``bounds[i]``, the last one above every bound),
+cumulative since start: ``delivery`` is each original event's age when the hub first handed it to a
+client (server/stream/latency.py), ``commit`` the store write latency (``batcher.write_latency_histogram``).
+A reader takes percentiles over an interval from the difference of two snapshots.
+
+
+``digests`` (issue 14) lists the digest rules, each with its open windows: see ``sse_batcher.server.app.digests``.
+
+``node`` is this process (issue 9): ``id``, ``host``, ``pid``, ``slot``, ``started_at``, ``events_in``,
+``messages_out``, ``clients`` (now), ``follower_last_id``, ``newest_id`` and ``lag`` (as of its last
+heartbeat), ``heartbeat_seconds``. ``nodes`` is every node's ``sse_nodes`` row as of that heartbeat,
+newest first, each with ``alive`` (false once its heartbeat is three intervals old) and ``lag``.
+
+``sizing.strategy`` names the strategy in charge (arm A's in a live A/B). ``ab.arms`` is empty
+without an A/B (SSE_BATCH_STRATEGY_B unset), else one entry per arm: ``strategy``, ``share``,
+``sources``, ``events``, ``messages``, ``rows``, ``p50_ms`` and ``p99_ms`` (event age at
+commit) and ``store_latency_p99_ms``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sse_batcher.batcher import BatcherError, State
+from sse_batcher.server._http import json_response
+from sse_batcher.server.app.digests import digest_stats
+from sse_batcher.server.app.runtime import Runtime, runtime_of
+from sse_batcher.server.nodes.node import lag
+
+__all__ = ["health", "render", "snapshot", "stats"]
+
+# A health check must answer even when PostgreSQL hangs.
+_PING_TIMEOUT_SECONDS = 2.0
+
+
+def render(statistics: object) -> dict[str, Any]:
+    """A component's frozen ``statistics()`` snapshot as JSON-ready builtins: the one way they are
+    rendered (/metrics reads the same dicts)."""
+    rendered: dict[str, Any] = msgspec.to_builtins(statistics)
+    return rendered
+
+
+def snapshot(runtime: Runtime) -> dict[str, Any]:
+    """Every figure of the running app, as a JSON-ready dict (the /api/stats body)."""
+    hub = render(runtime.hub.statistics())
+    batcher = render(runtime.batcher.statistics())
+    follower = runtime.follower.statistics()
+    return {
+        "ts": time.time(),
+        "batcher": batcher,
+        "store": render(runtime.store.statistics()),
+        "hub": hub,
+        "sizing": runtime.sizing_stats(),
+        "follower": {**render(follower), "lag": follower.lag},
+        "ab": runtime.ab_stats(),
+        "workers": runtime.worker_stats(),
+        "process": runtime.process_stats(),
+        # The dashboard shows the burst control only when this says the demo runs.
+        "demo": {"enabled": runtime.farm is not None},
+        "node": _this_node(runtime, events_in=batcher.get("events_emitted", 0), hub=hub),
+        "nodes": runtime.node.nodes() if runtime.node is not None else [],
+        "latency": {
+            "delivery": render(runtime.delivery_latency.statistics()),
+            "commit": batcher["write_latency_histogram"],
+        },
+        "digests": digest_stats(runtime.digester),
+    }
+
+
+def _this_node(runtime: Runtime, *, events_in: int, hub: dict[str, Any]) -> dict[str, Any]:
+    node = runtime.node
+    if node is None:  # only while the runtime starts
+        return {}
+    last = node.last
+    follower_last_id = last.follower_last_id if last is not None else None
+    newest_id = last.newest_id if last is not None else None
+    return {
+        "id": node.node_id,
+        "host": node.host,
+        "pid": node.pid,
+        "slot": node.slot,
+        "started_at": node.started_at,
+        "events_in": events_in,
+        "messages_out": hub["messages_sent"],
+        "clients": hub["clients"],
+        "follower_last_id": follower_last_id,
+        "newest_id": newest_id,
+        "lag": lag(follower_last_id, newest_id),
+        "heartbeat_seconds": node.interval_seconds,
+    }
+
+
+async def stats(request: Request) -> Response:
+    """GET /api/stats."""
+    return json_response(snapshot(runtime_of(request)), headers={"Cache-Control": "no-store"})
+
+
+async def health(request: Request) -> Response:
+    """GET /healthz: 200 when the store answers and the batcher runs, else 503 naming what is down."""
+    runtime = runtime_of(request)
+    store = "ok"
+    try:
+        with anyio.fail_after(_PING_TIMEOUT_SECONDS):
+            await runtime.store.ping()
+    except TimeoutError:
+        store = f"unavailable: no answer in {_PING_TIMEOUT_SECONDS:.0f} s"
+    except BatcherError as exc:  # StoreUnavailableError, or BatcherClosedError once the store closed
+        store = f"unavailable: {exc}"
+    state = runtime.batcher.state
+    draining = not runtime.accepting and state is State.RUNNING
+    batcher = "draining" if draining else state.value
+    follower = "ok" if runtime.follower.connected else "down: reconnecting to PostgreSQL"
+    healthy = store == "ok" and batcher == State.RUNNING.value and follower == "ok"
+    body = {"status": "ok" if healthy else "unavailable", "store": store, "batcher": batcher, "follower": follower}
+    breaker = runtime.batcher.statistics().breaker
+    if breaker is not None:
+        # An open breaker means batches go to the dead-letter file: late, not lost, but worth seeing.
+        body["breaker"] = breaker.state
+    return json_response(body, 200 if healthy else 503, {"Cache-Control": "no-store"})

@@ -1,0 +1,24 @@
+"""What a public endpoint needs: response headers, CORS, tokens and limits.
+
+Enters: a request's address and credentials (bearer tokens, signed stream tokens).
+Inside: :class:`Guard` answers the endpoints (may this request publish, subscribe, open another
+stream?) from :mod:`.tokens` and :mod:`.ratelimit`; the middlewares add headers and CORS.
+Leaves: a yes, or a refusal the endpoint turns into a 401, 403 or 429.
+"""
+
+from __future__ import annotations
+
+from sse_batcher.server.security.guard import CORSMiddleware, Guard, NotAllowed, SecurityHeadersMiddleware
+from sse_batcher.server.security.ratelimit import ConnectionCounter, RateLimiter
+from sse_batcher.server.security.tokens import StreamTokens, TokenSet
+
+__all__ = [
+    "CORSMiddleware",
+    "ConnectionCounter",
+    "Guard",
+    "NotAllowed",
+    "RateLimiter",
+    "SecurityHeadersMiddleware",
+    "StreamTokens",
+    "TokenSet",
+]

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.log.deadletter import DeadLetterFile
+from sse_batcher.batcher.protocols import Rejected
+
+
+def message(seq: int, payload: bytes = b'{"x":1}') -> Message:
+    return Message(
+        idem_key=f"p:{seq}",
+        type="JOBS_BATCH_STARTED",
+        event_type="JOB_STARTED",
+        source="thumbnail",
+        event_count=2,
+        first_seq=seq,
+        last_seq=seq + 1,
+        ts=1763870000.123,
+        payload=payload,
+        priority="critical",
+    )
+
+
+def test_appended_batches_come_back_exactly_and_in_order(tmp_path: Path) -> None:
+    deadletter = DeadLetterFile(tmp_path / "dl")
+    first = [message(1, b'{"text":"\xc3\xa9\\n\\u2028"}'), message(3, b"\x00\xff not even json")]
+    second = [message(5)]
+    deadletter.append(first)
+    deadletter.append(second)
+
+    assert DeadLetterFile(tmp_path / "dl").batches() == [first, second]
+    assert deadletter.pending_batches() == 2
+
+
+@given(
+    payloads=st.lists(st.binary(max_size=64), min_size=1, max_size=5),
+    key=st.text(min_size=1, max_size=20),
+    ts=st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_any_message_round_trips(
+    tmp_path_factory: pytest.TempPathFactory, payloads: list[bytes], key: str, ts: float
+) -> None:
+    deadletter = DeadLetterFile(tmp_path_factory.mktemp("dl"))
+    batch = [
+        Message(
+            idem_key=key,
+            type="T",
+            event_type="T",
+            source="s",
+            event_count=1,
+            first_seq=i,
+            last_seq=i,
+            ts=ts,
+            payload=payload,
+        )
+        for i, payload in enumerate(payloads)
+    ]
+    deadletter.append(batch)
+    assert deadletter.batches() == [batch]
+
+
+def test_missing_file_holds_no_batches_and_directory_is_created_on_append(tmp_path: Path) -> None:
+    directory = tmp_path / "not" / "yet"
+    deadletter = DeadLetterFile(directory)
+    assert deadletter.batches() == []
+    assert deadletter.pending_batches() == 0
+
+    deadletter.append([message(1)])
+    assert (directory / "deadletter.jsonl").is_file()
+
+
+def test_torn_last_line_is_skipped_and_next_append_starts_a_new_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    deadletter = DeadLetterFile(tmp_path)
+    deadletter.append([message(1)])
+    with deadletter.path.open("ab") as file:
+        file.write(b'[{"idem_key":"p:2","ty')  # a crash in the middle of an append
+
+    with caplog.at_level(logging.WARNING, logger="sse_batcher.batcher.log.deadletter"):
+        assert deadletter.batches() == [[message(1)]]
+    assert "torn last line" in caplog.text
+
+    deadletter.append([message(3)])
+    assert deadletter.batches() == [[message(1)], [message(3)]]
+
+
+def test_clear_empties_the_file(tmp_path: Path) -> None:
+    deadletter = DeadLetterFile(tmp_path)
+    deadletter.append([message(1)])
+    deadletter.clear()
+
+    assert deadletter.batches() == []
+    assert deadletter.pending_batches() == 0
+    assert deadletter.path.stat().st_size == 0
+    deadletter.append([message(2)])
+    assert deadletter.batches() == [[message(2)]]
+
+
+def test_clear_without_a_file_does_nothing(tmp_path: Path) -> None:
+    DeadLetterFile(tmp_path / "absent").clear()
+    assert not (tmp_path / "absent").exists()
+
+
+def test_quarantined_messages_keep_their_reason_and_are_never_pending(tmp_path: Path) -> None:
+    deadletter = DeadLetterFile(tmp_path)
+    refused = [Rejected(message=message(1, b"\x00"), reason="DataError [22P05]: \\u0000")]
+    deadletter.quarantine(refused)
+    deadletter.quarantine([Rejected(message=message(2), reason="other")])
+
+    assert deadletter.quarantined() == [*refused, Rejected(message=message(2), reason="other")]
+    assert deadletter.pending_batches() == 0
+    assert deadletter.rejected_path == tmp_path / "rejected.jsonl"

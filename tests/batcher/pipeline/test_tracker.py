@@ -1,0 +1,94 @@
+"""Acknowledged emits: committed means committed, with the ids; not in time says whether it is kept."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+
+from sse_batcher.batcher import AckTimeoutError, BatcherError, PostgresStore
+from tests.batcher.pipeline.test_facade import FaultyStore, config, running, stored_rows
+
+
+async def test_publish_returns_the_message_ids_of_committed_events_riding_in_one_batch(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    async with running(store, config(tmp_path, batch_size=1000, batch_timeout_seconds=0.05)) as (batcher, _):
+        events = [{"type": "JOB_STARTED", "data": {"job_id": i}, "source": "a" if i % 2 else "b"} for i in range(6)]
+        ids = await batcher.publish(events, timeout=10)
+        stats = batcher.statistics()
+    rows = {row["id"]: row for row in await stored_rows(dsn)}
+    assert len(rows) == 2 and stats.messages_stored == 2  # two aggregates, one flush: no commit per event
+    for event, message_id in zip(events, ids, strict=True):
+        assert rows[message_id]["source"] == event["source"]
+
+
+async def test_emit_wait_from_a_worker_thread_blocks_until_committed(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    async with running(store, config(tmp_path, batch_timeout_seconds=0.05)) as (batcher, _):
+        ids = await anyio.to_thread.run_sync(
+            lambda: [batcher.emit("T", {"i": i}, source="w", wait=True, timeout=10) for i in range(3)]
+        )
+        with pytest.raises(BatcherError, match="would block the event loop"):
+            batcher.emit("T", {}, source="w", wait=True)
+    stored = {row["id"] for row in await stored_rows(dsn)}
+    assert set(ids) <= stored
+
+
+async def test_aemit_wait_returns_the_id_and_keeps_order_with_other_events(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    async with running(store, config(tmp_path, batch_timeout_seconds=0.05)) as (batcher, collected):
+        batcher.emit("T", {"i": 0}, source="x")
+        message_id = await batcher.aemit("T", {"i": 1}, source="x", wait=True, timeout=10)
+    assert [m.id for m in collected.messages] == [message_id]  # both in one aggregate
+
+
+async def test_not_committed_in_time_says_dead_lettered_and_kept(store: PostgresStore, tmp_path: Path) -> None:
+    faulty = FaultyStore(store, ["fail"] * 50)
+    async with running(faulty, config(tmp_path, max_retries=0, batch_timeout_seconds=0.02)) as (batcher, _):
+        with pytest.raises(AckTimeoutError) as caught:
+            await batcher.publish([{"type": "T", "data": {}}], timeout=1.0)
+    assert caught.value.state == "dead_lettered"
+    assert caught.value.kept is True
+    assert caught.value.ids == [None]
+
+
+async def test_not_committed_in_time_while_still_buffered_is_not_kept(store: PostgresStore, tmp_path: Path) -> None:
+    async with running(store, config(tmp_path, batch_timeout_seconds=30)) as (batcher, _):
+        with pytest.raises(AckTimeoutError) as caught:
+            await batcher.publish([{"type": "T", "data": {}}], timeout=0.1)
+    assert (caught.value.state, caught.value.kept) == ("buffered", False)
+
+
+async def test_waiters_registered_from_many_threads_all_resolve(store: PostgresStore, tmp_path: Path) -> None:
+    results: list[int] = []
+    lock = threading.Lock()
+    async with running(store, config(tmp_path, batch_size=7, batch_timeout_seconds=0.02)) as (batcher, collected):
+
+        def work(n: int) -> None:
+            for i in range(25):
+                message_id = batcher.emit("T", {"i": i}, source=f"t{n}", wait=True, timeout=20)
+                with lock:
+                    results.append(message_id)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(4):
+                tg.start_soon(anyio.to_thread.run_sync, work, n)
+        assert batcher.statistics().acks_waiting == 0
+    assert len(results) == 100
+    assert set(results) <= {m.id for m in collected.messages}
+
+
+async def test_the_same_key_twice_in_one_batch_stores_one_row_and_both_get_its_id(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    async with running(store, config(tmp_path, batch_size=1000, batch_timeout_seconds=0.05)) as (batcher, _):
+        event = {"type": "T", "data": {"x": 1}, "idempotency_key": "dup"}
+        ids = await batcher.publish([event, event], timeout=10)
+        again = await batcher.publish([event], timeout=10)
+    assert ids[0] == ids[1] == again[0]
+    assert len(await stored_rows(dsn)) == 1

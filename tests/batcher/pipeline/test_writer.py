@@ -1,0 +1,115 @@
+"""BatchWriter: retries back off, the writer reports what it did, and a cancelled write is never lost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import asyncpg
+import msgspec
+import pytest
+
+from sse_batcher.batcher import Message, PostgresStore, StoreUnavailableError, WriteResult
+from sse_batcher.batcher.events import Event
+from sse_batcher.batcher.log._sql import WRITE_LOCK
+from sse_batcher.batcher.log.deadletter import DeadLetterFile
+from sse_batcher.batcher.pipeline.aggregate import aggregate
+from sse_batcher.batcher.pipeline.writer import BatchWriter
+
+
+def batch(first_seq: int, n: int = 3) -> list[Message]:
+    events = [Event("T", "s", seq, 1.0, msgspec.Raw(b'{"i":%d}' % seq)) for seq in range(first_seq, first_seq + n)]
+    return aggregate(events, "origin")
+
+
+class FailingStore:
+    """The real store, refusing the first ``failures`` writes before they reach PostgreSQL."""
+
+    def __init__(self, real: PostgresStore, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+
+    async def write(self, messages: Sequence[Message]) -> WriteResult:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailableError("injected: connection refused")
+        return await self.real.write(messages)
+
+
+class FakeTime:
+    """A clock that only moves when the writer sleeps: backoff is measured, never waited for."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+async def test_retries_back_off_exponentially_with_jitter(store: PostgresStore, tmp_path: Path) -> None:
+    fake = FakeTime()
+    jitters = iter([0.5, 1.5, 1.0])
+    writer = BatchWriter(
+        FailingStore(store, failures=3),  # type: ignore[arg-type]
+        DeadLetterFile(tmp_path),
+        max_retries=3,
+        retry_delay_seconds=0.2,
+        breaker=None,
+        clock=fake.clock,
+        sleep=fake.sleep,
+        jitter=lambda: next(jitters),
+    )
+    written = await writer.write(batch(1))
+    assert fake.sleeps == pytest.approx([0.2 * 0.5, 0.4 * 1.5, 0.8 * 1.0])
+    assert len(written.stored) == 1 and not written.kept
+    assert writer.retries == 3
+
+
+async def test_a_batch_failing_past_its_retries_is_reported_kept_and_the_file_is_due_later(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    fake = FakeTime()
+    writer = BatchWriter(
+        FailingStore(store, failures=10),  # type: ignore[arg-type]
+        DeadLetterFile(tmp_path),
+        max_retries=1,
+        retry_delay_seconds=0.5,
+        breaker=None,
+        clock=fake.clock,
+        sleep=fake.sleep,
+        jitter=lambda: 1.0,
+    )
+    messages = batch(1)
+    written = await writer.write(messages)
+    assert written.kept == messages and not written.stored
+    assert writer.pending
+    assert writer.next_drain_at == pytest.approx(fake.now + 0.5)  # monotonic, owned by the writer
+
+
+async def test_a_write_cancelled_while_the_file_is_written_back_keeps_its_batch(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    """Shutdown that runs out of time while draining must still find the new batch (issue 11)."""
+    deadletter = DeadLetterFile(tmp_path)
+    deadletter.append(batch(1))  # left by an earlier run
+    writer = BatchWriter(store, deadletter, max_retries=0, retry_delay_seconds=0.01, breaker=None)
+    await writer.load_pending()
+    blocker = await asyncpg.connect(dsn)
+    try:
+        # Another writer holds the cross-process write lock: the write-back blocks inside PostgreSQL.
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute(WRITE_LOCK)
+        new = batch(10)
+        with anyio.move_on_after(0.5):
+            await writer.write(new)
+        assert writer.take_inflight() == new
+        await transaction.rollback()
+    finally:
+        await blocker.close()

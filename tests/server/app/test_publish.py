@@ -1,0 +1,353 @@
+"""POST /api/events: all or nothing, and every bad input answered with its own 4xx, nothing stored."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sse_batcher.server import create_app
+from tests.server.live import LiveServer, make_config, serving, until
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _emitted(live: LiveServer) -> int:
+    return live.runtime.batcher.statistics().events_emitted
+
+
+async def test_one_event_is_accepted_with_its_seq(live: LiveServer) -> None:
+    async with live.client() as client:
+        response = await client.post("/api/events", json={"type": "JOB_STARTED", "data": {"job_id": 1}})
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1, "seqs": [1]}
+
+
+async def test_a_list_is_accepted_whole_with_seqs_in_order(live: LiveServer) -> None:
+    events = [{"type": "JOB_STARTED", "data": {"job_id": i}, "source": "w1", "priority": "normal"} for i in range(5)]
+    async with live.client() as client:
+        response = await client.post("/api/events", json=events)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 5 and body["seqs"] == sorted(body["seqs"]) and len(set(body["seqs"])) == 5
+    assert await live.runtime.batcher.flush()
+    assert live.runtime.store.statistics().rows_written == 1  # one aggregate row
+
+
+async def test_an_empty_list_is_accepted_as_nothing(live: LiveServer) -> None:
+    async with live.client() as client:
+        response = await client.post("/api/events", json=[])
+    assert (response.status_code, response.json()) == (202, {"accepted": 0, "seqs": []})
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{not json", 400),
+        (b'{"type": "A", "data": {"x": NaN}}', 400),
+        (b'{"type": "A", "data": {"x": 1e999}}', 400),
+        (b"\xff\xfe", 400),
+        (b"", 400),
+        (b"[" * 5000 + b"]" * 5000, 400),
+        (b'{"type": "A", "data": {}} trailing', 400),
+        (b"42", 422),
+        (b'"text"', 422),
+        (b"null", 422),
+    ],
+    ids=["syntax", "nan", "overflow", "not-utf8", "empty", "deep", "trailing", "number", "string", "null"],
+)
+async def test_malformed_or_non_event_bodies_are_refused_and_nothing_is_stored(
+    live: LiveServer, body: bytes, status: int
+) -> None:
+    async with live.client() as client:
+        response = await client.post("/api/events", content=body, headers=JSON)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+    assert _emitted(live) == 0
+
+
+@pytest.mark.parametrize("text", ["\\ud800", "x\\uDBFFy", "tail\\udbff"])
+async def test_an_unpaired_surrogate_escape_is_400_saying_so(live: LiveServer, text: str) -> None:
+    body = b'{"type": "A", "data": {"s": "%s"}}' % text.encode()
+    async with live.client() as client:
+        response = await client.post("/api/events", content=body, headers=JSON)
+    assert response.status_code == 400
+    assert "unpaired surrogate" in response.json()["error"]  # msgspec alone says "truncated"
+    assert _emitted(live) == 0
+
+
+@pytest.mark.parametrize(
+    ("events", "index", "field"),
+    [
+        ([{"type": "OK", "data": {}}, {"type": "bad type", "data": {}}], 1, "type"),
+        ([{"type": "OK", "data": {}}, {"data": {}}], 1, "type"),
+        ([{"type": "OK"}], 0, "data"),
+        ([{"type": "OK", "data": []}], 0, "data"),
+        ([{"type": "OK", "data": {}, "source": "no spaces"}], 0, "source"),
+        ([{"type": "OK", "data": {}, "priority": "urgent"}], 0, "priority"),
+        ([{"type": "OK", "data": {}, "key": ""}], 0, "key"),
+        ([{"type": "OK", "data": {}, "colour": "red"}], 0, "colour"),
+        ([{"type": ["OK"], "data": {}}], 0, "type"),
+        ([{"type": "OK", "data": {}, "source": {"a": 1}}], 0, "source"),
+        ([{"type": "OK", "data": {"s": "nul\u0000"}}], 0, "data"),
+        ([{"type": "OK", "data": {}}, {"type": "OK", "data": {}, "key": "k\u0000"}], 1, "key"),
+        ([{"type": "OK", "data": {}}, 7], 1, "event"),
+        ([{"type": "OK", "data": {"blob": "x" * 70_000}}], 0, "data"),
+    ],
+    ids=[
+        "bad-type",
+        "missing-type",
+        "missing-data",
+        "data-not-object",
+        "bad-source",
+        "bad-priority",
+        "empty-key",
+        "unknown-field",
+        "type-not-string",
+        "source-not-string",
+        "nul",
+        "nul-key",
+        "not-object",
+        "data-too-big",
+    ],
+)
+async def test_schema_errors_are_422_naming_index_and_field_and_nothing_is_stored(
+    live: LiveServer, events: list[Any], index: int, field: str
+) -> None:
+    async with live.client() as client:
+        response = await client.post("/api/events", json=events)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert (body["index"], body["field"]) == (index, field)
+    assert body["error"]
+    assert _emitted(live) == 0
+
+
+async def test_null_source_means_the_default_source(live: LiveServer) -> None:
+    async with live.client() as client:
+        response = await client.post("/api/events", json={"type": "A", "data": {}, "source": None, "key": None})
+    assert response.status_code == 202
+    assert await live.runtime.batcher.flush()
+    assert live.runtime.store.statistics().rejected_rows == 0
+
+
+async def test_a_duplicated_key_keeps_its_last_value(live: LiveServer) -> None:
+    async with live.client() as client:
+        response = await client.post(
+            "/api/events", content=b'{"type": "bad type", "type": "JOB_DONE", "data": {}}', headers=JSON
+        )
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Content-Type": "text/plain"},
+        {"Content-Type": "application/json; charset=latin-1"},
+        {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    ],
+    ids=["none", "text", "latin1", "gzip"],
+)
+async def test_wrong_content_type_is_415(live: LiveServer, headers: dict[str, str]) -> None:
+    async with live.client() as client:
+        response = await client.post("/api/events", content=b'{"type": "A", "data": {}}', headers=headers)
+    assert response.status_code == 415
+    assert _emitted(live) == 0
+
+
+async def test_declared_length_over_the_limit_is_413_before_reading(dsn: str, tmp_path: Path) -> None:
+    async with serving(make_config(dsn, tmp_path, max_request_bytes=1000)) as live, live.client() as client:
+        body = b'{"type": "A", "data": {"x": "' + b"y" * 2000 + b'"}}'
+        response = await client.post("/api/events", content=body, headers=JSON)
+        assert response.status_code == 413
+        assert _emitted(live) == 0
+
+
+@dataclass
+class _Tally:
+    read: int = 0
+
+
+class _BodyCounter:
+    """ASGI middleware counting the request body bytes the app took in: what the server read."""
+
+    def __init__(self, app: ASGIApp, tally: _Tally) -> None:
+        self.app = app
+        self.tally = tally
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def counting() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                self.tally.read += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, counting, send)
+
+
+async def test_a_non_ascii_digit_content_length_is_not_a_500(live: LiveServer) -> None:
+    """uvicorn refuses ``Content-Length: ²`` itself; an ASGI server that passes it on must not crash us.
+
+    In-process, as no HTTP server on a socket lets such a header through to the app.
+    """
+    transport = httpx.ASGITransport(app=live.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        headers = [(b"Content-Type", b"application/json"), (b"Content-Length", "²".encode("latin-1"))]
+        response = await client.post("/api/events", content=b'{"type": "A", "data": {}}', headers=headers)
+    assert response.status_code == 202  # the header is ignored; the body as read is what counts
+
+
+async def test_chunked_body_over_the_limit_is_413_while_reading(dsn: str, tmp_path: Path) -> None:
+    """No Content-Length: the server counts as it reads and stops at the limit, not at the end."""
+    limit = 64 * 1024
+    chunk = 4096
+    total = 200 * chunk  # far past the limit
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'[{"type": "A", "data": {"x": "'
+        for _ in range(total // chunk):
+            yield b"y" * chunk
+        yield b'"}}]'
+
+    config = make_config(dsn, tmp_path, max_request_bytes=limit)
+    app, tally = create_app(config), _Tally()
+    app.add_middleware(_BodyCounter, tally=tally)
+    async with serving(config, app=app) as live, live.client() as client:
+        try:
+            response = await client.post("/api/events", content=body(), headers=JSON)
+        except httpx.HTTPError:
+            # The server answered and closed while the client was still sending: also a refusal.
+            pass
+        else:
+            assert response.status_code == 413
+        assert _emitted(live) == 0
+    # Stopped at the limit plus at most what one network read can bring, not at the end of the body.
+    assert limit < tally.read <= limit + 64 * 1024, tally.read
+
+
+async def test_too_many_events_in_one_request_is_413(dsn: str, tmp_path: Path) -> None:
+    async with serving(make_config(dsn, tmp_path, max_request_events=10)) as live, live.client() as client:
+        response = await client.post("/api/events", json=[{"type": "A", "data": {}}] * 11)
+        assert response.status_code == 413
+        assert _emitted(live) == 0
+
+
+async def test_publish_token_is_required_and_checked(dsn: str, tmp_path: Path) -> None:
+    async with serving(make_config(dsn, tmp_path, publish_token="p4ss")) as live, live.client() as client:
+        event = {"type": "A", "data": {}}
+        assert (await client.post("/api/events", json=event)).status_code == 401
+        wrong = await client.post("/api/events", json=event, headers={"Authorization": "Bearer p4sX"})
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+        in_query = await client.post("/api/events", json=event, params={"token": "p4ss"})
+        assert in_query.status_code == 401  # publishers can set headers; tokens stay out of logs
+        assert _emitted(live) == 0
+        ok = await client.post("/api/events", json=event, headers={"Authorization": "Bearer p4ss"})
+        assert ok.status_code == 202
+
+
+async def test_full_buffer_is_503_with_retry_after_and_nothing_accepted(dsn: str, tmp_path: Path) -> None:
+    batcher = {"max_buffered_events": 10, "batch_size": 10, "batch_timeout_seconds": 60}
+    config = make_config(dsn, tmp_path, batcher=batcher)
+    async with serving(config) as live, live.client() as client:
+        assert (await client.post("/api/events", json=[{"type": "A", "data": {}}] * 9)).status_code == 202
+        response = await client.post("/api/events", json=[{"type": "A", "data": {}}] * 2)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert _emitted(live) == 9
+
+
+async def test_publish_during_drain_is_503(live: LiveServer) -> None:
+    live.runtime.request_drain()
+    await until(lambda: live.runtime.hub.closing)
+    async with live.client() as client:
+        response = await client.post("/api/events", json={"type": "A", "data": {}})
+    assert response.status_code == 503 and "retry-after" in response.headers
+
+
+async def test_wait_stored_answers_201_with_the_committed_message_ids(live: LiveServer, dsn: str) -> None:
+    import asyncpg
+
+    events = [{"type": "JOB_STARTED", "data": {"job_id": i}, "source": "a" if i < 3 else "b"} for i in range(5)]
+    async with live.client() as client:
+        response = await client.post("/api/events?wait=stored", json=events)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["accepted"] == 5
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = dict(await conn.fetch("SELECT id, source FROM sse_events"))
+    finally:
+        await conn.close()
+    assert [rows[i] for i in body["ids"]] == ["a", "a", "a", "b", "b"]
+
+
+async def test_wait_stored_while_postgres_is_down_answers_504_saying_the_events_are_kept(
+    dsn: str, tmp_path: Path, pg_server: Any
+) -> None:
+    config = make_config(dsn, tmp_path, publish_wait_timeout_seconds=1.5, batcher={"max_retries": 0})
+    async with serving(config) as live, live.client() as client:
+        import anyio
+
+        await anyio.to_thread.run_sync(pg_server.stop)
+        try:
+            response = await client.post("/api/events?wait=stored", json=[{"type": "T", "data": {"x": 1}}])
+        finally:
+            await anyio.to_thread.run_sync(pg_server.start_again)
+        assert response.status_code == 504, response.text
+        body = response.json()
+        assert body["kept"] is True and body["state"] == "dead_lettered" and body["ids"] == [None]
+        assert await live.runtime.batcher.flush(timeout=30)  # written back once PostgreSQL answers
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM sse_events WHERE type = 'T'") == 1
+    finally:
+        await conn.close()
+
+
+async def test_wait_with_an_unknown_value_is_a_400(live: LiveServer) -> None:
+    async with live.client() as client:
+        response = await client.post("/api/events?wait=forever", json={"type": "T", "data": {}})
+    assert response.status_code == 400 and response.json()["field"] == "wait"
+    assert _emitted(live) == 0
+
+
+async def test_a_publish_retried_with_the_same_idempotency_key_stores_nothing_twice_and_answers_the_same_ids(
+    live: LiveServer, dsn: str
+) -> None:
+    import asyncpg
+
+    events = [{"type": "ORDER", "data": {"n": i}} for i in range(3)]
+    async with live.client() as client:
+        first = await client.post("/api/events?wait=stored", json=events, headers={"Idempotency-Key": "req-42"})
+        again = await client.post("/api/events?wait=stored", json=events, headers={"Idempotency-Key": "req-42"})
+        own = [{"type": "ORDER", "data": {"n": 9}, "idempotency_key": "order-9"}]
+        once = await client.post("/api/events?wait=stored", json=own)
+        twice = await client.post("/api/events?wait=stored", json=own)
+        other = await client.post("/api/events?wait=stored", json=events, headers={"Idempotency-Key": "req-43"})
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.json()["ids"] == first.json()["ids"]
+    assert twice.json()["ids"] == once.json()["ids"]
+    assert set(other.json()["ids"]).isdisjoint(first.json()["ids"])
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM sse_events WHERE event_type = 'ORDER'")
+    finally:
+        await conn.close()
+    assert rows == 3 + 1 + 3  # keyed events are stored one row each, once
+
+
+async def test_a_bad_idempotency_key_is_a_400_and_changes_nothing(live: LiveServer) -> None:
+    async with live.client() as client:
+        header = await client.post("/api/events", json={"type": "T", "data": {}}, headers={"Idempotency-Key": "a b"})
+        field = await client.post("/api/events", json={"type": "T", "data": {}, "idempotency_key": ""})
+    assert header.status_code == 400 and header.json()["field"] == "Idempotency-Key"
+    assert field.status_code == 422 and field.json()["field"] == "idempotency_key"
+    assert _emitted(live) == 0

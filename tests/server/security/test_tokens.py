@@ -1,0 +1,239 @@
+"""Credentials: token files rotated without a restart, and short-lived signed stream tokens."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from sse_batcher.batcher import ConfigError
+from sse_batcher.server.security.tokens import InvalidStreamToken, StreamTokens, TokenSet, parse_tokens
+from tests.server.live import LiveServer, make_config, serving
+from tests.server.sse import publish, subscribed
+
+SECRET = "a-stream-token-secret-of-some-length"
+
+
+def _rotate(path: Path, text: str) -> None:
+    """Replace the file whole, as a deploy tool does (a reader never sees it half written)."""
+    fresh = path.with_suffix(".new")
+    fresh.write_text(text)
+    os.replace(fresh, path)
+
+
+# -- token sets --------------------------------------------------------------------------------
+def test_a_tokens_file_has_one_token_a_line_with_comments_and_blanks_skipped() -> None:
+    assert parse_tokens("# deploy 2026-12\n  alpha  \n\n#beta\ngamma\r\n") == ["alpha", "gamma"]
+
+
+def test_the_single_token_and_the_file_are_accepted_together(tmp_path: Path) -> None:
+    file = tmp_path / "tokens"
+    file.write_text("from-file\n")
+    tokens = TokenSet("publish", "single", file)
+    assert tokens.required and len(tokens) == 2
+    assert tokens.matches("single") and tokens.matches("from-file")
+    assert not tokens.matches("from-fil") and not tokens.matches("")
+    assert not TokenSet("publish").required
+
+
+def test_an_unreadable_file_at_start_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        TokenSet("subscribe", None, tmp_path / "missing")
+
+
+def test_a_file_that_becomes_unreadable_or_empty_keeps_the_last_good_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    file = tmp_path / "tokens"
+    file.write_text("old\n")
+    tokens = TokenSet("publish", None, file, check_interval_seconds=0)
+    file.unlink()
+    with caplog.at_level(logging.WARNING, logger="sse_batcher.server.security.tokens"):
+        assert tokens.matches("old")
+    assert "kept the last 1 publish tokens" in caplog.text
+    file.write_text("")
+    assert tokens.matches("old")  # a half-written rewrite does not lock everyone out
+    file.write_text("new\n")
+    assert tokens.matches("new") and not tokens.matches("old")
+
+
+def test_the_file_is_looked_at_no_more_than_once_per_interval(tmp_path: Path) -> None:
+    now = [0.0]
+    file = tmp_path / "tokens"
+    file.write_text("old\n")
+    tokens = TokenSet("publish", None, file, check_interval_seconds=1.0, clock=lambda: now[0])
+    _rotate(file, "new\n")
+    now[0] = 0.5
+    assert tokens.matches("old")
+    now[0] = 1.0
+    assert tokens.matches("new") and not tokens.matches("old")
+
+
+async def _status_becomes(client: httpx.AsyncClient, status: int, method: str, url: str, **kwargs: object) -> None:
+    # The server looks at the file at most once a second: ask until it has.
+    with anyio.fail_after(10):
+        while (await client.request(method, url, **kwargs)).status_code != status:  # type: ignore[arg-type]  # noqa: ASYNC110 - polling the server, bounded by fail_after
+            await anyio.sleep(0.05)
+
+
+async def test_tokens_rotate_through_their_files_without_a_restart(dsn: str, tmp_path: Path) -> None:
+    publish_file, subscribe_file = tmp_path / "publish.tokens", tmp_path / "subscribe.tokens"
+    publish_file.write_text("# publishers\npub-old\n")
+    subscribe_file.write_text("sub-old\n")
+    config = make_config(
+        dsn, tmp_path, publish_tokens_file=publish_file, subscribe_tokens_file=subscribe_file, subscribe_token="sub-env"
+    )
+    event = {"type": "JOB_STARTED", "data": {"job_id": 1}}
+    async with serving(config) as live, live.client() as client:
+        old, new = {"Authorization": "Bearer pub-old"}, {"Authorization": "Bearer pub-new"}
+        assert (await client.post("/api/events", json=event, headers=new)).status_code == 401
+        assert (await client.post("/api/events", json=event, headers=old)).status_code == 202
+        assert (await client.get("/events", params={"token": "sub-new"})).status_code == 401
+        _rotate(publish_file, "pub-new\n")
+        _rotate(subscribe_file, "sub-new\n")
+        await _status_becomes(client, 401, "POST", "/api/events", json=event, headers=old)
+        assert (await client.post("/api/events", json=event, headers=new)).status_code == 202
+        await _status_becomes(client, 401, "GET", "/events", params={"token": "sub-old"})
+        for token in ("sub-new", "sub-env"):  # the single-token setting still works alongside
+            async with client.stream("GET", "/events", params={"token": token}) as stream:
+                assert stream.status_code == 200
+
+
+# -- stream tokens -----------------------------------------------------------------------------
+def test_a_stream_token_carries_its_expiry_and_filters() -> None:
+    signer = StreamTokens(SECRET)
+    token, expires_at = signer.issue(60, ["B", "A"], ["web"])
+    grant = signer.verify(token)
+    assert grant.expires_at == expires_at and expires_at >= time.time() + 60
+    assert grant.types == frozenset({"A", "B"}) and grant.sources == frozenset({"web"})
+    assert signer.verify(signer.issue(5)[0]).types is None
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda t: t[:-2] + ("AA" if t[-2:] != "AA" else "BB"),  # signature changed
+        lambda t: t.replace("sst1.", "sst1.e"),  # payload changed
+        lambda t: StreamTokens("another-secret-of-some-length").issue(60)[0],  # another key
+        lambda t: StreamTokens(SECRET, clock=lambda: time.time() - 3600).issue(60)[0],  # expired
+        lambda t: "sst1.nonsense",
+        lambda t: t.removeprefix("sst1."),
+    ],
+)
+def test_a_tampered_foreign_expired_or_malformed_stream_token_is_invalid(forge: object) -> None:
+    signer = StreamTokens(SECRET)
+    token = signer.issue(60, ["A"])[0]
+    with pytest.raises(InvalidStreamToken):
+        signer.verify(forge(token))  # type: ignore[operator]
+
+
+@pytest.fixture
+async def guarded(dsn: str, tmp_path: Path) -> AsyncIterator[LiveServer]:
+    config = make_config(
+        dsn, tmp_path, publish_token="pub", subscribe_token="sub", stream_token_secret=SECRET,
+        stream_token_max_seconds=600,
+    )  # fmt: skip
+    async with serving(config) as server:
+        yield server
+
+
+PUB = {"Authorization": "Bearer pub"}
+
+
+async def _mint(client: httpx.AsyncClient, **body: object) -> str:
+    response = await client.post("/api/stream-token", json=body, headers=PUB)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    token: str = response.json()["token"]
+    return token
+
+
+async def test_a_stream_token_opens_a_closed_stream_and_its_type_filter_binds(guarded: LiveServer) -> None:
+    async with guarded.client() as client, anyio.create_task_group() as tg:
+        token = await _mint(client, ttl_seconds=60, types=["JOB_COMPLETED"])
+        assert (await client.get("/events")).status_code == 401
+        received = subscribed(tg, client, params={"token": token})
+        await received.connected.wait()
+        client.headers.update(PUB)
+        await publish(client, {"type": "JOB_STARTED", "data": {"job_id": 1}})
+        assert await guarded.runtime.batcher.flush()
+        await publish(client, {"type": "JOB_COMPLETED", "data": {"job_id": 1}})
+        # Ids increase along the stream: once the later event is here, the earlier one was filtered out.
+        await received.wait_for(lambda r: r.count() >= 1)
+        tg.cancel_scope.cancel()
+    assert [m.event for m in received.messages] == ["JOB_COMPLETED"]
+
+
+async def test_a_request_may_narrow_a_stream_tokens_filters_but_never_widen_them(guarded: LiveServer) -> None:
+    async with guarded.client() as client:
+        token = await _mint(client, types=["A", "B"], source="web")
+        wider = await client.get("/events", params={"token": token, "types": "A,C"})
+        other_source = await client.get("/events", params={"token": token, "source": "cron"})
+        async with client.stream("GET", "/events", params={"token": token, "types": "B", "source": "web"}) as ok:
+            assert ok.status_code == 200
+    assert wider.status_code == other_source.status_code == 403
+    assert wider.json()["field"] == "types" and other_source.json()["field"] == "source"
+
+
+async def test_an_expired_or_tampered_stream_token_gets_401(guarded: LiveServer) -> None:
+    expired = StreamTokens(SECRET, clock=lambda: time.time() - 3600).issue(60)[0]
+    async with guarded.client() as client:
+        token = await _mint(client)
+        tampered = token[:-3] + ("xyz" if not token.endswith("xyz") else "abc")
+        for bad in (expired, tampered, token.replace(".", ".x", 1)):
+            response = await client.get("/events", params={"token": bad})
+            assert response.status_code == 401, bad
+            assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_stream_ends_when_its_token_expires(guarded: LiveServer) -> None:
+    # Expires within about a second (expiry is rounded to whole seconds).
+    token = StreamTokens(SECRET, clock=lambda: time.time() - 59.5).issue(60)[0]
+    async with guarded.client() as client, client.stream("GET", "/events", params={"token": token}) as stream:
+        assert stream.status_code == 200
+        with anyio.fail_after(10):
+            body = b"".join([chunk async for chunk in stream.aiter_raw()])
+    assert body.startswith(b"retry:")
+
+
+async def test_minting_needs_a_publish_token_and_a_bounded_ttl(guarded: LiveServer) -> None:
+    async with guarded.client() as client:
+        anonymous = await client.post("/api/stream-token", json={})
+        subscriber = await client.post("/api/stream-token", json={}, headers={"Authorization": "Bearer sub"})
+        too_long = await client.post("/api/stream-token", json={"ttl_seconds": 601}, headers=PUB)
+        bad_type = await client.post("/api/stream-token", json={"types": ["no spaces"]}, headers=PUB)
+        no_body = await client.post("/api/stream-token", headers=PUB)
+    assert anonymous.status_code == subscriber.status_code == 401
+    assert too_long.status_code == 422 and too_long.json()["field"] == "ttl_seconds"
+    assert bad_type.status_code == 422 and bad_type.json()["field"] == "types"
+    assert no_body.status_code == 200 and no_body.json()["expires_at"] <= time.time() + 301
+
+
+async def test_without_a_publish_token_nobody_can_mint_stream_tokens(live: LiveServer) -> None:
+    async with live.client() as client:
+        response = await client.post("/api/stream-token", json={})
+    assert response.status_code == 403
+
+
+async def test_a_stream_token_binds_even_where_subscribing_is_open(dsn: str, tmp_path: Path) -> None:
+    config = make_config(dsn, tmp_path, publish_token="pub", stream_token_secret=SECRET)
+    async with serving(config) as live, live.client() as client:
+        token = await _mint(client, types=["A"])
+        assert (await client.get("/events", params={"token": token, "types": "B"})).status_code == 403
+        assert (await client.get("/events", params={"token": token + "x"})).status_code == 401
+
+
+async def test_an_unreadable_tokens_file_stops_the_start_before_postgresql(tmp_path: Path) -> None:
+    from sse_batcher.server import create_app
+
+    config = make_config("postgresql://nobody@127.0.0.1:1/none", tmp_path, subscribe_tokens_file=tmp_path / "gone")
+    app = create_app(config)
+    with pytest.raises(ConfigError, match="subscribe tokens file"):
+        async with app.router.lifespan_context(app):
+            pass

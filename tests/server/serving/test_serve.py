@@ -1,0 +1,142 @@
+"""The real command: ``python -m server serve`` as a subprocess, and its shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import httpx
+import pytest
+from anyio.abc import Process
+
+from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
+from tests.server.sse import Received, events_of, read_until
+from tests.server_process import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _startup_line(process: Process) -> str:
+    assert process.stdout is not None
+    buffer = b""
+    with anyio.fail_after(30):
+        async for chunk in process.stdout:
+            buffer += chunk
+            if b"\n" in buffer:
+                return buffer.split(b"\n", 1)[0].decode()
+    raise AssertionError(f"the server exited before printing its startup line: {buffer!r}")
+
+
+async def _stored_seqs(dsn: str) -> list[int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT data::text AS data FROM sse_events ORDER BY id")
+    finally:
+        await conn.close()
+    seqs: list[int] = []
+    for row in rows:
+        seqs.extend(e["seq"] for e in unroll(row["data"]))
+    return seqs
+
+
+async def test_sigterm_stores_and_delivers_every_accepted_event_then_exits_0(dsn: str, tmp_path: Path) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "SSE_DATA_DIR": str(tmp_path),
+        "SSE_SHUTDOWN_TIMEOUT_SECONDS": "10",
+        # Nothing flushes on its own during the test: only the shutdown's flush stores the burst.
+        "SSE_BATCH_SIZE": "5000",
+        "SSE_BATCH_TIMEOUT_SECONDS": "60",
+        "SSE_DYNAMIC_BATCHING": "false",
+    }
+    env.pop("SSE_PUBLISH_TOKEN", None)
+    env.pop("SSE_SUBSCRIBE_TOKEN", None)
+    command = [sys.executable, "-m", "sse_batcher.server", "serve", "--no-demo", "--port", str(port)]
+    async with await anyio.open_process(command, cwd=ROOT, env=env, stderr=None) as process:
+        line = await _startup_line(process)
+        assert line.startswith(f"sse-batcher: dashboard at http://127.0.0.1:{port}/  database: postgresql://")
+        accepted: list[int] = []
+        received = Received()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+
+            async def burst(i: int) -> None:
+                body = [{"type": "JOB_PROGRESS", "source": f"w{i % 3}", "data": {"i": i, "k": k}} for k in range(50)]
+                try:
+                    response = await client.post("/api/events", json=body)
+                except httpx.HTTPError:
+                    return  # refused at the door once shutdown began
+                if response.status_code == 202:
+                    accepted.extend(response.json()["seqs"])
+
+            # The reader ends only when the server has delivered its last messages and closed the stream.
+            with anyio.fail_after(15):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(lambda: read_until(client, received))
+                    await received.connected.wait()
+                    async with anyio.create_task_group() as publishers:
+                        for i in range(20):
+                            publishers.start_soon(burst, i)
+                        await anyio.wait_all_tasks_blocked()
+                        process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                returncode = await process.wait()
+    assert returncode == 0
+    assert accepted, "no publish was accepted before the shutdown"
+    stored = await _stored_seqs(dsn)
+    assert set(accepted) <= set(stored)
+    assert len(stored) == len(set(stored))
+    delivered = [e["seq"] for e in events_of(received.messages)]
+    assert set(accepted) <= set(delivered)
+    assert len(delivered) == len(set(delivered))
+
+
+def test_sigterm_lets_demo_jobs_in_progress_finish_and_delivers_their_endings(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    dsn = pg_server.create_database(f"demo_{uuid.uuid4().hex[:12]}")
+    server = ServerProcess(dsn, tmp_path, demo=True, env={"SSE_SHUTDOWN_TIMEOUT_SECONDS": "20"})
+    server.start()
+    delivered: list[dict[str, Any]] = []
+    saw_starts = threading.Event()
+
+    def read_stream() -> None:  # a connected client, reading until the server closes the stream
+        with httpx.stream("GET", f"{server.url}events", timeout=60) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    delivered.extend(unroll(line[6:]))
+                    if sum(e["type"] == "JOB_STARTED" for e in delivered) >= 3:
+                        saw_starts.set()
+
+    reader = threading.Thread(target=read_stream, daemon=True)
+    reader.start()
+    try:
+        # SIGTERM only once this client has seen jobs start: their endings are what must follow.
+        if not saw_starts.wait(30):
+            pytest.fail("the client never saw demo jobs start")
+    finally:
+        code = server.stop(timeout=30)
+    reader.join(30)
+    assert code == 0 and not reader.is_alive()
+    assert "not delivered" not in server.log.read_text()
+    started = {(e["source"], e["data"]["job_id"]) for e in delivered if e["type"] == "JOB_STARTED"}
+    ended = {(e["source"], e["data"]["job_id"]) for e in delivered if e["type"] in ("JOB_COMPLETED", "JOB_FAILED")}
+    assert started, "the client saw no job start"
+    assert started <= ended, f"jobs whose ending never reached the client: {sorted(started - ended)[:5]}"

@@ -1,0 +1,399 @@
+"""``sse-batcher serve --workers 2`` as real processes on one port and one real PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import httpx
+import msgspec
+import psutil
+import pytest
+from anyio.abc import Process
+
+from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.log import DeadLetterFile
+from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.serving.supervisor import restart_delay
+from tests.server.sse import Received, events_of, read_until
+from tests.server_process import free_port
+
+ROOT = Path(__file__).resolve().parents[3]
+HOST = socket.gethostname()
+
+
+@dataclass
+class Workers:
+    process: Process
+    url: str
+    line: str
+
+    def worker_pids(self) -> set[int]:
+        """The server processes the parent runs (not multiprocessing's resource tracker)."""
+        children = psutil.Process(self.process.pid).children()
+        return {c.pid for c in children if _is_worker(c)}
+
+    def client(self) -> httpx.AsyncClient:
+        """A client of its own: its first request opens a new connection, to whichever worker accepts it."""
+        return httpx.AsyncClient(base_url=self.url, timeout=10)
+
+
+def _is_worker(process: psutil.Process) -> bool:
+    try:
+        return any("spawn_main" in part for part in process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie does not (it has exited, and its parent has yet to reap it)."""
+    try:
+        status: str = psutil.Process(pid).status()
+    except psutil.NoSuchProcess:
+        return False
+    return bool(status != psutil.STATUS_ZOMBIE)
+
+
+def _postmaster(data_dir: Path) -> tuple[Path, int]:
+    """The embedded cluster's directory and its postmaster's pid."""
+    pgdata = (data_dir / "pgdata").resolve()
+    return pgdata, int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
+def _env(tmp_path: Path, dsn: str | None, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "SSE_DATA_DIR": str(tmp_path),
+        "SSE_NODE_HEARTBEAT_SECONDS": "0.2",
+        "SSE_SHUTDOWN_TIMEOUT_SECONDS": "10",
+        "SSE_BATCH_TIMEOUT_SECONDS": "0.05",
+        "SSE_PING_SECONDS": "2",
+        **extra,
+    }
+    for name in ("SSE_PUBLISH_TOKEN", "SSE_SUBSCRIBE_TOKEN", "SSE_NODE_ID", "SSE_WORKERS", "DATABASE_URL"):
+        env.pop(name, None)
+    if dsn is not None:
+        env["DATABASE_URL"] = dsn
+    return env
+
+
+@asynccontextmanager
+async def serving_workers(env: dict[str, str], workers: int = 2) -> AsyncIterator[Workers]:
+    """``serve --workers N`` until the block ends; SIGTERM then, unless the test stopped it itself."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "sse_batcher.server",
+        "serve",
+        "--no-demo",
+        "--workers",
+        str(workers),
+        "--port",
+        str(port),
+    ]
+    async with await anyio.open_process(command, cwd=ROOT, env=env, stderr=None) as process:
+        try:
+            line = await _startup_line(process)
+            yield Workers(process, f"http://127.0.0.1:{port}", line)
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                with anyio.move_on_after(30):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+
+async def _startup_line(process: Process) -> str:
+    assert process.stdout is not None
+    buffer = b""
+    with anyio.fail_after(60):
+        async for chunk in process.stdout:
+            buffer += chunk
+            if b"\n" in buffer:
+                return buffer.split(b"\n", 1)[0].decode()
+    raise AssertionError(f"the supervisor exited before printing its startup line: {buffer!r}")
+
+
+async def _until(condition: Callable[[], Any], timeout: float = 20) -> Any:
+    """Poll an async ``condition`` (a figure in another process) until it returns something truthy."""
+    with anyio.fail_after(timeout):
+        while not (result := await condition()):  # noqa: ASYNC110 - another process's figure, bounded by fail_after
+            await anyio.sleep(0.05)
+        return result
+
+
+async def _live_nodes(dsn: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "SELECT node_id, pid, events_in, clients FROM sse_nodes"
+            " WHERE heartbeat_at > now() - interval '1 second' ORDER BY node_id"
+        )
+        return rows
+    finally:
+        await conn.close()
+
+
+async def _stored_payloads(dsn: str) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT data::text AS data FROM sse_events ORDER BY id")
+    finally:
+        await conn.close()
+    events: list[dict[str, Any]] = []
+    for row in rows:
+        events.extend(unroll(row["data"].encode()))
+    return events
+
+
+async def _publish_on_a_new_connection(workers: Workers, marker: str, *, wait_stored: bool = False) -> str:
+    """Publish one marked event on a fresh connection; return the id of the node that took it."""
+    async with workers.client() as client:
+        params = {"wait": "stored"} if wait_stored else None
+        response = await client.post(
+            "/api/events", params=params, json={"type": "MARK", "source": "test", "data": {"marker": marker}}
+        )
+        assert response.status_code in (201, 202), response.text
+        # Same connection, so the same worker: which node accepted the event.
+        node: str = (await client.get("/api/stats")).json()["node"]["id"]
+        return node
+
+
+async def test_two_workers_share_one_port_and_each_heartbeats_as_a_node_of_its_own(dsn: str, tmp_path: Path) -> None:
+    async with serving_workers(_env(tmp_path, dsn)) as workers:
+        assert workers.line.endswith("  workers: 2")
+        rows = await _until(lambda: _two_live(dsn))
+        assert {row["node_id"] for row in rows} == {f"{HOST}-0", f"{HOST}-1"}
+        assert {row["pid"] for row in rows} == workers.worker_pids()
+        # Requests are served, by both processes, on the one port.
+        nodes: set[str] = set()
+        with anyio.fail_after(30):
+            while len(nodes) < 2:
+                nodes.add(await _publish_on_a_new_connection(workers, uuid.uuid4().hex))
+        # /api/stats lists the nodes as of the answering node's last heartbeat: a fresh one may
+        # not have seen the other yet, so ask until it has (bounded).
+        alive: set[int] = set()
+        with anyio.fail_after(30):
+            while alive != workers.worker_pids():
+                async with workers.client() as client:
+                    stats = (await client.get("/api/stats")).json()
+                alive = {n["pid"] for n in stats["nodes"] if n["alive"]}
+                if alive != workers.worker_pids():
+                    await anyio.sleep(0.2)
+
+
+async def _two_live(dsn: str) -> list[asyncpg.Record] | None:
+    rows = await _live_nodes(dsn)
+    return rows if len(rows) == 2 else None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_signal_drains_both_workers_then_exits_0_leaving_no_process(
+    dsn: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    # Nothing flushes on its own: only each worker's shutdown flush stores what it accepted.
+    env = _env(tmp_path, dsn, SSE_BATCH_SIZE="5000", SSE_BATCH_TIMEOUT_SECONDS="60", SSE_DYNAMIC_BATCHING="false")
+    async with serving_workers(env) as workers:
+        await _until(lambda: _two_live(dsn))
+        pids = workers.worker_pids()
+        accepted: list[str] = []
+        nodes: set[str] = set()
+        with anyio.fail_after(30):
+            while len(nodes) < 2 or len(accepted) < 10:
+                marker = uuid.uuid4().hex
+                nodes.add(await _publish_on_a_new_connection(workers, marker))
+                accepted.append(marker)
+        assert not [e for e in await _stored_payloads(dsn) if e["type"] == "MARK"]
+        workers.process.send_signal(signum)
+        with anyio.fail_after(30):
+            returncode = await workers.process.wait()
+    assert returncode == 0
+    stored = [e["data"]["marker"] for e in await _stored_payloads(dsn) if e["type"] == "MARK"]
+    assert sorted(stored) == sorted(accepted)
+    assert not [pid for pid in pids if _running(pid)]
+
+
+async def test_the_parent_starts_postgresql_once_and_stops_it_last(tmp_path: Path) -> None:
+    async with serving_workers(_env(tmp_path, None)) as workers:
+        pgdata, postmaster = _postmaster(tmp_path)
+        assert f"database: embedded PostgreSQL at {pgdata}" in workers.line
+
+        async def two_alive() -> set[int] | None:
+            async with workers.client() as client:
+                nodes = (await client.get("/api/stats")).json()["nodes"]
+            pids = {n["pid"] for n in nodes if n["alive"]}
+            return pids if len(pids) == 2 else None
+
+        assert await _until(two_alive) == workers.worker_pids()
+        # The workers, and whatever else the parent started (multiprocessing's resource tracker).
+        children = [c.pid for c in psutil.Process(workers.process.pid).children(recursive=True)]
+        everything = [workers.process.pid, *children, postmaster]
+        workers.process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(60):
+            returncode = await workers.process.wait()
+    assert returncode == 0
+
+    async def none_left() -> bool:
+        return not [pid for pid in everything if _running(pid)]
+
+    # The resource tracker ends when it reads the end of its pipe from the parent: just after it.
+    await _until(none_left, timeout=10)
+
+
+async def test_a_killed_worker_is_restarted_while_the_other_keeps_serving(dsn: str, tmp_path: Path) -> None:
+    async with serving_workers(_env(tmp_path, dsn)) as workers:
+        await _until(lambda: _two_live(dsn))
+        victim, survivor = sorted(workers.worker_pids())
+        os.kill(victim, signal.SIGKILL)
+        with anyio.fail_after(10):
+            while _running(victim):  # noqa: ASYNC110 - another process, bounded by fail_after
+                await anyio.sleep(0.02)
+        answers: list[int] = []
+        with anyio.fail_after(60):
+            while len(pids := workers.worker_pids() - {victim}) < 2:
+                # Each on a new connection: whichever worker is alive accepts it.
+                async with workers.client() as client:
+                    answers.append((await client.get("/healthz")).status_code)
+        assert survivor in pids
+        assert answers and set(answers) == {200}
+        (replacement,) = pids - {survivor}
+
+        async def replacement_heartbeats() -> bool:
+            return replacement in {row["pid"] for row in await _live_nodes(dsn)}
+
+        await _until(replacement_heartbeats)
+        # It took the dead worker's slot back, so its name and its dead-letter file too.
+        assert [row["node_id"] for row in await _live_nodes(dsn)] == [f"{HOST}-0", f"{HOST}-1"]
+
+
+async def test_workers_stop_themselves_when_the_parent_is_killed(dsn: str, tmp_path: Path) -> None:
+    async with serving_workers(_env(tmp_path, dsn)) as workers:
+        await _until(lambda: _two_live(dsn))
+        pids = workers.worker_pids()
+        workers.process.kill()
+        await workers.process.wait()
+
+        async def all_exited() -> bool:
+            return not [pid for pid in pids if _running(pid)]
+
+        await _until(all_exited, timeout=30)
+
+
+async def test_a_dead_letter_file_left_in_a_slot_is_written_back_by_the_next_process_to_take_it(
+    dsn: str, tmp_path: Path
+) -> None:
+    leftover = DeadLetterFile(tmp_path / "slots" / "slot-1" / "deadletter")
+    payload = msgspec.json.encode({"type": "LEFTOVER", "source": "crashed", "seq": 1, "ts": time.time(), "data": {}})
+    message = Message(
+        idem_key=f"leftover-{uuid.uuid4().hex}",
+        type="LEFTOVER",
+        event_type="LEFTOVER",
+        source="crashed",
+        event_count=1,
+        first_seq=1,
+        last_seq=1,
+        ts=time.time(),
+        payload=payload,
+    )
+    leftover.append([message])
+    async with serving_workers(_env(tmp_path, dsn)) as workers:
+        await _until(lambda: _two_live(dsn))
+
+        async def written_back() -> bool:
+            stored = await _stored_payloads(dsn)
+            return any(e["type"] == "LEFTOVER" for e in stored) and leftover.pending_batches() == 0
+
+        await _until(written_back)
+        assert workers.worker_pids()
+    assert [e["source"] for e in await _stored_payloads(dsn) if e["type"] == "LEFTOVER"] == ["crashed"]
+
+
+async def test_every_subscriber_on_either_node_sees_every_event_published_to_either_node(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Needs the log follower (issue 9): until then a node streams only what it committed itself."""
+    async with serving_workers(_env(tmp_path, dsn)) as workers, anyio.create_task_group() as tg:
+        await _until(lambda: _two_live(dsn))
+        subscribers: list[Received] = []
+        clients: list[httpx.AsyncClient] = []
+
+        async def subscribe() -> None:
+            client = workers.client()
+            clients.append(client)
+            received = Received()
+            subscribers.append(received)
+            tg.start_soon(lambda: read_until(client, received))
+            await received.connected.wait()
+
+        async def both_nodes_stream() -> bool:
+            rows = await _live_nodes(dsn)
+            return len(rows) == 2 and all(row["clients"] >= 1 for row in rows)
+
+        # Subscribe on new connections until each node streams to at least one of them.
+        with anyio.fail_after(30):
+            await subscribe()
+            while not await both_nodes_stream():
+                if len(subscribers) < 40:
+                    await subscribe()
+                await anyio.sleep(0.3)  # a heartbeat (0.2 s) reports the new stream
+        markers: list[str] = []
+        nodes: set[str] = set()
+        with anyio.fail_after(30):
+            while len(nodes) < 2 or len(markers) < 10:
+                marker = uuid.uuid4().hex
+                nodes.add(await _publish_on_a_new_connection(workers, marker, wait_stored=True))
+                markers.append(marker)
+
+        def seen(received: Received) -> set[str]:
+            return {e["data"]["marker"] for e in events_of(received.messages) if e["type"] == "MARK"}
+
+        try:
+            # One deadline for them all: every subscriber's stream runs at the same time.
+            deadline = anyio.current_time() + 15
+            for received in subscribers:
+                with contextlib.suppress(TimeoutError):
+                    left = max(0.1, deadline - anyio.current_time())
+                    await received.wait_for(lambda r: set(markers) <= seen(r), timeout=left)
+        finally:
+            tg.cancel_scope.cancel()
+            for client in clients:
+                await client.aclose()
+    missing = [len(set(markers) - seen(received)) for received in subscribers]
+    assert not any(missing), f"events each subscriber missed, of {len(markers)} published on two nodes: {missing}"
+
+
+async def test_a_port_in_use_fails_the_command_with_exit_1_and_a_clear_message(dsn: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        command = [sys.executable, "-m", "sse_batcher.server", "serve", "--no-demo", "--workers", "2", "--port", port]
+        with anyio.fail_after(60):
+            done = await anyio.run_process(command, cwd=ROOT, env=_env(tmp_path, dsn), check=False)
+    assert done.returncode == 1
+    assert b"Address already in use" in done.stderr
+    assert done.stdout == b""
+
+
+def test_a_worker_that_keeps_dying_is_restarted_ever_more_slowly_up_to_30_seconds() -> None:
+    delays = [restart_delay(failures) for failures in range(1, 10)]
+    assert delays[0] == 0.5
+    assert all(later == min(30.0, 2 * earlier) for earlier, later in zip(delays, delays[1:], strict=False))
+    assert delays[-1] == 30.0
+    # A worker that had run a while before it died starts over from the shortest delay.
+    assert restart_delay(0) == 0.5

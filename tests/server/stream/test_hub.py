@@ -1,0 +1,169 @@
+"""The fan-out under slow and frozen peers: catch-up from PostgreSQL, send timeouts, no slowdown."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+
+from sse_batcher.batcher import StoredMessage
+from sse_batcher.server.stream.hub import Hub, encode_message, frame_of
+from sse_batcher.server.stream.subscriber import Frame
+from tests.server.live import LiveServer, make_config, serving, until
+from tests.server.sse import publish, subscribed
+
+_ID = re.compile(rb"\nid: (\d+)\n")
+_BIG = "x" * 60_000  # under SSE_MAX_EVENT_BYTES
+# One request of 15 big events of distinct types: about 1 MB, 15 messages, fills socket buffers fast.
+_BURST = [{"type": f"BIG_{i}", "data": {"blob": _BIG}} for i in range(15)]
+
+
+@asynccontextmanager
+async def _unread_stream(live: LiveServer) -> AsyncIterator[socket.socket]:
+    """A stream that reads nothing until the test says so (once the socket buffers fill, sends block)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    host, port = live.url.removeprefix("http://").split(":")
+    await loop.sock_connect(sock, (host, int(port)))
+    await loop.sock_sendall(sock, f"GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    before = live.runtime.hub.statistics().clients_total
+    await until(lambda: live.runtime.hub.statistics().clients_total > before)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+async def _read_ids(sock: socket.socket, want: int, timeout: float = 20) -> list[int]:
+    loop = asyncio.get_running_loop()
+    raw = b""
+    with anyio.fail_after(timeout):
+        while True:
+            chunk = await loop.sock_recv(sock, 1 << 20)
+            if not chunk:
+                break
+            raw += chunk
+            ids = [int(x) for x in _ID.findall(raw)]
+            if ids and ids[-1] >= want:
+                break
+    return [int(x) for x in _ID.findall(raw)]
+
+
+def test_each_message_is_encoded_once_and_shared_by_every_client() -> None:
+    hub = Hub(store=None, queue_size=10, max_clients=10)  # type: ignore[arg-type]
+    clients = [hub.open() for _ in range(3)]
+    message = StoredMessage(7, "JOB_DONE", "JOB_DONE", "web", 1, b'{"type":"JOB_DONE"}', 0.0)
+    hub.publish([message])
+    frames = [client.take()[0] for client in clients]
+    assert isinstance(frames[0], Frame)
+    assert frames[0].data == encode_message(message) == b'id: 7\nevent: JOB_DONE\ndata: {"type":"JOB_DONE"}\n\n'
+    assert all(frame is frames[0] for frame in frames)
+
+
+def test_a_full_queue_lags_the_subscriber_out_of_live_fan_out() -> None:
+    hub = Hub(store=None, queue_size=2, max_clients=10)  # type: ignore[arg-type]
+    slow, fast = hub.open(), hub.open()
+    messages = [StoredMessage(i, "A", "A", "s", 1, b"{}", 0.0) for i in range(1, 4)]
+    hub.publish(messages[:2])
+    fast.take()
+    hub.publish(messages[2:])
+    assert slow.lagged and not fast.lagged
+    assert [f.ids for f in fast.take() if isinstance(f, Frame)] == [(3,)]
+    hub.publish([StoredMessage(4, "A", "A", "s", 1, b"{}", 0.0)])
+    assert [f.ids for f in slow.take() if isinstance(f, Frame)] == [(1, 2)]  # what it had stays; nothing after
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_after_a_quiet_spell_a_message_goes_out_at_once_and_a_burst_waits_for_the_interval() -> None:
+    clock = FakeClock()
+    hub = Hub(store=None, queue_size=100, max_clients=10, fanout_interval_seconds=0.05, clock=clock)  # type: ignore[arg-type]
+    sub = hub.open()
+    hub.publish([StoredMessage(1, "A", "A", "s", 1, b"{}", 0.0)])
+    assert [f.ids for f in sub.take() if isinstance(f, Frame)] == [(1,)]  # idle: at once
+    clock.now += 0.01
+    hub.publish([StoredMessage(2, "A", "A", "s", 1, b"{}", 0.0)])
+    hub.publish([StoredMessage(3, "A", "A", "s", 1, b"{}", 0.0)])
+    assert sub.take() == []  # busy: joined, held for the tick
+    clock.now += 0.05
+    hub._flush_pending(clock.now)  # what Hub.run does when the tick is due
+    frames = [f for f in sub.take() if isinstance(f, Frame)]
+    assert [f.ids for f in frames] == [(2, 3)] and hub.statistics().fanouts == 2
+
+
+def test_a_frame_resumed_in_its_middle_skips_exactly_what_was_sent() -> None:
+    messages = [StoredMessage(i, "A", "A", "s", 1, b'{"i":%d}' % i, 0.0) for i in (5, 6, 9)]
+    frame = frame_of([(m.id, encode_message(m)) for m in messages])
+    assert frame.after(None) == (frame.data, 3)
+    assert frame.after(6) == (encode_message(messages[2]), 1)
+    assert frame.after(5)[0] == encode_message(messages[1]) + encode_message(messages[2])
+    assert frame.after(9) == (b"", 0)
+
+
+async def test_stalled_client_catches_up_from_the_store_without_slowing_a_fast_one(dsn: str, tmp_path: Path) -> None:
+    config = make_config(dsn, tmp_path, client_queue_size=20, client_send_timeout_seconds=30)
+    async with serving(config) as live, live.client() as client, anyio.create_task_group() as tg:
+        fast = subscribed(tg, client)
+        await fast.connected.wait()
+        async with _unread_stream(live) as stalled:
+            published = 0
+            while live.runtime.hub.statistics().evictions == 0:
+                await publish(client, _BURST)
+                published += len(_BURST)
+                assert published < 100 * len(_BURST), "the stalled client never left live fan-out"
+                # The fast client keeps up while the other one is stalled.
+                await fast.wait_for(lambda r, n=published: r.count() == n, timeout=5)
+            last = fast.ids[-1]
+            ids = await _read_ids(stalled, last)
+            assert live.runtime.hub.statistics().replayed_messages > 0  # it caught up from the store
+        tg.cancel_scope.cancel()
+    assert ids == fast.ids  # every message, in order: no gap, no duplicate
+
+
+async def test_a_client_that_accepts_nothing_is_closed_after_the_send_timeout(dsn: str, tmp_path: Path) -> None:
+    config = make_config(dsn, tmp_path, client_queue_size=20, client_send_timeout_seconds=0.3)
+    async with serving(config) as live, live.client() as client:
+        async with _unread_stream(live) as frozen:
+            published = 0
+            while live.runtime.hub.statistics().send_timeouts == 0:
+                await publish(client, _BURST)
+                published += 1
+                assert published < 100, "the frozen client was never timed out"
+            await until(lambda: live.runtime.hub.clients == 0)
+            # The server closed its end: reading drains what was buffered, then hits end of stream.
+            loop = asyncio.get_running_loop()
+            with anyio.fail_after(10):
+                try:
+                    while await loop.sock_recv(frozen, 1 << 20):
+                        pass
+                except ConnectionResetError:
+                    pass
+        assert live.runtime.hub.statistics().send_timeouts == 1
+
+
+def test_the_fan_out_interval_stretches_while_ticks_fire_late_and_shrinks_back_when_on_time() -> None:
+    hub = Hub(
+        store=None,  # type: ignore[arg-type]
+        queue_size=10,
+        max_clients=10,
+        fanout_interval_seconds=0.02,
+        fanout_interval_max_seconds=0.1,
+    )
+    for _ in range(10):
+        hub._adapt(lateness=0.5)  # the loop was busy: every tick late
+    assert hub.statistics().fanout_interval_seconds == 0.1  # capped
+    for _ in range(50):
+        hub._adapt(lateness=0.0)
+    assert hub.statistics().fanout_interval_seconds == 0.02  # back to the floor, never below
