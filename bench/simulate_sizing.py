@@ -207,7 +207,7 @@ def simulate(policy: Policy, cpu_at: Callable[[float], float], bursts: bool = Tr
             events=int(window["events"]),
             write_seconds=short,
             long_write_seconds=long_write,
-            window_seconds=now - window["start"] if now > window["start"] else None,
+            period_seconds=now - window["start"] if now > window["start"] else None,
             cpu_seconds=window["cpu"] + 0.01 * max(0.0, now - window["start"]) or None,
         )
         change = policy(size, timeout, signals, now)

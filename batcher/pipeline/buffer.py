@@ -20,7 +20,7 @@ import msgspec
 
 from sse_batcher.batcher.errors import BufferFullError
 from sse_batcher.batcher.events import NORMAL, Event
-from sse_batcher.batcher.rules.rules import WindowClock
+from sse_batcher.batcher.rules.rules import DeadlineClock
 
 __all__ = ["EventBuffer"]
 
@@ -50,11 +50,11 @@ class EventBuffer:
     """
 
     def __init__(
-        self, capacity: int, batch_size: int, wake: Callable[[], None], windows: Mapping[str, float] | None = None
+        self, capacity: int, batch_size: int, wake: Callable[[], None], timeouts: Mapping[str, float] | None = None
     ) -> None:
         self._capacity = capacity
-        # Deadlines by window class (a type's own window, or the batch timeout), on the monotonic clock.
-        self._windows = WindowClock(windows or {})
+        # Deadlines by timeout class (a type's own timeout, or the batch timeout), on the monotonic clock.
+        self._deadlines = DeadlineClock(timeouts or {})
         self._batch_size = batch_size
         self._wake = wake
         self._events: deque[Event] = deque()
@@ -112,7 +112,7 @@ class EventBuffer:
                 if urgent or priority != NORMAL:
                     self._urgent_seq = seq
                     wake = True
-                if self._windows.add(type_, seq, _mono()):
+                if self._deadlines.add(type_, seq, _mono()):
                     wake = True
                 depth += len(self._bypass)
             else:
@@ -180,7 +180,7 @@ class EventBuffer:
                 if urgent or priority != NORMAL:
                     self._urgent_seq = seq
                     rearm = True
-                if self._windows.add(type_, seq, mono):
+                if self._deadlines.add(type_, seq, mono):
                     rearm = True
             self._last_seq = seq
             self._high_water = max(self._high_water, len(events) + len(bypass))
@@ -204,7 +204,7 @@ class EventBuffer:
             if batch:
                 self._taken_seq = batch[-1].seq
                 self._taken += n
-                self._windows.drop_through(self._taken_seq)
+                self._deadlines.drop_through(self._taken_seq)
             if self._waiters and n:
                 self._not_full.notify_all()
         return batch
@@ -258,10 +258,10 @@ class EventBuffer:
         return len(self._events) + len(self._bypass)
 
     def next_deadline(self, timeout_seconds: float) -> float | None:
-        """When (monotonic) the first waiting event is due: its type's window, else ``timeout_seconds``
+        """When (monotonic) the first waiting event is due: its type's own timeout, else ``timeout_seconds``
         after it arrived. None when nothing waits."""
         with self._lock:
-            return self._windows.next_deadline(timeout_seconds)
+            return self._deadlines.next_deadline(timeout_seconds)
 
     @property
     def urgent(self) -> bool:

@@ -91,7 +91,7 @@ class SSEEventBatcher(Service):
             config.max_buffered_events,
             config.batch_size,
             self._wake,
-            rules.windows(config.batch_timeout_seconds),
+            rules.timeouts(config.batch_timeout_seconds),
         )
         self._loop = FlushLoop(
             self._buffer,

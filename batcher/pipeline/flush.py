@@ -3,7 +3,7 @@
 One task runs the loop and owns every store write, so exactly one write is in flight and ids follow
 commit order. It waits, on one event and one deadline (OpenTelemetry's BatchProcessor shape), for
 the first of: an event that must leave at once (bypass or critical), a flush() request, the buffer
-reaching the batch size, the oldest event reaching its window, the dead-letter file being due for
+reaching the batch size, the oldest event reaching its timeout, the dead-letter file being due for
 write-back, or shutdown. Deadlines are monotonic.
 
 Hop 3 of the data flow. Data flows one way: buffer -> this loop -> aggregate -> writer (-> store).

@@ -1,6 +1,6 @@
 """Per-type aggregation rules, set in Python or read from a TOML file (SSE_RULES_FILE).
 
-A rule says, for one event type, how long its events may wait (``window_seconds``), how many go
+A rule says, for one event type, how long its events may wait (``timeout_seconds``), how many go
 into one aggregate (``max_group_size``), whether the type is batched at all, and two opt-in
 reductions: ``coalesce = "key"`` keeps only the latest event per ``key`` within a flush, and
 ``group_identical`` folds events with the same data into one entry with a count. Both reductions
@@ -18,7 +18,7 @@ SSE_BATCH_TIMEOUT_SECONDS.
 The TOML file overrides the defaults field by field::
 
     [types.JOB_PROGRESS]
-    window_seconds = inf        # TOML's infinity: the full configured timeout
+    timeout_seconds = inf        # TOML's infinity: the full configured timeout
     coalesce = "key"
 
     [types.NOTIFICATION]
@@ -29,10 +29,10 @@ The TOML file overrides the defaults field by field::
     strategy = "conservative"   # wait as that strategy's timeout policy says (issue 12)
 
 ``strategy`` names a sizing strategy (``sse_batcher.batcher.sizing.strategies``) whose timeout policy the type's
-window follows, when the rule sets no ``window_seconds`` of its own: ``conservative`` waits the
+window follows, when the rule sets no ``timeout_seconds`` of its own: ``conservative`` waits the
 timeout floor, ``balanced`` the geometric mean of floor and configured timeout, ``fixed`` and
 ``aggressive`` the configured timeout, while ``adaptive`` and ``learned`` (which move the shared
-timeout) follow the batcher's. The server resolves it with ``sse_batcher.batcher.sizing.named.pin_rule_windows``;
+timeout) follow the batcher's. The server resolves it with ``sse_batcher.batcher.sizing.named.pin_rule_timeouts``;
 batch sizes stay one per batcher, set by the server's own strategy.
 
 Digest rules (issue 14) are the long windows, minutes to a day. A rule with ``digest_seconds``
@@ -65,7 +65,7 @@ from sse_batcher.batcher.config import STRATEGY_NAMES
 from sse_batcher.batcher.errors import ConfigError
 from sse_batcher.batcher.events import Event
 
-__all__ = ["DEFAULT_TYPE_RULES", "AggregationRules", "GroupPart", "TypeRule", "WindowClock", "shape_group"]
+__all__ = ["DEFAULT_TYPE_RULES", "AggregationRules", "GroupPart", "TypeRule", "DeadlineClock", "shape_group"]
 
 Coalesce = Literal["key"]
 Align = Literal["clock", "first"]
@@ -79,7 +79,7 @@ _MAX_DIGESTED_TYPE_CHARS = 64 - len("_DIGEST")
 class TypeRule:
     """How events of one type are batched.
 
-    ``window_seconds`` None follows the batcher's (adaptive) batch timeout. ``digest_seconds`` set
+    ``timeout_seconds`` None follows the batcher's (adaptive) batch timeout. ``digest_seconds`` set
     makes the type digested (issue 14): ``max_items``, ``group_by``, ``align``, ``keep`` and
     ``live`` only mean something then.
 
@@ -87,7 +87,7 @@ class TypeRule:
         ConfigError: a value is out of range.
     """
 
-    window_seconds: float | None = None
+    timeout_seconds: float | None = None
     max_group_size: int | None = None
     batched: bool = True
     coalesce: Coalesce | None = None
@@ -101,9 +101,9 @@ class TypeRule:
     live: bool = True
 
     def __post_init__(self) -> None:
-        window = self.window_seconds
+        window = self.timeout_seconds
         if window is not None and (isinstance(window, bool) or not isinstance(window, int | float) or not window > 0):
-            raise ConfigError(f"window_seconds must be a number > 0, got {window!r}")
+            raise ConfigError(f"timeout_seconds must be a number > 0, got {window!r}")
         size = self.max_group_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ConfigError(f"max_group_size must be an integer >= 1, got {size!r}")
@@ -147,7 +147,7 @@ class TypeRule:
 DEFAULT_TYPE_RULES: Mapping[str, TypeRule] = MappingProxyType(
     {
         "JOB_FAILED": TypeRule(batched=False),
-        "JOB_PROGRESS": TypeRule(window_seconds=math.inf),
+        "JOB_PROGRESS": TypeRule(timeout_seconds=math.inf),
     }
 )
 
@@ -201,12 +201,12 @@ class AggregationRules:
         """The digested types (issue 14) and their rules, sorted by name."""
         return self._digests
 
-    def windows(self, cap_seconds: float) -> dict[str, float]:
-        """Each type with its own window, capped at ``cap_seconds`` (the configured timeout)."""
+    def timeouts(self, cap_seconds: float) -> dict[str, float]:
+        """Each type with its own timeout, capped at ``cap_seconds`` (the configured timeout)."""
         return {
-            name: min(rule.window_seconds, cap_seconds)
+            name: min(rule.timeout_seconds, cap_seconds)
             for name, rule in self.types.items()
-            if rule.window_seconds is not None and rule.batched
+            if rule.timeout_seconds is not None and rule.batched
         }
 
     @property
@@ -313,7 +313,7 @@ def shape_group(events: list[Event], rule: TypeRule) -> list[GroupPart]:
     ]
 
 
-class WindowClock:
+class DeadlineClock:
     """The earliest deadline among buffered events, when some types have windows of their own.
 
     Events of one window class (one window value, or ``None`` for the batch timeout) are queued

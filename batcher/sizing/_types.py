@@ -92,7 +92,7 @@ class Signals:
 
     ``load`` is None when the monitor is failing or stale. ``write_seconds`` is the mean store
     write time of those flushes (None without one); ``long_write_seconds`` its long-run average.
-    ``window_seconds`` and ``cpu_seconds`` are how long the window lasted and how much CPU this
+    ``period_seconds`` and ``cpu_seconds`` are how long the window lasted and how much CPU this
     process used in it (None when unknown); the learned strategy's reward is built from them.
     """
 
@@ -104,7 +104,7 @@ class Signals:
     errors: int = 0
     write_seconds: float | None = None
     long_write_seconds: float | None = None
-    window_seconds: float | None = None
+    period_seconds: float | None = None
     cpu_seconds: float | None = None
 
 

@@ -45,7 +45,7 @@ def reward(size: int, timeout_seconds: float, s: Signals, age_target_seconds: fl
 
     A window with no events, or without a CPU or duration figure, is not a sample.
     """
-    window, cpu = s.window_seconds, s.cpu_seconds
+    window, cpu = s.period_seconds, s.cpu_seconds
     if s.events <= 0 or not window or not cpu or cpu <= 0:
         return None
     rate = s.events / window
@@ -112,9 +112,9 @@ class LearnedStrategy(AdaptiveStrategy):
         return self._sizes[i], self._timeouts[j], reason
 
     def _band_of(self, s: Signals) -> int:
-        if not s.window_seconds or s.events <= 0:
+        if not s.period_seconds or s.events <= 0:
             return 0
-        rate = s.events / s.window_seconds
+        rate = s.events / s.period_seconds
         return max(0, min(_BANDS - 1, 1 + math.floor(math.log10(rate)))) if rate >= 1 else 0
 
     def _nearest(self, size: int, timeout: float) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from sse_batcher.batcher.sizing.strategies import (
     SizingStrategy,
 )
 
-__all__ = ["make_strategy", "pin_rule_windows"]
+__all__ = ["make_strategy", "pin_rule_timeouts"]
 
 
 def make_strategy(config: SizingConfig, *, default_size: int, max_timeout_seconds: float) -> SizingStrategy:
@@ -43,10 +43,10 @@ def make_strategy(config: SizingConfig, *, default_size: int, max_timeout_second
     return kinds[config.strategy](config, default_size=default_size, max_timeout_seconds=max_timeout_seconds)
 
 
-def pin_rule_windows(rules: AggregationRules, config: SizingConfig, *, max_timeout_seconds: float) -> AggregationRules:
+def pin_rule_timeouts(rules: AggregationRules, config: SizingConfig, *, max_timeout_seconds: float) -> AggregationRules:
     """``rules`` with each ``strategy = "..."`` type given that strategy's fixed timeout as its window.
 
-    A rule with its own ``window_seconds`` keeps it; a strategy whose timeout moves (``adaptive``,
+    A rule with its own ``timeout_seconds`` keeps it; a strategy whose timeout moves (``adaptive``,
     ``learned``) leaves the window following the batcher's timeout.
 
     Raises:
@@ -54,11 +54,11 @@ def pin_rule_windows(rules: AggregationRules, config: SizingConfig, *, max_timeo
     """
     types = dict(rules.types)
     for name, rule in rules.types.items():
-        if rule.strategy is None or rule.window_seconds is not None:
+        if rule.strategy is None or rule.timeout_seconds is not None:
             continue
         named = replace(config, strategy=rule.strategy)
         strategy = make_strategy(named, default_size=config.min_size, max_timeout_seconds=max_timeout_seconds)
         pinned = strategy.pinned_timeout()
         if pinned is not None:
-            types[name] = replace(rule, window_seconds=pinned)
+            types[name] = replace(rule, timeout_seconds=pinned)
     return AggregationRules(types=types, default=rules.default)

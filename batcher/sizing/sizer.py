@@ -257,7 +257,7 @@ class BatchSizer(Service):
             errors=self._errors,
             write_seconds=short,
             long_write_seconds=self._long_write,
-            window_seconds=window if window > 0 else None,
+            period_seconds=window if window > 0 else None,
             cpu_seconds=cpu if cpu > 0 else None,
         )
         if short is not None:

@@ -53,7 +53,7 @@ _HUB_COUNTERS = (
     ("messages_sent", "SSE messages written to clients."),
     ("bytes_sent", "SSE bytes written to clients."),
     ("replayed_messages", "SSE messages replayed from PostgreSQL."),
-    ("evictions", "Clients that fell a queue behind and caught up from PostgreSQL."),
+    ("lagged", "Clients that fell a queue behind and caught up from PostgreSQL."),
     ("send_timeouts", "Streams closed because the peer accepted nothing in time."),
 )
 _WORKER_FIELDS = ("events", "jobs_running", "jobs_done", "jobs_failed")

@@ -35,7 +35,7 @@ from sse_batcher.batcher.log import LogFollower
 from sse_batcher.batcher.pipeline import CircuitBreaker
 from sse_batcher.batcher.sizing import BatchSizer, ServerLoadMonitor, SplitBatcher
 from sse_batcher.batcher.sizing.load import LoadMonitorConfig
-from sse_batcher.batcher.sizing.named import pin_rule_windows
+from sse_batcher.batcher.sizing.named import pin_rule_timeouts
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.node import NodeFigures, NodeHeartbeat, NodeSlot, default_node_id
 from sse_batcher.server.stream.hub import Hub
@@ -113,7 +113,8 @@ class Runtime:
             # --
             rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
             if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
-                rules = pin_rule_windows(rules, config.sizing, max_timeout_seconds=config.batcher.batch_timeout_seconds)
+                cap = config.batcher.batch_timeout_seconds
+                rules = pin_rule_timeouts(rules, config.sizing, max_timeout_seconds=cap)
             batcher = _make_batcher(config, batcher_config, store, rules)
             delivery_latency = DeliveryLatency()
             digest_rules = rules.digests() if rules is not None else {}

@@ -87,7 +87,7 @@ class HubClosedError(HubError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HubStats:
-    """Counters of the fan-out since start; ``evictions`` are catch-ups from the store."""
+    """Counters of the fan-out since start; ``lagged``: subscribers that fell behind and caught up from the store."""
 
     clients: int
     clients_total: int
@@ -95,7 +95,7 @@ class HubStats:
     messages_sent: int
     bytes_sent: int
     replayed_messages: int
-    evictions: int
+    lagged: int
     send_timeouts: int
     fanouts: int
     pings_sent: int
@@ -153,7 +153,7 @@ class Hub:
         self._messages_sent = 0
         self._bytes_sent = 0
         self._replayed = 0
-        self._evictions = 0
+        self._lagged = 0
         self._send_timeouts = 0
         self._fanouts = 0
         self._pings = 0
@@ -243,7 +243,7 @@ class Hub:
                 if not subscriber.push(frame):
                     overflowed.append(subscriber)
         # Counted here, when it leaves live fan-out; its stream notices once its current write ends.
-        self._evictions += len(overflowed)
+        self._lagged += len(overflowed)
         for subscriber in overflowed:
             self._leave(subscriber)
         # Measured once per message, when it first goes to a subscriber: not when nobody is listening.
@@ -398,7 +398,7 @@ class Hub:
             messages_sent=self._messages_sent,
             bytes_sent=self._bytes_sent,
             replayed_messages=self._replayed,
-            evictions=self._evictions,
+            lagged=self._lagged,
             send_timeouts=self._send_timeouts,
             fanouts=self._fanouts,
             pings_sent=self._pings,

@@ -12,7 +12,7 @@ from sse_batcher.batcher import BatcherConfig, PostgresStore, SSEEventBatcher, S
 from sse_batcher.batcher.errors import ConfigError
 from sse_batcher.batcher.events import Event
 from sse_batcher.batcher.pipeline.aggregate import aggregate
-from sse_batcher.batcher.rules.rules import AggregationRules, TypeRule, WindowClock
+from sse_batcher.batcher.rules.rules import AggregationRules, DeadlineClock, TypeRule
 
 RULES_TOML = """
 [types.JOB_PROGRESS]
@@ -24,7 +24,7 @@ max_group_size = 2
 
 [types.THUMBNAIL_READY]
 batched = false
-window_seconds = 0.25
+timeout_seconds = 0.25
 """
 
 
@@ -46,14 +46,14 @@ def rules_file(tmp_path: Path, text: str = RULES_TOML) -> Path:
 def test_defaults_bypass_batching_for_job_failed_and_let_progress_wait_the_configured_timeout() -> None:
     rules = AggregationRules()
     assert rules.unbatched_types() == {"JOB_FAILED"}
-    assert rules.windows(cap_seconds=0.5) == {"JOB_PROGRESS": 0.5}
+    assert rules.timeouts(cap_seconds=0.5) == {"JOB_PROGRESS": 0.5}
     assert rules.rule("JOB_STARTED") == TypeRule()
     assert rules.plain
 
 
 def test_rules_from_toml_apply_over_the_defaults_field_by_field(tmp_path: Path) -> None:
     rules = AggregationRules.from_toml(rules_file(tmp_path))
-    assert rules.rule("JOB_PROGRESS") == TypeRule(window_seconds=math.inf, coalesce="key")
+    assert rules.rule("JOB_PROGRESS") == TypeRule(timeout_seconds=math.inf, coalesce="key")
     assert rules.rule("NOTIFY") == TypeRule(group_identical=True, max_group_size=2)
     assert rules.unbatched_types() == {"JOB_FAILED", "THUMBNAIL_READY"}
     assert not rules.plain
@@ -131,7 +131,7 @@ def test_unbatched_type_travels_alone_inside_aggregate() -> None:
 
 
 def test_window_clock_names_the_earliest_deadline_across_windows_and_the_timeout() -> None:
-    clock = WindowClock({"FAST": 0.1, "SLOW": 5.0})
+    clock = DeadlineClock({"FAST": 0.1, "SLOW": 5.0})
     assert clock.next_deadline(1.0) is None
     assert clock.add("SLOW", 1, 100.0) is True
     assert clock.add("SLOW", 2, 100.5) is False
@@ -189,7 +189,7 @@ async def test_job_failed_and_critical_events_are_never_held_by_a_30_second_time
 async def test_a_type_with_a_short_window_is_not_held_behind_an_older_event_of_another_type(
     store: PostgresStore, tmp_path: Path
 ) -> None:
-    rules = AggregationRules(types={"JOB_STARTED": TypeRule(window_seconds=0.05)})
+    rules = AggregationRules(types={"JOB_STARTED": TypeRule(timeout_seconds=0.05)})
     collected = Collected()
     async with SSEEventBatcher(store, config(tmp_path), rules=rules) as batcher:
         batcher.add_listener(collected)

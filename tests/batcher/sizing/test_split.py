@@ -34,7 +34,10 @@ class UnusedStore:
 
 
 def test_the_split_is_the_same_in_another_process_with_another_hash_seed() -> None:
-    code = "from sse_batcher.batcher.sizing.split import arm_of; print(''.join(str(arm_of(f'worker-{i}', 0.5)) for i in range(200)))"
+    code = (
+        "from sse_batcher.batcher.sizing.split import arm_of; "
+        "print(''.join(str(arm_of(f'worker-{i}', 0.5)) for i in range(200)))"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert other.stdout.strip() == "".join(str(arm_of(name, 0.5)) for name in NAMES)

@@ -13,7 +13,7 @@ from sse_batcher.batcher.errors import ConfigError
 from sse_batcher.batcher.rules.rules import AggregationRules, TypeRule
 from sse_batcher.batcher.sizing.learned import LearnedStrategy, reward
 from sse_batcher.batcher.sizing.load import LoadSample
-from sse_batcher.batcher.sizing.named import make_strategy, pin_rule_windows
+from sse_batcher.batcher.sizing.named import make_strategy, pin_rule_timeouts
 from sse_batcher.batcher.sizing.strategies import AdaptiveStrategy, Signals, SizingConfig, SizingStrategy
 
 CONFIG = SizingConfig(
@@ -174,7 +174,7 @@ def test_every_strategy_stays_within_min_max_and_the_timeout_bounds(
         errors=errors,
         write_seconds=write,
         long_write_seconds=long,
-        window_seconds=1.0,
+        period_seconds=1.0,
         cpu_seconds=0.1,
     )
     strategy = named(name)
@@ -253,17 +253,17 @@ def test_a_rule_naming_a_strategy_gets_its_pinned_timeout_as_window_unless_it_ha
     rules = AggregationRules(
         types={
             "JOB_STARTED": TypeRule(strategy="conservative"),
-            "JOB_PROGRESS": TypeRule(window_seconds=2.0, strategy="conservative"),
+            "JOB_PROGRESS": TypeRule(timeout_seconds=2.0, strategy="conservative"),
             "NOTE": TypeRule(strategy="adaptive"),
             "BIG": TypeRule(strategy="aggressive"),
         }
     )
-    pinned = pin_rule_windows(rules, CONFIG, max_timeout_seconds=0.5)
-    assert pinned.rule("JOB_STARTED").window_seconds == 0.02
-    assert pinned.rule("JOB_PROGRESS").window_seconds == 2.0
-    assert pinned.rule("NOTE").window_seconds is None  # follows the batcher's moving timeout
-    assert pinned.rule("BIG").window_seconds == 0.5
-    assert pinned.windows(0.5) == {"JOB_STARTED": 0.02, "JOB_PROGRESS": 0.5, "BIG": 0.5}
+    pinned = pin_rule_timeouts(rules, CONFIG, max_timeout_seconds=0.5)
+    assert pinned.rule("JOB_STARTED").timeout_seconds == 0.02
+    assert pinned.rule("JOB_PROGRESS").timeout_seconds == 2.0
+    assert pinned.rule("NOTE").timeout_seconds is None  # follows the batcher's moving timeout
+    assert pinned.rule("BIG").timeout_seconds == 0.5
+    assert pinned.timeouts(0.5) == {"JOB_STARTED": 0.02, "JOB_PROGRESS": 0.5, "BIG": 0.5}
 
 
 class SyntheticServer:
@@ -293,7 +293,7 @@ class SyntheticServer:
             events=events,
             write_seconds=0.002,
             long_write_seconds=0.002,
-            window_seconds=1.0,
+            period_seconds=1.0,
             cpu_seconds=cpu,
         )
 
@@ -352,7 +352,7 @@ def test_learned_memory_is_bounded_whatever_it_sees() -> None:
         size, timeout = rng.randint(5, 500), rng.uniform(0.02, 0.5)
         signals = Signals(
             load=load(), backlog=0, flushes=rng.randint(1, 50), events=rng.randint(1, 100_000),
-            window_seconds=1.0, cpu_seconds=rng.uniform(0.01, 1),
+            period_seconds=1.0, cpu_seconds=rng.uniform(0.01, 1),
         )  # fmt: skip
         strategy.learn(size, timeout, signals)
     state = strategy.describe()

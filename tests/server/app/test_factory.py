@@ -90,7 +90,7 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
     assert batcher["events_emitted"] == 3 and batcher["events_saved"] == 2
     hub = stats["hub"]
     assert (hub["clients"], hub["messages_sent"]) == (1, 1) and hub["bytes_sent"] > 0, hub
-    assert hub["evictions"] == 0 and hub["send_timeouts"] == 0
+    assert hub["lagged"] == 0 and hub["send_timeouts"] == 0
     assert stats["store"]["rows_written"] == 1
     assert {
         "dynamic",
