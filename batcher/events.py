@@ -58,7 +58,7 @@ class Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     key: str | None = None
     # False for events from a worker with use_batching=False: they travel alone, at once.
     batched: bool = True
-    # A client's idempotency key (issue 11): the event travels as a message of its own whose
+    # A client's idempotency key: the event travels as a message of its own whose
     # storage key derives from it, so a retried publish stores nothing twice and finds the same id.
     idempotency_key: str | None = None
 

@@ -1,4 +1,4 @@
-"""The SQL of the digester (issue 14): its two tables and the statements of one pass.
+"""The SQL of the digester: its two tables and the statements of one pass.
 
 ``sse_digest_windows`` holds every window, open (``message_id`` null) or closed (the id of its
 digest); ``sse_digest_cursor`` the last ``sse_events`` id the digester has put into windows, per type. Both

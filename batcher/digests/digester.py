@@ -1,14 +1,11 @@
 """Digester: durable digest windows in PostgreSQL, closed exactly once whatever the number of nodes.
 
 Every node runs one. A pass (:meth:`Digester.run_pass`), every ``interval_seconds``, is one
-transaction under an advisory lock that only one node holds at a time (the others skip their pass):
-
-1. Ingest: read the stored messages of the digested types after the cursor (``sse_digest_cursor``),
-   put their events into windows (``sse_batcher.batcher.digests.windows``), upsert the windows, move the cursor.
-2. Close: for every open window whose end is at least ``grace_seconds`` past (the grace lets an
-   event emitted just before the end reach the store first), write its ``T_DIGEST`` message into
-   ``sse_events`` as any write does (the store's write lock, NOTIFY), with the idempotency key
-   ``digest:<type>:<source>:<group>:<start>``, and mark the window closed with the message's id.
+transaction under an advisory lock that only one node holds at a time (the others skip their
+pass). Inside it, the pass ingests what was stored since the cursor into windows, then closes
+every window whose end is at least ``grace_seconds`` past into its ``T_DIGEST`` message (the steps
+are in :mod:`._pass`). The grace lets an event emitted just before a window's end reach the store
+first.
 
 All in one transaction: a process killed at any point leaves windows, cursor and digests as they
 were before the pass, and the next pass, here or on another node, redoes it. Two nodes never both
@@ -28,37 +25,26 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import anyio
 import asyncpg
-import msgspec
 
 from sse_batcher.batcher.config import StoreConfig
 from sse_batcher.batcher.digests import _sql as dsql
-from sse_batcher.batcher.digests.windows import (
-    DigestKey,
-    Window,
-    WindowBook,
-    digest_idem_key,
-    digest_payload,
-    digest_type,
-)
+from sse_batcher.batcher.digests._pass import DigestPass
 from sse_batcher.batcher.errors import BatcherClosedError, ConfigError, StoreUnavailableError
 from sse_batcher.batcher.lifecycle import Service, State
 from sse_batcher.batcher.log import _sql as sql
-from sse_batcher.batcher.rules.rules import TypeRule
+from sse_batcher.batcher.rules.type_rule import TypeRule
 
 __all__ = ["Digester", "DigesterStats", "OpenWindow", "PassReport"]
 
 logger = logging.getLogger(__name__)
 
-# Digests written per pass at most (a backlog after an outage is closed over a few passes).
-_CLOSE_PER_PASS: Final = 500
 # Open windows listed in the statistics at most.
 _LISTED_WINDOWS: Final = 200
 _PRUNE_EVERY_SECONDS: Final = 3600.0
-_ITEMS_DECODER: Final = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +137,7 @@ class Digester(Service):
 
     @property
     def grace_seconds(self) -> float:
+        """How long past its end a window stays open, so an event emitted just before it is counted."""
         return self._grace_ms / 1000
 
     async def start(self) -> None:
@@ -226,93 +213,18 @@ class Digester(Service):
 
     # -- one pass ------------------------------------------------------------------------------
     async def _pass(self, conn: asyncpg.Connection) -> PassReport:
-        timeout = self._config.timeout_seconds
         async with conn.transaction():
-            if not await conn.fetchval(dsql.TRY_DIGEST_LOCK, timeout=timeout):
+            if not await conn.fetchval(dsql.TRY_DIGEST_LOCK, timeout=self._config.timeout_seconds):
                 return PassReport(ran=False)
-            rows, events = await self._ingest(conn)
+            steps = DigestPass(conn, self._rules, self._config)
+            ingested = await steps.ingest()
+            self._cursor = ingested.cursor
             now_ms = math.floor(self._clock() * 1000)
-            digests = await self._close_due(conn, now_ms)
+            digests = await steps.close_due(now_ms - self._grace_ms)
             if self._next_prune <= time.monotonic():
                 self._next_prune = time.monotonic() + _PRUNE_EVERY_SECONDS
-                await conn.execute(dsql.PRUNE, now_ms - self._keep_closed_ms, timeout=timeout)
-        return PassReport(ran=True, rows=rows, events=events, digests=tuple(digests))
-
-    async def _ingest(self, conn: asyncpg.Connection) -> tuple[int, int]:
-        """Put every row stored since the last pass into windows; one cursor per type.
-
-        Per type, so that a node started with one more digest rule (a rolling deploy) neither
-        skips the rows of the new type nor moves the others' cursors past rows it cannot digest.
-        """
-        timeout = self._config.timeout_seconds
-        page = self._config.replay_page_size
-        total_rows = total_events = 0
-        cursors = []
-        for name in self._types:
-            cursor = int(await conn.fetchval(dsql.CURSOR, name, timeout=timeout))
-            while True:
-                head = int(await conn.fetchval(sql.HEAD, timeout=timeout))
-                rows = await conn.fetch(dsql.INGEST, cursor, head, [name], page, timeout=timeout)
-                if rows:
-                    total_events += await self._digest_rows(conn, rows)
-                    total_rows += len(rows)
-                full = len(rows) == page
-                cursor = rows[-1][0] if full else max(cursor, head)
-                await conn.execute(dsql.SET_CURSOR, name, cursor, timeout=timeout)
-                if not full:
-                    break
-            cursors.append(cursor)
-        self._cursor = min(cursors, default=0)
-        return total_rows, total_events
-
-    async def _digest_rows(self, conn: asyncpg.Connection, rows: list[Any]) -> int:
-        timeout = self._config.timeout_seconds
-        book = WindowBook(self._rules)
-        oldest = min(_oldest_ts_ms(row[3]) for row in rows)
-        sources = sorted({row[2] for row in rows})
-        for stored in await conn.fetch(dsql.LOAD, self._types, sources, oldest, timeout=timeout):
-            book.load((stored[0], stored[1], stored[2]), _window(stored, closed=stored[9] is not None))
-        events = 0
-        for message_id, event_type, source, payload in rows:
-            try:
-                events += book.add(event_type, source, message_id, payload)
-            except msgspec.DecodeError:
-                # Not this wire format (written by hand into the table?): nothing to digest in it.
-                logger.warning("digester skipped message %d: not an event of this wire format", message_id)
-        changed = [
-            (*key, w.start_ms, w.end_ms, w.first_id, w.last_id, w.count, _items_json(w)) for key, w in book.changed()
-        ]
-        if changed:
-            await conn.executemany(dsql.UPSERT, changed, timeout=timeout)
-        return events
-
-    async def _close_due(self, conn: asyncpg.Connection, now_ms: int) -> list[int]:
-        timeout = self._config.timeout_seconds
-        due = await conn.fetch(dsql.DUE, now_ms - self._grace_ms, self._types, _CLOSE_PER_PASS, timeout=timeout)
-        if not due:
-            return []
-        # As every write: the store's write lock before the first id is taken, held to COMMIT.
-        await conn.execute(sql.WRITE_LOCK, timeout=timeout)
-        ids: list[int] = []
-        newest = 0
-        for stored in due:
-            key: DigestKey = (stored[0], stored[1], stored[2])
-            window = _window(stored, closed=False)
-            idem_key = digest_idem_key(key, window.start_ms)
-            name = digest_type(key[0])
-            payload = digest_payload(key, window, self._rules[key[0]])
-            inserted = await conn.fetch(sql.INSERT, idem_key, name, name, key[1], payload, 1, timeout=timeout)
-            if inserted:
-                message_id = int(inserted[0][0])
-                newest = message_id
-            else:
-                found = await conn.fetch(sql.SELECT_BY_KEYS, [idem_key], timeout=timeout)
-                message_id = int(found[0][0])
-            await conn.execute(dsql.CLOSE, *key, window.start_ms, message_id, timeout=timeout)
-            ids.append(message_id)
-        if newest:
-            await conn.execute(sql.NOTIFY, str(newest), timeout=timeout)
-        return ids
+                await steps.prune(now_ms - self._keep_closed_ms)
+        return PassReport(ran=True, rows=ingested.rows, events=ingested.events, digests=tuple(digests))
 
     async def _open_windows(self, conn: asyncpg.Connection) -> tuple[OpenWindow, ...]:
         rows = await conn.fetch(dsql.OPEN, _LISTED_WINDOWS, timeout=self._config.timeout_seconds)
@@ -368,41 +280,3 @@ class Digester(Service):
             last_pass_at=self._last_pass_at,
             open_windows=self._open,
         )
-
-
-class _TsOnly(msgspec.Struct, gc=False):
-    ts: float = math.inf
-
-
-class _TsRow(msgspec.Struct, gc=False):
-    ts: float = math.inf
-    events: list[_TsOnly] | None = None
-
-
-_TS_DECODER: Final = msgspec.json.Decoder(_TsRow)
-
-
-def _oldest_ts_ms(payload: bytes) -> int:
-    """The earliest event time in a stored payload (ms), to know which stored windows to load."""
-    try:
-        row = _TS_DECODER.decode(payload)
-    except msgspec.DecodeError:
-        return 0
-    oldest = min([row.ts, *(e.ts for e in row.events or ())])
-    return 0 if oldest == math.inf else math.floor(oldest * 1000)
-
-
-def _window(row: Any, *, closed: bool) -> Window:
-    return Window(
-        start_ms=row[3],
-        end_ms=row[4],
-        first_id=row[5],
-        last_id=row[6],
-        count=row[7],
-        items=[bytes(raw) for raw in _ITEMS_DECODER.decode(row[8])],
-        closed=closed,
-    )
-
-
-def _items_json(window: Window) -> bytes:
-    return b"[" + b",".join(window.items) + b"]"

@@ -5,6 +5,10 @@ transaction each, ids under one write lock, ``NOTIFY`` on commit); batches the s
 go to the :class:`DeadLetterFile` and are written back, in order, when it answers again.
 Leaves: committed rows, read back in id order by each node's :class:`LogFollower` (woken by
 ``NOTIFY``) and by replays (:meth:`PostgresStore.replay`).
+Inside: :mod:`.store` (the store's API and counters), with ``_write`` (what one write does in
+PostgreSQL), ``_pool`` (the timeout and retry every statement runs under) and ``_sql`` (the
+statements); :mod:`.deadletter` (the dead-letter file and the quarantine of refused rows);
+:mod:`.follower` (the log read back in id order).
 Next: the server's hub (``sse_batcher.server.stream``), which the follower feeds.
 """
 

@@ -78,7 +78,7 @@ class DeadLetterFile:
             self._append_line(self._path, line)
 
     def batches(self) -> list[list[Message]]:
-        """Return every pending batch, oldest first. Unreadable lines are skipped and logged.
+        """Return every batch the file holds, oldest first. Unreadable lines are skipped and logged.
 
         Raises:
             OSError: the file exists but cannot be read.
@@ -96,7 +96,7 @@ class DeadLetterFile:
                 )
         return batches
 
-    def pending_batches(self) -> int:
+    def count_batches(self) -> int:
         """Return how many batches (lines) the file holds, a torn last line included.
 
         Raises:

@@ -1,12 +1,12 @@
 """LogFollower: every node follows the committed log in PostgreSQL and hands it on in id order.
 
 PostgreSQL is both the log and the bus. Every write transaction NOTIFYs a channel with its newest
-id (``_store_sql.NOTIFY``: a wake-up, never the data). Each node (process) has one follower: a
+id (``_sql.NOTIFY``: a wake-up, never the data). Each node (process) has one follower: a
 dedicated asyncpg connection that LISTENs on that channel and, on a notification, on a local commit
 (:meth:`LogFollower.poke`, registered as a batcher listener), or on a safety poll every
 ``poll_seconds`` (for notifications lost while reconnecting), reads the rows with ``id >
 last_id`` in pages and hands them to its sink (the hub), in strictly increasing id order. Ids are
-taken under a transaction-scoped write lock (see ``_store_sql.WRITE_LOCK``), so they commit in id
+taken under a transaction-scoped write lock (see ``_sql.WRITE_LOCK``), so they commit in id
 order and such a read never skips a row. Many processes and hosts on one PostgreSQL therefore share
 one order, and every node hands on the same rows, with the same bytes (the jsonb text).
 

@@ -1,6 +1,11 @@
-"""What one arm of a live A/B measured: its counts, the age of its events at commit, its store latency.
+"""What the live A/B measures: each arm's share, sources, counts, age of events at commit, store latency.
 
-Apart from ``split.py`` so that module holds the routing alone; ``ArmStats`` is re-exported there.
+Per arm, an :class:`ArmMeter` counts the sources routed to it (up to a bound) and, as a listener
+of that arm's batcher, samples the age of each event at commit (from the ``ts`` in the committed
+payloads, a bounded sample of the latest ages); /api/stats ``ab`` shows the result as
+:class:`ArmStats`. :func:`summed_stats` adds both arms' counters into the one
+:class:`~sse_batcher.batcher.stats.BatcherStats` the split reports as a batcher. Apart from
+``split.py`` so that module holds the routing alone; ``ArmStats`` is re-exported there.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from typing import Any
 import msgspec
 
 from sse_batcher.batcher.events import StoredMessage
-from sse_batcher.batcher.stats import HistogramSnapshot
+from sse_batcher.batcher.stats import BatcherStats, HistogramSnapshot
 
-__all__ = ["ArmStats", "CommitAges", "histogram_quantile_ms"]
+__all__ = ["ArmMeter", "ArmStats", "CommitAges", "histogram_quantile_ms", "summed_stats"]
 
 _AGE_SAMPLES = 4096
+# Sources remembered per arm at most: enough to count a real deployment's workers, bounded against
+# a client that invents a source per event.
+_MAX_SOURCES = 100_000
 
 
 class _Ts(msgspec.Struct):
@@ -70,6 +78,51 @@ class CommitAges:
         if len(ages) < 2:
             return round(ages[0] * 1000, 2) if ages else None
         return round(stats_.quantiles(ages, n=100, method="inclusive")[round(q * 100) - 1] * 1000, 2)
+
+
+class ArmMeter:
+    """What the split measures of one arm: the sources routed to it and, as its listener, the commit ages."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.ages = CommitAges(clock)
+        self._sources: set[str] = set()
+
+    def saw(self, source: str) -> None:
+        """Count ``source`` as routed to this arm."""
+        if len(self._sources) < _MAX_SOURCES:
+            self._sources.add(source)
+
+    def stats(self, share: float, batcher: BatcherStats) -> ArmStats:
+        """This arm's figures, with the counters of its batcher."""
+        return ArmStats(
+            share=share,
+            sources=len(self._sources),
+            events=batcher.events_stored,
+            messages=batcher.messages_stored,
+            rows=batcher.messages_stored,
+            p50_ms=self.ages.quantile_ms(0.50),
+            p99_ms=self.ages.quantile_ms(0.99),
+            store_latency_p99_ms=histogram_quantile_ms(batcher.write_latency_histogram, 0.99),
+        )
+
+
+def summed_stats(a: BatcherStats, b: BatcherStats) -> BatcherStats:
+    """Both arms' counters added up; size, timeout, capacity, state and breaker are arm A's."""
+    merged: dict[str, Any] = {}
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, bool) or f.name in ("batch_size", "batch_timeout_seconds", "buffer_capacity"):
+            merged[f.name] = x
+        elif isinstance(x, int):
+            merged[f.name] = x + y
+        elif isinstance(x, HistogramSnapshot):
+            counts = tuple(p + q for p, q in zip(x.counts, y.counts, strict=True))
+            merged[f.name] = HistogramSnapshot(x.bounds, counts, x.total + y.total, x.count + y.count)
+        elif f.name == "flushes":
+            merged[f.name] = {k: x.get(k, 0) + y.get(k, 0) for k in {**x, **y}}
+        else:
+            merged[f.name] = x
+    return BatcherStats(**merged)
 
 
 def histogram_quantile_ms(h: HistogramSnapshot, q: float) -> float | None:

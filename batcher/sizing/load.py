@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 import anyio
 import psutil
@@ -28,10 +29,17 @@ from sse_batcher import constants
 from sse_batcher.batcher._background import BackgroundTask
 from sse_batcher.batcher.config import require_positive
 from sse_batcher.batcher.errors import ConfigError
-from sse_batcher.batcher.lifecycle import Service
-from sse_batcher.batcher.pipeline.facade import State
+from sse_batcher.batcher.lifecycle import Service, State
 
-__all__ = ["LoadMonitorConfig", "LoadMonitorStats", "LoadSample", "ServerLoadMonitor", "SystemLoad", "psutil_sampler"]
+__all__ = [
+    "EMPTY_LOAD",
+    "LoadMonitorConfig",
+    "LoadMonitorStats",
+    "LoadSample",
+    "ServerLoadMonitor",
+    "SystemLoad",
+    "psutil_sampler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +72,8 @@ class LoadSample:
     taken_at: float
     # This server process's CPU as a share of ONE core (0-100): what the strategies steer by, when
     # known. The host's CPU is shared with every other process on the machine: on a busy host an
-    # idle server would otherwise wait out the full batch timeout for nothing (bench.lone measured a
-    # lone event's p50 at 257 ms that way, 20 ms once steered by its own CPU). Starvation by others
-    # still shows, as loop lag.
+    # idle server would otherwise wait out the full batch timeout for nothing (see bench/RESULTS.md,
+    # "Lone event on an idle server"). Starvation by others still shows, as loop lag.
     server_cpu_percent: float | None = None
 
     @property
@@ -87,15 +94,18 @@ class LoadSample:
         }
 
 
-EMPTY_LOAD: dict[str, Any] = {
-    "cpu_percent": None,
-    "process_cpu_percent": None,
-    "server_cpu_percent": None,
-    "memory_percent": None,
-    "load_per_core": None,
-    "loop_lag_ms": None,
-    "backlog": None,
-}
+# The shape of LoadSample.as_dict() before the first sample: every figure unknown.
+EMPTY_LOAD: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "cpu_percent": None,
+        "process_cpu_percent": None,
+        "server_cpu_percent": None,
+        "memory_percent": None,
+        "load_per_core": None,
+        "loop_lag_ms": None,
+        "backlog": None,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -44,10 +44,10 @@ def make_strategy(config: SizingConfig, *, default_size: int, max_timeout_second
 
 
 def pin_rule_timeouts(rules: AggregationRules, config: SizingConfig, *, max_timeout_seconds: float) -> AggregationRules:
-    """``rules`` with each ``strategy = "..."`` type given that strategy's fixed timeout as its window.
+    """``rules`` with each ``strategy = "..."`` type given that strategy's fixed timeout as its batch timeout.
 
     A rule with its own ``timeout_seconds`` keeps it; a strategy whose timeout moves (``adaptive``,
-    ``learned``) leaves the window following the batcher's timeout.
+    ``learned``) leaves the type following the batcher's batch timeout.
 
     Raises:
         ConfigError: ``max_timeout_seconds`` is not positive.

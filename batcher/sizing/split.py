@@ -12,8 +12,7 @@ process), so it never changes arm during a run, or between runs, and its events 
 per arm, not across arms (an invalid or refused event in arm B's share leaves arm A's share
 accepted); the server's publish endpoint then answers with the error as usual.
 
-Per arm it measures the age of each event at commit (from the ``ts`` in the committed payloads,
-a bounded sample of the latest ages) for /api/stats ``ab``.
+What it measures per arm, for /api/stats ``ab``, is in ``_arm_stats.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from typing import Any
 
 import anyio
@@ -29,16 +27,14 @@ import anyio
 from sse_batcher.batcher.config import BatcherConfig
 from sse_batcher.batcher.errors import ConfigError, EventValidationError
 from sse_batcher.batcher.events import NORMAL
-from sse_batcher.batcher.lifecycle import Service
-from sse_batcher.batcher.pipeline.facade import SSEEventBatcher, State
+from sse_batcher.batcher.lifecycle import Service, State
+from sse_batcher.batcher.pipeline.facade import SSEEventBatcher
 from sse_batcher.batcher.pipeline.intake import request_scoped_key
 from sse_batcher.batcher.protocols import EventStore, Listener
-from sse_batcher.batcher.sizing._arm_stats import ArmStats, CommitAges, histogram_quantile_ms
-from sse_batcher.batcher.stats import BatcherStats, HistogramSnapshot
+from sse_batcher.batcher.sizing._arm_stats import ArmMeter, ArmStats, summed_stats
+from sse_batcher.batcher.stats import BatcherStats
 
 __all__ = ["ArmStats", "SplitBatcher", "arm_of"]
-
-_MAX_SOURCES = 100_000
 
 
 def arm_of(source: str, share_b: float) -> int:
@@ -63,10 +59,9 @@ class SplitBatcher(Service):
             raise ConfigError("the two arms need their own data_dir (each has a dead-letter file)")
         self._arms = (arm_a, arm_b)
         self._share_b = share_b
-        self._sources: tuple[set[str], set[str]] = (set(), set())
-        self._ages = (CommitAges(clock), CommitAges(clock))
-        for arm, ages in zip(self._arms, self._ages, strict=True):
-            arm.add_listener(ages)
+        self._meters = (ArmMeter(clock), ArmMeter(clock))
+        for arm, meter in zip(self._arms, self._meters, strict=True):
+            arm.add_listener(meter.ages)
 
     @property
     def arms(self) -> tuple[SSEEventBatcher, SSEEventBatcher]:
@@ -79,9 +74,7 @@ class SplitBatcher(Service):
         if not isinstance(name, str):
             return self._arms[0]
         index = arm_of(name, self._share_b)
-        seen = self._sources[index]
-        if len(seen) < _MAX_SOURCES:
-            seen.add(name)
+        self._meters[index].saw(name)
         return self._arms[index]
 
     # -- the batcher's surface ---------------------------------------------------------------
@@ -266,22 +259,7 @@ class SplitBatcher(Service):
 
     def statistics(self) -> BatcherStats:
         """Both arms' counters added up; size, timeout, state and breaker are arm A's."""
-        a, b = (arm.statistics() for arm in self._arms)
-        merged: dict[str, Any] = {}
-        for f in fields(a):
-            x, y = getattr(a, f.name), getattr(b, f.name)
-            if isinstance(x, bool) or f.name in ("batch_size", "batch_timeout_seconds", "buffer_capacity"):
-                merged[f.name] = x
-            elif isinstance(x, int):
-                merged[f.name] = x + y
-            elif isinstance(x, HistogramSnapshot):
-                counts = tuple(p + q for p, q in zip(x.counts, y.counts, strict=True))
-                merged[f.name] = HistogramSnapshot(x.bounds, counts, x.total + y.total, x.count + y.count)
-            elif f.name == "flushes":
-                merged[f.name] = {k: x.get(k, 0) + y.get(k, 0) for k in {**x, **y}}
-            else:
-                merged[f.name] = x
-        return BatcherStats(**merged)
+        return summed_stats(*(arm.statistics() for arm in self._arms))
 
     def get_stats(self) -> dict[str, Any]:
         """Return :meth:`statistics` as a JSON-ready dict."""
@@ -289,22 +267,12 @@ class SplitBatcher(Service):
 
     def arm_statistics(self) -> tuple[ArmStats, ArmStats]:
         """Each arm's share, sources seen, stored counts, age at commit and store latency."""
-        out = []
-        for i, arm in enumerate(self._arms):
-            s = arm.statistics()
-            out.append(
-                ArmStats(
-                    share=self._share_b if i else 1 - self._share_b,
-                    sources=len(self._sources[i]),
-                    events=s.events_stored,
-                    messages=s.messages_stored,
-                    rows=s.messages_stored,
-                    p50_ms=self._ages[i].quantile_ms(0.50),
-                    p99_ms=self._ages[i].quantile_ms(0.99),
-                    store_latency_p99_ms=histogram_quantile_ms(s.write_latency_histogram, 0.99),
-                )
-            )
-        return out[0], out[1]
+        shares = (1 - self._share_b, self._share_b)
+        a, b = (
+            meter.stats(share, arm.statistics())
+            for meter, share, arm in zip(self._meters, shares, self._arms, strict=True)
+        )
+        return a, b
 
     async def start(self) -> None:
         """Start both arms (a half-started split is closed again).

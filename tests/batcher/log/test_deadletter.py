@@ -35,7 +35,7 @@ def test_appended_batches_come_back_exactly_and_in_order(tmp_path: Path) -> None
     deadletter.append(second)
 
     assert DeadLetterFile(tmp_path / "dl").batches() == [first, second]
-    assert deadletter.pending_batches() == 2
+    assert deadletter.count_batches() == 2
 
 
 @given(
@@ -69,7 +69,7 @@ def test_missing_file_holds_no_batches_and_directory_is_created_on_append(tmp_pa
     directory = tmp_path / "not" / "yet"
     deadletter = DeadLetterFile(directory)
     assert deadletter.batches() == []
-    assert deadletter.pending_batches() == 0
+    assert deadletter.count_batches() == 0
 
     deadletter.append([message(1)])
     assert (directory / "deadletter.jsonl").is_file()
@@ -97,7 +97,7 @@ def test_clear_empties_the_file(tmp_path: Path) -> None:
     deadletter.clear()
 
     assert deadletter.batches() == []
-    assert deadletter.pending_batches() == 0
+    assert deadletter.count_batches() == 0
     assert deadletter.path.stat().st_size == 0
     deadletter.append([message(2)])
     assert deadletter.batches() == [[message(2)]]
@@ -108,12 +108,12 @@ def test_clear_without_a_file_does_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "absent").exists()
 
 
-def test_quarantined_messages_keep_their_reason_and_are_never_pending(tmp_path: Path) -> None:
+def test_quarantined_messages_keep_their_reason_and_are_never_written_back(tmp_path: Path) -> None:
     deadletter = DeadLetterFile(tmp_path)
     refused = [Rejected(message=message(1, b"\x00"), reason="DataError [22P05]: \\u0000")]
     deadletter.quarantine(refused)
     deadletter.quarantine([Rejected(message=message(2), reason="other")])
 
     assert deadletter.quarantined() == [*refused, Rejected(message=message(2), reason="other")]
-    assert deadletter.pending_batches() == 0
+    assert deadletter.count_batches() == 0
     assert deadletter.rejected_path == tmp_path / "rejected.jsonl"

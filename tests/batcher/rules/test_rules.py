@@ -1,3 +1,5 @@
+"""The rule set: defaults, TOML loading, and the rules at work in a running batcher."""
+
 from __future__ import annotations
 
 import math
@@ -10,9 +12,7 @@ import pytest
 
 from sse_batcher.batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoredMessage
 from sse_batcher.batcher.errors import ConfigError
-from sse_batcher.batcher.events import Event
-from sse_batcher.batcher.pipeline.aggregate import aggregate
-from sse_batcher.batcher.rules.rules import AggregationRules, DeadlineClock, TypeRule
+from sse_batcher.batcher.rules import AggregationRules, TypeRule
 
 RULES_TOML = """
 [types.JOB_PROGRESS]
@@ -26,11 +26,6 @@ max_group_size = 2
 batched = false
 timeout_seconds = 0.25
 """
-
-
-def event(seq: int, type_: str = "JOB_PROGRESS", key: str | None = None, data: Any = None, source: str = "w") -> Event:
-    raw = msgspec.json.encode({"job_id": seq} if data is None else data)
-    return Event(type_, source, seq, 1000.0 + seq, msgspec.Raw(raw), key=key)
 
 
 def body(payload: bytes) -> Any:
@@ -81,70 +76,45 @@ def test_bad_rules_file_is_a_config_error_naming_the_problem(tmp_path: Path, tex
         AggregationRules.from_toml(rules_file(tmp_path, text))
 
 
-def test_key_coalescing_keeps_the_latest_per_key_and_says_how_many_were_superseded() -> None:
-    rules = AggregationRules(types={"JOB_PROGRESS": TypeRule(coalesce="key")})
-    events = [event(1, key="a"), event(2, key="b"), event(3, key="a"), event(4), event(5, key="a")]
-    [message] = aggregate(events, "o", rules)
-    payload = body(message.payload)
-    assert [e["seq"] for e in payload["events"]] == [2, 4, 5]
-    assert (payload["batch_count"], payload["superseded"], message.event_count) == (3, 2, 3)
+# -- digest rules ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"digest_seconds": 0.5},
+        {"digest_seconds": 60, "max_items": 0},
+        {"digest_seconds": 60, "align": "hour"},
+        {"digest_seconds": 60, "keep": "all"},
+        {"digest_seconds": 60, "group_by": ""},
+        {"live": False},
+    ],
+)
+def test_invalid_digest_rules_are_refused(values: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        AggregationRules().merged({"types": {"ALERT": values}})
 
 
-def test_coalescing_down_to_one_event_is_still_an_aggregate_so_the_count_is_visible() -> None:
-    rules = AggregationRules(types={"JOB_PROGRESS": TypeRule(coalesce="key")})
-    [message] = aggregate([event(1, key="a"), event(2, key="a")], "o", rules)
-    payload = body(message.payload)
-    assert (message.type, payload["superseded"]) == ("JOBS_BATCH_PROGRESS", 1)
-    assert [e["seq"] for e in payload["events"]] == [2]
+def test_digests_belong_to_types_not_to_the_default_rule() -> None:
+    with pytest.raises(ConfigError, match="default"):
+        AggregationRules().merged({"default": {"digest_seconds": 60}})
+    rules = AggregationRules().merged({"types": {"B": {"digest_seconds": 60}, "A": {"digest_seconds": 5}}})
+    assert list(rules.digests()) == ["A", "B"]
 
 
-def test_without_a_rule_events_with_the_same_key_are_all_kept() -> None:
-    [message] = aggregate([event(1, key="a"), event(2, key="a")], "o", AggregationRules())
-    assert "superseded" not in body(message.payload)
-    assert message.event_count == 2
-
-
-def test_identical_payloads_stay_separate_unless_grouping_is_turned_on() -> None:
-    same = {"text": "disk almost full"}
-    events = [event(1, "NOTIFY", data=same), event(2, "NOTIFY", data=same), event(3, "NOTIFY", data={"x": 1})]
-    [plain] = aggregate(events, "o", AggregationRules())
-    assert len(body(plain.payload)["events"]) == 3
-    grouped_rules = AggregationRules(types={"NOTIFY": TypeRule(group_identical=True)})
-    [grouped] = aggregate(events, "o", grouped_rules)
-    payload = body(grouped.payload)
-    assert [e["seq"] for e in payload["events"]] == [1, 3]
-    assert (payload["counts"], payload["batch_count"], grouped.event_count) == ([2, 1], 3, 3)
-
-
-def test_max_group_size_cuts_groups_and_messages_stay_in_first_seq_order() -> None:
-    rules = AggregationRules(types={"JOB_PROGRESS": TypeRule(max_group_size=2)})
-    events = [event(1), event(2), event(3, "JOB_STARTED"), event(4), event(5), event(6)]
-    messages = aggregate(events, "o", rules)
-    assert [(m.first_seq, m.event_count) for m in messages] == [(1, 2), (3, 1), (4, 2), (6, 1)]
-    assert len({m.idem_key for m in messages}) == 4
-
-
-def test_unbatched_type_travels_alone_inside_aggregate() -> None:
-    events = [event(1, "JOB_FAILED"), event(2, "JOB_FAILED")]
-    assert [m.event_count for m in aggregate(events, "o", AggregationRules())] == [1, 1]
-    assert [m.event_count for m in aggregate(events, "o")] == [2]  # no rules: as before
-
-
-def test_window_clock_names_the_earliest_deadline_across_windows_and_the_timeout() -> None:
-    clock = DeadlineClock({"FAST": 0.1, "SLOW": 5.0})
-    assert clock.next_deadline(1.0) is None
-    assert clock.add("SLOW", 1, 100.0) is True
-    assert clock.add("SLOW", 2, 100.5) is False
-    assert clock.next_deadline(1.0) == 105.0
-    assert clock.add("OTHER", 3, 101.0) is True
-    assert clock.next_deadline(1.0) == 102.0
-    assert clock.next_deadline(0.02) == pytest.approx(101.02)  # the adaptive timeout moves it
-    assert clock.add("FAST", 4, 101.5) is True
-    assert clock.next_deadline(1.0) == pytest.approx(101.6)
-    clock.drop_through(3)
-    assert clock.next_deadline(1.0) == pytest.approx(101.6)
-    clock.drop_through(4)
-    assert clock.next_deadline(1.0) is None
+def test_the_documented_digest_example_holds_the_five_notification_rules(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    blocks = [block.split("```", 1)[0] for page in pages for block in page.read_text().split("```toml")[1:]]
+    [example] = [block for block in blocks if "[types.ANNOUNCEMENT]" in block]
+    (tmp_path / "rules.toml").write_text(example)
+    rules = AggregationRules.from_toml(tmp_path / "rules.toml").digests()
+    found = {name: (rule.digest_seconds, rule.max_items) for name, rule in rules.items()}
+    assert found == {
+        "SYSTEM_UPDATE": (3600, 10),
+        "APPROVAL_REQUEST": (900, 5),
+        "ALERT": (300, 3),
+        "REMINDER": (1800, 10),
+        "ANNOUNCEMENT": (86400, 20),
+    }
 
 
 # -- in a running batcher, on a real PostgreSQL ---------------------------------------------------
@@ -186,7 +156,7 @@ async def test_job_failed_and_critical_events_are_never_held_by_a_30_second_time
     assert stats.flushes["critical"] == 2 and stats.flushes["timeout"] == 0
 
 
-async def test_a_type_with_a_short_window_is_not_held_behind_an_older_event_of_another_type(
+async def test_a_type_with_a_short_batch_timeout_is_not_held_behind_an_older_event_of_another_type(
     store: PostgresStore, tmp_path: Path
 ) -> None:
     rules = AggregationRules(types={"JOB_STARTED": TypeRule(timeout_seconds=0.05)})

@@ -1,0 +1,88 @@
+"""Writing one batch: one transaction, ids in commit order, safe to retry, a refused row left out.
+
+- ``ON CONFLICT (idem_key) DO NOTHING`` plus a lookup of the skipped keys makes a retry idempotent:
+  after a lost COMMIT answer, the second write stores nothing and returns the ids the first one
+  committed.
+- Ids are strictly increasing in commit order: the transaction takes the write lock
+  (``_sql.WRITE_LOCK``, transaction-scoped and advisory, so it holds across processes) before
+  its first insert, so a reader never sees id N+1 before N.
+- A row PostgreSQL refuses (invalid JSON, ``\\u0000``, bad UTF-8, ...) is left out with its reason,
+  in ``WriteResult.rejected``; the rows around it still commit, in order, in the same transaction.
+
+Apart from ``store.py``, which decides when to write (one at a time, with a retry on a lost
+connection) and counts what was written; this module is what one write does in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.log import _sql as sql
+from sse_batcher.batcher.protocols import Rejected, WriteResult
+
+__all__ = ["Written", "write_batch"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """One committed write: its result, the rows it inserted, and the messages now stored (new or found)."""
+
+    result: WriteResult
+    inserted: int
+    accepted: int
+
+
+async def write_batch(conn: asyncpg.Connection, messages: Sequence[Message]) -> Written:
+    """Store ``messages`` on ``conn`` in one transaction; row by row if PostgreSQL refuses one.
+
+    Raises:
+        Exception: one of ``_sql.UNAVAILABLE``: nothing of this write was committed.
+    """
+    by_key = {m.idem_key: m for m in messages}
+    try:
+        async with conn.transaction():
+            await conn.execute(sql.WRITE_LOCK)
+            rows = await conn.fetchmany(sql.INSERT, [sql.row_args(m) for m in messages])
+            inserted = len(rows)
+            if inserted:
+                await conn.execute(sql.NOTIFY, str(rows[-1][0]))
+            if inserted < len(messages):
+                rows = await conn.fetch(sql.SELECT_BY_KEYS, list(by_key))
+    except sql.ROW_ERRORS as exc:
+        logger.warning("PostgreSQL refused a row of a batch of %s; writing row by row: %s", len(messages), exc)
+        return await _write_isolating(conn, messages)
+    return Written(WriteResult(stored=sql.stored_messages(rows, by_key), rejected=[]), inserted, len(messages))
+
+
+async def _write_isolating(conn: asyncpg.Connection, messages: Sequence[Message]) -> Written:
+    """Write row by row, each in a savepoint, so a refused row cannot take the others down."""
+    by_key: dict[str, Message] = {}
+    rejected: list[Rejected] = []
+    inserted = newest = 0
+    async with conn.transaction():
+        await conn.execute(sql.WRITE_LOCK)
+        for message in messages:
+            try:
+                async with conn.transaction():
+                    row = await conn.fetchrow(sql.INSERT, *sql.row_args(message))
+            except sql.ROW_ERRORS as exc:
+                rejected.append(Rejected(message=message, reason=sql.reason(exc)))
+                continue
+            by_key[message.idem_key] = message
+            if row is not None:
+                inserted += 1
+                newest = row[0]
+        if inserted:
+            await conn.execute(sql.NOTIFY, str(newest))
+        rows = await conn.fetch(sql.SELECT_BY_KEYS, list(by_key)) if by_key else []
+    for refused in rejected:
+        logger.warning("PostgreSQL refused message %s: %s", refused.message.idem_key, refused.reason)
+    result = WriteResult(stored=sql.stored_messages(rows, by_key), rejected=rejected)
+    return Written(result, inserted, len(messages) - len(rejected))
