@@ -57,7 +57,7 @@ class AckTimeoutError(BatcherError, TimeoutError):
     """Acknowledged events were not all committed in time.
 
     ``state`` says where the first uncommitted one is: ``"buffered"`` (in memory: lost if the process
-    dies), ``"dead_lettered"`` (fsync'ed to the dead-letter file, stored once PostgreSQL answers) or
+    dies), ``"kept"`` (fsync'ed to the dead-letter file, stored once PostgreSQL answers) or
     ``"closed"`` (the batcher shut down first; whatever it held went to the dead-letter file).
     ``kept`` is True when every uncommitted event is on disk, so a retry with the same idempotency
     key is safe either way. ``ids`` are the message ids of the events that did commit (None for the others).

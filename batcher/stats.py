@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from sse_batcher.batcher.pipeline.breaker import BreakerStats
-
-__all__ = ["BatcherStats", "FlushReason", "Histogram", "HistogramSnapshot"]
+__all__ = ["BatcherStats", "BreakerStats", "FlushReason", "Histogram", "HistogramSnapshot"]
 
 # Flush reasons, in the order the dashboard lists them.
 FlushReason = str
@@ -50,11 +47,32 @@ class Histogram:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerStats:
+    """A snapshot of the breaker; ``transitions`` counts every state change since it was made."""
+
+    state: str
+    transitions: int
+    opened: int
+    consecutive_failures: int
+    short_circuited: int
+    probes: int
+    failure_threshold: int
+    reset_seconds: float
+    seconds_until_probe: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BatcherStats:
     """What the batcher did since it started.
 
     ``events_saved`` is the number of events that did not need a message of their own (an
     aggregate of 3 saves 2); ``events_batched`` counts events that travelled inside aggregates.
+    ``dead_lettered_batches`` counts batches appended to the dead-letter file; ``kept_on_disk``
+    is True while some of them wait there to be written back.
     """
 
     state: str
@@ -72,7 +90,7 @@ class BatcherStats:
     retries: int
     failed_writes: int
     dead_lettered_batches: int
-    dead_letter_pending: bool
+    kept_on_disk: bool
     rejected_messages: int
     listener_errors: int
     batch_size: int
@@ -80,7 +98,7 @@ class BatcherStats:
     batching_enabled: bool
     batch_size_histogram: HistogramSnapshot
     write_latency_histogram: HistogramSnapshot
-    # Events dropped by key coalescing (issue 6): only a rule with coalesce = "key" drops any.
+    # Events dropped by key coalescing: only a rule with coalesce = "key" drops any.
     events_superseded: int = 0
     # Acknowledged events (emit(wait=True), POST ?wait=stored) whose commit is still awaited.
     acks_waiting: int = 0

@@ -2,16 +2,17 @@
 
 Events of one ``(source, type)`` become one aggregate; a group of one stays a plain event. The
 aggregate carries every original event, in emit order, so a consumer loses nothing by taking it.
-It is compact (issue 10): the original type (``event_type``) and the source are said once, and
-each inner event keeps only ``seq``, ``ts`` and ``data``, plus ``priority`` and ``key`` when set.
-Type and source were about 40 of a typical inner event's 95 bytes, repeated for every event, on
-the wire and in every stored row. The client helpers (``frontend/sse-batcher.js``,
-``sse_batcher.server.client.subscribe.unroll``) restore full events, so a consumer that unrolls sees no difference.
-Events that must travel alone (critical, or from a worker with batching off) are never grouped.
-Per-type rules (``rules.py``), when given, may cut a group into parts, coalesce it by key (the
-aggregate then says how many events were ``superseded``) or fold identical payloads (``counts``).
+It is compact: the original type (``event_type``) and the source are said once, and each inner
+event keeps only ``seq``, ``ts`` and ``data``, plus ``priority`` and ``key`` when set, because type
+and source would be about 40 of a typical inner event's 95 bytes, repeated for every event, on the
+wire and in every stored row (see bench/RESULTS.md, 'Bytes on the wire per event'). The client
+helpers (``frontend/sse-batcher.js``, ``sse_batcher.server.client.unroll``) restore full events, so
+a consumer that unrolls sees no difference. Events that must travel alone (critical, or from a
+worker with batching off) are never grouped. Per-type rules (``rules.py``), when given, may cut a
+group into parts, coalesce it by key (the aggregate then says how many events were
+``superseded``) or fold identical payloads (``counts``).
 
-Hop 4 of the data flow. Next hop: the writer (``_writer.py``) stores the messages.
+Hop 4 of the data flow. Next hop: the writer (``writer.py``) stores the messages.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from sse_batcher.batcher.events import CRITICAL, NORMAL, Event, Message
-from sse_batcher.batcher.rules.rules import shape_group
+from sse_batcher.batcher.rules.shaping import shape_group
 
 if TYPE_CHECKING:
     from sse_batcher.batcher.rules.rules import AggregationRules

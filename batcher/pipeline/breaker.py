@@ -19,14 +19,13 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
 
 from sse_batcher import constants
 from sse_batcher.batcher.config import require_positive
 from sse_batcher.batcher.errors import ConfigError
+from sse_batcher.batcher.stats import BreakerStats
 
-__all__ = ["BreakerState", "BreakerStats", "CircuitBreaker"]
+__all__ = ["BreakerState", "CircuitBreaker"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,25 +36,6 @@ class BreakerState(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BreakerStats:
-    """A snapshot of the breaker; ``transitions`` counts every state change since it was made."""
-
-    state: str
-    transitions: int
-    opened: int
-    consecutive_failures: int
-    short_circuited: int
-    probes: int
-    failure_threshold: int
-    reset_seconds: float
-    seconds_until_probe: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
 
 class CircuitBreaker:

@@ -20,7 +20,8 @@ import msgspec
 
 from sse_batcher.batcher.errors import BufferFullError
 from sse_batcher.batcher.events import NORMAL, Event
-from sse_batcher.batcher.rules.rules import DeadlineClock
+from sse_batcher.batcher.pipeline.intake import Item
+from sse_batcher.batcher.rules.deadlines import DeadlineClock
 
 __all__ = ["EventBuffer"]
 
@@ -30,9 +31,10 @@ _time_ns = time.time_ns
 def _now() -> float:
     """Wall time in whole milliseconds: an event's ``ts``.
 
-    Issue 10: the full float repr costs four more bytes per event on the wire and in every stored
-    row, for sub-millisecond precision nothing downstream reads (DESIGN's wire format shows three
-    decimals). Integer arithmetic: round(time.time(), 3) takes two and a half times as long.
+    The full float repr costs four more bytes per event on the wire and in every stored row, for
+    sub-millisecond precision nothing downstream reads. Integer arithmetic, because
+    round(time.time(), 3) takes two and a half times as long (see bench/RESULTS.md, 'Bytes on the
+    wire per event').
     """
     return _time_ns() // 1_000_000 / 1000
 
@@ -85,7 +87,11 @@ class EventBuffer:
         urgent: bool = False,
         on_seq: Callable[[int], None] | None = None,
     ) -> int:
-        """Append one validated event and return its seq.
+        """:meth:`put_item` for an event given field by field."""
+        return self.put_item((type_, source, data, priority, key, batched, urgent, None), timeout, on_seq)
+
+    def put_item(self, item: Item, timeout: float | None = None, on_seq: Callable[[int], None] | None = None) -> int:
+        """Append one validated event, an intake :data:`Item`, and return its seq.
 
         ``batched=False`` puts the event in the bypass queue: it leaves on its own, at once, and
         never drags the batched events out early. ``urgent`` (and ``critical`` priority) flushes
@@ -96,7 +102,9 @@ class EventBuffer:
         Raises:
             BufferFullError: the buffer is full (after waiting up to ``timeout``).
         """
-        # The hot path: locals only, no per-event counters beyond what the lock must protect.
+        # The hot path: one tuple unpacked, locals only, no per-event counters beyond what the lock
+        # must protect. Taking the item whole, not as arguments, spares emit() a call with *item.
+        type_, source, data, priority, key, batched, urgent, idempotency_key = item
         with self._lock:
             events = self._events
             if len(events) + len(self._bypass) >= self._capacity:
@@ -106,7 +114,7 @@ class EventBuffer:
                 on_seq(seq)  # under the lock: no flush can take the event before its waiter exists
             now = _now()
             if batched:
-                events.append(Event(type_, source, seq, now, _Raw(data), priority, key))
+                events.append(Event(type_, source, seq, now, _Raw(data), priority, key, True, idempotency_key))
                 depth = len(events)
                 wake = depth == 1 or depth == self._batch_size
                 if urgent or priority != NORMAL:
@@ -117,7 +125,7 @@ class EventBuffer:
                 depth += len(self._bypass)
             else:
                 bypass = self._bypass
-                bypass.append(Event(type_, source, seq, now, _Raw(data), priority, key, False))
+                bypass.append(Event(type_, source, seq, now, _Raw(data), priority, key, False, idempotency_key))
                 wake = len(bypass) == 1
                 depth = len(events) + len(bypass)
             if depth > self._high_water:
@@ -145,11 +153,7 @@ class EventBuffer:
         finally:
             self._waiters -= 1
 
-    def put_many(
-        self,
-        items: list[tuple[str, str, bytes, str, str | None, bool, bool, str | None]],
-        on_seq: Callable[[int], None] | None = None,
-    ) -> list[int]:
+    def put_many(self, items: list[Item], on_seq: Callable[[int], None] | None = None) -> list[int]:
         """Append validated items, all or none: (type, source, data, priority, key, batched, urgent, idempotency key).
 
         ``on_seq`` is called with each seq under the lock, as in :meth:`put`.

@@ -8,8 +8,8 @@ write-back, or shutdown. Deadlines are monotonic.
 
 Hop 3 of the data flow. Data flows one way: buffer -> this loop -> aggregate -> writer (-> store).
 What the writer returns goes on to the tracker (flush() and acknowledgement waiters) and downstream
-to the listeners (the
-log follower's local-commit wake-up, library callbacks). Nothing calls back into the loop but
+to the listeners (the log follower's local-commit wake-up, library callbacks) and the flush
+observers (the sizer, which only takes note). Nothing calls back into the loop but
 :meth:`FlushLoop.wake`.
 """
 
@@ -116,8 +116,8 @@ class FlushLoop:
     async def run(self) -> None:
         """Flush until closing and empty; the dead-letter file left by an earlier run goes first."""
         try:
-            if self._writer.pending:
-                self._pass_on(await self._writer.drain())
+            if self._writer.on_disk:
+                self._pass_on(await self._writer.write_back())
             while True:
                 reason = await self._next_reason()
                 if reason is None:
@@ -127,14 +127,12 @@ class FlushLoop:
             self.done.set()
 
     def _due(self) -> str | None:
+        """Why a batch should leave now, or None: a question only, it changes nothing."""
         buffer = self._buffer
         depth = len(buffer)
         if self.closing:
             return "shutdown" if depth else None
         if not depth:
-            if self.manual:
-                self.manual = False
-                self._tracker.release_flush_waiters(self._writer.pending)
             return None
         if buffer.bypass_waiting:
             return "bypass"
@@ -160,13 +158,17 @@ class FlushLoop:
                 return reason
             if self.closing:
                 return None
+            if self.manual:
+                # flush() was asked while nothing was buffered: nothing to flush, so answer it here.
+                self.manual = False
+                self._tracker.release_flush_waiters(self._writer.on_disk)
             now = time.monotonic()
             deadline = self._buffer.next_deadline(self.batch_timeout)
-            drain_at = self._writer.next_drain_at
-            if drain_at <= now:
-                self._pass_on(await self._writer.drain())
+            write_back_at = self._writer.next_write_back_at
+            if write_back_at <= now:
+                self._pass_on(await self._writer.write_back())
                 continue
-            delay = min(math.inf if deadline is None else deadline - now, drain_at - now)
+            delay = min(math.inf if deadline is None else deadline - now, write_back_at - now)
             with anyio.move_on_after(max(delay, 0.0)):
                 await wake.wait()
 
@@ -198,6 +200,24 @@ class FlushLoop:
                 self.listener_errors += 1
                 logger.exception("flush observer %r failed", observer)
 
+    async def keep_leftovers(self) -> None:
+        """Append to the dead-letter file what the loop still holds; for a shutdown that ran out of time.
+
+        A batch that was in flight may have committed; its idempotency key makes the rewrite at the
+        next start harmless.
+        """
+        buffer = self._buffer
+        leftovers = []
+        inflight = self._writer.take_inflight()
+        if inflight:
+            leftovers.append(inflight)
+        bypass = buffer.take_bypass()
+        if bypass:
+            leftovers.append(aggregate(bypass, self._origin, self._rules))
+        while len(buffer):
+            leftovers.append(aggregate(buffer.take(len(buffer)), self._origin, self._rules))
+        await self._writer.keep_on_disk(leftovers)
+
     def _count(self, events: int, messages: list[Message]) -> None:
         for message in messages:
             if message.event_count > 1:
@@ -210,7 +230,7 @@ class FlushLoop:
     def _pass_on(self, written: Written) -> None:
         """Settle waiters, then hand what committed downstream, in id order."""
         self._tracker.settle(written)
-        self._tracker.release_flush_waiters(self._writer.pending)
+        self._tracker.release_flush_waiters(self._writer.on_disk)
         stored = written.stored
         if not stored:
             return

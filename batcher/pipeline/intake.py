@@ -1,10 +1,12 @@
-"""Intake: the one place an event is checked and encoded, for emit() and emit_many() alike.
+"""Intake: the one place an event is checked and encoded, for every emit path alike.
 
 Validation happens at once, on the caller's thread, so a bad event is refused where it was made,
 with the field and the rule (:class:`~sse_batcher.batcher.errors.EventValidationError`), and nothing is changed.
-Names seen valid before are cached (bounded), so the common case costs two set lookups; emit()
-inlines that lookup and calls :meth:`Intake.check` only on a miss, because a method call per emit is
-measurable at half a million emits a second (bench/emit.py).
+:meth:`Intake.item` is the hot path of ``emit()``: names seen valid before are cached (bounded), so
+a typical event costs two set lookups, one JSON encode and the building of one tuple; the checks
+that say why an event is refused run only on a cache miss or a refusal. The fast path is written out
+inside that one method because each further call per emit is measurable at half a million emits a
+second (see bench/RESULTS.md, 'Emit throughput').
 
 Next hop: the validated items go into the buffer (``buffer.py``).
 """
@@ -35,7 +37,8 @@ _NAME_CACHE_LIMIT: Final = 4096
 
 EVENT_FIELDS: Final = frozenset({"type", "data", "source", "priority", "key", "idempotency_key"})
 
-# What the buffer takes: (type, source, data, priority, key, batched, urgent, idempotency_key).
+# What the buffer takes (EventBuffer.put_item, put_many):
+# (type, source, data, priority, key, batched, urgent, idempotency_key).
 Item = tuple[str, str, bytes, str, str | None, bool, bool, str | None]
 
 
@@ -47,7 +50,13 @@ def request_scoped_key(own: Any, request_key: str | None, index: int) -> Any:
 
 
 class Intake:
-    """Validate and encode events; ``known_types`` and ``known_sources`` are the (bounded) name cache."""
+    """Validate and encode events into buffer items; ``known_types`` and ``known_sources`` are the name cache.
+
+    ``batching`` False (this batcher's config) sends every event around the batches; a type in
+    ``unbatched`` (the rules) leaves at once, but in order with the events before it.
+    """
+
+    __slots__ = ("batching", "default_source", "known_sources", "known_types", "max_event_bytes", "unbatched")
 
     def __init__(self, *, default_source: str, max_event_bytes: int, batching: bool, unbatched: frozenset[str]) -> None:
         self.default_source = default_source
@@ -57,52 +66,47 @@ class Intake:
         self.known_types: set[str] = set()
         self.known_sources: set[str] = set()
 
-    def check_names(self, type_: object, source: object) -> None:
-        """Validate ``type_`` and ``source``; names seen valid before cost two set lookups.
+    def item(
+        self, type_: Any, data: Any, source: Any = None, priority: Any = NORMAL, key: Any = None, batched: bool = True
+    ) -> Item:
+        """Check one event and return it as a buffer :data:`Item`; ``source`` None is the default source.
+
+        ``data`` must be a JSON object of at most ``max_event_bytes`` once encoded, without NUL.
+        The names of an event that passes are remembered (while the cache has room).
 
         Raises:
-            EventValidationError: either breaks its rule (an unhashable value included).
+            EventValidationError: a field broke its rule; nothing was changed, the cache included.
         """
+        if source is None:
+            source = self.default_source
         try:
-            if type_ in self.known_types and source in self.known_sources:
-                return
+            known = type_ in self.known_types and source in self.known_sources
         except TypeError:  # unhashable (a list, say): not a name; the checks below say why
-            pass
-        check_type(type_)
-        check_source(source)
-        if len(self.known_types) < _NAME_CACHE_LIMIT:
-            self.known_types.add(type_)  # type: ignore[arg-type]
-        if len(self.known_sources) < _NAME_CACHE_LIMIT:
-            self.known_sources.add(source)  # type: ignore[arg-type]
-
-    def encode(self, data: object) -> bytes:
-        """Encode ``data``: a JSON object of at most ``max_event_bytes``, without NUL.
-
-        Raises:
-            EventValidationError: it is not.
-        """
+            known = False
+        if not known:
+            check_type(type_)
+            check_source(source)
+        if priority != NORMAL:
+            check_priority(priority)
+        if key is not None:
+            check_key(key)
+        raw = None
         if data.__class__ is dict:
             try:
                 raw = encode_json(data)
             except (TypeError, ValueError, OverflowError, RecursionError):
-                pass  # the slow path below says why
-            else:
-                if len(raw) <= self.max_event_bytes and NUL_ESCAPE not in raw:
-                    return raw
-        return encode_data(data, self.max_event_bytes)
+                pass  # encode_data below says why
+        if raw is None or len(raw) > self.max_event_bytes or NUL_ESCAPE in raw:
+            raw = encode_data(data, self.max_event_bytes)  # raises the error that says why
+        if not known:
+            self._remember(type_, source)
+        return (type_, source, raw, priority, key, batched and self.batching, type_ in self.unbatched, None)
 
-    def check(self, type_: object, data: object, source: object, priority: object, key: object) -> bytes:
-        """Check one event's fields and return its encoded ``data``.
-
-        Raises:
-            EventValidationError: a field broke its rule.
-        """
-        self.check_names(type_, source)
-        if priority is not NORMAL and priority != NORMAL:
-            check_priority(priority)
-        if key is not None:
-            check_key(key)
-        return self.encode(data)
+    def _remember(self, type_: str, source: str) -> None:
+        if len(self.known_types) < _NAME_CACHE_LIMIT:
+            self.known_types.add(type_)
+        if len(self.known_sources) < _NAME_CACHE_LIMIT:
+            self.known_sources.add(source)
 
     def items(
         self, events: Sequence[Any], default_source: str | None = None, request_key: str | None = None
@@ -132,12 +136,10 @@ class Intake:
                 source = event.get("source")
                 if source is None:
                     source = fallback
-                priority = event.get("priority", NORMAL)
-                key = event.get("key")
-                raw = self.check(event["type"], event["data"], source, priority, key)
+                item = self.item(event["type"], event["data"], source, event.get("priority", NORMAL), event.get("key"))
+                # Checked last: an event wrong in several fields is refused for the first of them.
                 idem = check_idempotency_key(request_scoped_key(event.get("idempotency_key"), request_key, index))
             except EventValidationError as exc:
                 raise EventValidationError(exc.field, str(exc).split(": ", 1)[-1], index=index) from None
-            type_ = event["type"]
-            items.append((type_, source, raw, priority, key, self.batching, type_ in self.unbatched, idem))
+            items.append(item[:7] + (idem,))
         return items

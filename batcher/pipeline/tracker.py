@@ -12,12 +12,12 @@ Two kinds of waiter, both resolved by the flush loop from what the writer return
   batch's aggregates are cut per (source, type) in seq order, so ranges of one group never overlap.
 
 Waiters are ``concurrent.futures.Future`` objects, so a worker thread can block on one while the
-event loop resolves it.
+event loop resolves it. The caller's side, putting events with waiters and waiting for them, is
+``acks.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import concurrent.futures
 import threading
@@ -26,20 +26,20 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from sse_batcher.batcher.errors import AckTimeoutError, BatcherClosedError, StoreRejectedError
+from sse_batcher.batcher.errors import BatcherClosedError, StoreRejectedError
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.pipeline.writer import Written
 
-__all__ = ["Ack", "FlushTracker", "outcome", "timeout_error", "wait_for_acks"]
+__all__ = ["BUFFERED", "KEPT", "Ack", "FlushTracker"]
 
-# Where an acknowledged event stands before it commits.
+# Where an acknowledged event stands before it is stored: in memory, or in the dead-letter file.
 BUFFERED = "buffered"
-DEAD_LETTERED = "dead_lettered"
+KEPT = "kept"
 
 
 @dataclass(slots=True)
 class Ack:
-    """One acknowledged event: its future message id, and whether it is on disk meanwhile."""
+    """One acknowledged event: its future message id, and whether it is kept on disk meanwhile."""
 
     seq: int
     future: concurrent.futures.Future[int] = field(default_factory=concurrent.futures.Future)
@@ -50,7 +50,7 @@ class FlushTracker:
     """Flush waiters (loop only) and acknowledgement waiters (any thread registers, the loop resolves)."""
 
     def __init__(self) -> None:
-        self._handled = (0, 0)  # batched and bypass events stored or dead-lettered so far
+        self._handled = (0, 0)  # batched and bypass events stored or kept on disk so far
         self._flush_waiters: list[tuple[tuple[int, int], anyio.Event]] = []
         self._lock = threading.Lock()
         # (source, type) -> seqs waited for (sorted, since seqs only grow) and their acks.
@@ -63,23 +63,23 @@ class FlushTracker:
         normal, bypassed = self._handled
         self._handled = (normal, bypassed + events) if bypass else (normal + events, bypassed)
 
-    def reached(self, target: tuple[int, int], pending_on_disk: bool) -> bool:
-        """Whether everything up to the buffer marks ``target`` is handled and nothing waits on disk."""
+    def reached(self, target: tuple[int, int], on_disk: bool) -> bool:
+        """Whether everything up to the buffer marks ``target`` is handled, none of it left on disk."""
         handled = self._handled
-        return handled[0] >= target[0] and handled[1] >= target[1] and not pending_on_disk
+        return handled[0] >= target[0] and handled[1] >= target[1] and not on_disk
 
     def add_flush_waiter(self, target: tuple[int, int]) -> anyio.Event:
         done = anyio.Event()
         self._flush_waiters.append((target, done))
         return done
 
-    def release_flush_waiters(self, pending_on_disk: bool, *, closed: bool = False) -> None:
+    def release_flush_waiters(self, on_disk: bool, *, closed: bool = False) -> None:
         """Wake every flush() whose target is reached (all of them when ``closed``)."""
         if not self._flush_waiters:
             return
         keep = []
         for target, done in self._flush_waiters:
-            if closed or self.reached(target, pending_on_disk):
+            if closed or self.reached(target, on_disk):
                 done.set()
             else:
                 keep.append((target, done))
@@ -90,10 +90,10 @@ class FlushTracker:
         """Return one :class:`Ack` per ``(source, type)`` of the events about to be accepted, in order,
         and the ``on_seq`` callback the buffer calls with each event's seq (under its lock)."""
         acks = [Ack(seq=0) for _ in groups]
-        pending = iter(zip(acks, groups, strict=True))
+        unassigned = iter(zip(acks, groups, strict=True))
 
         def register(seq: int) -> None:
-            ack, group = next(pending)
+            ack, group = next(unassigned)
             ack.seq = seq
             with self._lock:
                 seqs, by_seq = self._acks.setdefault(group, ([], {}))
@@ -132,7 +132,7 @@ class FlushTracker:
                         ack.future.set_exception(StoreRejectedError(f"PostgreSQL refused the event: {refused.reason}"))
             for message in written.kept:
                 for ack in self._find(message):
-                    ack.state = DEAD_LETTERED
+                    ack.state = KEPT
 
     def close(self) -> None:
         """Fail every waiter left: the batcher closed (what it held went to the dead-letter file)."""
@@ -170,65 +170,3 @@ class FlushTracker:
         if not seqs:
             del self._acks[(message.source, message.event_type)]
         return taken
-
-
-def outcome(acks: Sequence[Ack]) -> tuple[list[int | None], str | None]:
-    """The ids of ``acks`` committed so far, and the state of the first that is not (None: all are)."""
-    ids: list[int | None] = []
-    state: str | None = None
-    for ack in acks:
-        future = ack.future
-        if future.done() and future.exception() is None:
-            ids.append(future.result())
-        else:
-            ids.append(None)
-            if state is None:
-                state = "closed" if future.done() else ack.state
-    return ids, state
-
-
-def timeout_error(acks: Sequence[Ack], seconds: float) -> AckTimeoutError:
-    """The error for acks not all committed within ``seconds``."""
-    ids, state = outcome(acks)
-    pending = [a for a in acks if not (a.future.done() and a.future.exception() is None)]
-    kept = all(a.state == DEAD_LETTERED for a in pending)
-    return AckTimeoutError(
-        f"{len(pending)} of {len(acks)} events were not committed within {seconds:g} s "
-        f"({'kept on disk, to be stored once PostgreSQL answers' if kept else state})",
-        state=state or BUFFERED,
-        kept=kept,
-        ids=ids,
-    )
-
-
-async def wait_for_acks(acks: Sequence[Ack], limit: float) -> list[int]:
-    """Wait up to ``limit`` seconds for every ack; return their message ids.
-
-    Raises:
-        StoreRejectedError: PostgreSQL refused one of the events.
-        AckTimeoutError: not all committed in time (``kept`` says whether the rest is on disk).
-    """
-    # Not asyncio.wrap_future: cancelling the wait (the timeout) would cancel the acks too, and a
-    # late commit must still resolve them for anyone else asking.
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    remaining = len(acks)
-
-    def one_done(_: object) -> None:
-        nonlocal remaining
-        remaining -= 1
-        if remaining == 0:
-            done.set()
-
-    for ack in acks:
-        ack.future.add_done_callback(lambda f: loop.call_soon_threadsafe(one_done, f))
-    with anyio.move_on_after(limit):
-        await done.wait()
-    ids, state = outcome(acks)
-    if state is None:
-        return [i for i in ids if i is not None]
-    for ack in acks:
-        failure = ack.future.exception() if ack.future.done() else None
-        if isinstance(failure, StoreRejectedError):
-            raise failure
-    raise timeout_error(acks, limit)

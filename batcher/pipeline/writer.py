@@ -8,13 +8,13 @@ given, short-cuts the retries while the store is known to be down. Idempotency k
 rewrite (a retry after a lost COMMIT answer, a write-back after a crash) harmless.
 
 The writer owns its retry clock (monotonic, so a wall-clock step neither stalls nor hurries a
-retry): the flush loop asks :attr:`BatchWriter.next_drain_at` when to come back, and calls
-:meth:`BatchWriter.drain` then.
+retry): the flush loop asks :attr:`BatchWriter.next_write_back_at` when to come back, and calls
+:meth:`BatchWriter.write_back` then.
 
 Flows one way: flush loop -> writer -> store; what committed goes back as the return value, and the
 flush loop hands it on downstream (the log follower, listeners).
 
-Hop 5 of the data flow. Next hop: the store (``store.py``), one transaction per batch.
+Hop 5 of the data flow. Next hop: the store (``sse_batcher.batcher.log.store``), one transaction per batch.
 """
 
 from __future__ import annotations
@@ -91,10 +91,10 @@ class BatchWriter:
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
-        # Kept until handled: if shutdown cancels the write, the batch is dead-lettered, not lost.
+        # Held until handled: if shutdown cancels the write, the batch is kept on disk, not lost.
         self._inflight: list[Message] | None = None
-        self._pending = False  # batches wait in the dead-letter file
-        self._next_drain_at = math.inf  # when to write the file back next (monotonic)
+        self._on_disk = False  # batches wait in the dead-letter file
+        self._next_write_back_at = math.inf  # when to write the file back next (monotonic)
         self._written = 0  # batches of the file already stored by this process
         self._delay = retry_delay_seconds or 0.1
         self.retries = 0
@@ -108,19 +108,19 @@ class BatchWriter:
         return self._breaker
 
     @property
-    def pending(self) -> bool:
+    def on_disk(self) -> bool:
         """True while batches wait in the dead-letter file."""
-        return self._pending
+        return self._on_disk
 
     @property
-    def next_drain_at(self) -> float:
+    def next_write_back_at(self) -> float:
         """When (monotonic) the dead-letter file should be written back next; inf when empty."""
-        return self._next_drain_at if self._pending else math.inf
+        return self._next_write_back_at if self._on_disk else math.inf
 
-    async def load_pending(self) -> None:
+    async def load_dead_letter(self) -> None:
         """Notice a dead-letter file left by an earlier run, so it is written back first."""
-        self._pending = await anyio.to_thread.run_sync(self._deadletter.pending_batches) > 0
-        self._next_drain_at = self._clock()
+        self._on_disk = await anyio.to_thread.run_sync(self._deadletter.count_batches) > 0
+        self._next_write_back_at = self._clock()
 
     async def write(self, messages: list[Message], *, closing: bool = False) -> Written:
         """Store ``messages`` or dead-letter them; batches waiting on disk go first, in order.
@@ -128,12 +128,12 @@ class BatchWriter:
         ``closing`` (shutdown) allows one attempt only: what fails goes to disk, not lost.
         """
         # Held before anything can wait, and left set if this is cancelled: shutdown then finds it
-        # (take_inflight) and keeps it on disk, even when the cancel came while draining the file.
+        # (take_inflight) and keeps it on disk, even when the cancel came during a write-back.
         self._inflight = messages
         done = Written()
-        if self._pending:
-            done.extend(await self.drain())
-        if self._pending:
+        if self._on_disk:
+            done.extend(await self.write_back())
+        if self._on_disk:
             await self._dead_letter(messages)
             done.kept.extend(messages)
         else:
@@ -194,10 +194,10 @@ class BatchWriter:
     async def _dead_letter(self, messages: list[Message]) -> None:
         await anyio.to_thread.run_sync(self._deadletter.append, messages)
         self.dead_lettered += 1
-        if not self._pending:
-            self._pending = True
+        if not self._on_disk:
+            self._on_disk = True
             self._delay = self._retry_delay or 0.1
-            self._next_drain_at = self._clock() + self._delay
+            self._next_write_back_at = self._clock() + self._delay
 
     async def keep_on_disk(self, batches: list[list[Message]]) -> None:
         """Append ``batches`` to the dead-letter file even while being cancelled (shutdown ran out of time)."""
@@ -206,13 +206,13 @@ class BatchWriter:
                 await anyio.to_thread.run_sync(self._deadletter.append, batch)
             self.dead_lettered += 1
 
-    async def drain(self) -> Written:
-        """Write the dead-letter file back in order; :attr:`pending` is False afterwards if it all went."""
+    async def write_back(self) -> Written:
+        """Write the dead-letter file back in order; :attr:`on_disk` is False afterwards if it all went."""
         done = Written()
         breaker = self._breaker
         if breaker is not None and not breaker.allow():
             # Open: do not touch the store; come back when the breaker lets a probe through.
-            self._next_drain_at = self._clock() + max(breaker.seconds_until_probe(), 0.01)
+            self._next_write_back_at = self._clock() + max(breaker.seconds_until_probe(), 0.01)
             return done
         batches = await anyio.to_thread.run_sync(self._deadletter.batches)
         for batch in batches[self._written :]:
@@ -224,7 +224,7 @@ class BatchWriter:
                 self.failed_writes += 1
                 logger.warning("dead-letter write-back failed, will retry: %s", exc)
                 self._delay = min(self._delay * 2, _DEADLETTER_RETRY_MAX_SECONDS)
-                self._next_drain_at = self._clock() + self._delay
+                self._next_write_back_at = self._clock() + self._delay
                 return done
             if breaker is not None:
                 breaker.record_success()
@@ -232,6 +232,6 @@ class BatchWriter:
             done.extend(await self._handle_result(result, batch))
         await anyio.to_thread.run_sync(self._deadletter.clear)
         self._written = 0
-        self._pending = False
-        self._next_drain_at = math.inf
+        self._on_disk = False
+        self._next_write_back_at = math.inf
         return done

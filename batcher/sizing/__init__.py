@@ -3,8 +3,8 @@
 Enters: what each flush reports (:class:`~sse_batcher.batcher.pipeline.FlushReport`) and samples of
 the machine and this process (:class:`ServerLoadMonitor`, psutil).
 Inside: a named :class:`SizingStrategy` (:mod:`.strategies`, :mod:`.learned`, picked by
-:func:`make_strategy`) turns the signals of one decision window into a decision; :class:`BatchSizer`
-asks it and returns the decision, which the batcher applies; :class:`SplitBatcher` runs two
+:func:`make_strategy`) turns the signals of one decision period into a decision; :class:`BatchSizer`
+asks it in its own task and applies the decision to the batcher; :class:`SplitBatcher` runs two
 strategies side by side as a live A/B.
 Leaves: a new batch size and timeout for the pipeline, and figures for the stats.
 Next: back to :mod:`sse_batcher.batcher.pipeline`, through the batcher's ``set_batch_size`` and

@@ -1,4 +1,4 @@
-"""The inputs and outputs every sizing strategy shares: its config, the signals of one window, a decision.
+"""The inputs and outputs every sizing strategy shares: its config, the signals of one period, a decision.
 
 Apart from ``sse_batcher.batcher.sizing.strategies`` so that module holds the policies alone; re-exported there.
 """
@@ -24,7 +24,7 @@ class SizingConfig:
     """Which strategy sizes batches, its bounds, thresholds and pace.
 
     ``age_target_seconds`` is the age at commit the ``learned`` strategy keeps events under;
-    ``learned_min_samples`` the decision windows it needs, per arrival-rate band, before it
+    ``learned_min_samples`` the decision periods it needs, per arrival-rate band, before it
     stops deferring to ``adaptive``; ``seed`` makes its exploration repeatable. ``strategy_b``
     names the strategy of a live A/B's second arm (None: no A/B), which gets ``ab_split`` of the
     sources (``sse_batcher.batcher.sizing.split``).
@@ -47,7 +47,7 @@ class SizingConfig:
     age_target_seconds: float = constants.SSE_BATCH_AGE_TARGET_SECONDS
     increase_step: int = 5
     decrease_factor: float = 0.9
-    backlog_drain_flushes: int = 4
+    backlog_flushes: int = 4
     history_size: int = 50
     learned_min_samples: int = 8
     learned_explore: float = 0.15
@@ -78,8 +78,8 @@ class SizingConfig:
         ):
             require_positive(name, getattr(self, name))
         require_non_negative("cooldown_seconds", self.cooldown_seconds)
-        if min(self.increase_step, self.backlog_drain_flushes, self.history_size, self.learned_min_samples) < 1:
-            raise ConfigError("increase_step, backlog_drain_flushes, history_size and learned_min_samples must be >= 1")
+        if min(self.increase_step, self.backlog_flushes, self.history_size, self.learned_min_samples) < 1:
+            raise ConfigError("increase_step, backlog_flushes, history_size and learned_min_samples must be >= 1")
         if not 0.5 <= self.decrease_factor < 1:
             raise ConfigError(f"decrease_factor must be in [0.5, 1), got {self.decrease_factor!r}")
         if not 0 <= self.learned_explore <= 1:
@@ -92,7 +92,7 @@ class Signals:
 
     ``load`` is None when the monitor is failing or stale. ``write_seconds`` is the mean store
     write time of those flushes (None without one); ``long_write_seconds`` its long-run average.
-    ``period_seconds`` and ``cpu_seconds`` are how long the window lasted and how much CPU this
+    ``period_seconds`` and ``cpu_seconds`` are how long the period lasted and how much CPU this
     process used in it (None when unknown); the learned strategy's reward is built from them.
     """
 
@@ -110,8 +110,12 @@ class Signals:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
-    """A change to make: the new size and timeout, and the rule that asked for it."""
+    """A change to make: the new size and timeout, the rule that asked for it, and the load it saw.
+
+    ``load`` travels with the decision so whoever applies it can record what it was based on.
+    """
 
     size: int
     timeout_seconds: float
     reason: str
+    load: LoadSample | None = None

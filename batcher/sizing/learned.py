@@ -1,10 +1,10 @@
-"""The ``learned`` sizing strategy: a bandit over (batch size, timeout), fed by the server's own windows.
+"""The ``learned`` sizing strategy: a bandit over (batch size, timeout), fed by the server's own periods.
 
-No offline training data: every decision window the server already measures (events delivered,
+No offline training data: every decision period the server already measures (events delivered,
 the CPU this process used, flushes, store write time, backlog) is a sample of the reward of the
 (size, timeout) it ran under. The reward is delivered events per CPU-second, cut down when the
-window's estimated age at commit (the wait to fill a batch or time out, plus the store write,
-plus the time to drain what was left behind) passes ``age_target_seconds``: by the square of
+period's estimated age at commit (the wait to fill a batch or time out, plus the store write,
+plus the time to clear what was left behind) passes ``age_target_seconds``: by the square of
 ``target / age``, so a choice that keeps events twice too long keeps a quarter of its reward.
 
 Choices are a grid: six sizes spaced geometrically from the minimum to the maximum, and three
@@ -13,7 +13,7 @@ on the arrival rate (at 10 events/s no size fills), so there is one table per de
 per second. Memory is bounded: 6 bands x 18 choices, each an exponentially weighted mean (the
 weight never drops under 0.1, so the table follows a machine whose costs drift) and a count.
 
-Policy, per band: until ``learned_min_samples`` windows were seen, defer to ``adaptive`` (whose
+Policy, per band: until ``learned_min_samples`` periods were seen, defer to ``adaptive`` (whose
 choices are credited to the nearest grid cell, so the band learns from them). Then take the
 best-known choice, and with probability ``learned_explore`` one of its grid neighbours instead
 (local exploration: a random far choice could hold events ten times too long). The safety rules
@@ -41,15 +41,15 @@ _SHOWN_PER_BAND = 6
 
 
 def reward(size: int, timeout_seconds: float, s: Signals, age_target_seconds: float) -> float | None:
-    """The reward of one window that ran under (size, timeout); None when it says nothing.
+    """The reward of one period that ran under (size, timeout); None when it says nothing.
 
-    A window with no events, or without a CPU or duration figure, is not a sample.
+    A period with no events, or without a CPU or duration figure, is not a sample.
     """
-    window, cpu = s.period_seconds, s.cpu_seconds
-    if s.events <= 0 or not window or not cpu or cpu <= 0:
+    period, cpu = s.period_seconds, s.cpu_seconds
+    if s.events <= 0 or not period or not cpu or cpu <= 0:
         return None
-    rate = s.events / window
-    age = min(timeout_seconds, size / rate) + (s.write_seconds or 0.0) + min(s.backlog / rate, window)
+    rate = s.events / period
+    age = min(timeout_seconds, size / rate) + (s.write_seconds or 0.0) + min(s.backlog / rate, period)
     value = s.events / cpu
     if age > age_target_seconds:
         value *= (age_target_seconds / age) ** 2

@@ -1,12 +1,18 @@
 """BatchSizer: apply a sizing strategy to a running batcher, with the load monitor it reads.
 
 The sizer gathers what the batcher reports after each flush (events, whether it filled the
-batch, write time, failures) and the CPU this process used, reads the load monitor, asks its
-:class:`~sse_batcher.batcher.sizing.strategies.SizingStrategy` (named by ``SizingConfig.strategy``) once per sample
-interval, and applies what it decides through the batcher's levers (``set_batch_size``,
-``set_batch_timeout``). A burst does not wait for the next tick: a flush that leaves two batches
-or more behind asks at once (the cooldown still applies). Every change is emitted as a
-``BATCH_SIZE_ADJUSTED`` event (source ``sizing``) and kept in a short history for the stats.
+batch, write time, failures) and the CPU this process used, reads the load monitor, and once per
+sample interval asks its :class:`~sse_batcher.batcher.sizing.strategies.SizingStrategy` (named by
+``SizingConfig.strategy``) for a decision about the period that ended. A burst does not wait for
+the next tick: a flush that leaves two batches or more behind wakes the sizer's task at once (the
+cooldown still applies).
+
+Deciding and applying are kept apart, so data flows one way: the flush loop only hands its report
+to :meth:`BatchSizer.observe_flush`, which records it (and may wake the task) but never acts from
+inside the flush. :meth:`BatchSizer.decide` turns the period's signals into a ``Decision`` without
+touching the batcher; the sizer's own task applies it through the batcher's levers
+(``set_batch_size``, ``set_batch_timeout``), emits it as a ``BATCH_SIZE_ADJUSTED`` event (source
+``sizing``) and keeps it in a short history for the stats.
 
 The server starts it in its lifespan::
 
@@ -20,18 +26,17 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
 
 from sse_batcher.batcher._background import BackgroundTask
 from sse_batcher.batcher.errors import BatcherError
-from sse_batcher.batcher.lifecycle import Service
-from sse_batcher.batcher.pipeline.breaker import BreakerStats
-from sse_batcher.batcher.pipeline.facade import FlushReport, SSEEventBatcher, State
+from sse_batcher.batcher.lifecycle import Service, State
+from sse_batcher.batcher.pipeline.facade import FlushReport, SSEEventBatcher
 from sse_batcher.batcher.protocols import EventBatcher
-from sse_batcher.batcher.sizing.load import EMPTY_LOAD, LoadMonitorConfig, LoadSample, ServerLoadMonitor, SystemLoad
+from sse_batcher.batcher.sizing._stats import Adjustment, SizingStats
+from sse_batcher.batcher.sizing.load import LoadMonitorConfig, LoadSample, ServerLoadMonitor, SystemLoad
 from sse_batcher.batcher.sizing.named import make_strategy
 from sse_batcher.batcher.sizing.strategies import Decision, Signals, SizingConfig, SizingStrategy
 
@@ -39,7 +44,7 @@ __all__ = ["Adjustment", "BatchSizer", "LoadSource", "SizingStats"]
 
 logger = logging.getLogger(__name__)
 
-# Weight of the newest decision window in the long-run write time (Gradient2's long average).
+# Weight of the newest period in the long-run write time (Gradient2's long average).
 _LONG_WEIGHT = 0.1
 
 
@@ -52,83 +57,15 @@ class LoadSource(Protocol):
     def latest(self) -> LoadSample | None: ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Adjustment:
-    """One change of batch size or timeout; ``ts`` is wall-clock time, like an event's."""
-
-    ts: float
-    old_size: int
-    new_size: int
-    old_timeout_seconds: float
-    new_timeout_seconds: float
-    reason: str
-    load: LoadSample | None
-    strategy: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the event data of ``BATCH_SIZE_ADJUSTED`` (also a ``sizing.history`` entry)."""
-        return {
-            "ts": self.ts,
-            "strategy": self.strategy,
-            "old_size": self.old_size,
-            "new_size": self.new_size,
-            "old_timeout_seconds": self.old_timeout_seconds,
-            "new_timeout_seconds": self.new_timeout_seconds,
-            "reason": self.reason,
-            "load": None if self.load is None else self.load.as_dict(),
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SizingStats:
-    """A snapshot of sizing, rendered by ``server/`` as /api/stats ``sizing``.
-
-    ``strategy`` names the strategy in charge (``fixed`` when dynamic sizing is off);
-    ``strategy_state`` is what it has learned (``learned`` only; empty for the others).
-    """
-
-    dynamic: bool
-    strategy: str
-    strategy_state: dict[str, Any]
-    batch_size: int
-    batch_timeout_seconds: float
-    min_size: int
-    max_size: int
-    load: LoadSample | None
-    monitor_healthy: bool
-    history: tuple[Adjustment, ...]
-    adjustments: int
-    emit_failures: int
-    breaker: BreakerStats | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the JSON shape the dashboard reads."""
-        return {
-            "dynamic": self.dynamic,
-            "strategy": self.strategy,
-            "strategy_state": self.strategy_state,
-            "batch_size": self.batch_size,
-            "batch_timeout_seconds": self.batch_timeout_seconds,
-            "min_size": self.min_size,
-            "max_size": self.max_size,
-            "load": dict(EMPTY_LOAD) if self.load is None else self.load.as_dict(),
-            "monitor_healthy": self.monitor_healthy,
-            "history": [a.as_dict() for a in self.history],
-            "adjustments": self.adjustments,
-            "emit_failures": self.emit_failures,
-            "breaker": None if self.breaker is None else self.breaker.as_dict(),
-        }
-
-
 class BatchSizer(Service):
-    """Steer ``sse_batcher.batcher``'s batch size and timeout with a strategy, from the load and its own flushes.
+    """Steer a batcher's batch size and timeout with a strategy, from the load and its own flushes.
 
     Without ``monitor`` the sizer owns a :class:`ServerLoadMonitor` (over ``sampler``, default
     psutil) and starts and stops it with itself; the monitor runs even with ``config.enabled``
     False, so the dashboard still shows the load. Tests pass a fake ``monitor``, a fake ``clock``
     (monotonic, paces the cooldown) and call :meth:`evaluate` themselves. ``cpu_clock`` is this
     process's CPU time (the learned strategy's reward is events per CPU-second). ``events`` is where
-    ``BATCH_SIZE_ADJUSTED`` goes (default: ``sse_batcher.batcher``); an A/B arm's sizer emits through the split,
+    ``BATCH_SIZE_ADJUSTED`` goes (default: the batcher); an A/B arm's sizer emits through the split,
     so the ``sizing`` source stays on one arm and its events in order.
     """
 
@@ -164,11 +101,14 @@ class BatchSizer(Service):
         )
         self._state = State.NEW
         self._task = BackgroundTask()
+        # Set by observe_flush (on the event loop's thread, like the task that waits on it) when a
+        # backlog calls for a decision before the next tick.
+        self._decide_now = anyio.Event()
         self._history: deque[Adjustment] = deque(maxlen=config.history_size)
         self._adjustments = 0
         self._emit_failures = 0
         self._long_write: float | None = None
-        self._reset_window()
+        self._reset_period()
 
     @property
     def strategy(self) -> SizingStrategy:
@@ -178,14 +118,14 @@ class BatchSizer(Service):
     def monitor(self) -> LoadSource:
         return self._monitor
 
-    def _reset_window(self) -> None:
+    def _reset_period(self) -> None:
         self._flushes = 0
         self._full_flushes = 0
         self._events = 0
         self._errors = 0
         self._write_total = 0.0
         self._writes = 0
-        self._window_start = self._clock()
+        self._period_start = self._clock()
         self._cpu_start = self._cpu_clock()
 
     async def start(self) -> None:
@@ -200,7 +140,7 @@ class BatchSizer(Service):
                 await self._owned.start()
             if self._config.enabled:
                 self._batcher.add_flush_observer(self.observe_flush)
-                self._reset_window()
+                self._reset_period()
                 await self._task.start(self._run)
         except BaseException:
             await self.aclose()
@@ -217,12 +157,24 @@ class BatchSizer(Service):
                 await self._owned.aclose()
 
     async def _run(self) -> None:
+        """Decide and apply once per sample interval, and at once when a flush left a backlog."""
+        sample = self._config.sample_seconds
+        next_tick = anyio.current_time() + sample
         while True:
-            await anyio.sleep(self._config.sample_seconds)
+            with anyio.move_on_after(next_tick - anyio.current_time()):
+                await self._decide_now.wait()
+            if self._decide_now.is_set():
+                self._decide_now = anyio.Event()
+            else:
+                next_tick = anyio.current_time() + sample
             self.evaluate()
 
     def observe_flush(self, report: FlushReport) -> None:
-        """Account for one flush (the batcher calls this); a flush that left a backlog decides now."""
+        """Record one flush (the flush loop calls this); a flush that left a backlog wakes the task.
+
+        It never decides here: that would resize the batcher and emit into its buffer from inside
+        the flush that called it.
+        """
         if self._state is State.CLOSED:
             return
         self._flushes += 1
@@ -235,18 +187,22 @@ class BatchSizer(Service):
         else:
             self._errors += 1
         if report.backlog >= 2 * self._batcher.batch_size and self._strategy.ready(self._clock()):
-            self.evaluate()
+            self._decide_now.set()
 
-    def evaluate(self) -> Decision | None:
-        """Decide from the signals gathered since the last decision, and apply the change, if any."""
+    def decide(self) -> Decision | None:
+        """End the period: the change the strategy asks for, from the signals gathered in it, or None.
+
+        Reads the batcher's size, timeout and backlog and changes nothing in it; :meth:`evaluate`
+        applies what this returns.
+        """
         if self._state is State.CLOSED or not self._config.enabled:
             return None
         now = self._clock()
         load = self._monitor.latest() if self._monitor.healthy else None
         if load is not None and not self._strategy.ready(now):
-            return None  # keep gathering: the window of the next decision spans the cooldown
+            return None  # keep gathering: the period of the next decision spans the cooldown
         short = self._write_total / self._writes if self._writes else None
-        window = now - self._window_start
+        period = now - self._period_start
         cpu = self._cpu_clock() - self._cpu_start
         signals = Signals(
             load=load,
@@ -257,24 +213,29 @@ class BatchSizer(Service):
             errors=self._errors,
             write_seconds=short,
             long_write_seconds=self._long_write,
-            period_seconds=window if window > 0 else None,
+            period_seconds=period if period > 0 else None,
             cpu_seconds=cpu if cpu > 0 else None,
         )
         if short is not None:
             long = self._long_write
             self._long_write = short if long is None else long + _LONG_WEIGHT * (short - long)
-        self._reset_window()
+        self._reset_period()
         batcher = self._batcher
-        old_size, old_timeout = batcher.batch_size, batcher.batch_timeout_seconds
-        decision = self._strategy.decide(old_size, old_timeout, signals, now)
+        return self._strategy.decide(batcher.batch_size, batcher.batch_timeout_seconds, signals, now)
+
+    def evaluate(self) -> Decision | None:
+        """One step of the sizer's task: :meth:`decide`, then apply the decision, if there is one."""
+        decision = self.decide()
         if decision is not None:
-            batcher.set_batch_size(decision.size)
-            batcher.set_batch_timeout(decision.timeout_seconds)
-            self._record(old_size, old_timeout, decision, load)
+            self._apply(decision)
         return decision
 
-    def _record(self, old_size: int, old_timeout: float, decision: Decision, load: LoadSample | None) -> None:
+    def _apply(self, decision: Decision) -> None:
+        """Resize the batcher, then record the change and announce it as ``BATCH_SIZE_ADJUSTED``."""
         batcher = self._batcher
+        old_size, old_timeout = batcher.batch_size, batcher.batch_timeout_seconds
+        batcher.set_batch_size(decision.size)
+        batcher.set_batch_timeout(decision.timeout_seconds)
         adjustment = Adjustment(
             ts=time.time(),
             old_size=old_size,
@@ -282,7 +243,7 @@ class BatchSizer(Service):
             old_timeout_seconds=old_timeout,
             new_timeout_seconds=batcher.batch_timeout_seconds,
             reason=decision.reason,
-            load=load,
+            load=decision.load,
             strategy=self._strategy.name,
         )
         self._history.append(adjustment)

@@ -1,7 +1,7 @@
 """Sizing strategies: named policies over (size, timeout, signals, now), testable and simulatable.
 
 Every strategy sees the same inputs (:class:`Signals`: the load sample, the backlog, the store
-write time and how full the flushes of the last window were) and returns the batch size and
+write time and how full the flushes of the last period were) and returns the batch size and
 timeout to use next; :class:`SizingStrategy` supplies what they share: the bounds, the cooldown
 between two changes and the fallback to the configured size and timeout when the load monitor is
 failing or stale (no cooldown for that one). ``SSE_BATCH_STRATEGY`` picks one by name:
@@ -10,22 +10,23 @@ failing or stale (no cooldown for that one). ``SSE_BATCH_STRATEGY`` picks one by
     The configured size and timeout, always.
 ``conservative``
     Latency first: the timeout stays at its floor, batches grow by a step only while they fill,
-    never past a quarter of the maximum, and a backlog is drained in eight flushes, not four.
+    never past a quarter of the maximum, and a backlog is cleared in eight flushes, not four.
 ``balanced``
     Between the two: the timeout is the geometric mean of its floor and the configured one (the
     floor when idle), batches grow by half while they fill and shrink by a quarter while mostly
     empty.
 ``aggressive``
     Throughput first: the configured timeout, batches double while they fill and never shrink for
-    being empty (the timeout bounds the wait); a backlog is drained in two flushes.
+    being empty (the timeout bounds the wait); a backlog is cleared in two flushes.
 ``adaptive`` (the default)
-    :class:`AdaptiveStrategy`, load-driven AIMD (issue 6), described on the class.
+    :class:`AdaptiveStrategy`, load-driven AIMD, described on the class.
 ``learned``
     :class:`sse_batcher.batcher.sizing.learned.LearnedStrategy`, a bandit that learns from the server's own history.
 
 All of them back off the same way when a write fails (size x ``decrease_factor``) or the store
 misses ``latency_target_seconds`` (Gradient2's ratio of long-run to recent write time, clamped
-to [0.5, ``decrease_factor``]); only ``fixed`` ignores both. Measured in bench/strategies.py.
+to [0.5, ``decrease_factor``]); only ``fixed`` ignores both. How they compare: bench/strategies.py
+(figures in bench/RESULTS.md, 'Named sizing strategies').
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class SizingStrategy:
         return last is None or now - last >= self._config.cooldown_seconds
 
     def decide(self, size: int, timeout_seconds: float, signals: Signals, now: float) -> Decision | None:
-        """Learn from the window that ended, then return the change to make now, or None."""
+        """Learn from the period that ended, then return the change to make now, or None."""
         self.learn(size, timeout_seconds, signals)
         new_size, new_timeout, reason = self.target(size, timeout_seconds, signals)
         if new_size == size and math.isclose(new_timeout, timeout_seconds, rel_tol=1e-9):
@@ -89,10 +90,10 @@ class SizingStrategy:
         if reason != "fallback" and not self.ready(now):
             return None
         self._last_change = now
-        return Decision(size=new_size, timeout_seconds=new_timeout, reason=reason)
+        return Decision(size=new_size, timeout_seconds=new_timeout, reason=reason, load=signals.load)
 
     def learn(self, size: int, timeout_seconds: float, signals: Signals) -> None:
-        """Take in the window that ran under (size, timeout); only ``learned`` keeps anything."""
+        """Take in the period that ran under (size, timeout); only ``learned`` keeps anything."""
 
     def target(self, size: int, timeout: float, signals: Signals) -> Target:
         """Where the strategy would take (size, timeout), and which rule did; always within bounds."""
@@ -106,7 +107,7 @@ class SizingStrategy:
         raise NotImplementedError
 
     def pinned_timeout(self) -> float | None:
-        """The window a rule naming this strategy gets: its timeout when busy; None when it follows the load."""
+        """The batch timeout a rule naming this strategy gets: its timeout when busy; None when it follows the load."""
         return None
 
     def describe(self) -> dict[str, Any]:
@@ -145,14 +146,14 @@ class FixedStrategy(SizingStrategy):
 
 
 class AdaptiveStrategy(SizingStrategy):
-    """Load-driven AIMD in the manner of Netflix's concurrency-limits (issue 6), rules in order.
+    """Load-driven AIMD in the manner of Netflix's concurrency-limits, rules in order.
 
     For a fan-out server the cost of a batch is mostly fixed (one transaction, one encode, one
     write per client), so the batch grows under load and the timeout drops when idle:
 
     1. A write failed, or the store missed its latency target: the shared back-off.
     2. The backlog holds two batches or more: jump to a quarter of it (at least one step up), so it
-       drains in about ``backlog_drain_flushes`` writes.
+       is cleared in about ``backlog_flushes`` writes.
     3. High load (CPU at or above the high threshold, or loop lag at or above its threshold):
        double the timeout toward the configured one, and grow by a step if batches fill.
     4. Batches fill (half or more of the flushes were triggered by size): grow by a step.
@@ -169,7 +170,7 @@ class AdaptiveStrategy(SizingStrategy):
         if backoff is not None:
             return backoff
         if s.backlog >= 2 * size:
-            return max(size + c.increase_step, s.backlog / c.backlog_drain_flushes), timeout, "backlog"
+            return max(size + c.increase_step, s.backlog / c.backlog_flushes), timeout, "backlog"
         saturated = s.flushes > 0 and 2 * s.full_flushes >= s.flushes
         if self._busy(load):
             return (size + c.increase_step if saturated else size), timeout * 2, "high_load"
@@ -185,7 +186,7 @@ class _ProfileStrategy(SizingStrategy):
     """Fill-driven sizing shaped by a profile: how fast to grow and shrink, how far, which timeout.
 
     Rules in order: the shared back-off; a backlog of two batches or more jumps the size so it
-    drains in ``drain_flushes`` writes; batches at least half full grow the size by ``grow``
+    is cleared in ``backlog_flushes`` writes; batches at least half full grow the size by ``grow``
     (plus at least one step); batches under a quarter full shrink it by ``shrink``. The size never
     passes ``ceiling`` of the maximum; the timeout is :meth:`_timeout`.
     """
@@ -193,7 +194,7 @@ class _ProfileStrategy(SizingStrategy):
     grow: ClassVar[float] = 1.0
     shrink: ClassVar[float] = 1.0
     ceiling: ClassVar[float] = 1.0
-    drain_flushes: ClassVar[int] = 4
+    backlog_flushes: ClassVar[int] = 4
 
     def _target(self, size: int, timeout: float, s: Signals, load: LoadSample) -> _Proposal:
         c = self._config
@@ -203,7 +204,7 @@ class _ProfileStrategy(SizingStrategy):
         if backoff is not None:
             return min(backoff[0], top), timeout, backoff[2]
         if s.backlog >= 2 * size:
-            return min(top, max(size + c.increase_step, s.backlog / self.drain_flushes)), timeout, "backlog"
+            return min(top, max(size + c.increase_step, s.backlog / self.backlog_flushes)), timeout, "backlog"
         fill = s.events / (size * s.flushes) if s.flushes else 0.0
         if fill >= 0.5:
             return min(top, max(size + c.increase_step, size * self.grow)), timeout, "saturated"
@@ -222,7 +223,7 @@ class ConservativeStrategy(_ProfileStrategy):
     grow = 1.0  # the step alone
     shrink = 0.5
     ceiling = 0.25
-    drain_flushes = 8
+    backlog_flushes = 8
 
     def _timeout(self, load: LoadSample) -> float:
         return self._min_timeout
@@ -238,7 +239,7 @@ class BalancedStrategy(_ProfileStrategy):
     grow = 1.5
     shrink = 0.75
     ceiling = 1.0
-    drain_flushes = 4
+    backlog_flushes = 4
 
     def _middle(self) -> float:
         return math.sqrt(self._min_timeout * self._max_timeout)
@@ -257,7 +258,7 @@ class AggressiveStrategy(_ProfileStrategy):
     grow = 2.0
     shrink = 1.0
     ceiling = 1.0
-    drain_flushes = 2
+    backlog_flushes = 2
 
     def _timeout(self, load: LoadSample) -> float:
         return self._max_timeout

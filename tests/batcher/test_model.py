@@ -38,14 +38,14 @@ from hypothesis.stateful import (
 )
 
 from sse_batcher.batcher import AckTimeoutError, BufferFullError, SSEEventBatcher
-from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.client import unroll
 from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.batcher.pipeline.test_facade import FaultyStore
 from tests.collect import batcher_config
 from tests.pg import fresh_database, started_store
 
 # Normal sources share types, so aggregates, critical events and unbatched JOB_FAILED interleave
-# within one (source, type). A worker that bypasses batching does so for all its events (DESIGN.md),
+# within one (source, type). A worker that bypasses batching does so for all its events (docs/guide.md),
 # so bypassed events get a source of their own: their order is kept among themselves.
 SOURCES = ("s0", "s1")
 TYPES = ("A", "B", "JOB_FAILED")

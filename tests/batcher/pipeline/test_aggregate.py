@@ -4,7 +4,7 @@ import msgspec
 
 from sse_batcher.batcher.events import Event
 from sse_batcher.batcher.pipeline.aggregate import aggregate, aggregate_type
-from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.client import unroll
 
 
 def _event(seq: int, type_: str = "JOB_STARTED", source: str = "thumbnail", **kw: object) -> Event:
@@ -53,8 +53,8 @@ def test_aggregate_says_type_and_source_once_and_inner_events_keep_seq_ts_and_da
     ]
 
 
-# The wire format of DESIGN.md; tests/frontend/sse_client.test.mjs unrolls these same bytes.
-DESIGN_AGGREGATE = (
+# The aggregate of docs/http-api.md's wire format; tests/frontend/sse_client.test.mjs unrolls these same bytes.
+WIRE_AGGREGATE = (
     b'{"type":"JOBS_BATCH_STARTED","event_type":"JOB_STARTED","source":"thumbnail","batch_count":3,'
     b'"job_ids":[123,124,125],"events":[{"seq":1007,"ts":1763870000.123,"data":{"job_id":123}},'
     b'{"seq":1008,"ts":1763870000.124,"data":{"job_id":124}},{"seq":1009,"ts":1763870000.125,"data":{"job_id":125}}]}'
@@ -67,7 +67,7 @@ def test_aggregate_bytes_are_the_design_wire_format() -> None:
         for seq, ts, job in [(1007, 1763870000.123, 123), (1008, 1763870000.124, 124), (1009, 1763870000.125, 125)]
     ]
     [message] = aggregate(events, "o")
-    assert message.payload == DESIGN_AGGREGATE
+    assert message.payload == WIRE_AGGREGATE
 
 
 def test_compact_aggregates_unroll_to_exactly_the_events_that_travelling_alone_would_show() -> None:

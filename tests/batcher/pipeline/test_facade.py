@@ -106,7 +106,7 @@ async def test_lone_event_is_flushed_by_the_timeout_not_held(store: PostgresStor
 @pytest.mark.parametrize(
     ("event_type", "rules"),
     [("TICK", AggregationRules(types={})), ("TICK", None), ("JOB_PROGRESS", None)],
-    ids=["no-windows", "batch-timeout", "type-window"],
+    ids=["no-type-timeouts", "batch-timeout", "type-timeout"],
 )
 async def test_timeout_counts_from_the_oldest_event_so_steady_emits_cannot_hold_a_batch(
     store: PostgresStore, tmp_path: Path, event_type: str, rules: AggregationRules | None
@@ -114,8 +114,9 @@ async def test_timeout_counts_from_the_oldest_event_so_steady_emits_cannot_hold_
     """Emits every timeout/4 never leave a quiet gap of a whole timeout: a timer restarted on each
     emit would never fire while they go on. Measured from the oldest waiting event, it fires.
 
-    Without any per-type window the buffer's oldest event sets the deadline; with some (the default
-    rules give JOB_PROGRESS one, capped at the timeout) a clock per window does: all three are checked.
+    Without any per-type batch timeout the buffer's oldest event sets the deadline; with some (the
+    default rules give JOB_PROGRESS one, capped at the batch timeout) a clock per timeout class does:
+    all three are checked.
     """
     timeout = 0.2
     cfg = config(tmp_path, batch_size=1000, batch_timeout_seconds=timeout)
@@ -280,10 +281,10 @@ async def test_batch_failing_past_retries_is_dead_lettered_then_written_back_in_
         assert await batcher.flush(timeout=20)
         stats = batcher.statistics()
     assert stats.dead_lettered_batches >= 1
-    assert not stats.dead_letter_pending
+    assert not stats.kept_on_disk
     assert stored_seqs(await stored_rows(dsn)) == first + second
     assert [e["seq"] for e in collected.events()] == first + second
-    assert DeadLetterFile(tmp_path / "deadletter").pending_batches() == 0
+    assert DeadLetterFile(tmp_path / "deadletter").count_batches() == 0
 
 
 async def test_postgres_stopped_and_started_mid_stream_loses_and_duplicates_nothing(
@@ -322,14 +323,14 @@ async def test_dead_letter_file_left_behind_is_written_back_at_start(
     await batcher.start()
     seqs = [batcher.emit("JOB_STARTED", {"job_id": i}, source="s") for i in range(10)]
     await batcher.aclose(timeout=0.2)  # the store hangs: shutdown gives up and keeps it on disk
-    assert DeadLetterFile(tmp_path / "deadletter").pending_batches() >= 1
+    assert DeadLetterFile(tmp_path / "deadletter").count_batches() >= 1
     assert await stored_rows(dsn) == []
 
     async with running(store, config(tmp_path)) as (second, collected):
         await collected.wait_for_events(10)
         assert await second.flush(timeout=10)
     assert stored_seqs(await stored_rows(dsn)) == seqs
-    assert DeadLetterFile(tmp_path / "deadletter").pending_batches() == 0
+    assert DeadLetterFile(tmp_path / "deadletter").count_batches() == 0
 
 
 async def test_emits_before_start_are_flushed_once_started(store: PostgresStore, tmp_path: Path) -> None:

@@ -47,12 +47,12 @@ async def test_aemit_wait_returns_the_id_and_keeps_order_with_other_events(
     assert [m.id for m in collected.messages] == [message_id]  # both in one aggregate
 
 
-async def test_not_committed_in_time_says_dead_lettered_and_kept(store: PostgresStore, tmp_path: Path) -> None:
+async def test_not_committed_in_time_says_kept(store: PostgresStore, tmp_path: Path) -> None:
     faulty = FaultyStore(store, ["fail"] * 50)
     async with running(faulty, config(tmp_path, max_retries=0, batch_timeout_seconds=0.02)) as (batcher, _):
         with pytest.raises(AckTimeoutError) as caught:
             await batcher.publish([{"type": "T", "data": {}}], timeout=1.0)
-    assert caught.value.state == "dead_lettered"
+    assert caught.value.state == "kept"
     assert caught.value.kept is True
     assert caught.value.ids == [None]
 

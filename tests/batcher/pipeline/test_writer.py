@@ -88,18 +88,18 @@ async def test_a_batch_failing_past_its_retries_is_reported_kept_and_the_file_is
     messages = batch(1)
     written = await writer.write(messages)
     assert written.kept == messages and not written.stored
-    assert writer.pending
-    assert writer.next_drain_at == pytest.approx(fake.now + 0.5)  # monotonic, owned by the writer
+    assert writer.on_disk
+    assert writer.next_write_back_at == pytest.approx(fake.now + 0.5)  # monotonic, owned by the writer
 
 
 async def test_a_write_cancelled_while_the_file_is_written_back_keeps_its_batch(
     store: PostgresStore, dsn: str, tmp_path: Path
 ) -> None:
-    """Shutdown that runs out of time while draining must still find the new batch (issue 11)."""
+    """Shutdown that runs out of time during a write-back must still find the new batch."""
     deadletter = DeadLetterFile(tmp_path)
     deadletter.append(batch(1))  # left by an earlier run
     writer = BatchWriter(store, deadletter, max_retries=0, retry_delay_seconds=0.01, breaker=None)
-    await writer.load_pending()
+    await writer.load_dead_letter()
     blocker = await asyncpg.connect(dsn)
     try:
         # Another writer holds the cross-process write lock: the write-back blocks inside PostgreSQL.

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
@@ -98,14 +100,51 @@ def test_low_load_shrinks_toward_the_minimum_and_the_timeout_to_its_floor(tmp_pa
     assert batcher.batch_timeout_seconds == pytest.approx(0.02)
 
 
-def test_growing_backlog_grows_the_batch_size_at_once_from_the_flush_report(tmp_path: Path) -> None:
+async def test_growing_backlog_grows_the_batch_size_at_once_from_the_flush_report(tmp_path: Path) -> None:
+    batcher, monitor, clock = make_batcher(tmp_path), FakeMonitor(cpu=60), FakeClock()
+    for i in range(400):
+        batcher.emit("JOB_PROGRESS", {"i": i}, source="w")
+    # A tick an hour away: only the flush report can bring the decision.
+    async with BatchSizer(batcher, monitor=monitor, config=replace(SIZING, sample_seconds=3600), clock=clock) as sizer:
+        sizer.observe_flush(report("size", backlog=400))
+        assert batcher.batch_size == 10  # the flush loop's call only takes note; the sizer's task acts
+        await anyio.wait_all_tasks_blocked()
+        assert batcher.batch_size == 100
+        assert sizer.statistics().history[-1].reason == "backlog"
+
+
+def test_observing_a_flush_only_takes_note_even_with_a_backlog(tmp_path: Path) -> None:
     batcher, monitor, clock = make_batcher(tmp_path), FakeMonitor(cpu=60), FakeClock()
     for i in range(400):
         batcher.emit("JOB_PROGRESS", {"i": i}, source="w")
     sizer = BatchSizer(batcher, monitor=monitor, config=SIZING, clock=clock)
     sizer.observe_flush(report("size", backlog=400))
-    assert batcher.batch_size == 100
-    assert sizer.statistics().history[-1].reason == "backlog"
+    assert (batcher.batch_size, batcher.backlog, sizer.statistics().adjustments) == (10, 400, 0)
+    decision = sizer.decide()  # the decision alone changes nothing in the batcher
+    assert decision is not None and (decision.size, decision.reason) == (100, "backlog")
+    assert (batcher.batch_size, batcher.backlog) == (10, 400)
+
+
+async def test_a_flush_leaving_two_batches_behind_brings_a_decision_before_the_next_tick(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    decided = anyio.Event()
+
+    def on_commit(messages: Sequence[Any]) -> None:
+        if any(m.type == "BATCH_SIZE_ADJUSTED" for m in messages):
+            decided.set()
+
+    batcher = make_batcher(tmp_path, store)
+    for i in range(400):  # taken ten at a time: the first flush leaves 390 behind
+        batcher.emit("JOB_PROGRESS", {"i": i}, source="w")
+    config = replace(SIZING, sample_seconds=3600)  # the tick never comes within the test
+    async with BatchSizer(batcher, monitor=FakeMonitor(cpu=60), config=config, clock=FakeClock()) as sizer:
+        batcher.add_listener(on_commit)
+        async with batcher:
+            with anyio.fail_after(10):
+                await decided.wait()
+        history = sizer.statistics().history
+    assert history[0].reason == "backlog" and history[0].new_size > 10
 
 
 def test_size_never_leaves_min_and_max(tmp_path: Path) -> None:
@@ -223,10 +262,10 @@ def test_the_sizer_applies_the_named_strategy_and_reports_it(tmp_path: Path) -> 
     assert sizer.as_dict()["strategy"] == "conservative"
 
 
-def test_learned_strategy_gets_windows_with_duration_and_cpu_time_and_shows_its_estimates(tmp_path: Path) -> None:
+def test_learned_strategy_gets_periods_with_duration_and_cpu_time_and_shows_its_estimates(tmp_path: Path) -> None:
     batcher, monitor, clock = make_batcher(tmp_path), FakeMonitor(cpu=60), FakeClock()
     cpu = FakeClock()
-    # Every window runs under (10, 0.5 s): the third sample ends the fallback, after the learning.
+    # Every period runs under (10, 0.5 s): the third sample ends the fallback, after the learning.
     config = SizingConfig(strategy="learned", cooldown_seconds=0, learned_min_samples=3, seed=1)
     sizer = BatchSizer(batcher, monitor=monitor, config=config, clock=clock, cpu_clock=cpu)
     for _ in range(3):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sse_batcher.batcher.config import STRATEGY_NAMES
 from sse_batcher.batcher.errors import ConfigError
-from sse_batcher.batcher.rules.rules import AggregationRules, TypeRule
+from sse_batcher.batcher.rules import AggregationRules, TypeRule
 from sse_batcher.batcher.sizing.learned import LearnedStrategy, reward
 from sse_batcher.batcher.sizing.load import LoadSample
 from sse_batcher.batcher.sizing.named import make_strategy, pin_rule_timeouts
@@ -80,7 +80,7 @@ def test_low_load_keeps_a_size_that_batches_still_fill_a_quarter_of() -> None:
     assert controller().target(40, 0.02, signals)[0] == 40
 
 
-def test_growing_backlog_jumps_the_size_to_drain_it_in_a_few_flushes_capped_at_the_maximum() -> None:
+def test_growing_backlog_jumps_the_size_to_clear_it_in_a_few_flushes_capped_at_the_maximum() -> None:
     c = controller()
     assert c.target(10, 0.5, Signals(load=load(), backlog=400))[0:3:2] == (100, "backlog")
     assert c.target(10, 0.5, Signals(load=load(), backlog=20_000))[0] == 500
@@ -231,7 +231,7 @@ def test_aggressive_doubles_filling_batches_keeps_the_configured_timeout_and_doe
     assert strategy.target(40, 0.02, full) == (80, 0.5, "saturated")
     empty = Signals(load=load(cpu=5), backlog=0, flushes=10, full_flushes=0, events=10)
     assert strategy.target(80, 0.5, empty) == (80, 0.5, "idle")
-    assert strategy.target(10, 0.5, Signals(load=load(), backlog=400))[0] == 200  # drains in two flushes
+    assert strategy.target(10, 0.5, Signals(load=load(), backlog=400))[0] == 200  # cleared in two flushes
 
 
 def test_balanced_sits_between_in_timeout_and_growth() -> None:
@@ -249,7 +249,7 @@ def test_every_moving_strategy_backs_off_on_a_failed_write(name: str) -> None:
     assert named(name).target(100, 0.5, signals)[0::2] == (90, "write_errors")
 
 
-def test_a_rule_naming_a_strategy_gets_its_pinned_timeout_as_window_unless_it_has_its_own() -> None:
+def test_a_rule_naming_a_strategy_gets_its_pinned_timeout_as_batch_timeout_unless_it_has_its_own() -> None:
     rules = AggregationRules(
         types={
             "JOB_STARTED": TypeRule(strategy="conservative"),
@@ -280,7 +280,7 @@ class SyntheticServer:
     def __init__(self, seed: int) -> None:
         self.random = random.Random(seed)
 
-    def window(self, size: int, timeout: float) -> Signals:
+    def period(self, size: int, timeout: float) -> Signals:
         per_flush = min(float(size), self.RATE * timeout)
         flushes = max(1, round(self.RATE / per_flush))
         events = round(flushes * per_flush)
@@ -299,12 +299,12 @@ class SyntheticServer:
 
 
 def run_synthetic(strategy: SizingStrategy, steps: int = 300) -> list[float]:
-    """The reward of every window of ``strategy`` steering the synthetic server."""
+    """The reward of every period of ``strategy`` steering the synthetic server."""
     server = SyntheticServer(seed=3)
     size, timeout = 10, 0.5
     rewards = []
     for step in range(steps):
-        signals = server.window(size, timeout)
+        signals = server.period(size, timeout)
         value = reward(size, timeout, signals, 0.25)
         assert value is not None
         rewards.append(value)
@@ -336,12 +336,12 @@ def test_learned_defers_to_adaptive_until_it_has_enough_samples() -> None:
     adaptive = AdaptiveStrategy(config, default_size=10, max_timeout_seconds=0.5)
     server = SyntheticServer(seed=1)
     for _ in range(4):
-        signals = server.window(10, 0.5)
+        signals = server.period(10, 0.5)
         learned.learn(10, 0.5, signals)
         assert learned.target(10, 0.5, signals) == adaptive.target(10, 0.5, signals)
         assert learned.describe()["phase"] == "fallback"
-    learned.learn(10, 0.5, server.window(10, 0.5))
-    learned.target(10, 0.5, server.window(10, 0.5))
+    learned.learn(10, 0.5, server.period(10, 0.5))
+    learned.target(10, 0.5, server.period(10, 0.5))
     assert learned.describe()["phase"] == "learning"
 
 

@@ -1,0 +1,244 @@
+"""BatcherCore: the batcher's parts, wired together, and every control that is not a way in.
+
+:class:`~sse_batcher.batcher.pipeline.facade.SSEEventBatcher` is this plus the ways events enter
+(``emit``, ``aemit``, ``emit_many``, ``publish``). Kept apart so each half reads on its own: here
+the parts are built and started, shut down (the flush loop gets the shutdown timeout to store what
+is held, then whatever is left goes to the dead-letter file), flushed on request, resized by the
+sizing policy (``set_batch_size``, ``set_batch_timeout``), listened to, and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from sse_batcher.batcher.config import BatcherConfig
+from sse_batcher.batcher.errors import BatcherClosedError
+from sse_batcher.batcher.lifecycle import Service, State
+from sse_batcher.batcher.log.deadletter import DeadLetterFile
+from sse_batcher.batcher.pipeline.breaker import CircuitBreaker
+from sse_batcher.batcher.pipeline.buffer import EventBuffer
+from sse_batcher.batcher.pipeline.flush import FlushLoop, FlushReport
+from sse_batcher.batcher.pipeline.intake import Intake
+from sse_batcher.batcher.pipeline.tracker import FlushTracker
+from sse_batcher.batcher.pipeline.writer import BatchWriter
+from sse_batcher.batcher.protocols import EventStore, Listener
+from sse_batcher.batcher.rules.rules import AggregationRules
+from sse_batcher.batcher.stats import BatcherStats
+
+__all__ = ["BatcherCore"]
+
+logger = logging.getLogger(__name__)
+
+
+class BatcherCore(Service):
+    """The parts of a batcher wired together, and everything but the ways in; see the module."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        config: BatcherConfig | None = None,
+        *,
+        rules: AggregationRules | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self._store = store
+        self._config = config = config or BatcherConfig()
+        # Per-type rules (default: JOB_FAILED unbatched) and the optional store circuit breaker.
+        rules = rules if rules is not None else AggregationRules()
+        self._state = State.NEW
+        self._refusing = False  # read on every emit: a plain attribute, not the state enum
+        self._intake = Intake(
+            default_source=config.default_source,
+            max_event_bytes=config.max_event_bytes,
+            batching=config.batching_enabled,
+            unbatched=rules.unbatched_types(),
+        )
+        self._writer = BatchWriter(
+            store,
+            DeadLetterFile(config.data_dir / "deadletter"),
+            max_retries=config.max_retries,
+            retry_delay_seconds=config.retry_delay_seconds,
+            breaker=breaker,
+        )
+        self._tracker = FlushTracker()
+        self._buffer = EventBuffer(
+            config.max_buffered_events, config.batch_size, self._wake, rules.timeouts(config.batch_timeout_seconds)
+        )
+        self._loop = FlushLoop(
+            self._buffer,
+            self._writer,
+            self._tracker,
+            # Unique per batcher: with an event's seq it makes the idempotency key of its message.
+            origin=secrets.token_hex(8),
+            rules=rules,
+            batch_timeout_seconds=config.batch_timeout_seconds,
+        )
+        self._stack: AsyncExitStack | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._closed = anyio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def config(self) -> BatcherConfig:
+        return self._config
+
+    @property
+    def store(self) -> EventStore:
+        return self._store
+
+    async def start(self) -> None:
+        """Start the flush loop; a dead-letter file left by an earlier run is written back first.
+
+        Raises:
+            BatcherClosedError: the batcher was already started or closed.
+        """
+        if self._state is not State.NEW:
+            raise BatcherClosedError(f"cannot start a batcher that is {self._state.value}")
+        self._loop.bind()
+        await self._writer.load_dead_letter()
+        self._stack = AsyncExitStack()
+        self._task_group = await self._stack.enter_async_context(anyio.create_task_group())
+        self._state = State.RUNNING
+        self._task_group.start_soon(self._loop.run)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Stop intake, flush and store everything, close. Idempotent; never blocks forever.
+
+        What cannot be stored within ``timeout`` (default: the configured shutdown timeout) is
+        appended to the dead-letter file and written back at the next start.
+        """
+        if self._state is State.CLOSED:
+            return
+        if self._state is State.CLOSING:
+            await self._closed.wait()
+            return
+        self._refusing = True
+        if self._state is State.NEW:
+            self._state = State.CLOSED
+            self._closed.set()
+            return
+        self._state = State.CLOSING
+        self._loop.closing = True
+        self._wake()
+        limit = self._config.shutdown_timeout_seconds if timeout is None else timeout
+        with anyio.move_on_after(limit):
+            await self._loop.done.wait()
+        stack, self._stack = self._stack, None
+        try:
+            if not self._loop.done.is_set():
+                logger.warning("shutdown flush did not finish in %.1f s; keeping the rest on disk", limit)
+                if self._task_group is not None:
+                    self._task_group.cancel_scope.cancel()
+            if stack is not None:
+                await stack.aclose()
+            await self._loop.keep_leftovers()
+        finally:
+            self._state = State.CLOSED
+            self._tracker.release_flush_waiters(self._writer.on_disk, closed=True)
+            self._tracker.close()
+            self._closed.set()
+
+    def _wake(self) -> None:
+        self._loop.wake()
+
+    # -- flushing ----------------------------------------------------------------------------
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Store and hand out every event accepted before the call.
+
+        While the store is down that includes writing the dead-letter file back. Returns True
+        when all of them were stored; False when ``timeout`` passed first (they are then still
+        buffered or on disk, never lost) or the batcher closed.
+        """
+        target = self._buffer.marks()
+        tracker, writer = self._tracker, self._writer
+        if self._state is State.RUNNING and not tracker.reached(target, writer.on_disk):
+            done = tracker.add_flush_waiter(target)
+            self._loop.manual = True
+            self._wake()
+            with anyio.move_on_after(math.inf if timeout is None else timeout):
+                await done.wait()
+        return tracker.reached(target, writer.on_disk)
+
+    def set_batch_size(self, size: int) -> None:
+        """Change the batch size (the sizing policy's lever)."""
+        self._buffer.set_batch_size(max(1, int(size)))
+
+    def set_batch_timeout(self, seconds: float) -> None:
+        """Change the batch timeout, never above the configured one."""
+        self._loop.batch_timeout = min(max(seconds, 0.001), self._config.batch_timeout_seconds)
+        self._wake()
+
+    @property
+    def batch_size(self) -> int:
+        return self._buffer.batch_size
+
+    @property
+    def batch_timeout_seconds(self) -> float:
+        return self._loop.batch_timeout
+
+    @property
+    def backlog(self) -> int:
+        """Events waiting in the buffer."""
+        return len(self._buffer)
+
+    # -- handing out -------------------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(messages)`` on the loop after each commit, in id order.
+
+        The listener must not block: it runs on the flush path. Returns a function that removes it.
+        """
+        listeners = self._loop.listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener) if listener in listeners else None
+
+    def add_flush_observer(self, observer: Callable[[FlushReport], None]) -> None:
+        """Call ``observer(report)`` on the loop after every flush; it must only take note, not act.
+
+        The sizing policy records the report here and decides in its own task.
+        """
+        self._loop.observers.append(observer)
+
+    # -- statistics --------------------------------------------------------------------------
+    def statistics(self) -> BatcherStats:
+        """Return a frozen snapshot of the counters."""
+        buffer, writer, loop = self._buffer, self._writer, self._loop
+        return BatcherStats(
+            state=self._state.value,
+            events_emitted=buffer.emitted,
+            events_batched=loop.events_batched,
+            events_saved=loop.events_saved,
+            batches_created=loop.batches_created,
+            messages_stored=loop.messages_stored,
+            events_stored=loop.events_stored,
+            flushes=dict(loop.flushes),
+            buffer_depth=len(buffer),
+            buffer_high_water=buffer.high_water,
+            buffer_capacity=buffer.capacity,
+            rejected_full=buffer.rejected_full,
+            retries=writer.retries,
+            failed_writes=writer.failed_writes,
+            dead_lettered_batches=writer.dead_lettered,
+            kept_on_disk=writer.on_disk,
+            rejected_messages=writer.rejected,
+            listener_errors=loop.listener_errors,
+            batch_size=buffer.batch_size,
+            batch_timeout_seconds=loop.batch_timeout,
+            batching_enabled=self._config.batching_enabled,
+            batch_size_histogram=loop.batch_hist.snapshot(),
+            write_latency_histogram=writer.latency.snapshot(),
+            events_superseded=loop.superseded,
+            acks_waiting=self._tracker.waiting,
+            breaker=None if writer.breaker is None else writer.breaker.statistics(),
+        )
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return :meth:`statistics` as a JSON-ready dict."""
+        return self.statistics().as_dict()
