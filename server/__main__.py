@@ -1,4 +1,4 @@
-"""``python -m server``: the ``sse-batcher`` command."""
+"""``python -m sse_batcher.server``: the ``sse-batcher`` command."""
 
 from __future__ import annotations
 

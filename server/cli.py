@@ -15,7 +15,7 @@ __all__ = ["main"]
 
 def settings_help() -> str:
     """Every environment variable ``serve`` reads, by section, with its default and bounds."""
-    lines = ["environment (every setting; see the README's configuration table):"]
+    lines = ["environment (every setting; see docs/configuration.md):"]
     section = ""
     for setting in constants.SETTINGS:
         if setting.section != section:

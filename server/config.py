@@ -90,7 +90,7 @@ class ServerConfig:
     breaker_failures: int = constants.SSE_BREAKER_FAILURES
     breaker_reset_seconds: float = constants.SSE_BREAKER_RESET_SECONDS
     follow_poll_seconds: float = constants.SSE_FOLLOW_POLL_SECONDS
-    # Security (see server.security and the README's Security section).
+    # Security (see server.security and docs/security.md).
     publish_tokens_file: Path | None = constants.SSE_PUBLISH_TOKENS_FILE
     subscribe_tokens_file: Path | None = constants.SSE_SUBSCRIBE_TOKENS_FILE
     cors_origins: tuple[str, ...] = constants.SSE_CORS_ORIGINS
@@ -103,14 +103,14 @@ class ServerConfig:
     batcher: BatcherConfig = field(default_factory=BatcherConfig)
     sizing: SizingConfig = field(default_factory=SizingConfig)
     store: StoreSettings = field(default_factory=StoreSettings)
-    # -- nodes (issue 9) ---------------------------------------------------------------------
+    # -- nodes -------------------------------------------------------------------------------
     # None: the host name and this process's slot (server.nodes.default_node_id).
     node_id: str | None = constants.SSE_NODE_ID
     node_heartbeat_seconds: float = constants.SSE_NODE_HEARTBEAT_SECONDS
     workers: int = constants.SSE_WORKERS
     # The slot under data_dir this process tries first (the supervisor gives worker i slot i).
     slot: int = 0
-    # -- digests (issue 14) ------------------------------------------------------------------
+    # -- digests -----------------------------------------------------------------------------
     digest_interval_seconds: float = constants.SSE_DIGEST_INTERVAL_SECONDS
     digest_grace_seconds: float = constants.SSE_DIGEST_GRACE_SECONDS
 
@@ -138,9 +138,9 @@ class ServerConfig:
         require_positive("breaker_failures", self.breaker_failures)
         require_positive("breaker_reset_seconds", self.breaker_reset_seconds)
         require_positive("follow_poll_seconds", self.follow_poll_seconds)
-        # -- nodes (issue 9)
+        # -- nodes
         require_positive("node_heartbeat_seconds", self.node_heartbeat_seconds)
-        # -- digests (issue 14)
+        # -- digests
         require_positive("digest_interval_seconds", self.digest_interval_seconds)
         if not self.digest_grace_seconds >= 0:
             raise ConfigError(f"digest_grace_seconds must be >= 0, got {self.digest_grace_seconds!r}")

@@ -1,5 +1,5 @@
 /**
- * Digests panel (issue 14): the digest rules from /api/stats `digests`, each with its open windows
+ * Digests panel: the digest rules from /api/stats `digests`, each with its open windows
  * (source, group, events so far, and when the window closes). Hidden when the server has no digest
  * rules. Rows are rebuilt from the server's list, soonest to close first; text only via textContent.
  *

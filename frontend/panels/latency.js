@@ -75,7 +75,7 @@ export function createLatencyPanel({ root = document, requestRender }) {
   return {
     /** A fresh /api/stats answer. */
     ingestStats(stats) {
-      if (!get(stats, "latency.delivery")) return; // a server from before issue 10
+      if (!get(stats, "latency.delivery")) return; // a server without delivery latency in its stats
       const ts = isNumber(stats.ts) ? stats.ts : Date.now() / 1000;
       if (previous && ts > previous.ts) {
         const median = intervalQuantile(stats, "latency.delivery", 0.5);

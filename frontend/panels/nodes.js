@@ -1,5 +1,5 @@
 /**
- * Nodes panel: one table row per server process from /api/stats `nodes` (issue 9): node id, events
+ * Nodes panel: one table row per server process from /api/stats `nodes`: node id, events
  * in, messages out, open streams, follower lag (newest committed id minus the last id the node handed
  * to its streams) and whether its heartbeat is recent. The node that answered the last /api/stats
  * poll is marked "(here)".

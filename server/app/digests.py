@@ -1,4 +1,4 @@
-"""The digests of /api/stats and the dashboard (issue 14): each digest rule with its open windows.
+"""The digests of /api/stats and the dashboard: each digest rule with its open windows.
 
 The digester itself (``sse_batcher.batcher.digests.digester``) runs as a background task of the runtime; this module
 only shapes what it reports::
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from sse_batcher.batcher.digests import Digester
-from sse_batcher.batcher.digests.windows import digest_type
+from sse_batcher.batcher.digests.message import digest_type
 
 __all__ = ["digest_stats"]
 

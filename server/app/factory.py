@@ -30,11 +30,14 @@ from sse_batcher import frontend
 from sse_batcher.server._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
 from sse_batcher.server.app.metrics import metrics, new_registry
 from sse_batcher.server.app.publish import publish_events
-from sse_batcher.server.app.runtime import Runtime, runtime_of
+from sse_batcher.server.app.runtime import runtime_of
 from sse_batcher.server.app.stats import health, stats
 from sse_batcher.server.app.stream import stream_events
+from sse_batcher.server.app.stream_token import issue_stream_token
+from sse_batcher.server.app.wiring import open_runtime
 from sse_batcher.server.config import ServerConfig
-from sse_batcher.server.security.guard import CORSMiddleware, Guard, SecurityHeadersMiddleware, issue_stream_token
+from sse_batcher.server.security.guard import Guard
+from sse_batcher.server.security.middleware import CORSMiddleware, SecurityHeadersMiddleware
 from sse_batcher.workers.errors import JobQueueFullError, WorkerClosedError
 
 __all__ = ["FRONTEND_DIR", "MAX_DEMO_BURST", "create_app"]
@@ -86,7 +89,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     async def lifespan(_parent: Any) -> AsyncIterator[None]:
         # Made first: an unreadable tokens file stops the start before PostgreSQL is started.
         app.state.guard = Guard(config)
-        async with Runtime.open(config) as runtime:
+        async with open_runtime(config) as runtime:
             app.state.runtime = runtime
             try:
                 yield

@@ -4,7 +4,7 @@ Each app has its own ``CollectorRegistry`` (no global registry, so two apps in o
 test, never see each other's figures), holding one collector that reads the same snapshots as
 /api/stats at scrape time: nothing is counted twice and nothing runs between scrapes.
 
-Every family carries a ``node`` label (the node id, issue 9): several processes behind one port
+Every family carries a ``node`` label (the node id): several processes behind one port
 answer /metrics in turn, and the label keeps their series apart.
 """
 
@@ -73,7 +73,7 @@ def _histogram(name: str, doc: str, node: str, hist: dict[str, Any]) -> Histogra
 
 
 class _Families:
-    """Metric families that all carry a ``node`` label (issue 9), so one scrape config covers every node."""
+    """Metric families that all carry a ``node`` label, so one scrape config covers every node."""
 
     def __init__(self, node: str) -> None:
         self.node = node
@@ -174,7 +174,7 @@ class SSEBatcherCollector(Collector):
 
 
 def _node_metrics(f: _Families, stats: dict[str, Any]) -> Iterator[Metric]:
-    """This node's place in the log, and how many nodes its last heartbeat saw alive (issue 9)."""
+    """This node's place in the log, and how many nodes its last heartbeat saw alive."""
     this = stats.get("node", {})
     for key, doc in (
         ("follower_last_id", "The last message id this node handed to its SSE clients."),

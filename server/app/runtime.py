@@ -1,14 +1,15 @@
-"""Everything one running app owns: database, store, batcher, hub, demo workers, and their shutdown.
+"""The running parts of one app, as the endpoints read them, and their drain (the shutdown).
 
-:meth:`Runtime.open` starts them in data-flow order and stops them in reverse; the app's lifespan
-keeps the result on ``app.state.runtime`` (never in a global, so two apps can share a process).
+:func:`~sse_batcher.server.app.wiring.open_runtime` starts the parts in data-flow order and yields
+a :class:`Runtime`; the app's lifespan keeps it on ``app.state.runtime`` (never in a global, so two
+apps can share a process), and the endpoints find it with :func:`runtime_of`.
 
 Shutdown has two halves, because uvicorn waits for open responses before it runs the lifespan's
 shutdown, and an SSE stream never ends on its own:
 
-1. :meth:`Runtime.drain` (asked for by :class:`sse_batcher.server.serving.serve.GracefulServer` when uvicorn starts
-   shutting down, or by sse-starlette's exit detection from inside a stream when the app runs
-   under some other server): refuse new publishes and streams, flush the batcher so every
+1. :meth:`Runtime.drain` (asked for by :class:`sse_batcher.server.serving.serve.GracefulServer` when
+   uvicorn starts shutting down; under another ASGI server only by the lifespan's exit, see
+   :mod:`sse_batcher.server.asgi`): refuse new publishes and streams, flush the batcher so every
    accepted event is stored and fanned out, then close the hub, so each stream writes what it has
    queued and ends. Then uvicorn's wait for connections is short.
 2. The lifespan's exit: drain if nobody did, stop the demo workers, close the batcher (storing
@@ -19,25 +20,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
 import psutil
+from anyio.abc import TaskGroup
 from starlette.requests import HTTPConnection
 
-from sse_batcher.batcher import AggregationRules, BatcherConfig, EventBatcher, PostgresStore, SSEEventBatcher, State
+from sse_batcher.batcher import EventBatcher, PostgresStore, State
 from sse_batcher.batcher.digests import Digester
-from sse_batcher.batcher.digests.windows import quiet_filter
 from sse_batcher.batcher.log import LogFollower
-from sse_batcher.batcher.pipeline import CircuitBreaker
-from sse_batcher.batcher.sizing import BatchSizer, ServerLoadMonitor, SplitBatcher
-from sse_batcher.batcher.sizing.load import LoadMonitorConfig
-from sse_batcher.batcher.sizing.named import pin_rule_timeouts
+from sse_batcher.batcher.sizing import BatchSizer
 from sse_batcher.server.config import ServerConfig
-from sse_batcher.server.nodes.node import NodeFigures, NodeHeartbeat, NodeSlot, default_node_id
+from sse_batcher.server.nodes.node import NodeFigures, NodeHeartbeat
 from sse_batcher.server.stream.hub import Hub
 from sse_batcher.server.stream.latency import DeliveryLatency
 
@@ -57,7 +53,7 @@ class DemoFarmLike(Protocol):
 
 
 class Runtime:
-    """The running parts of one app; made by :meth:`open`, read by the endpoints."""
+    """The running parts of one app; made by ``open_runtime``, read by the endpoints."""
 
     def __init__(
         self,
@@ -81,112 +77,16 @@ class Runtime:
         # With a live A/B (SSE_BATCH_STRATEGY_B), the sizer of each arm; ``sizing`` is arm A's.
         self.arm_sizers: tuple[BatchSizer, BatchSizer] | None = None
         self.node: NodeHeartbeat | None = None
-        # Issue 10: event ages at first hand-off to a client; the hub records into this one.
+        # Event ages at first hand-off to a client; the hub records into this one.
         self.delivery_latency = delivery_latency if delivery_latency is not None else DeliveryLatency()
         self.digester: Digester | None = None
         self.started_at = time.time()
         self.task_failures = 0
-        self._process = psutil.Process()
-        self._process.cpu_percent(None)  # the first reading is meaningless; prime it
+        # Read by /api/stats for CPU since its last call: the first reading is meaningless, so prime it.
+        self.process = psutil.Process()
+        self.process.cpu_percent(None)
         self._drain_requested = anyio.Event()
         self._drained = anyio.Event()
-
-    @classmethod
-    @asynccontextmanager
-    async def open(cls, config: ServerConfig) -> AsyncIterator[Runtime]:
-        """Start everything ``config`` asks for; stop it all, in reverse, on exit."""
-        async with AsyncExitStack() as stack:
-            dsn = config.database_url
-            if dsn is None:
-                from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
-
-                embedded = EmbeddedPostgres(config.data_dir)
-                dsn = await anyio.to_thread.run_sync(embedded.start)
-                stack.push_async_callback(_stop_embedded, embedded)
-            store_config = config.store.store_config(dsn)
-            store = await stack.enter_async_context(PostgresStore(store_config))
-            # -- nodes (issue 9): a slot of its own under data_dir, so its dead-letter file is
-            # its own; taken before the batcher starts (which writes back what the slot holds)
-            # and released after it closed.
-            slot = stack.enter_context(NodeSlot.take(config.data_dir, config.slot))
-            batcher_config = replace(config.batcher, data_dir=slot.directory)
-            # --
-            rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
-            if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
-                cap = config.batcher.batch_timeout_seconds
-                rules = pin_rule_timeouts(rules, config.sizing, max_timeout_seconds=cap)
-            batcher = _make_batcher(config, batcher_config, store, rules)
-            delivery_latency = DeliveryLatency()
-            digest_rules = rules.digests() if rules is not None else {}
-            hub = Hub(
-                store,
-                queue_size=config.client_queue_size,
-                max_clients=config.max_clients,
-                fanout_interval_seconds=config.fanout_interval_seconds,
-                fanout_interval_max_seconds=config.fanout_interval_max_seconds,
-                ping_seconds=config.ping_seconds,
-                send_timeout_seconds=config.client_send_timeout_seconds,
-                on_fanout=delivery_latency.observe_messages,
-                hold_back=quiet_filter(digest_rules),
-            )
-            # The hub's one feed: every node's commits, read back from the log in id order. Started
-            # before the batcher, so a dead-letter file written back at start reaches clients too.
-            follower = LogFollower(store_config, hub.publish, poll_seconds=config.follow_poll_seconds)
-            await stack.enter_async_context(follower)
-            # A local commit wakes the follower at once instead of waiting for its notification.
-            stack.callback(batcher.add_listener(follower.poke))
-            await batcher.start()
-            stack.push_async_callback(batcher.aclose)
-            # -- digests (issue 14): windows in PostgreSQL, closed by whichever node gets there first.
-            digester = None
-            if digest_rules:
-                digester = Digester(
-                    store_config,
-                    digest_rules,
-                    interval_seconds=config.digest_interval_seconds,
-                    grace_seconds=config.digest_grace_seconds,
-                    keep_closed_seconds=store_config.retention_seconds + 24 * 3600,
-                )
-                await stack.enter_async_context(digester)
-            # --
-            runtime = cls(
-                config,
-                store=store,
-                batcher=batcher,
-                hub=hub,
-                follower=follower,
-                database=config.describe_database(),
-                delivery_latency=delivery_latency,
-            )
-            runtime.digester = digester
-            tasks = await stack.enter_async_context(anyio.create_task_group())
-            # Runs before the task group exits (and after everything entered later has stopped),
-            # so the background loops end instead of being waited for.
-            stack.callback(tasks.cancel_scope.cancel)
-            tasks.start_soon(runtime._supervise, "retention", store.run_retention)
-            tasks.start_soon(runtime._supervise, "hub", hub.run)
-            tasks.start_soon(runtime._drain_when_asked)
-            if digester is not None:
-                tasks.start_soon(runtime._supervise, "digests", digester.run)
-            # -- nodes (issue 9): the heartbeat row; the first beat is written before serving.
-            runtime.node = NodeHeartbeat(
-                store,
-                node_id=config.node_id or default_node_id(slot.index),
-                slot=slot.index,
-                interval_seconds=config.node_heartbeat_seconds,
-                figures=runtime._node_figures,
-            )
-            await runtime.node.migrate()
-            await tasks.start(runtime.node.run)
-            # --
-            runtime.sizing = await _start_sizing(runtime, stack)
-            if config.demo:
-                runtime.farm = await _start_demo(runtime, stack)
-            try:
-                yield runtime
-            finally:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(config.shutdown_timeout_seconds / 2):
-                    await runtime.drain()
 
     # -- shutdown ----------------------------------------------------------------------------
     @property
@@ -225,6 +125,14 @@ class Runtime:
             self.hub.close()
             self._drained.set()
 
+    def start_background(self, tasks: TaskGroup) -> None:
+        """Start the loops that run for the app's life in ``tasks``: retention, the hub, digests, the drain."""
+        tasks.start_soon(self._supervise, "retention", self.store.run_retention)
+        tasks.start_soon(self._supervise, "hub", self.hub.run)
+        tasks.start_soon(self._drain_when_asked)
+        if self.digester is not None:
+            tasks.start_soon(self._supervise, "digests", self.digester.run)
+
     async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a background loop; a failure is logged and counted, and never takes the app down."""
         try:
@@ -233,7 +141,7 @@ class Runtime:
             self.task_failures += 1
             logger.exception("background task %s failed", name)
 
-    # -- nodes (issue 9) ---------------------------------------------------------------------
+    # -- node heartbeat ----------------------------------------------------------------------
     async def log_position(self) -> tuple[int | None, int | None]:
         """Return (the last id handed to the hub, the newest committed id): how far behind this node is.
 
@@ -243,7 +151,8 @@ class Runtime:
         stats = self.follower.statistics()
         return stats.last_id, stats.head_id
 
-    async def _node_figures(self) -> NodeFigures:
+    async def node_figures(self) -> NodeFigures:
+        """What this node's heartbeat row reports: events in, messages out, clients, log position."""
         last_id, newest_id = await self.log_position()
         hub = self.hub.statistics()
         return NodeFigures(
@@ -253,39 +162,6 @@ class Runtime:
             follower_last_id=last_id,
             newest_id=newest_id,
         )
-
-    # -- statistics --------------------------------------------------------------------------
-    def process_stats(self) -> dict[str, float | int]:
-        """CPU percent since the last call, and resident memory."""
-        return {"cpu_percent": self._process.cpu_percent(None), "rss_bytes": self._process.memory_info().rss}
-
-    def sizing_stats(self) -> dict[str, Any]:
-        """What the sizing policy decided, and the load it saw."""
-        if self.sizing is not None:
-            return self.sizing.as_dict()
-        return {
-            "dynamic": False,
-            "strategy": "fixed",
-            "strategy_state": {},
-            "batch_size": self.batcher.batch_size,
-            "batch_timeout_seconds": self.batcher.batch_timeout_seconds,
-            "load": {},
-            "history": [],
-            "breaker": {"state": "closed"},
-        }
-
-    def ab_stats(self) -> dict[str, Any]:
-        """The live A/B's arms side by side (``{"arms": []}`` without one)."""
-        batcher, sizers = self.batcher, self.arm_sizers
-        if not isinstance(batcher, SplitBatcher) or sizers is None:
-            return {"arms": []}
-        arms = batcher.arm_statistics()
-        strategies = [sizer.statistics().strategy for sizer in sizers]
-        return {"arms": [{"strategy": name, **arm.as_dict()} for name, arm in zip(strategies, arms, strict=True)]}
-
-    def worker_stats(self) -> list[dict[str, Any]]:
-        """Per-worker figures of the demo farm; empty without it."""
-        return self.farm.worker_stats() if self.farm is not None else []
 
 
 def runtime_of(request: HTTPConnection) -> Runtime:
@@ -298,65 +174,6 @@ def runtime_of(request: HTTPConnection) -> Runtime:
     if runtime is None:
         raise RuntimeError(
             "sse-batcher's lifespan has not run; when mounting the app, give the parent "
-            "lifespan=app.router.lifespan_context (see the README)"
+            "lifespan=app.router.lifespan_context (see docs/guide.md)"
         )
     return runtime
-
-
-async def _stop_embedded(embedded: Any) -> None:
-    with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(embedded.stop)
-
-
-def _make_batcher(
-    config: ServerConfig, batcher_config: BatcherConfig, store: PostgresStore, rules: AggregationRules | None
-) -> EventBatcher:
-    """One batcher, or with SSE_BATCH_STRATEGY_B two arms over the same store, each with its own
-    dead-letter directory and breaker, split by source."""
-
-    def breaker() -> CircuitBreaker:
-        return CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
-
-    batcher = SSEEventBatcher(store, batcher_config, rules=rules, breaker=breaker())
-    if config.sizing.strategy_b is None:
-        return batcher
-    arm_b = replace(batcher_config, data_dir=batcher_config.data_dir / "ab-arm-b")
-    return SplitBatcher(
-        batcher, SSEEventBatcher(store, arm_b, rules=rules, breaker=breaker()), share_b=config.sizing.ab_split
-    )
-
-
-async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> BatchSizer:
-    """Start the batch sizer and its load monitor (which only reports when sizing is disabled).
-
-    With a live A/B each arm gets a sizer of its own strategy; both read one load monitor.
-    """
-    config, batcher = runtime.config.sizing, runtime.batcher
-    if not isinstance(batcher, SplitBatcher) or config.strategy_b is None:
-        if not isinstance(batcher, SSEEventBatcher):  # pragma: no cover - _make_batcher makes one of the two
-            raise TypeError(f"cannot size a {type(batcher).__name__}")
-        return await stack.enter_async_context(BatchSizer(batcher, config))
-    monitor = ServerLoadMonitor(
-        LoadMonitorConfig(sample_seconds=config.sample_seconds), backlog=lambda: batcher.backlog
-    )
-    await stack.enter_async_context(monitor)
-    arm_a, arm_b = batcher.arms
-    sizer_a = await stack.enter_async_context(BatchSizer(arm_a, config, monitor=monitor, events=batcher))
-    config_b = replace(config, strategy=config.strategy_b)
-    sizer_b = await stack.enter_async_context(BatchSizer(arm_b, config_b, monitor=monitor, events=batcher))
-    runtime.arm_sizers = (sizer_a, sizer_b)
-    return sizer_a
-
-
-async def _start_demo(runtime: Runtime, stack: AsyncExitStack) -> DemoFarmLike:
-    """Start the demo workers; imported here so the server runs without the workers package.
-
-    Raises:
-        RuntimeError: ``sse_batcher.workers.demo.farm`` cannot be imported (run with ``--no-demo``).
-    """
-    try:
-        from sse_batcher.workers.demo.farm import DemoFarm
-    except ImportError as exc:
-        raise RuntimeError(f"the demo workers are unavailable ({exc}); start with --no-demo") from exc
-    farm: DemoFarmLike = await stack.enter_async_context(DemoFarm(runtime.batcher, rate=runtime.config.demo_rate))
-    return farm

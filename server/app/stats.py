@@ -7,16 +7,15 @@ The stats shape is a contract with the dashboard (frontend/); keys are only ever
      "ab": {"arms": [...]}, "latency": {"delivery": {...}, "commit": {...}},
      "digests": {...}}
 
-``latency`` (issue 10) holds two histograms in seconds, each ``{"bounds", "counts", "total", "count"}``
+``latency`` holds two histograms in seconds, each ``{"bounds", "counts", "total", "count"}``
 with per-bucket counts (``counts[i]`` observations <= ``bounds[i]``, the last one above every bound),
 cumulative since start: ``delivery`` is each original event's age when the hub first handed it to a
 client (server/stream/latency.py), ``commit`` the store write latency (``batcher.write_latency_histogram``).
 A reader takes percentiles over an interval from the difference of two snapshots.
 
+``digests`` lists the digest rules, each with its open windows: see ``sse_batcher.server.app.digests``.
 
-``digests`` (issue 14) lists the digest rules, each with its open windows: see ``sse_batcher.server.app.digests``.
-
-``node`` is this process (issue 9): ``id``, ``host``, ``pid``, ``slot``, ``started_at``, ``events_in``,
+``node`` is this process: ``id``, ``host``, ``pid``, ``slot``, ``started_at``, ``events_in``,
 ``messages_out``, ``clients`` (now), ``follower_last_id``, ``newest_id`` and ``lag`` (as of its last
 heartbeat), ``heartbeat_seconds``. ``nodes`` is every node's ``sse_nodes`` row as of that heartbeat,
 newest first, each with ``alive`` (false once its heartbeat is three intervals old) and ``lag``.
@@ -38,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sse_batcher.batcher import BatcherError, State
+from sse_batcher.batcher.sizing import SplitBatcher
 from sse_batcher.server._http import json_response
 from sse_batcher.server.app.digests import digest_stats
 from sse_batcher.server.app.runtime import Runtime, runtime_of
@@ -61,16 +61,18 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
     hub = render(runtime.hub.statistics())
     batcher = render(runtime.batcher.statistics())
     follower = runtime.follower.statistics()
+    process = runtime.process
     return {
         "ts": time.time(),
         "batcher": batcher,
         "store": render(runtime.store.statistics()),
         "hub": hub,
-        "sizing": runtime.sizing_stats(),
+        "sizing": _sizing(runtime),
         "follower": {**render(follower), "lag": follower.lag},
-        "ab": runtime.ab_stats(),
-        "workers": runtime.worker_stats(),
-        "process": runtime.process_stats(),
+        "ab": _ab(runtime),
+        "workers": runtime.farm.worker_stats() if runtime.farm is not None else [],
+        # CPU percent since the last call, and resident memory.
+        "process": {"cpu_percent": process.cpu_percent(None), "rss_bytes": process.memory_info().rss},
         # The dashboard shows the burst control only when this says the demo runs.
         "demo": {"enabled": runtime.farm is not None},
         "node": _this_node(runtime, events_in=batcher.get("events_emitted", 0), hub=hub),
@@ -104,6 +106,32 @@ def _this_node(runtime: Runtime, *, events_in: int, hub: dict[str, Any]) -> dict
         "lag": lag(follower_last_id, newest_id),
         "heartbeat_seconds": node.interval_seconds,
     }
+
+
+def _sizing(runtime: Runtime) -> dict[str, Any]:
+    """What the sizing policy decided, and the load it saw."""
+    if runtime.sizing is not None:
+        return runtime.sizing.as_dict()
+    return {
+        "dynamic": False,
+        "strategy": "fixed",
+        "strategy_state": {},
+        "batch_size": runtime.batcher.batch_size,
+        "batch_timeout_seconds": runtime.batcher.batch_timeout_seconds,
+        "load": {},
+        "history": [],
+        "breaker": {"state": "closed"},
+    }
+
+
+def _ab(runtime: Runtime) -> dict[str, Any]:
+    """The live A/B's arms side by side (``{"arms": []}`` without one)."""
+    batcher, sizers = runtime.batcher, runtime.arm_sizers
+    if not isinstance(batcher, SplitBatcher) or sizers is None:
+        return {"arms": []}
+    arms = batcher.arm_statistics()
+    strategies = [sizer.statistics().strategy for sizer in sizers]
+    return {"arms": [{"strategy": name, **arm.as_dict()} for name, arm in zip(strategies, arms, strict=True)]}
 
 
 async def stats(request: Request) -> Response:

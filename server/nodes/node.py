@@ -1,4 +1,4 @@
-"""Nodes (issue 9): each server process's slot under SSE_DATA_DIR, its name, and its heartbeat row.
+"""Nodes: each server process's slot under SSE_DATA_DIR, its name, and its heartbeat row.
 
 - **A slot per process.** Every process that runs a batcher keeps its own dead-letter file, so no
   two processes ever append to one. :meth:`NodeSlot.take` locks ``data_dir/slots/slot-<i>/slot.lock``

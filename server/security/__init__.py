@@ -2,13 +2,15 @@
 
 Enters: a request's address and credentials (bearer tokens, signed stream tokens).
 Inside: :class:`Guard` answers the endpoints (may this request publish, subscribe, open another
-stream?) from :mod:`.tokens` and :mod:`.ratelimit`; the middlewares add headers and CORS.
+stream?) from :mod:`.tokens` and :mod:`.ratelimit`; the :mod:`.middleware` adds the security
+headers and CORS to every answer.
 Leaves: a yes, or a refusal the endpoint turns into a 401, 403 or 429.
 """
 
 from __future__ import annotations
 
-from sse_batcher.server.security.guard import CORSMiddleware, Guard, NotAllowed, SecurityHeadersMiddleware
+from sse_batcher.server.security.guard import Guard, NotAllowed
+from sse_batcher.server.security.middleware import CORSMiddleware, SecurityHeadersMiddleware
 from sse_batcher.server.security.ratelimit import ConnectionCounter, RateLimiter
 from sse_batcher.server.security.tokens import StreamTokens, TokenSet
 

@@ -1,6 +1,6 @@
 """``sse-batcher serve --workers N``: N server processes on one listening socket and one PostgreSQL.
 
-The parent does what must happen once, then only watches (issue 9):
+The parent does what must happen once, then only watches:
 
 1. It starts the embedded PostgreSQL when DATABASE_URL is unset, and runs the migrations
    (``sse_events`` and ``sse_nodes``) before any worker starts, so the workers never race on them.
@@ -139,8 +139,8 @@ class Supervisor:
         try:
             while not self._stopping:
                 now = time.monotonic()
-                pending = [w.restart_at for w in self._workers if w.restart_at is not None]
-                timeout = max(0.0, min(pending) - now) if pending else None
+                restart_times = [w.restart_at for w in self._workers if w.restart_at is not None]
+                timeout = max(0.0, min(restart_times) - now) if restart_times else None
                 waitables: list[object] = [self._wake_read]
                 for worker in self._workers:
                     if worker.process is not None:

@@ -1,4 +1,4 @@
-"""How old events are when the hub first hands them to a client (issue 10): the latency people see.
+"""How old events are when the hub first hands them to a client: the latency people see.
 
 An event's ``ts`` is set when the server accepted it (wall clock, like every ``ts`` on the wire), so
 ``now - ts`` at fan-out is everything between emit and the client's queue: the batch timeout, the

@@ -5,49 +5,21 @@ Vocabulary (the same everywhere): a subscriber is *live* while the hub hands it 
 it); its stream then catches up from PostgreSQL from ``last_id``, the last id it was given, and
 rejoins. ``closing`` asks the stream to end once it has written what is queued.
 
-A :class:`Frame` is what the hub hands over: the SSE bytes of one or more consecutive messages,
-joined once and shared by every subscriber with the same filters, with the ids and offsets of the
-messages inside, so a subscriber that resumes in the middle of a frame can skip what it had.
+What the hub hands over is a :class:`~sse_batcher.server.stream.frame.Frame`: the SSE bytes of one
+or more consecutive messages, shared by every subscriber with the same filters.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 from collections import deque
-from dataclasses import dataclass
 
 import anyio
 
 from sse_batcher.batcher import StoredMessage
+from sse_batcher.server.stream.frame import Frame
 
-__all__ = ["Frame", "Subscriber"]
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """Consecutive SSE messages as one bytes object; ``offsets[i]`` is where message ``ids[i]`` starts."""
-
-    ids: tuple[int, ...]
-    offsets: tuple[int, ...]
-    data: bytes
-
-    @property
-    def first_id(self) -> int:
-        return self.ids[0]
-
-    @property
-    def last_id(self) -> int:
-        return self.ids[-1]
-
-    def after(self, floor: int | None) -> tuple[bytes, int]:
-        """The bytes of the messages with id > ``floor``, and how many they are."""
-        if floor is None or self.ids[0] > floor:
-            return self.data, len(self.ids)
-        start = bisect.bisect_right(self.ids, floor)
-        if start == len(self.ids):
-            return b"", 0
-        return self.data[self.offsets[start] :], len(self.ids) - start
+__all__ = ["Subscriber"]
 
 
 class Subscriber:
@@ -80,7 +52,7 @@ class Subscriber:
         self._queued = 0
         self._limit = limit
         # A bare future, not an anyio.Event: the hub wakes every subscriber on every fan-out, and
-        # at 1,000 streams Event.set was an eighth of the server's time (py-spy, issue 10).
+        # Event.set cost an eighth of the server's time at 1,000 streams (bench/RESULTS.md, "Fan-out").
         self._waiter: asyncio.Future[None] | None = None
         self.lagged = False
         self.closing = False

@@ -1,4 +1,4 @@
-"""Several real server processes on one PostgreSQL: one global order, resume on any node (issue 9)."""
+"""Several real server processes on one PostgreSQL: one global order, resume on any node."""
 
 from __future__ import annotations
 

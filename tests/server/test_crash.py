@@ -1,9 +1,10 @@
 """kill -9 mid-burst, restart on the same data directory and database: no acknowledged event lost.
 
-Real server processes (``python -m server serve``), killed with SIGKILL while publishers post without
-pause; the counting lives in ``bench/crash.py``, which also measures the window of the plain 202
-answers (bench/RESULTS.md). Here only what the contract promises is asserted: every event answered
-201 by ``?wait=stored`` is in ``sse_events`` under the id it was given, and no event is stored twice.
+Real server processes (``python -m sse_batcher.server serve``), killed with SIGKILL while publishers post
+without pause; the counting lives in ``bench/crash.py``, which also counts the plain 202 answers a kill
+loses (buffered, not yet stored; bench/RESULTS.md). Here only what the contract promises is asserted:
+every event answered 201 by ``?wait=stored`` is in ``sse_events`` under the id it was given, and no
+event is stored twice.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ class Ledger:
         """Every accepted event, and nothing else, reaches ``sse_events``."""
         target, expected = self.target, self.stored_before + self.accepted
         assert target.emitted() == self.emitted_before + self.accepted
-        target.wait_for(lambda: target.stats()["batcher"]["buffer_depth"] == 0, "the buffer to drain")
+        target.wait_for(lambda: target.stats()["batcher"]["buffer_depth"] == 0, "the buffer to empty")
         target.wait_for(
             lambda: (
                 (stats := target.stats()["batcher"])["events_stored"] >= self.emitted_before + self.accepted

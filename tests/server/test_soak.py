@@ -6,7 +6,7 @@ warm-up stays within 10 %, and its file descriptors do not grow.
 
 The warm-up is the first 40 % (72 s): in the 10-minute run (bench/RESULTS.md) RSS climbs in two steps
 of about 3 MiB in the first two minutes, as the allocator settles under the load, then stays flat.
-A 2-minute run with a 24 s warm-up can have one of those steps inside the measured window.
+A 2-minute run with a 24 s warm-up can have one of those steps inside the measured stretch.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from anyio.abc import Process
 
-from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.client import unroll
 from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.server.sse import Received, events_of, read_until
 from tests.server_process import ServerProcess

@@ -25,7 +25,7 @@ from anyio.abc import Process
 
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log import DeadLetterFile
-from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.client import unroll
 from sse_batcher.server.serving.supervisor import restart_delay
 from tests.server.sse import Received, events_of, read_until
 from tests.server_process import free_port
@@ -316,7 +316,7 @@ async def test_a_dead_letter_file_left_in_a_slot_is_written_back_by_the_next_pro
 
         async def written_back() -> bool:
             stored = await _stored_payloads(dsn)
-            return any(e["type"] == "LEFTOVER" for e in stored) and leftover.pending_batches() == 0
+            return any(e["type"] == "LEFTOVER" for e in stored) and leftover.count_batches() == 0
 
         await _until(written_back)
         assert workers.worker_pids()
@@ -326,7 +326,7 @@ async def test_a_dead_letter_file_left_in_a_slot_is_written_back_by_the_next_pro
 async def test_every_subscriber_on_either_node_sees_every_event_published_to_either_node(
     dsn: str, tmp_path: Path
 ) -> None:
-    """Needs the log follower (issue 9): until then a node streams only what it committed itself."""
+    """Each node streams every node's commits: its log follower reads them all back from PostgreSQL."""
     async with serving_workers(_env(tmp_path, dsn)) as workers, anyio.create_task_group() as tg:
         await _until(lambda: _two_live(dsn))
         subscribers: list[Received] = []

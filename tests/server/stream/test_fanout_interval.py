@@ -1,4 +1,4 @@
-"""The fan-out interval joins bursts without losing or reordering anything (issue 10), on a real server.
+"""The fan-out interval joins bursts without losing or reordering anything, on a real server.
 
 Hypothesis chooses arrival patterns (how many events per publish, and the pause before each,
 around the fan-out interval) and a real server process with a 30 ms interval; an asynchronous
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sse_batcher.server.client.subscribe import StreamEvent, subscribe
+from sse_batcher.server.client import StreamEvent, subscribe
 from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.server_process import ServerProcess
 

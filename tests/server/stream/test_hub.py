@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 
 from sse_batcher.batcher import StoredMessage
-from sse_batcher.server.stream.hub import Hub, encode_message, frame_of
-from sse_batcher.server.stream.subscriber import Frame
+from sse_batcher.server.stream.frame import Frame, encode_message
+from sse_batcher.server.stream.hub import Hub
 from tests.server.live import LiveServer, make_config, serving, until
 from tests.server.sse import publish, subscribed
 
@@ -98,18 +98,9 @@ def test_after_a_quiet_spell_a_message_goes_out_at_once_and_a_burst_waits_for_th
     hub.publish([StoredMessage(3, "A", "A", "s", 1, b"{}", 0.0)])
     assert sub.take() == []  # busy: joined, held for the tick
     clock.now += 0.05
-    hub._flush_pending(clock.now)  # what Hub.run does when the tick is due
+    hub._flush_staged(clock.now)  # what Hub.run does when the tick is due
     frames = [f for f in sub.take() if isinstance(f, Frame)]
     assert [f.ids for f in frames] == [(2, 3)] and hub.statistics().fanouts == 2
-
-
-def test_a_frame_resumed_in_its_middle_skips_exactly_what_was_sent() -> None:
-    messages = [StoredMessage(i, "A", "A", "s", 1, b'{"i":%d}' % i, 0.0) for i in (5, 6, 9)]
-    frame = frame_of([(m.id, encode_message(m)) for m in messages])
-    assert frame.after(None) == (frame.data, 3)
-    assert frame.after(6) == (encode_message(messages[2]), 1)
-    assert frame.after(5)[0] == encode_message(messages[1]) + encode_message(messages[2])
-    assert frame.after(9) == (b"", 0)
 
 
 async def test_stalled_client_catches_up_from_the_store_without_slowing_a_fast_one(dsn: str, tmp_path: Path) -> None:
@@ -142,7 +133,7 @@ async def test_a_client_that_accepts_nothing_is_closed_after_the_send_timeout(ds
                 published += 1
                 assert published < 100, "the frozen client was never timed out"
             await until(lambda: live.runtime.hub.clients == 0)
-            # The server closed its end: reading drains what was buffered, then hits end of stream.
+            # The server closed its end: reading returns what was buffered, then hits end of stream.
             loop = asyncio.get_running_loop()
             with anyio.fail_after(10):
                 try:

@@ -1,4 +1,4 @@
-"""Delivery latency (issue 10): the age of each event when the hub first hands it to a client."""
+"""Delivery latency: the age of each event when the hub first hands it to a client."""
 
 from __future__ import annotations
 

@@ -1,0 +1,179 @@
+"""Opening one app's parts in data-flow order, and closing them in reverse: :func:`open_runtime`.
+
+Kept apart from :class:`~sse_batcher.server.app.runtime.Runtime` because the order is the whole
+point of it and reads best in one place: database, store, node slot, batcher, hub, log follower,
+digests, background tasks, heartbeat, sizing, demo workers. Each part is entered on one exit stack,
+so whatever started is stopped, in reverse, however the start or the app ends; the runtime it
+yields only holds the parts and drains them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+
+import anyio
+
+from sse_batcher.batcher import AggregationRules, BatcherConfig, EventBatcher, PostgresStore, SSEEventBatcher
+from sse_batcher.batcher.digests import Digester
+from sse_batcher.batcher.digests.live import quiet_filter
+from sse_batcher.batcher.log import LogFollower
+from sse_batcher.batcher.pipeline import CircuitBreaker
+from sse_batcher.batcher.sizing import BatchSizer, ServerLoadMonitor, SplitBatcher
+from sse_batcher.batcher.sizing.load import LoadMonitorConfig
+from sse_batcher.batcher.sizing.named import pin_rule_timeouts
+from sse_batcher.server.app.runtime import DemoFarmLike, Runtime
+from sse_batcher.server.config import ServerConfig
+from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
+from sse_batcher.server.nodes.node import NodeHeartbeat, NodeSlot, default_node_id
+from sse_batcher.server.stream.hub import Hub
+from sse_batcher.server.stream.latency import DeliveryLatency
+
+__all__ = ["open_runtime"]
+
+
+@asynccontextmanager
+async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
+    """Start everything ``config`` asks for and yield the runtime; drain, then stop it all in reverse, on exit."""
+    async with AsyncExitStack() as stack:
+        dsn = config.database_url
+        if dsn is None:
+            embedded = EmbeddedPostgres(config.data_dir)
+            dsn = await anyio.to_thread.run_sync(embedded.start)
+            stack.push_async_callback(_stop_embedded, embedded)
+        store_config = config.store.store_config(dsn)
+        store = await stack.enter_async_context(PostgresStore(store_config))
+        # A slot of its own under data_dir, so this node's dead-letter file is its own; taken before
+        # the batcher starts (which writes back what the slot holds) and released after it closed.
+        slot = stack.enter_context(NodeSlot.take(config.data_dir, config.slot))
+        batcher_config = replace(config.batcher, data_dir=slot.directory)
+        rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
+        if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
+            cap = config.batcher.batch_timeout_seconds
+            rules = pin_rule_timeouts(rules, config.sizing, max_timeout_seconds=cap)
+        batcher = _make_batcher(config, batcher_config, store, rules)
+        delivery_latency = DeliveryLatency()
+        digest_rules = rules.digests() if rules is not None else {}
+        hub = Hub(
+            store,
+            queue_size=config.client_queue_size,
+            max_clients=config.max_clients,
+            fanout_interval_seconds=config.fanout_interval_seconds,
+            fanout_interval_max_seconds=config.fanout_interval_max_seconds,
+            ping_seconds=config.ping_seconds,
+            send_timeout_seconds=config.client_send_timeout_seconds,
+            on_fanout=delivery_latency.observe_messages,
+            hold_back=quiet_filter(digest_rules),
+        )
+        # The hub's one feed: every node's commits, read back from the log in id order. Started
+        # before the batcher, so a dead-letter file written back at start reaches clients too.
+        follower = LogFollower(store_config, hub.publish, poll_seconds=config.follow_poll_seconds)
+        await stack.enter_async_context(follower)
+        # A local commit wakes the follower at once instead of waiting for its notification.
+        stack.callback(batcher.add_listener(follower.poke))
+        await batcher.start()
+        stack.push_async_callback(batcher.aclose)
+        # Digest windows live in PostgreSQL, closed by whichever node gets there first.
+        digester = None
+        if digest_rules:
+            digester = Digester(
+                store_config,
+                digest_rules,
+                interval_seconds=config.digest_interval_seconds,
+                grace_seconds=config.digest_grace_seconds,
+                keep_closed_seconds=store_config.retention_seconds + 24 * 3600,
+            )
+            await stack.enter_async_context(digester)
+        runtime = Runtime(
+            config,
+            store=store,
+            batcher=batcher,
+            hub=hub,
+            follower=follower,
+            database=config.describe_database(),
+            delivery_latency=delivery_latency,
+        )
+        runtime.digester = digester
+        tasks = await stack.enter_async_context(anyio.create_task_group())
+        # Runs before the task group exits (and after everything entered later has stopped),
+        # so the background loops end instead of being waited for.
+        stack.callback(tasks.cancel_scope.cancel)
+        runtime.start_background(tasks)
+        # The heartbeat row: the first beat is written before serving.
+        runtime.node = NodeHeartbeat(
+            store,
+            node_id=config.node_id or default_node_id(slot.index),
+            slot=slot.index,
+            interval_seconds=config.node_heartbeat_seconds,
+            figures=runtime.node_figures,
+        )
+        await runtime.node.migrate()
+        await tasks.start(runtime.node.run)
+        runtime.sizing = await _start_sizing(runtime, stack)
+        if config.demo:
+            runtime.farm = await _start_demo(runtime, stack)
+        try:
+            yield runtime
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(config.shutdown_timeout_seconds / 2):
+                await runtime.drain()
+
+
+async def _stop_embedded(embedded: EmbeddedPostgres) -> None:
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(embedded.stop)
+
+
+def _make_batcher(
+    config: ServerConfig, batcher_config: BatcherConfig, store: PostgresStore, rules: AggregationRules | None
+) -> EventBatcher:
+    """One batcher, or with SSE_BATCH_STRATEGY_B two arms over the same store, each with its own
+    dead-letter directory and breaker, split by source."""
+
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
+
+    batcher = SSEEventBatcher(store, batcher_config, rules=rules, breaker=breaker())
+    if config.sizing.strategy_b is None:
+        return batcher
+    arm_b = replace(batcher_config, data_dir=batcher_config.data_dir / "ab-arm-b")
+    return SplitBatcher(
+        batcher, SSEEventBatcher(store, arm_b, rules=rules, breaker=breaker()), share_b=config.sizing.ab_split
+    )
+
+
+async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> BatchSizer:
+    """Start the batch sizer and its load monitor (which only reports when sizing is disabled).
+
+    With a live A/B each arm gets a sizer of its own strategy; both read one load monitor.
+    """
+    config, batcher = runtime.config.sizing, runtime.batcher
+    if not isinstance(batcher, SplitBatcher) or config.strategy_b is None:
+        if not isinstance(batcher, SSEEventBatcher):  # pragma: no cover - _make_batcher makes one of the two
+            raise TypeError(f"cannot size a {type(batcher).__name__}")
+        return await stack.enter_async_context(BatchSizer(batcher, config))
+    monitor = ServerLoadMonitor(
+        LoadMonitorConfig(sample_seconds=config.sample_seconds), backlog=lambda: batcher.backlog
+    )
+    await stack.enter_async_context(monitor)
+    arm_a, arm_b = batcher.arms
+    sizer_a = await stack.enter_async_context(BatchSizer(arm_a, config, monitor=monitor, events=batcher))
+    config_b = replace(config, strategy=config.strategy_b)
+    sizer_b = await stack.enter_async_context(BatchSizer(arm_b, config_b, monitor=monitor, events=batcher))
+    runtime.arm_sizers = (sizer_a, sizer_b)
+    return sizer_a
+
+
+async def _start_demo(runtime: Runtime, stack: AsyncExitStack) -> DemoFarmLike:
+    """Start the demo workers; imported here so the server runs without the workers package.
+
+    Raises:
+        RuntimeError: ``sse_batcher.workers.demo.farm`` cannot be imported (run with ``--no-demo``).
+    """
+    try:
+        from sse_batcher.workers.demo.farm import DemoFarm
+    except ImportError as exc:
+        raise RuntimeError(f"the demo workers are unavailable ({exc}); start with --no-demo") from exc
+    farm: DemoFarmLike = await stack.enter_async_context(DemoFarm(runtime.batcher, rate=runtime.config.demo_rate))
+    return farm
