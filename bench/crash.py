@@ -8,7 +8,7 @@ out of both counts. At the end the rows of ``sse_events`` are unrolled and the m
 
 - every event answered 201 is stored, exactly once, in the message whose id it was given;
 - no event is stored twice (whatever its answer);
-- the answered-202 events that are missing are the window the README states (buffered, not yet
+- the answered-202 events that are missing are the time in memory docs/durability.md states (buffered, not yet
   committed, when the process died): the figure this prints.
 
 Run: ``python -m bench.crash [--kills 10] [--publishers 4] [--burst 2]`` (an embedded PostgreSQL in
@@ -30,7 +30,7 @@ import asyncpg
 import httpx
 import msgspec
 
-from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.client import unroll
 
 from ._pg import machine, postgres
 from ._server import ServerUnderTest

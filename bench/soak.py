@@ -36,8 +36,9 @@ import asyncpg
 import httpx
 import psutil
 
-from sse_batcher.server.client.loadtest import _ms, _percentile, _Signal
-from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.client import unroll
+from sse_batcher.server.client._load_readers import Signal
+from sse_batcher.server.client.loadtest import _ms, _percentile
 
 from ._pg import machine, postgres
 from ._server import ServerUnderTest
@@ -228,7 +229,7 @@ async def _soak(
     report = SoakReport(minutes=minutes, rate=rate, clients=clients)
     process = psutil.Process(server.pid)
     cpu_before = sum(process.cpu_times()[:2])
-    received = _Signal()
+    received = Signal()
     readers = [_Client(i < _SAMPLED, received.set) for i in range(clients)]
     seconds = minutes * 60
     every = max(1.0, min(5.0, seconds / 60))

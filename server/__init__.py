@@ -13,7 +13,7 @@ Its sub-packages, from the outside in:
 from __future__ import annotations
 
 from sse_batcher.server.app.factory import create_app
-from sse_batcher.server.client.subscribe import StreamEvent, StreamRefusedError, asubscribe, subscribe, unroll
+from sse_batcher.server.client import StreamEvent, StreamRefusedError, asubscribe, subscribe, unroll
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.stream.hub import Hub, HubStats
 

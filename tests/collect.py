@@ -11,7 +11,7 @@ import anyio
 import msgspec
 
 from sse_batcher.batcher import BatcherConfig, PostgresStore, SSEEventBatcher, StoredMessage
-from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.client import unroll
 
 __all__ = ["Collected", "batcher_config", "running_batcher"]
 

@@ -126,9 +126,7 @@ class SSEBroadcaster:
         except BatcherError as exc:
             self._count_error(exc)
             raise
-        with self._lock:
-            self._by_type[type] += 1
-            self._emitted += 1
+        self._count_emitted(type)
         return seq
 
     async def aemit(self, type: str, data: dict[str, Any], *, priority: str = NORMAL, key: str | None = None) -> int:
@@ -151,10 +149,13 @@ class SSEBroadcaster:
         except BatcherError as exc:
             self._count_error(exc)
             raise
+        self._count_emitted(type)
+        return seq
+
+    def _count_emitted(self, type: str) -> None:
         with self._lock:
             self._by_type[type] += 1
             self._emitted += 1
-        return seq
 
     def _count_error(self, exc: BaseException) -> None:
         with self._lock:
@@ -179,7 +180,7 @@ class SSEBroadcaster:
         )
 
     def get_broadcast_stats(self) -> dict[str, Any]:
-        """Return :meth:`statistics` as a JSON-ready dict (the README's API)."""
+        """Return :meth:`statistics` as a JSON-ready dict (the API docs/guide.md shows)."""
         return self.statistics().as_dict()
 
     def __repr__(self) -> str:

@@ -1,9 +1,9 @@
-"""The Worker lifecycle shared by both flavours: a bounded job queue, slots, start and stop.
+"""The Worker lifecycle shared by both flavours: submit from any thread, start, wind down, stop.
 
-Everything that decides (the queue, the dispatcher, the counters) lives on the event loop, so it
-needs no lock and stops cleanly by cancelling a scope; only the job itself runs elsewhere (a
-thread for :class:`~sse_batcher.workers.ThreadWorker`, a task for :class:`~sse_batcher.workers.AsyncWorker`). A job is
-taken from the queue synchronously, between two awaits, so stopping can never lose one in flight.
+Everything that decides (the lifecycle here, the job queue and its dispatcher in ``_dispatch.py``)
+lives on the event loop, so it needs no lock and stops cleanly by cancelling a scope; only the job
+itself runs elsewhere (a thread for :class:`~sse_batcher.workers.ThreadWorker`, a task for
+:class:`~sse_batcher.workers.AsyncWorker`). A submit from another thread hops onto the loop.
 
 Stopping lets the running jobs finish, bounded by a timeout; past it, coroutine jobs are cancelled
 (and report ``JOB_FAILED``) and thread jobs are abandoned (a thread cannot be killed), both counted
@@ -16,29 +16,25 @@ import abc
 import logging
 import threading
 import warnings
-from collections import deque
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import anyio
-import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
 from sse_batcher.batcher import BatcherError, EventBatcher
+from sse_batcher.workers._dispatch import Dispatcher
 from sse_batcher.workers.broadcaster import SSEBroadcaster
 from sse_batcher.workers.config import WorkerConfig, WorkerState, WorkerStats
-from sse_batcher.workers.errors import JobQueueFullError, WorkerClosedError
+from sse_batcher.workers.errors import WorkerClosedError
 from sse_batcher.workers.job import JobIdAllocator, JobSpec, clip_name
 
 __all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
-
-# After next_job() raises, wait this long before asking again, so a broken generator cannot spin.
-_GENERATOR_BACKOFF_SECONDS = 1.0
 
 
 class Worker(abc.ABC):
@@ -53,7 +49,6 @@ class Worker(abc.ABC):
     """
 
     kind: ClassVar[str] = "worker"
-    _slots: anyio.Semaphore  # created by start(), on the loop
 
     def __init__(
         self,
@@ -71,21 +66,11 @@ class Worker(abc.ABC):
         self._state = WorkerState.NEW
         # Set when stopping; jobs read it through ``job.stop_requested``, from any thread.
         self._stop = threading.Event()
-        self._pending: deque[JobSpec] = deque()
+        self._dispatcher = Dispatcher(name, config.queue_size, config.concurrency)
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
         self._stack: AsyncExitStack | None = None
-        self._jobs_scope: anyio.CancelScope | None = None
-        self._intake_scope: anyio.CancelScope | None = None
-        self._job_ready: anyio.Event | None = None
-        self._room: anyio.Event | None = None
-        self._idle: anyio.Event | None = None
-        self._jobs_done: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
-        self._running = 0
-        self._done = 0
-        self._failed = 0
-        self._abandoned = 0
         self._unstarted = 0
 
     # -- what subclasses provide -----------------------------------------------------------
@@ -157,23 +142,19 @@ class Worker(abc.ABC):
     def _enqueue(self, items: list[tuple[Any, str | None]]) -> list[int]:
         if self._state is WorkerState.STOPPING or self._state is WorkerState.STOPPED:
             raise WorkerClosedError(f"worker {self._name!r} is {self._state.value}; no more jobs are accepted")
-        room = self._config.queue_size - len(self._pending)
-        if len(items) > room:
-            raise JobQueueFullError(
-                f"worker {self._name!r} has room for {room} more jobs, not {len(items)}; retry later"
-            )
+        # Checked before ids are taken, so a refused submit uses none.
+        self._dispatcher.check_room(len(items))
         ids = self._job_ids.allocate_many(len(items)) if items else range(0)
-        for job_id, (payload, name) in zip(ids, items, strict=True):
-            self._pending.append(JobSpec(job_id, clip_name(name or self.job_name(payload)), payload))
-        self._wake_dispatcher()
+        specs = [
+            JobSpec(job_id, clip_name(name or self.job_name(payload)), payload)
+            for job_id, (payload, name) in zip(ids, items, strict=True)
+        ]
+        self._dispatcher.put(specs)
         return list(ids)
 
-    def _wake_dispatcher(self) -> None:
-        if self._pending:
-            if self._idle is not None and self._idle.is_set():
-                self._idle = None
-            if self._job_ready is not None:
-                self._job_ready.set()
+    def _accept(self, payload: Any) -> None:
+        """Queue a job of the worker's own (from :meth:`next_job`)."""
+        self._enqueue([(payload, None)])
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -186,14 +167,14 @@ class Worker(abc.ABC):
             raise WorkerClosedError(f"cannot start worker {self._name!r}: it is {self._state.value}")
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
-        self._intake_scope = anyio.CancelScope()
-        self._jobs_done = anyio.Event()
+        self._dispatcher.open()
         self._stopped = anyio.Event()
-        self._slots = anyio.Semaphore(self._config.concurrency)
         self._stack = AsyncExitStack()
         task_group = await self._stack.enter_async_context(anyio.create_task_group())
         self._state = WorkerState.RUNNING
-        task_group.start_soon(self._run, name=f"worker {self._name}")
+        task_group.start_soon(
+            self._dispatcher.run, self._execute, self.next_job, self._accept, name=f"worker {self._name}"
+        )
 
     def request_stop(self) -> None:
         """Stop taking jobs and tell running ones (``job.stop_requested``), without waiting.
@@ -205,8 +186,7 @@ class Worker(abc.ABC):
             return
         self._state = WorkerState.STOPPING
         self._stop.set()
-        assert self._intake_scope is not None  # set by start()
-        self._intake_scope.cancel()
+        self._dispatcher.stop_intake()
 
     async def wind_down(self) -> None:
         """Stop taking jobs and wait until the running ones have finished (callable from any task).
@@ -215,8 +195,7 @@ class Worker(abc.ABC):
         flush; bound it with a timeout, then :meth:`aclose` stops whatever is left.
         """
         self.request_stop()
-        if self._jobs_done is not None:
-            await self._jobs_done.wait()
+        await self._dispatcher.wait_done()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop: take no more jobs, let running ones finish within ``timeout``, then stop hard.
@@ -228,32 +207,26 @@ class Worker(abc.ABC):
             return
         if self._state is WorkerState.NEW:
             self._state = WorkerState.STOPPED
-            self._unstarted = len(self._pending)
+            self._unstarted = self._dispatcher.queued
             return
-        assert self._jobs_done is not None and self._stopped is not None  # set by start()
+        assert self._stopped is not None  # set by start()
         if self._stack is None:  # another aclose() is finishing the stop
             await self._stopped.wait()
             return
         self.request_stop()
         limit = self._config.stop_timeout_seconds if timeout is None else timeout
         with anyio.move_on_after(limit):
-            await self._jobs_done.wait()
+            await self._dispatcher.wait_done()
         stack, self._stack = self._stack, None
         try:
-            if not self._jobs_done.is_set() and self._jobs_scope is not None:
-                self._abandoned += self._running
-                logger.warning(
-                    "worker %s: %d jobs still running after %.1f s; stopping them", self._name, self._running, limit
-                )
-                self._jobs_scope.cancel()
+            self._dispatcher.cancel_running(limit)
             await stack.aclose()
         finally:
-            self._unstarted = len(self._pending)
+            self._unstarted = self._dispatcher.queued
             if self._unstarted:
                 logger.warning("worker %s stopped with %d queued jobs never started", self._name, self._unstarted)
             self._state = WorkerState.STOPPED
-            if self._idle is not None:
-                self._idle.set()
+            self._dispatcher.close()
             self._stopped.set()
 
     async def __aenter__(self) -> Self:
@@ -273,88 +246,8 @@ class Worker(abc.ABC):
     async def wait_idle(self) -> None:
         """Return once no job is queued or running (at once when stopped). Waits for ``start()``."""
         await anyio.lowlevel.checkpoint()
-        while self._state is not WorkerState.STOPPED and (self._pending or self._running or self._token is None):
-            if self._idle is None or self._idle.is_set():
-                self._idle = anyio.Event()
-            await self._idle.wait()
-
-    # -- the loop ---------------------------------------------------------------------------
-    async def _run(self) -> None:
-        assert self._jobs_done is not None and self._intake_scope is not None
-        try:
-            async with anyio.create_task_group() as jobs:
-                self._jobs_scope = jobs.cancel_scope
-                jobs.start_soon(self._intake, jobs, name=f"worker {self._name} intake")
-        finally:
-            self._jobs_done.set()
-
-    async def _intake(self, jobs: anyio.abc.TaskGroup) -> None:
-        """Generate jobs (next_job) and dispatch queued ones to free slots, until stop."""
-        assert self._intake_scope is not None
-        with self._intake_scope:
-            async with anyio.create_task_group() as intake:
-                intake.start_soon(self._generate, name=f"worker {self._name} next_job")
-                await self._dispatch(jobs)
-
-    async def _generate(self) -> None:
-        while True:
-            # A next_job() that never awaits must still let the jobs it makes run, and stop.
-            await anyio.lowlevel.checkpoint()
-            try:
-                payload = await self.next_job()
-            except Exception:
-                logger.exception(
-                    "worker %s: next_job() failed; asking again in %.0f s", self._name, _GENERATOR_BACKOFF_SECONDS
-                )
-                await anyio.sleep(_GENERATOR_BACKOFF_SECONDS)
-                continue
-            if payload is None or self._state is not WorkerState.RUNNING:
-                return
-            while len(self._pending) >= self._config.queue_size:
-                if self._room is None:
-                    self._room = anyio.Event()
-                await self._room.wait()
-            self._enqueue([(payload, None)])
-
-    async def _dispatch(self, jobs: anyio.abc.TaskGroup) -> None:
-        while True:
-            await self._slots.acquire()
-            try:
-                while not self._pending:
-                    self._set_idle_if_quiet()
-                    self._job_ready = anyio.Event()
-                    await self._job_ready.wait()
-            except BaseException:
-                self._slots.release()
-                raise
-            # No await between taking the job and handing it to its task: stop cannot lose it.
-            spec = self._pending.popleft()
-            self._running += 1
-            if self._room is not None:
-                self._room.set()
-                self._room = None
-            jobs.start_soon(self._run_job_task, spec, name=f"worker {self._name} job {spec.job_id}")
-
-    async def _run_job_task(self, spec: JobSpec) -> None:
-        completed = False
-        try:
-            completed = await self._execute(spec)
-        except Exception:
-            # Job exceptions are handled in _execute; reaching here is a bug in the bookkeeping.
-            logger.exception("worker %s: job %d raised past its handler", self._name, spec.job_id)
-        else:
-            if completed:
-                self._done += 1
-            else:
-                self._failed += 1
-        finally:
-            self._running -= 1
-            self._slots.release()
-            self._set_idle_if_quiet()
-
-    def _set_idle_if_quiet(self) -> None:
-        if not self._pending and not self._running and self._idle is not None:
-            self._idle.set()
+        while self._state is not WorkerState.STOPPED and (self._dispatcher.busy or self._token is None):
+            await self._dispatcher.wait_quiet()
 
     def _deliver_failed(self, error: BatcherError, event_type: str, job_id: int) -> None:
         # The broadcaster has counted it; the job's outcome still counts, the worker goes on.
@@ -372,11 +265,11 @@ class Worker(abc.ABC):
             concurrency=self._config.concurrency,
             events=broadcaster.events_emitted,
             emit_errors=broadcaster.emit_errors,
-            jobs_queued=len(self._pending),
-            jobs_running=self._running,
-            jobs_done=self._done,
-            jobs_failed=self._failed,
-            jobs_abandoned=self._abandoned,
+            jobs_queued=self._dispatcher.queued,
+            jobs_running=self._dispatcher.running,
+            jobs_done=self._dispatcher.done,
+            jobs_failed=self._dispatcher.failed,
+            jobs_abandoned=self._dispatcher.abandoned,
             jobs_unstarted=self._unstarted,
         )
 

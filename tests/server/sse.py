@@ -10,7 +10,7 @@ import anyio
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from sse_batcher.server.client.subscribe import unroll
+from sse_batcher.server.client import unroll
 
 __all__ = ["Received", "events_of", "publish", "read_until", "subscribed"]
 

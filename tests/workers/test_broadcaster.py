@@ -93,7 +93,7 @@ async def test_use_batching_reports_false_when_batching_is_off_for_everything(
 async def test_full_buffer_waits_on_a_worker_thread_then_raises_and_is_counted(
     store: PostgresStore, tmp_path: Path
 ) -> None:
-    # Not started: nothing drains the buffer, so it stays full.
+    # Not started: nothing flushes the buffer, so it stays full.
     batcher = SSEEventBatcher(store, batcher_config(tmp_path, batch_size=2, max_buffered_events=2))
     worker = SSEBroadcaster(batcher, "thumbnail", emit_timeout_seconds=0.05)
     worker.emit("JOB_STARTED", {"job_id": 1})

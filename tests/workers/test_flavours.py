@@ -14,7 +14,7 @@ from tests.collect import Collected, running_batcher
 
 
 class Thumbnailer(ThreadWorker):
-    """The README's example, recording the thread each job ran on."""
+    """The guide's example (docs/guide.md), recording the thread each job ran on."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sse_batcher.server.client.loadtest import _Client
+from sse_batcher.server.client._load_readers import CountingClient
 
 _AGGREGATE = (
     b'id: 7\nevent: LOAD_TEST_BATCH\ndata: {"type":"LOAD_TEST_BATCH","event_type":"LOAD_TEST","source":"loadtest",'
@@ -19,8 +19,8 @@ _STAMPED_LIST = (
 _NOTICE = b'id: 8\nevent: BATCH_SIZE_ADJUSTED\ndata: {"type":"BATCH_SIZE_ADJUSTED","seq":9,"ts":1.0,"data":{}}\n\n'
 
 
-def _client(sampled: bool) -> _Client:
-    return _Client(sampled, lambda: None)
+def _client(sampled: bool) -> CountingClient:
+    return CountingClient(sampled, lambda: None)
 
 
 @pytest.mark.parametrize("split", range(1, len(_AGGREGATE + _STAMPED_LIST)))

@@ -10,12 +10,11 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpx
-import msgspec
 import pytest
 from httpx_sse import ServerSentEvent
 
-from sse_batcher.server import StreamEvent, StreamRefusedError, asubscribe, subscribe, unroll
-from sse_batcher.server.client.subscribe import _Resume
+from sse_batcher.server import StreamEvent, StreamRefusedError, asubscribe, subscribe
+from sse_batcher.server.client._resume import Resume
 from tests.server.live import LiveServer, make_config, serving, until
 from tests.server.sse import publish
 
@@ -120,22 +119,6 @@ async def test_compact_aggregates_unroll_to_exactly_the_published_events(live: L
     assert _seen(received) == _published(items, seqs)
     ids = [e.message_id or 0 for e in received]
     assert ids == sorted(ids) and len(set(ids)) < len(ids)  # some arrived together, as aggregates
-
-
-async def test_unroll_restores_what_the_raw_stream_compacts(live: LiveServer) -> None:
-    async with live.client() as client:
-        await publish(client, [{"type": "JOB_STARTED", "source": "s", "data": {"job_id": i}} for i in range(3)])
-        async with client.stream("GET", "/events", params={"last_event_id": "0"}) as response:
-            with anyio.fail_after(10):
-                async for line in response.aiter_lines():
-                    if line.startswith("data: ") and line != "data: ":
-                        data = line.removeprefix("data: ")
-                        break
-    body = msgspec.json.decode(data)
-    assert body["event_type"] == "JOB_STARTED" and all(set(e) == {"seq", "ts", "data"} for e in body["events"])
-    assert [(e["type"], e["source"], e["data"]) for e in unroll(data)] == [
-        ("JOB_STARTED", "s", {"job_id": i}) for i in range(3)
-    ]
 
 
 async def test_cut_connection_resumes_with_last_event_id_without_gap_or_duplicate(dsn: str, tmp_path: Path) -> None:
@@ -256,7 +239,7 @@ def _message(id_: str, data: str, event: str = "X", retry: int | None = None) ->
     return ServerSentEvent(event=event, data=data, id=id_, retry=retry)
 
 
-def _resume(**overrides: Any) -> _Resume:
+def _resume(**overrides: Any) -> Resume:
     values: dict[str, Any] = {
         "types": None,
         "source": None,
@@ -266,7 +249,7 @@ def _resume(**overrides: Any) -> _Resume:
         "max_delay_seconds": 10.0,
         **overrides,
     }
-    return _Resume(**values)
+    return Resume(**values)
 
 
 def test_a_message_not_newer_than_the_last_delivered_is_dropped() -> None:
