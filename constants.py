@@ -4,7 +4,7 @@
 variable), type, default, bounds, one-line doc and the :class:`sse_batcher.server.ServerConfig` fields it fills.
 From it come the module constants below (the defaults of every config dataclass, each overridable by
 an environment variable of the same name), ``ServerConfig.from_env``, ``sse-batcher serve --help``
-and the README's configuration table (``python constants.py`` prints it; a test keeps them equal).
+and the table of docs/configuration.md (``python constants.py`` prints it; a test keeps them equal).
 
 This is the only module (with ``server/``) that reads the environment: ``batcher/`` takes frozen
 config objects built from these values, so a library user is never surprised by a stray variable.
@@ -188,7 +188,7 @@ class Setting:
 
     @property
     def shown_default(self) -> str:
-        """The default as the README and ``--help`` show it."""
+        """The default as docs/configuration.md and ``--help`` show it."""
         if self.default is None or self.default == ():
             return "unset"
         if self.type is bool:
@@ -238,7 +238,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "shutdown_timeout_seconds", "batcher.shutdown_timeout_seconds", positive=True),
     # Adaptive sizing
     _s("SSE_DYNAMIC_BATCHING", bool, True, _Z, "adaptive batch size and timeout", "sizing.enabled"),
-    # Named sizing strategies (issue 12); the choices are checked by SizingConfig.
+    # Named sizing strategies; the choices are checked by SizingConfig.
     _s("SSE_BATCH_STRATEGY", str, "adaptive", _Z,
        "sizing strategy: fixed, conservative, balanced, aggressive, adaptive or learned", "sizing.strategy"),
     _s("SSE_BATCH_AGE_TARGET_SECONDS", float, 0.25, _Z, "event age at commit the `learned` strategy keeps under",
@@ -310,7 +310,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        secret=True),
     _s("SSE_SUBSCRIBE_TOKEN", str, None, _S, "bearer token (or `?token=`) required to subscribe",
        "subscribe_token", optional=True, secret=True),
-    # Security (issue 11, item 8): see the README's Security section.
+    # Security: see docs/security.md.
     _s("SSE_PUBLISH_TOKENS_FILE", Path, None, _X,
        "file of publish tokens, one a line (`#` comments); re-read when it changes", "publish_tokens_file",
        optional=True),
@@ -348,7 +348,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "node_heartbeat_seconds", positive=True),
     _s("SSE_WORKERS", int, 1, _N, "server processes `sse-batcher serve` runs on one port (`--workers` wins)",
        "workers", minimum=1, maximum=64),
-    # Digests (issue 14): long per-type windows, kept in PostgreSQL
+    # Digests: long per-type windows, kept in PostgreSQL
     _s("SSE_DIGEST_INTERVAL_SECONDS", float, 1.0, _G,
        "how often each node looks for digest windows to close (one node does the work at a time)",
        "digest_interval_seconds", positive=True),
@@ -388,7 +388,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def markdown_table() -> str:
-    """The README's configuration table, one row per setting, in table order."""
+    """The settings table of docs/configuration.md, one row per setting, in table order."""
     rows = ["| variable | default | bounds | meaning |", "| --- | --- | --- | --- |"]
     for s in SETTINGS:
         default = s.shown_default
@@ -465,5 +465,5 @@ SSE_DEMO_RATE: Final[float] = _default("SSE_DEMO_RATE")
 SSE_WORKER_QUEUE_SIZE: Final[int] = _default("SSE_WORKER_QUEUE_SIZE")
 
 
-if __name__ == "__main__":  # pragma: no cover - prints the README table
+if __name__ == "__main__":  # pragma: no cover - prints docs/configuration.md's table
     print(markdown_table())

@@ -1,4 +1,4 @@
-"""The settings table is the one source of every default, of ``from_env``, ``--help`` and the README."""
+"""The settings table is the one source of every default, of ``from_env``, ``--help`` and docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sse_batcher import constants
 from sse_batcher.server.cli import settings_help
 from sse_batcher.server.config import ServerConfig
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+CONFIGURATION_PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
 def test_every_setting_has_a_module_constant_and_every_constant_a_setting() -> None:
@@ -22,11 +22,11 @@ def test_every_setting_has_a_module_constant_and_every_constant_a_setting() -> N
     assert len(names) == len(constants.SETTINGS), "a setting is listed twice"
 
 
-def test_readme_configuration_table_is_the_generated_one() -> None:
-    text = README.read_text()
+def test_configuration_page_table_is_the_generated_one() -> None:
+    text = CONFIGURATION_PAGE.read_text(encoding="utf-8")
     begin = text.index("<!-- settings:begin")
     table = text[text.index("\n", begin) + 1 : text.index("<!-- settings:end -->")]
-    assert table == constants.markdown_table(), "run `python constants.py` and paste its table into the README"
+    assert table == constants.markdown_table(), "run `python constants.py`; its table goes in docs/configuration.md"
 
 
 def test_serve_help_lists_every_setting() -> None:
