@@ -60,7 +60,7 @@ class Point:
         return f"{self.clients} clients, {self.count:,} events at {self.rate:,.0f}/s, {self.batch_per_request} per POST"
 
 
-# The two workloads of issue 10.
+# The two fan-out workloads of bench/RESULTS.md ('Fan-out after the rewrite').
 WORKLOADS = {
     "a": Point(clients=1000, count=50_000, rate=25_000.0, batch_per_request=100),
     "b": Point(clients=200, count=100_000, rate=60_000.0, batch_per_request=250),

@@ -1,6 +1,6 @@
 """Lone-event latency on an idle server: one client, single events a few per second.
 
-Target (issue 10): p50 <= 30 ms from publish to client on an idle sse-batcher. An event with
+Target: p50 <= 30 ms from publish to client on an idle sse-batcher. An event with
 nothing to batch with shows what the batching delay costs when there is no load to amortise.
 
 For each server (sse-batcher on a database of one embedded PostgreSQL; the probe and nchan for

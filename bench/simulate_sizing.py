@@ -1,4 +1,4 @@
-"""Simulate the sizing controller on recorded load, before trusting it on a real server (issue 6).
+"""Simulate the sizing controller on recorded load, before trusting it on a real server.
 
 Run: ``python -m bench.simulate_sizing`` (replays ``bench/data/load_trace.json``), or first
 ``python -m bench.simulate_sizing --record bench/data/load_trace.json`` to record this machine:
@@ -21,7 +21,7 @@ second of idle bookkeeping.
 
 Three policies are compared: the fixed size of 10 (timeout 0.5 s), the ``adaptive`` strategy in
 ``batcher/sizing/strategies.py``, and the opposite direction (shrink under load, grow when idle), so
-the README's choice of direction rests on figures, not on intuition. ``python -m bench.strategies``
+the guide's choice of direction rests on figures, not on intuition. ``python -m bench.strategies``
 runs every named strategy through the same model.
 """
 

@@ -1,4 +1,4 @@
-"""Every named sizing strategy on the recorded workload and on a live server, side by side (issue 12).
+"""Every named sizing strategy on the recorded workload and on a live server, side by side.
 
 Run: ``python -m bench.strategies [--no-live] [--stress] [--clients 100] [--burst 10000] [--bursts 2]``.
 

@@ -1,4 +1,4 @@
-"""Bytes per delivered event (issue 10): full aggregates (before) against compact ones (after).
+"""Bytes per delivered event: full aggregates (inner events whole) against compact ones (the wire format).
 
 For bursts of the same payloads, builds the message the way ``batcher/pipeline/aggregate.py`` did before
 (every inner event repeating ``type`` and ``source``, ``ts`` at full float precision) and the way
@@ -40,7 +40,7 @@ MESSAGE_ID = 4_200_000
 
 
 class _OldAggregate(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """The aggregate as it was before issue 10: inner events are whole ``Event`` structs."""
+    """The full aggregate: inner events are whole ``Event`` structs, type and source repeated."""
 
     type: str
     source: str

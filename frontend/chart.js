@@ -64,7 +64,7 @@ export function createChart(container, opts, { height = 220, onResize } = {}) {
     font: "12px system-ui, sans-serif",
   };
   let plot = null;
-  let pendingWidth = 0;
+  let nextWidth = 0;
 
   function width() {
     return Math.max(200, Math.floor(container.clientWidth));
@@ -96,7 +96,7 @@ export function createChart(container, opts, { height = 220, onResize } = {}) {
       new ResizeObserver(() => {
         const w = width();
         if (plot && w !== plot.width) {
-          pendingWidth = w;
+          nextWidth = w;
           if (onResize) onResize();
         }
       }).observe(container);
@@ -115,12 +115,12 @@ export function createChart(container, opts, { height = 220, onResize } = {}) {
         plot.setLegend({ idxs: latestIndexes(data) }, false);
       }
     },
-    /** Apply a pending resize; call from the render loop. */
+    /** Apply the last resize asked for; call from the render loop. */
     applySize() {
-      if (plot && pendingWidth && pendingWidth !== plot.width) {
-        plot.setSize({ width: pendingWidth, height });
+      if (plot && nextWidth && nextWidth !== plot.width) {
+        plot.setSize({ width: nextWidth, height });
       }
-      pendingWidth = 0;
+      nextWidth = 0;
     },
     /** Show or hide the empty-state overlay. */
     setEmpty(empty) {

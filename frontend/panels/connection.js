@@ -30,7 +30,7 @@ export function createConnectionPanel({ root = document } = {}) {
   let lastId = null;
   let messages = 0;
   let notice = "";
-  let stats = { state: "pending", text: "stats: waiting…" };
+  let stats = { state: "waiting", text: "stats: waiting…" };
   let dirty = true;
 
   return {
@@ -62,7 +62,7 @@ export function createConnectionPanel({ root = document } = {}) {
       dirty = true;
     },
 
-    /** @param {"ok"|"error"|"pending"} statsState  @param {string} text */
+    /** @param {"ok"|"error"|"waiting"} statsState  @param {string} text */
     setStatsState(statsState, text) {
       if (stats.state === statsState && stats.text === text) return;
       stats = { state: statsState, text };

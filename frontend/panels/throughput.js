@@ -25,7 +25,7 @@ export function createThroughputPanel({ root = document, requestRender }) {
   const messagesPerSecond = [];
   const rowsPerSecond = [];
   /** DB rate per client second, waiting for that second to close. */
-  const pendingRows = new Map();
+  const openSecondRows = new Map();
 
   let currentSecond = 0;
   let partialBin = true;
@@ -90,7 +90,7 @@ export function createThroughputPanel({ root = document, requestRender }) {
       messagesPerSecond.splice(0, drop);
       rowsPerSecond.splice(0, drop);
     }
-    for (const second of pendingRows.keys()) if (second < oldest) pendingRows.delete(second);
+    for (const second of openSecondRows.keys()) if (second < oldest) openSecondRows.delete(second);
     dirty = true;
   }
 
@@ -105,9 +105,9 @@ export function createThroughputPanel({ root = document, requestRender }) {
     xs.push(second);
     eventsPerSecond.push(currentEvents);
     messagesPerSecond.push(currentMessages);
-    const rows = pendingRows.get(second);
+    const rows = openSecondRows.get(second);
     rowsPerSecond.push(rows === undefined ? null : rows);
-    pendingRows.delete(second);
+    openSecondRows.delete(second);
     currentEvents = 0;
     currentMessages = 0;
   }
@@ -128,7 +128,7 @@ export function createThroughputPanel({ root = document, requestRender }) {
       if (isNumber(stored)) {
         if (previousStored && ts > previousStored.ts && stored >= previousStored.value) {
           const rate = (stored - previousStored.value) / (ts - previousStored.ts);
-          pendingRows.set(Math.floor(Date.now() / 1000), rate);
+          openSecondRows.set(Math.floor(Date.now() / 1000), rate);
           if (rate > 0) seenAny = true;
         }
         previousStored = { ts, value: stored };

@@ -51,9 +51,9 @@ test("an id containing NUL is ignored", () => {
   assert.deepEqual(messages.map((m) => [m.id, m.hasOwnId]), [["5", true], ["5", false]]);
 });
 
-// The bytes batcher/aggregate.py writes for DESIGN.md's example (tests/batcher/test_aggregate.py
+// The bytes batcher/pipeline/aggregate.py writes for the wire format's example (tests/batcher/pipeline/test_aggregate.py
 // checks the Python side against the same string).
-const DESIGN_AGGREGATE =
+const WIRE_AGGREGATE =
   '{"type":"JOBS_BATCH_STARTED","event_type":"JOB_STARTED","source":"thumbnail","batch_count":3,' +
   '"job_ids":[123,124,125],"events":[{"seq":1007,"ts":1763870000.123,"data":{"job_id":123}},' +
   '{"seq":1008,"ts":1763870000.124,"data":{"job_id":124}},{"seq":1009,"ts":1763870000.125,"data":{"job_id":125}}]}';
@@ -62,7 +62,7 @@ const fullStarted = (seq, ts, jobId, extra = {}) => ({
 });
 
 test("unroll restores full events from a compact aggregate, exactly as they were published", () => {
-  assert.deepEqual(unroll(JSON.parse(DESIGN_AGGREGATE)), [
+  assert.deepEqual(unroll(JSON.parse(WIRE_AGGREGATE)), [
     fullStarted(1007, 1763870000.123, 123),
     fullStarted(1008, 1763870000.124, 124),
     fullStarted(1009, 1763870000.125, 125),
@@ -235,13 +235,13 @@ test("a throwing callback does not stop delivery", async () => {
 test("onEvent is handed full events from a compact aggregate, as if each had travelled alone", async () => {
   const { sub, got } = collect(
     "http://x/events",
-    [{ body: [`id: 42\nevent: JOBS_BATCH_STARTED\ndata: ${DESIGN_AGGREGATE}\n\n`], keepOpen: true }],
+    [{ body: [`id: 42\nevent: JOBS_BATCH_STARTED\ndata: ${WIRE_AGGREGATE}\n\n`], keepOpen: true }],
     { onEvent: (e, m, i) => got.events.push([m.id, i, e]) },
   );
   await until(() => got.events.length === 3);
   sub.close();
   const full = got.events.map((e) => e[2]);
   assert.deepEqual(got.events.map((e) => [e[0], e[1]]), [[42, 0], [42, 1], [42, 2]]);
-  assert.deepEqual(full, unroll(JSON.parse(DESIGN_AGGREGATE)));
+  assert.deepEqual(full, unroll(JSON.parse(WIRE_AGGREGATE)));
   assert.deepEqual(full[1], fullStarted(1008, 1763870000.124, 124));
 });
