@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from sse_batcher.batcher import PostgresStore, SSEEventBatcher
+from sse_batcher.batcher import SSEEventBatcher
 from sse_batcher.workers import AsyncJob, AsyncWorker, Job, ThreadWorker, Worker, WorkerConfig
-from tests.collect import Collected, running_batcher
+from tests.collect import Collected
 
 
 class Thumbnailer(ThreadWorker):
@@ -81,12 +79,6 @@ class AsyncPlan(AsyncWorker):
 
 
 FLAVOURS = {"thread": ThreadPlan, "async": AsyncPlan}
-
-
-@pytest.fixture
-async def env(store: PostgresStore, tmp_path: Path) -> AsyncIterator[tuple[SSEEventBatcher, Collected]]:
-    async with running_batcher(store, tmp_path) as running:
-        yield running
 
 
 def _types(events: list[dict[str, Any]]) -> list[str]:

@@ -168,21 +168,6 @@ async def test_a_restarted_digester_completes_the_window_it_left_open(store: Pos
     assert digest["data"]["count"] == 3
 
 
-async def test_a_node_without_a_rule_never_moves_past_the_rows_of_that_type(store: PostgresStore, dsn: str) -> None:
-    clock = Clock(T0)
-    both = {"APPROVAL": TypeRule(digest_seconds=HOUR), "ALERT": TypeRule(digest_seconds=HOUR)}
-    async with digester(dsn, clock) as old, Digester(store_config(dsn), both, clock=clock) as new:
-        alert = Event("ALERT", "s", 1, T0 + 1, msgspec.Raw(b"{}"))
-        await store_events(store, [alert, *events("s", 2, [T0 + 2])])
-        await old.run_pass()  # a node still on the old rules: digests APPROVAL only
-        clock.now = T0 + HOUR + 5
-        await new.run_pass()
-    assert sorted((d["type"], d["data"]["count"]) for d in await digests(dsn)) == [
-        ("ALERT_DIGEST", 1),
-        ("APPROVAL_DIGEST", 1),
-    ]
-
-
 # A node in a process of its own: runs passes with a fixed clock and prints what each did.
 _NODE = textwrap.dedent(
     """

@@ -1,4 +1,4 @@
-"""Acknowledged emits: committed means committed, with the ids; not in time says whether it is kept."""
+"""Acknowledged emits, the tracker's side: each waiter resolves to the id of the message its event committed in."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import threading
 from pathlib import Path
 
 import anyio
-import pytest
 
-from sse_batcher.batcher import AckTimeoutError, BatcherError, PostgresStore
-from tests.batcher.pipeline.test_facade import FaultyStore, config, running, stored_rows
+from sse_batcher.batcher import PostgresStore
+from tests.batcher.pipeline.test_facade import config, running, stored_rows
 
 
 async def test_publish_returns_the_message_ids_of_committed_events_riding_in_one_batch(
@@ -25,19 +24,6 @@ async def test_publish_returns_the_message_ids_of_committed_events_riding_in_one
         assert rows[message_id]["source"] == event["source"]
 
 
-async def test_emit_wait_from_a_worker_thread_blocks_until_committed(
-    store: PostgresStore, dsn: str, tmp_path: Path
-) -> None:
-    async with running(store, config(tmp_path, batch_timeout_seconds=0.05)) as (batcher, _):
-        ids = await anyio.to_thread.run_sync(
-            lambda: [batcher.emit("T", {"i": i}, source="w", wait=True, timeout=10) for i in range(3)]
-        )
-        with pytest.raises(BatcherError, match="would block the event loop"):
-            batcher.emit("T", {}, source="w", wait=True)
-    stored = {row["id"] for row in await stored_rows(dsn)}
-    assert set(ids) <= stored
-
-
 async def test_aemit_wait_returns_the_id_and_keeps_order_with_other_events(
     store: PostgresStore, tmp_path: Path
 ) -> None:
@@ -45,23 +31,6 @@ async def test_aemit_wait_returns_the_id_and_keeps_order_with_other_events(
         batcher.emit("T", {"i": 0}, source="x")
         message_id = await batcher.aemit("T", {"i": 1}, source="x", wait=True, timeout=10)
     assert [m.id for m in collected.messages] == [message_id]  # both in one aggregate
-
-
-async def test_not_committed_in_time_says_kept(store: PostgresStore, tmp_path: Path) -> None:
-    faulty = FaultyStore(store, ["fail"] * 50)
-    async with running(faulty, config(tmp_path, max_retries=0, batch_timeout_seconds=0.02)) as (batcher, _):
-        with pytest.raises(AckTimeoutError) as caught:
-            await batcher.publish([{"type": "T", "data": {}}], timeout=1.0)
-    assert caught.value.state == "kept"
-    assert caught.value.kept is True
-    assert caught.value.ids == [None]
-
-
-async def test_not_committed_in_time_while_still_buffered_is_not_kept(store: PostgresStore, tmp_path: Path) -> None:
-    async with running(store, config(tmp_path, batch_timeout_seconds=30)) as (batcher, _):
-        with pytest.raises(AckTimeoutError) as caught:
-            await batcher.publish([{"type": "T", "data": {}}], timeout=0.1)
-    assert (caught.value.state, caught.value.kept) == ("buffered", False)
 
 
 async def test_waiters_registered_from_many_threads_all_resolve(store: PostgresStore, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Nodes: the slot each process takes, its sse_nodes heartbeat, and how /api/stats and /metrics name it."""
+"""Nodes: the slot each process takes, its sse_nodes heartbeat, and how /api/stats names it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sse_batcher.server import ServerConfig
 from sse_batcher.server.nodes.node import NodeSlot, default_node_id
@@ -52,23 +50,6 @@ def test_slot_zero_adopts_a_dead_letter_file_from_before_slots(tmp_path: Path) -
 
 def test_the_default_node_id_is_the_host_name_and_the_slot() -> None:
     assert default_node_id(3) == f"{HOST}-3"
-
-
-def test_node_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SSE_NODE_ID", "edge-a")
-    monkeypatch.setenv("SSE_NODE_HEARTBEAT_SECONDS", "0.5")
-    monkeypatch.setenv("SSE_WORKERS", "3")
-    config = ServerConfig.from_env()
-    assert (config.node_id, config.node_heartbeat_seconds, config.workers) == ("edge-a", 0.5, 3)
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [{"node_heartbeat_seconds": 0.0}, {"workers": 0}, {"workers": 65}, {"node_id": ""}, {"slot": -1}],
-)
-def test_node_settings_out_of_range_are_refused(overrides: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
-        ServerConfig(**overrides)  # type: ignore[arg-type]
 
 
 # -- the heartbeat -----------------------------------------------------------------------------
@@ -130,19 +111,3 @@ async def test_a_node_without_recent_heartbeats_shows_as_gone_and_one_gone_an_ho
     assert {n["id"]: n["alive"] for n in nodes} == {f"{HOST}-0": True, "stale": False}
     assert [n["id"] for n in nodes] == [f"{HOST}-0", "stale"]  # newest first
     assert left == {f"{HOST}-0", "stale"}
-
-
-async def test_every_metric_is_labelled_with_the_node(dsn: str, tmp_path: Path) -> None:
-    async with serving(_config(dsn, tmp_path, node_id="edge-b")) as live:
-        async with live.client() as client:
-            await publish(client, {"type": "A", "data": {}})
-            assert await live.runtime.batcher.flush()
-            await _beats_after(live)
-            text = (await client.get("/metrics")).text
-    families = list(text_string_to_metric_families(text))
-    assert len(families) > 20
-    unlabelled = [s.name for f in families for s in f.samples if s.labels.get("node") != "edge-b"]
-    assert unlabelled == []
-    by_name = {f.name: f for f in families}
-    assert by_name["sse_batcher_follower_lag"].samples[0].value == 0
-    assert by_name["sse_batcher_nodes_alive"].samples[0].value == 1

@@ -97,45 +97,6 @@ def test_a_stream_lifetime_has_up_to_ten_percent_jitter_and_ends_with_its_token(
     assert left is not None and 0 < left <= 20
 
 
-# -- the publish limit, on a live server -------------------------------------------------------
-async def test_a_publisher_over_the_rate_gets_429_with_retry_after_and_nothing_is_stored(
-    dsn: str, tmp_path: Path
-) -> None:
-    # One token per 100 s: however slow the machine, nothing refills during the test.
-    config = make_config(dsn, tmp_path, publish_rate_limit=0.01, publish_rate_burst=5)
-    async with serving(config) as live, live.client() as client:
-        await publish(client, _events(4))
-        refused = await client.post("/api/events", json=_events(2, start=4))
-        assert refused.status_code == 429
-        assert 1 <= int(refused.headers["retry-after"]) <= 100
-        assert refused.json()["retry_after_seconds"] == int(refused.headers["retry-after"])
-        await publish(client, _events(1, start=4))  # what is left still fits
-        assert await live.runtime.batcher.flush()
-        assert live.runtime.batcher.statistics().events_emitted == 5
-        too_big = await client.post("/api/events", json=_events(6))
-        assert too_big.status_code == 413
-
-
-async def test_a_request_refused_after_the_charge_is_refunded(dsn: str, tmp_path: Path) -> None:
-    config = make_config(dsn, tmp_path, publish_rate_limit=0.01, publish_rate_burst=5)
-    async with serving(config) as live, live.client() as client:
-        invalid = await client.post("/api/events", json=[*_events(4), {"type": "", "data": {}}])
-        assert invalid.status_code == 422
-        await publish(client, _events(5))  # the 422 cost nothing
-
-
-async def test_each_publish_token_has_its_own_bucket(dsn: str, tmp_path: Path) -> None:
-    tokens = tmp_path / "publish.tokens"
-    tokens.write_text("alpha-token\nbeta-token\n")
-    config = make_config(dsn, tmp_path, publish_tokens_file=tokens, publish_rate_limit=0.01, publish_rate_burst=3)
-    async with serving(config) as live, live.client() as client:
-        alpha = {"Authorization": "Bearer alpha-token"}
-        beta = {"Authorization": "Bearer beta-token"}
-        assert (await client.post("/api/events", json=_events(3), headers=alpha)).status_code == 202
-        assert (await client.post("/api/events", json=_events(1), headers=alpha)).status_code == 429
-        assert (await client.post("/api/events", json=_events(3), headers=beta)).status_code == 202
-
-
 # -- streams per address -----------------------------------------------------------------------
 async def test_streams_per_address_are_capped_and_a_client_disconnect_frees_the_slot(dsn: str, tmp_path: Path) -> None:
     async with serving(make_config(dsn, tmp_path, max_clients_per_ip=1)) as live, live.client() as client:
@@ -205,8 +166,3 @@ async def test_capped_streams_end_cleanly_and_resume_by_last_event_id_with_every
                     await changed.wait()
             tg.cancel_scope.cancel()
     assert seen == list(range(sent))
-
-
-def test_a_config_with_a_negative_rate_is_refused() -> None:
-    with pytest.raises(ValueError, match="publish_rate_limit"):
-        make_config("postgresql://x@localhost/y", Path("."), publish_rate_limit=-1.0)

@@ -1,4 +1,5 @@
-"""The runtime's sizing wiring: one batcher and its sizer, or a live A/B of two arms."""
+"""Opening an app's parts (``server/app/wiring.py``): the sizing wiring, one batcher and its sizer, or a live
+A/B of two arms."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The load tool's counting and parsing clients, fed the bytes each kind of server sends."""
+"""The load tool's SSE readers (``server/client/_load_readers.py``): counting and parsing clients, fed the
+bytes each kind of server sends."""
 
 from __future__ import annotations
 

@@ -1,0 +1,60 @@
+"""BatcherCore (``batcher/pipeline/_core.py``): start once, flush() on request, and a close that stores
+what is held or keeps it in the dead-letter file for the next start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sse_batcher.batcher import BatcherClosedError, PostgresStore, SSEEventBatcher
+from sse_batcher.batcher.log.deadletter import DeadLetterFile
+from tests.batcher.pipeline.test_facade import FaultyStore, config, running, stored_rows, stored_seqs
+
+
+async def test_flush_stores_and_hands_out_everything_accepted_before_it(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    async with running(store, config(tmp_path, batch_size=7)) as (batcher, collected):
+        seqs = [batcher.emit("JOB_PROGRESS", {"job_id": i % 5, "percent": i}, source=f"w{i % 3}") for i in range(50)]
+        assert await batcher.flush(timeout=20)
+        assert sorted(e["seq"] for e in collected.events()) == seqs
+    ids = [m.id for m in collected.messages]
+    assert ids == sorted(ids)
+    assert sorted(stored_seqs(await stored_rows(dsn))) == seqs
+
+
+async def test_close_flushes_everything_and_rejects_later_emits(store: PostgresStore, dsn: str, tmp_path: Path) -> None:
+    batcher = SSEEventBatcher(store, config(tmp_path, batch_size=1000))
+    await batcher.start()
+    seqs = [batcher.emit("JOB_STARTED", {"job_id": i}, source="thumb") for i in range(2500)]
+    await batcher.aclose()
+    await batcher.aclose()  # idempotent
+    assert sorted(stored_seqs(await stored_rows(dsn))) == seqs
+    assert batcher.statistics().flushes["shutdown"] >= 1
+    with pytest.raises(BatcherClosedError, match="closed"):
+        batcher.emit("JOB_STARTED", {"job_id": 1})
+
+
+async def test_dead_letter_file_left_behind_is_written_back_at_start(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    hung = FaultyStore(store, ["hang"])
+    batcher = SSEEventBatcher(hung, config(tmp_path, batch_size=1000))
+    await batcher.start()
+    seqs = [batcher.emit("JOB_STARTED", {"job_id": i}, source="s") for i in range(10)]
+    await batcher.aclose(timeout=0.2)  # the store hangs: shutdown gives up and keeps it on disk
+    assert DeadLetterFile(tmp_path / "deadletter").count_batches() >= 1
+    assert await stored_rows(dsn) == []
+
+    async with running(store, config(tmp_path)) as (second, collected):
+        await collected.wait_for_events(10)
+        assert await second.flush(timeout=10)
+    assert stored_seqs(await stored_rows(dsn)) == seqs
+    assert DeadLetterFile(tmp_path / "deadletter").count_batches() == 0
+
+
+async def test_start_twice_is_a_clear_error(store: PostgresStore, tmp_path: Path) -> None:
+    async with running(store, config(tmp_path)) as (batcher, _):
+        with pytest.raises(BatcherClosedError, match="running"):
+            await batcher.start()
