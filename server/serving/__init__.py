@@ -5,6 +5,7 @@ Inside: :class:`GracefulServer` is uvicorn with a shutdown that delivers the las
 closes the streams; :mod:`.supervisor` starts the embedded PostgreSQL once, binds one socket and
 watches N such processes.
 Leaves: running nodes, each with its own :mod:`sse_batcher.server.app`.
+Next: :mod:`sse_batcher.server.app`, which each process serves.
 """
 
 from __future__ import annotations

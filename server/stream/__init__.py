@@ -7,6 +7,7 @@ Inside: the :class:`Hub` stages what arrives within one fan-out interval, joins 
 :mod:`.delivery` catches it up from the store. :mod:`.keepalive` pings idle streams and drops
 frozen peers; :mod:`.latency` measures how old events are when they first reach a client.
 Leaves: ready-made SSE bytes, which each stream's :class:`HubStreamResponse` writes to its socket.
+Next: the clients: browsers (``frontend/sse-batcher.js``) and :mod:`sse_batcher.server.client`.
 """
 
 from __future__ import annotations
