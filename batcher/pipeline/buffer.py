@@ -1,6 +1,6 @@
 """The bounded, thread-safe event buffer between emitters and the flush loop.
 
-``put()`` is the hot path: one lock, one append, O(1), never awaits. It wakes the flush loop only
+``put_item()`` is the hot path: one lock, one append, O(1), never awaits. It wakes the flush loop only
 when that loop has something new to decide: the first event into an empty buffer (to arm the
 batch timer), the buffer reaching the batch size, or an event that must leave at once. In a steady
 flow that is at most two wake-ups per batch, never one per event.
@@ -75,21 +75,6 @@ class EventBuffer:
         self._rejected_full = 0
 
     # -- emit side (any thread) ------------------------------------------------------------
-    def put(
-        self,
-        type_: str,
-        source: str,
-        data: bytes,
-        priority: str = NORMAL,
-        key: str | None = None,
-        batched: bool = True,
-        timeout: float | None = None,
-        urgent: bool = False,
-        on_seq: Callable[[int], None] | None = None,
-    ) -> int:
-        """:meth:`put_item` for an event given field by field."""
-        return self.put_item((type_, source, data, priority, key, batched, urgent, None), timeout, on_seq)
-
     def put_item(self, item: Item, timeout: float | None = None, on_seq: Callable[[int], None] | None = None) -> int:
         """Append one validated event, an intake :data:`Item`, and return its seq.
 
@@ -156,7 +141,7 @@ class EventBuffer:
     def put_many(self, items: list[Item], on_seq: Callable[[int], None] | None = None) -> list[int]:
         """Append validated items, all or none: (type, source, data, priority, key, batched, urgent, idempotency key).
 
-        ``on_seq`` is called with each seq under the lock, as in :meth:`put`.
+        ``on_seq`` is called with each seq under the lock, as in :meth:`put_item`.
 
         Raises:
             BufferFullError: they do not all fit; none was appended.

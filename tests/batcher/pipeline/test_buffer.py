@@ -9,7 +9,23 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from sse_batcher.batcher.errors import BufferFullError
+from sse_batcher.batcher.events import NORMAL
 from sse_batcher.batcher.pipeline.buffer import EventBuffer
+
+
+def put(
+    buffer: EventBuffer,
+    type_: str,
+    source: str,
+    data: bytes,
+    *,
+    priority: str = NORMAL,
+    batched: bool = True,
+    timeout: float | None = None,
+    urgent: bool = False,
+) -> int:
+    """One event into ``buffer``, field by field, as intake would hand it over."""
+    return buffer.put_item((type_, source, data, priority, None, batched, urgent, None), timeout)
 
 
 class _Wakes:
@@ -23,9 +39,9 @@ class _Wakes:
 def test_full_buffer_raises_and_accepts_nothing() -> None:
     buffer = EventBuffer(capacity=3, batch_size=10, wake=_Wakes())
     for _ in range(3):
-        buffer.put("T", "s", b"{}")
+        put(buffer, "T", "s", b"{}")
     with pytest.raises(BufferFullError, match="full"):
-        buffer.put("T", "s", b"{}")
+        put(buffer, "T", "s", b"{}")
     assert len(buffer) == 3
     assert buffer.rejected_full == 1
     assert buffer.last_seq == 3
@@ -33,7 +49,7 @@ def test_full_buffer_raises_and_accepts_nothing() -> None:
 
 def test_put_many_is_all_or_nothing() -> None:
     buffer = EventBuffer(capacity=5, batch_size=10, wake=_Wakes())
-    buffer.put("T", "s", b"{}")
+    put(buffer, "T", "s", b"{}")
     with pytest.raises(BufferFullError):
         buffer.put_many([("T", "s", b"{}", "normal", None, True, False, None)] * 5)
     assert len(buffer) == 1
@@ -42,13 +58,13 @@ def test_put_many_is_all_or_nothing() -> None:
 
 def test_thread_waits_for_room_then_succeeds() -> None:
     buffer = EventBuffer(capacity=1, batch_size=10, wake=_Wakes())
-    buffer.put("T", "s", b"{}")
+    put(buffer, "T", "s", b"{}")
     waiting = threading.Event()
     result: list[int] = []
 
     def emitter() -> None:
         waiting.set()
-        result.append(buffer.put("T", "s", b"{}", timeout=30))
+        result.append(put(buffer, "T", "s", b"{}", timeout=30))
 
     thread = threading.Thread(target=emitter)
     thread.start()
@@ -65,9 +81,9 @@ def test_thread_waits_for_room_then_succeeds() -> None:
 
 def test_thread_wait_times_out_with_buffer_full_error() -> None:
     buffer = EventBuffer(capacity=1, batch_size=10, wake=_Wakes())
-    buffer.put("T", "s", b"{}")
+    put(buffer, "T", "s", b"{}")
     with pytest.raises(BufferFullError, match="after waiting"):
-        buffer.put("T", "s", b"{}", timeout=0.01)
+        put(buffer, "T", "s", b"{}", timeout=0.01)
     assert len(buffer) == 1
 
 
@@ -75,16 +91,16 @@ def test_wakes_once_to_arm_the_timer_and_once_when_the_batch_fills() -> None:
     wakes = _Wakes()
     buffer = EventBuffer(capacity=1000, batch_size=50, wake=wakes)
     for _ in range(120):
-        buffer.put("T", "s", b"{}")
+        put(buffer, "T", "s", b"{}")
     assert wakes.count == 2
 
 
 def test_critical_and_urgent_events_wake_at_once_and_stay_in_order() -> None:
     wakes = _Wakes()
     buffer = EventBuffer(capacity=1000, batch_size=50, wake=wakes)
-    buffer.put("T", "s", b"{}")
-    buffer.put("T", "s", b"{}", priority="critical")
-    buffer.put("JOB_FAILED", "s", b"{}", urgent=True)
+    put(buffer, "T", "s", b"{}")
+    put(buffer, "T", "s", b"{}", priority="critical")
+    put(buffer, "JOB_FAILED", "s", b"{}", urgent=True)
     assert wakes.count == 3
     assert buffer.urgent
     assert [e.seq for e in buffer.take(2)] == [1, 2]
@@ -96,9 +112,9 @@ def test_critical_and_urgent_events_wake_at_once_and_stay_in_order() -> None:
 def test_unbatched_events_bypass_the_batched_queue() -> None:
     wakes = _Wakes()
     buffer = EventBuffer(capacity=1000, batch_size=50, wake=wakes)
-    buffer.put("T", "a", b"{}")
-    buffer.put("T", "b", b"{}", batched=False)
-    buffer.put("T", "b", b"{}", batched=False)
+    put(buffer, "T", "a", b"{}")
+    put(buffer, "T", "b", b"{}", batched=False)
+    put(buffer, "T", "b", b"{}", batched=False)
     assert wakes.count == 2  # armed the timer once, bypass queue became non-empty once
     assert buffer.bypass_waiting and not buffer.urgent
     assert buffer.marks() == (1, 2)
@@ -109,10 +125,10 @@ def test_unbatched_events_bypass_the_batched_queue() -> None:
 
 def test_capacity_counts_both_queues() -> None:
     buffer = EventBuffer(capacity=2, batch_size=10, wake=_Wakes())
-    buffer.put("T", "s", b"{}")
-    buffer.put("T", "s", b"{}", batched=False)
+    put(buffer, "T", "s", b"{}")
+    put(buffer, "T", "s", b"{}", batched=False)
     with pytest.raises(BufferFullError):
-        buffer.put("T", "s", b"{}", batched=False)
+        put(buffer, "T", "s", b"{}", batched=False)
 
 
 def test_concurrent_emit_from_eight_threads_loses_and_reorders_nothing() -> None:
@@ -123,7 +139,7 @@ def test_concurrent_emit_from_eight_threads_loses_and_reorders_nothing() -> None
     def emitter(index: int) -> None:
         barrier.wait()
         for i in range(per_thread):
-            buffer.put("T", f"w{index}", b'{"i":%d}' % i)
+            put(buffer, "T", f"w{index}", b'{"i":%d}' % i)
 
     threads = [threading.Thread(target=emitter, args=(n,)) for n in range(8)]
     for t in threads:
@@ -152,9 +168,9 @@ class BufferMachine(RuleBasedStateMachine):
     def put(self, source: str) -> None:
         if len(self.model) >= 20:
             with pytest.raises(BufferFullError):
-                self.buffer.put("T", source, b"{}")
+                put(self.buffer, "T", source, b"{}")
             return
-        seq = self.buffer.put("T", source, b"{}")
+        seq = put(self.buffer, "T", source, b"{}")
         assert seq == self.next_seq
         self.next_seq += 1
         self.model.append((seq, source))
@@ -192,7 +208,7 @@ TestBufferMachine.settings = settings(max_examples=60, stateful_step_count=40, d
 
 def test_event_stamps_are_whole_milliseconds_so_they_encode_with_at_most_three_decimals() -> None:
     buffer = EventBuffer(capacity=10, batch_size=10, wake=_Wakes())
-    buffer.put("T", "s", b"{}")
+    put(buffer, "T", "s", b"{}")
     buffer.put_many([("T", "s", b"{}", "normal", None, True, False, None)] * 2)
     for event in buffer.take(10):
         assert len(repr(event.ts).partition(".")[2]) <= 3
