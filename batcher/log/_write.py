@@ -25,13 +25,13 @@ from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log import _sql as sql
 from sse_batcher.batcher.protocols import Rejected, WriteResult
 
-__all__ = ["Written", "write_batch"]
+__all__ = ["CommittedWrite", "write_batch"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Written:
+class CommittedWrite:
     """One committed write: its result, the rows it inserted, and the messages now stored (new or found)."""
 
     result: WriteResult
@@ -39,7 +39,7 @@ class Written:
     accepted: int
 
 
-async def write_batch(conn: asyncpg.Connection, messages: Sequence[Message]) -> Written:
+async def write_batch(conn: asyncpg.Connection, messages: Sequence[Message]) -> CommittedWrite:
     """Store ``messages`` on ``conn`` in one transaction; row by row if PostgreSQL refuses one.
 
     Raises:
@@ -58,10 +58,10 @@ async def write_batch(conn: asyncpg.Connection, messages: Sequence[Message]) -> 
     except sql.ROW_ERRORS as exc:
         logger.warning("PostgreSQL refused a row of a batch of %s; writing row by row: %s", len(messages), exc)
         return await _write_isolating(conn, messages)
-    return Written(WriteResult(stored=sql.stored_messages(rows, by_key), rejected=[]), inserted, len(messages))
+    return CommittedWrite(WriteResult(stored=sql.stored_messages(rows, by_key), rejected=[]), inserted, len(messages))
 
 
-async def _write_isolating(conn: asyncpg.Connection, messages: Sequence[Message]) -> Written:
+async def _write_isolating(conn: asyncpg.Connection, messages: Sequence[Message]) -> CommittedWrite:
     """Write row by row, each in a savepoint, so a refused row cannot take the others down."""
     by_key: dict[str, Message] = {}
     rejected: list[Rejected] = []
@@ -85,4 +85,4 @@ async def _write_isolating(conn: asyncpg.Connection, messages: Sequence[Message]
     for refused in rejected:
         logger.warning("PostgreSQL refused message %s: %s", refused.message.idem_key, refused.reason)
     result = WriteResult(stored=sql.stored_messages(rows, by_key), rejected=rejected)
-    return Written(result, inserted, len(messages) - len(rejected))
+    return CommittedWrite(result, inserted, len(messages) - len(rejected))
