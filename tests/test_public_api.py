@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import importlib
 import types
+from pathlib import Path
 
 import pytest
 
-PACKAGES = [
-    "sse_batcher",
-    "sse_batcher.batcher",
-    "sse_batcher.batcher.digests",
-    "sse_batcher.batcher.log",
-    "sse_batcher.batcher.pipeline",
-    "sse_batcher.batcher.rules",
-    "sse_batcher.batcher.sizing",
-    "sse_batcher.server",
-    "sse_batcher.server.app",
-    "sse_batcher.server.client",
-    "sse_batcher.server.nodes",
-    "sse_batcher.server.security",
-    "sse_batcher.server.serving",
-    "sse_batcher.server.stream",
-    "sse_batcher.workers",
-    "sse_batcher.workers.demo",
-]
+ROOT = Path(__file__).resolve().parents[1]
+# Every package of the mapped folders, found on disk, so a new sub-package is checked without being listed.
+PACKAGES = ["sse_batcher"] + sorted(
+    ".".join(("sse_batcher", *init.parent.relative_to(ROOT).parts))
+    for top in ("batcher", "server", "workers")
+    for init in (ROOT / top).rglob("__init__.py")
+)
 
 
 @pytest.mark.parametrize("name", PACKAGES)
