@@ -163,7 +163,7 @@ def _publishes(
                     )
                 )
     for marker, tries in attempts.items():
-        if stored_in.get(marker) and all(_refused(p.status) for p in tries):
+        if tries and stored_in.get(marker) and all(_refused(p.status) for p in tries):
             answers = [(p.node, p.status) for p in tries]
             anomalies.append(
                 Anomaly(
