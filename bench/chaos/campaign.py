@@ -96,16 +96,19 @@ async def run_campaign(
 
 
 def _collect(nodes: list[Node], logs: Path | None) -> dict[str, int]:
-    """The dead-letter files still holding batches (path -> batches); copy the node logs to ``logs``."""
+    """The dead-letter files still holding batches (path -> batches); copy them and the node logs to ``logs``."""
     leftovers = {}
     for node in nodes:
-        for path in node.deadletter_files():
-            lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
-            if lines:
-                leftovers[str(path.relative_to(node.data_dir.parent))] = lines
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
             shutil.copy(node.log, logs / f"{node.name}.log")
+        for path in node.deadletter_files():
+            lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+            if lines:
+                name = str(path.relative_to(node.data_dir.parent))
+                leftovers[name] = lines
+                if logs is not None:
+                    shutil.copy(path, logs / name.replace("/", "_"))
     return leftovers
 
 

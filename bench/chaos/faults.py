@@ -82,7 +82,7 @@ async def _kill_in_outage(cluster: Cluster, node: Node, rng: random.Random) -> s
 
 
 async def _deadletter_unwritable(cluster: Cluster, node: Node, rng: random.Random) -> str:
-    hold = rng.uniform(3.0, 6.0)
+    hold = rng.uniform(9.0, 12.0)  # longer than a write's retries, so batches reach the dead-letter file
     node.proxy.partition()  # so batches go to the dead-letter file, which is not there
     swapped = []
     for slot in sorted((node.data_dir / "slots").glob("slot-*")):
