@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import random
 import sys
 import time
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--kinds", default=None, help=f"comma-separated subset of: {', '.join(FAULT_KINDS)}")
     parser.add_argument("--logs", type=Path, default=None, help="copy the node logs to this directory")
+    parser.add_argument("--history", type=Path, default=None, help="write the recorded history to this JSON file")
     args = parser.parse_args(argv)
     kinds = args.kinds.split(",") if args.kinds else list(FAULT_KINDS)
     unknown = [k for k in kinds if k not in FAULT_KINDS]
@@ -36,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     outcome = asyncio.run(run_campaign(seed, args.seconds, nodes=args.nodes, kinds=kinds, logs=args.logs))
     print(render(outcome.history, outcome.result, outcome.kinds))
+    if args.history is not None:
+        history = dataclasses.asdict(outcome.history)
+        history["coalesced_types"] = sorted(history["coalesced_types"])
+        args.history.write_text(json.dumps(history))
     for path, lines in outcome.leftovers.items():
         print(f"dead-letter file never written back: {path} ({lines} batches)")
     print(f"wall time {time.monotonic() - started:.0f} s" + (f"; node logs in {args.logs}" if args.logs else ""))

@@ -82,8 +82,8 @@ async def _kill_in_outage(cluster: Cluster, node: Node, rng: random.Random) -> s
 
 
 async def _deadletter_unwritable(cluster: Cluster, node: Node, rng: random.Random) -> str:
-    hold = rng.uniform(9.0, 12.0)  # longer than a write's retries, so batches reach the dead-letter file
-    node.proxy.partition()  # so batches go to the dead-letter file, which is not there
+    hold = rng.uniform(4.0, 8.0)
+    node.proxy.refuse()  # writes fail fast, so batches go to the dead-letter file, which is not there
     swapped = []
     for slot in sorted((node.data_dir / "slots").glob("slot-*")):
         directory = slot / "deadletter"
@@ -98,7 +98,7 @@ async def _deadletter_unwritable(cluster: Cluster, node: Node, rng: random.Rando
         if aside.is_dir():
             aside.rename(directory)
     node.proxy.heal()
-    return f"{len(swapped)} dead-letter directories replaced by files for {hold:.1f} s, partitioned"
+    return f"{len(swapped)} dead-letter directories replaced by files for {hold:.1f} s, database refused"
 
 
 async def _torn_write(cluster: Cluster, node: Node, rng: random.Random) -> str:

@@ -4,6 +4,8 @@ The faults a network gives a database client, each at the byte level, without to
 
 - ``delay(s)``: every chunk waits ``s`` seconds before it is forwarded (a slow link);
 - ``cut()``: every open connection is closed at once, both sides (a reset); new ones work;
+- ``refuse()``: every open connection is cut and new ones are closed at once (the database is
+  down and the host says so), so a client's every attempt fails fast;
 - ``partition()``: bytes stop in both directions and nothing is closed, as behind a dead switch.
   Connections made meanwhile are accepted but get no answer. ``heal()`` lets the held bytes flow
   again, so a client that gave up on a connection notices only through its own timeouts.
@@ -55,6 +57,7 @@ class ChaosProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._delay_seconds = 0.0
+        self._refusing = False
         self.port = 0
 
     @property
@@ -75,9 +78,15 @@ class ChaosProxy:
         """Stop every byte, both ways, and close nothing."""
         self._flowing.clear()
 
+    def refuse(self) -> int:
+        """Cut every connection and close each new one at once, until ``heal()``; return how many were cut."""
+        self._refusing = True
+        return self.cut()
+
     def heal(self) -> None:
-        """Undo a partition and a delay: held bytes flow again."""
+        """Undo a partition, a refusal and a delay: held bytes flow again."""
         self._delay_seconds = 0.0
+        self._refusing = False
         self._flowing.set()
 
     def cut(self) -> int:
@@ -110,6 +119,9 @@ class ChaosProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pipe = _Pipe(writer)
+        if self._refusing:
+            writer.transport.abort()
+            return
         self._pipes.add(pipe)
         try:
             await self._flowing.wait()  # a partitioned proxy accepts and then says nothing

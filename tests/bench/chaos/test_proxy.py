@@ -46,3 +46,18 @@ async def test_a_partition_holds_bytes_and_a_heal_lets_them_through(pg_server: E
         conn.terminate()
     finally:
         await proxy.aclose()
+
+
+async def test_a_refusal_closes_new_connections_until_healed(pg_server: EmbeddedPostgres) -> None:
+    proxy = ChaosProxy(_socket(pg_server))
+    port = await proxy.start()
+    try:
+        proxy.refuse()
+        with pytest.raises((OSError, asyncpg.exceptions.ConnectionDoesNotExistError)):
+            await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable", timeout=5)
+        proxy.heal()
+        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable")
+        assert await conn.fetchval("SELECT 5") == 5
+        await conn.close()
+    finally:
+        await proxy.aclose()
