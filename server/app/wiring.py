@@ -122,7 +122,7 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
 
 async def _stop_embedded(embedded: EmbeddedPostgres) -> None:
     with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(embedded.stop)
+        await anyio.to_thread.run_sync(embedded.release)
 
 
 def _make_batcher(

@@ -121,7 +121,7 @@ class Supervisor:
             return 1
         finally:
             if embedded is not None:
-                embedded.stop()
+                embedded.release()
             signal.set_wakeup_fd(previous_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

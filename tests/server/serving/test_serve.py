@@ -140,3 +140,30 @@ def test_sigterm_lets_demo_jobs_in_progress_finish_and_delivers_their_endings(
     ended = {(e["source"], e["data"]["job_id"]) for e in delivered if e["type"] in ("JOB_COMPLETED", "JOB_FAILED")}
     assert started, "the client saw no job start"
     assert started <= ended, f"jobs whose ending never reached the client: {sorted(started - ended)[:5]}"
+
+
+async def test_a_second_serve_on_the_same_data_dir_leaves_the_first_publishing_and_streaming(tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    data_dir.mkdir()
+    first = ServerProcess(None, data_dir, demo=False)
+    second = ServerProcess(None, data_dir, demo=False)
+    try:
+        await anyio.to_thread.run_sync(first.start)
+        await anyio.to_thread.run_sync(second.start)
+        assert await anyio.to_thread.run_sync(second.stop) == 0
+
+        async with httpx.AsyncClient(base_url=first.url, timeout=10) as client, anyio.create_task_group() as tg:
+            received = Received()
+            tg.start_soon(lambda: read_until(client, received))
+            with anyio.fail_after(10):
+                await received.connected.wait()
+            answer = await client.post("/api/events?wait=stored", json={"type": "AFTER_SECOND_LEFT", "data": {"n": 1}})
+            assert answer.status_code == 201, answer.text
+            await received.wait_for(lambda r: any(e["type"] == "AFTER_SECOND_LEFT" for e in events_of(r.messages)))
+            assert (await client.get("/healthz")).status_code == 200
+            tg.cancel_scope.cancel()
+    finally:
+        second.stop()
+        assert await anyio.to_thread.run_sync(first.stop) == 0
+    # The last one out stopped the database.
+    assert not EmbeddedPostgres(data_dir).running
