@@ -1,4 +1,8 @@
-"""The ``sse-batcher`` command: ``serve`` runs the server, ``loadtest`` measures one."""
+"""The sse-batcher command: serve runs the server, loadtest measures one.
+
+A bad setting is one line on stderr and exit 2: constants are read on use, so building the parser
+reads none of them, and ServerConfig.from_env's error is the line.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ from sse_batcher.server.config import LOG_LEVELS, ServerConfig
 
 __all__ = ["main"]
 
+# --help shows this as is: plain text, no markup.
+_DESCRIPTION = "sse-batcher: serve runs the server, loadtest measures one."
+
 
 def settings_help() -> str:
     """Every environment variable ``serve`` reads, by section, with its default and bounds."""
@@ -22,12 +29,19 @@ def settings_help() -> str:
             section = setting.section
             lines.append(f"  {section}:")
         bounds = f", {setting.bounds}" if setting.bounds else ""
-        lines.append(f"    {setting.name} (default {setting.shown_default}{bounds}): {setting.doc}")
+        # The docs are Markdown; the terminal shows them without the code marks.
+        doc = setting.doc.replace("`", "")
+        lines.append(f"    {setting.name} (default {setting.shown_default}{bounds}): {doc}")
     return "\n".join(lines)
 
 
+def _default(name: str) -> str:
+    """A setting's default as --help shows it (never the environment's value, which may be bad)."""
+    return constants.setting(name).shown_default
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sse-batcher", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sse-batcher", description=_DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser(
@@ -36,8 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--host", default=None, help=f"address to listen on (default {constants.SSE_HOST})")
-    serve.add_argument("--port", type=int, default=None, help=f"port to listen on (default {constants.SSE_PORT})")
+    serve.add_argument(
+        "--host", default=None, help=f"address to listen on (default SSE_HOST, else {_default('SSE_HOST')})"
+    )
+    serve.add_argument(
+        "--port", type=int, default=None, help=f"port to listen on (default SSE_PORT, else {_default('SSE_PORT')})"
+    )
     serve.add_argument(
         "--database-url",
         default=None,
@@ -48,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help=f"server processes sharing the port, one PostgreSQL (default SSE_WORKERS, else {constants.SSE_WORKERS})",
+        help=f"server processes sharing the port, one PostgreSQL (default SSE_WORKERS, else {_default('SSE_WORKERS')})",
     )
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
 
