@@ -25,7 +25,7 @@ from sse_batcher.batcher.sizing.load import LoadMonitorConfig
 from sse_batcher.batcher.sizing.named import pin_rule_timeouts
 from sse_batcher.server.app.runtime import DemoFarmLike, Runtime
 from sse_batcher.server.config import ServerConfig
-from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
+from sse_batcher.server.nodes.database import embedded_database
 from sse_batcher.server.nodes.node import NodeHeartbeat, NodeSlot, default_node_id
 from sse_batcher.server.stream.hub import Hub
 from sse_batcher.server.stream.latency import DeliveryLatency
@@ -38,10 +38,8 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
     """Start everything ``config`` asks for and yield the runtime; drain, then stop it all in reverse, on exit."""
     async with AsyncExitStack() as stack:
         dsn = config.database_url
-        if dsn is None:
-            embedded = EmbeddedPostgres(config.data_dir)
-            dsn = await anyio.to_thread.run_sync(embedded.start)
-            stack.push_async_callback(_stop_embedded, embedded)
+        if dsn is None:  # shared with every other server and program on this data directory
+            dsn = await stack.enter_async_context(embedded_database(config.data_dir))
         store_config = config.store.store_config(dsn)
         store = await stack.enter_async_context(PostgresStore(store_config))
         # A slot of its own under data_dir, so this node's dead-letter file is its own; taken before
@@ -118,11 +116,6 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(config.shutdown_timeout_seconds / 2):
                 await runtime.drain()
-
-
-async def _stop_embedded(embedded: EmbeddedPostgres) -> None:
-    with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(embedded.release)
 
 
 def _make_batcher(
