@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sse_batcher import constants
 from sse_batcher.batcher import AggregationRules
@@ -61,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="PostgreSQL URL (default: DATABASE_URL, else an embedded PostgreSQL under SSE_DATA_DIR)",
     )
-    serve.add_argument("--no-demo", action="store_true", help="do not run the demo workers")
+    serve.add_argument(
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the demo render farm (simulated jobs); default: on with the embedded database, off with DATABASE_URL",
+    )
     serve.add_argument(
         "--workers",
         type=int,
@@ -98,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        overrides: dict[str, object] = {"log_level": args.log_level, "demo": not args.no_demo}
+        overrides: dict[str, object] = {"log_level": args.log_level}
         if args.host is not None:
             overrides["host"] = args.host
         if args.port is not None:
@@ -109,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["workers"] = args.workers
         try:
             config = ServerConfig.from_env(**overrides)
+            # The demo writes simulated jobs: into a database of your own only when asked.
+            demo = config.database_url is None if args.demo is None else args.demo
+            config = replace(config, demo=demo)
             if config.rules_file is not None:
                 AggregationRules.from_toml(config.rules_file)  # a bad rules file fails here, clearly
         except ValueError as exc:

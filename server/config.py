@@ -71,7 +71,8 @@ class ServerConfig:
     port: int = field(default_factory=lambda: constants.SSE_PORT)
     database_url: str | None = field(default_factory=lambda: constants.DATABASE_URL)
     data_dir: Path = field(default_factory=lambda: Path(constants.SSE_DATA_DIR))
-    demo: bool = True
+    # The simulated render farm: off unless asked for (serve turns it on for the embedded database).
+    demo: bool = False
     demo_rate: float = field(default_factory=lambda: constants.SSE_DEMO_RATE)
     log_level: str = "info"
     ping_seconds: float = field(default_factory=lambda: constants.SSE_PING_SECONDS)

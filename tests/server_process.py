@@ -48,8 +48,7 @@ class ServerProcess:
             **self._env,
         }
         args = [sys.executable, "-m", "sse_batcher.server", "serve", "--port", str(self.port), "--log-level", "warning"]
-        if not self._demo:
-            args.append("--no-demo")
+        args.append("--demo" if self._demo else "--no-demo")
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

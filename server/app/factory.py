@@ -59,7 +59,7 @@ async def demo_burst(request: Request) -> Response:
     """POST /api/demo/burst ``{"count": N}``: start N demo jobs at once; 202 ``{"requested": N}``."""
     runtime = runtime_of(request)
     if runtime.farm is None:
-        return error(404, "the demo workers are not running (the server was started with --no-demo)")
+        return error(404, "the demo is off (sse-batcher serve --demo turns it on)")
     try:
         check_json_content_type(request)
         body = decode_json(await read_body(request, _MAX_BURST_BODY_BYTES))
@@ -78,9 +78,10 @@ async def demo_burst(request: Request) -> Response:
 
 
 def create_app(config: ServerConfig | None = None) -> Starlette:
-    """Build the app; its lifespan starts the database, store, batcher, hub and demo workers.
+    """Build the app; its lifespan starts the database, store, batcher and hub (and the demo, if asked).
 
-    ``config`` defaults to :meth:`ServerConfig.from_env`. Mountable (see the module docstring).
+    ``config`` defaults to :meth:`ServerConfig.from_env`, which leaves the demo off: a mounted app
+    never writes simulated jobs unless ``demo=True`` says so. Mountable (see the module docstring).
     """
     config = config or ServerConfig.from_env()
     app: Starlette

@@ -9,6 +9,7 @@ yields only holds the parts and drains them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -31,6 +32,8 @@ from sse_batcher.server.stream.hub import Hub
 from sse_batcher.server.stream.latency import DeliveryLatency
 
 __all__ = ["open_runtime"]
+
+logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -110,7 +113,7 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         await tasks.start(runtime.node.run)
         runtime.sizing = await _start_sizing(runtime, stack)
         if config.demo:
-            runtime.farm = await _start_demo(runtime, stack)
+            runtime.farm = await _start_demo(runtime, stack, slot.index)
         try:
             yield runtime
         finally:
@@ -158,7 +161,11 @@ async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> BatchSizer:
     return sizer_a
 
 
-async def _start_demo(runtime: Runtime, stack: AsyncExitStack) -> DemoFarmLike:
+# Each process's demo numbers its jobs from slot x this, so two workers never report the same job id.
+_DEMO_JOB_IDS_PER_SLOT = 1_000_000_000
+
+
+async def _start_demo(runtime: Runtime, stack: AsyncExitStack, slot: int) -> DemoFarmLike:
     """Start the demo workers; imported here so the server runs without the workers package.
 
     Raises:
@@ -166,7 +173,11 @@ async def _start_demo(runtime: Runtime, stack: AsyncExitStack) -> DemoFarmLike:
     """
     try:
         from sse_batcher.workers.demo.farm import DemoFarm
+        from sse_batcher.workers.job import JobIdAllocator
     except ImportError as exc:
         raise RuntimeError(f"the demo workers are unavailable ({exc}); start with --no-demo") from exc
-    farm: DemoFarmLike = await stack.enter_async_context(DemoFarm(runtime.batcher, rate=runtime.config.demo_rate))
+    rate = runtime.config.demo_rate
+    job_ids = JobIdAllocator(start=1 + slot * _DEMO_JOB_IDS_PER_SLOT)
+    farm: DemoFarmLike = await stack.enter_async_context(DemoFarm(runtime.batcher, rate=rate, job_ids=job_ids))
+    logger.info("demo on: a simulated render farm, about %g jobs a second, some failing on purpose", rate)
     return farm
