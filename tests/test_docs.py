@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -33,6 +34,7 @@ from sse_batcher.batcher import AggregationRules
 from sse_batcher.server.client import unroll
 from tests.frontend.browser import in_ci, require_node
 from tests.server.live import make_config, serving
+from tests.server_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -210,6 +212,39 @@ async def test_python_example_runs_as_written(program: Program, dsn: str, tmp_pa
     promised = _promised_output(program.first)
     if promised is not None:
         assert promised in result.stdout.decode(), f"{program.first.where}: does not print {promised}"
+
+
+@pytest.mark.parametrize(
+    "program", [pytest.param(p, id=p.first.where) for p in python_programs() if "uvicorn.run(" in p.text]
+)
+async def test_mount_example_serves_and_ctrl_c_ends_its_open_stream(program: Program, dsn: str, tmp_path: Path) -> None:
+    port = free_port()
+    text = program.text.replace("port=8000", f"port={port}")
+    assert text != program.text, "the example serves on port 8000"
+    env = _example_env(DATABASE_URL=dsn, SSE_DATA_DIR=str(tmp_path), SSE_SHUTDOWN_TIMEOUT_SECONDS="10")
+    base = f"http://127.0.0.1:{port}/live"
+    async with await anyio.open_process([sys.executable, "-c", text], cwd=tmp_path, env=env, stdout=None) as process:
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                with anyio.fail_after(60):
+                    while True:
+                        with contextlib.suppress(httpx.TransportError):
+                            if (await client.get(f"{base}/healthz")).status_code == 200:
+                                break
+                        await anyio.sleep(0.1)
+                async with client.stream("GET", f"{base}/events", timeout=None) as stream:
+                    lines = stream.aiter_lines()
+                    with anyio.fail_after(10):
+                        assert (await anext(lines)).startswith("retry:")
+                    process.send_signal(signal.SIGINT)
+                    with anyio.fail_after(10):
+                        async for _ in lines:
+                            pass
+                        assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
 
 def _promised_output(block: Block) -> str | None:

@@ -8,7 +8,8 @@ Mounting: Starlette (and FastAPI) do not run a mounted app's lifespan, so the pa
 The lifespan ignores the app it is handed (Starlette hands it the *parent*) and keeps its state on
 the app it was made for, so this works as written, and inside a parent lifespan as
 ``async with live.router.lifespan_context(live): ...``. The dashboard uses relative URLs, so it
-works under any prefix.
+works under any prefix. Under uvicorn, Ctrl-C ends the open streams (see
+:mod:`sse_batcher.server.app.host_exit`).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from sse_batcher.batcher.pipeline import CircuitBreaker
 from sse_batcher.batcher.sizing import BatchSizer, ServerLoadMonitor, SplitBatcher
 from sse_batcher.batcher.sizing.load import LoadMonitorConfig
 from sse_batcher.batcher.sizing.named import pin_rule_timeouts
+from sse_batcher.server.app.host_exit import host_server, watch_host_exit
 from sse_batcher.server.app.runtime import DemoFarmLike, Runtime
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.database import embedded_database
@@ -101,6 +102,11 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         # so the background loops end instead of being waited for.
         stack.callback(tasks.cancel_scope.cancel)
         runtime.start_background(tasks)
+        # Under uvicorn (serve, or an app that mounts this one), its shutdown drains the runtime,
+        # so open streams end instead of keeping uvicorn waiting for them.
+        host = host_server()
+        if host is not None:
+            tasks.start_soon(watch_host_exit, host, runtime.request_drain)
         # The heartbeat row: the first beat is written before serving.
         runtime.node = NodeHeartbeat(
             store,
