@@ -48,14 +48,14 @@ class BatcherConfig:
         ConfigError: a value is out of range.
     """
 
-    batch_size: int = constants.SSE_BATCH_SIZE
-    batch_timeout_seconds: float = constants.SSE_BATCH_TIMEOUT_SECONDS
-    max_retries: int = constants.SSE_BATCH_MAX_RETRIES
-    retry_delay_seconds: float = constants.SSE_BATCH_RETRY_DELAY
-    batching_enabled: bool = constants.SSE_BATCHING_ENABLED
-    max_buffered_events: int = constants.SSE_MAX_BUFFERED_EVENTS
-    max_event_bytes: int = constants.SSE_MAX_EVENT_BYTES
-    shutdown_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
+    batch_size: int = field(default_factory=lambda: constants.SSE_BATCH_SIZE)
+    batch_timeout_seconds: float = field(default_factory=lambda: constants.SSE_BATCH_TIMEOUT_SECONDS)
+    max_retries: int = field(default_factory=lambda: constants.SSE_BATCH_MAX_RETRIES)
+    retry_delay_seconds: float = field(default_factory=lambda: constants.SSE_BATCH_RETRY_DELAY)
+    batching_enabled: bool = field(default_factory=lambda: constants.SSE_BATCHING_ENABLED)
+    max_buffered_events: int = field(default_factory=lambda: constants.SSE_MAX_BUFFERED_EVENTS)
+    max_event_bytes: int = field(default_factory=lambda: constants.SSE_MAX_EVENT_BYTES)
+    shutdown_timeout_seconds: float = field(default_factory=lambda: constants.SSE_SHUTDOWN_TIMEOUT_SECONDS)
     data_dir: Path = field(default_factory=lambda: Path(constants.SSE_DATA_DIR))
     default_source: str = "app"
 
@@ -80,11 +80,11 @@ class StoreConfig:
     """
 
     dsn: str
-    pool_size: int = constants.SSE_DB_POOL_SIZE
-    timeout_seconds: float = constants.SSE_STORE_TIMEOUT_SECONDS
-    replay_page_size: int = constants.SSE_REPLAY_PAGE_SIZE
-    retention_seconds: float = constants.SSE_RETENTION_SECONDS
-    retention_interval_seconds: float = constants.SSE_RETENTION_INTERVAL_SECONDS
+    pool_size: int = field(default_factory=lambda: constants.SSE_DB_POOL_SIZE)
+    timeout_seconds: float = field(default_factory=lambda: constants.SSE_STORE_TIMEOUT_SECONDS)
+    replay_page_size: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_SIZE)
+    retention_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_SECONDS)
+    retention_interval_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_INTERVAL_SECONDS)
     retention_delete_batch: int = 5000
 
     def __post_init__(self) -> None:
