@@ -68,7 +68,10 @@ class BatcherCore(Service):
             retry_delay_seconds=config.retry_delay_seconds,
             breaker=breaker,
         )
-        self._tracker = FlushTracker()
+        # Unique per batcher run: with an event's seq it makes the idempotency key of its message,
+        # and it is what an acknowledgement is matched by (seqs restart with every run).
+        origin = secrets.token_hex(8)
+        self._tracker = FlushTracker(origin)
         self._buffer = EventBuffer(
             config.max_buffered_events, config.batch_size, self._wake, rules.timeouts(config.batch_timeout_seconds)
         )
@@ -76,8 +79,7 @@ class BatcherCore(Service):
             self._buffer,
             self._writer,
             self._tracker,
-            # Unique per batcher: with an event's seq it makes the idempotency key of its message.
-            origin=secrets.token_hex(8),
+            origin=origin,
             rules=rules,
             batch_timeout_seconds=config.batch_timeout_seconds,
         )

@@ -87,6 +87,7 @@ def _single(event: Event, origin: str) -> Message:
         ts=event.ts,
         payload=_ENCODER.encode(event),
         priority=event.priority,
+        origin=origin,
     )
 
 
@@ -118,6 +119,7 @@ def _group(events: list[Event], origin: str, counts: list[int] | None = None, su
         last_seq=events[-1].seq,
         ts=events[-1].ts,
         payload=_ENCODER.encode(body),
+        origin=origin,
     )
 
 

@@ -10,6 +10,8 @@ Two kinds of waiter, both resolved by the flush loop from what the writer return
   the buffer's lock at the moment its event gets its seq (``expect``), so no flush can commit the
   event first. An event belongs to the message of its (source, type) whose seq range holds it: a
   batch's aggregates are cut per (source, type) in seq order, so ranges of one group never overlap.
+  Seqs restart with every batcher run, so a message answers waiters only when it carries this run's
+  ``origin``: the write-back of a dead-letter file left by an earlier run resolves nothing here.
 
 Waiters are ``concurrent.futures.Future`` objects, so a worker thread can block on one while the
 event loop resolves it. The caller's side, putting events with waiters and waiting for them, is
@@ -49,7 +51,8 @@ class Ack:
 class FlushTracker:
     """Flush waiters (loop only) and acknowledgement waiters (any thread registers, the loop resolves)."""
 
-    def __init__(self) -> None:
+    def __init__(self, origin: str) -> None:
+        self._origin = origin
         self._handled = (0, 0)  # batched and bypass events stored or kept on disk so far
         self._flush_waiters: list[tuple[tuple[int, int], anyio.Event]] = []
         self._lock = threading.Lock()
@@ -144,6 +147,8 @@ class FlushTracker:
                     ack.future.set_exception(BatcherClosedError("the batcher closed before the event was stored"))
 
     def _range(self, message: Message) -> tuple[list[int], dict[int, Ack], int, int] | None:
+        if message.origin != self._origin:
+            return None  # another run's message: its seqs are not this run's
         group = self._acks.get((message.source, message.event_type))
         if group is None:
             return None

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 
 from sse_batcher.batcher import PostgresStore
-from tests.batcher.pipeline.test_facade import config, running, stored_rows
+from tests.batcher.pipeline.test_facade import FaultyStore, config, running, stored_rows
 
 
 async def test_publish_returns_the_message_ids_of_committed_events_riding_in_one_batch(
@@ -61,3 +61,31 @@ async def test_the_same_key_twice_in_one_batch_stores_one_row_and_both_get_its_i
         again = await batcher.publish([event], timeout=10)
     assert ids[0] == ids[1] == again[0]
     assert len(await stored_rows(dsn)) == 1
+
+
+async def test_a_write_back_of_an_earlier_run_resolves_none_of_this_runs_waiters(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    # Run 1 keeps an (api, T) event on disk: seq 1 of its own run.
+    down = FaultyStore(store, ["fail"] * 50)
+    async with running(down, config(tmp_path, max_retries=0)) as (batcher, _):
+        batcher.emit("T", {"run": 1}, source="api")
+        await batcher.flush(timeout=0.5)
+        assert batcher.statistics().kept_on_disk
+    # Run 2 registers two waiters (seqs 1 and 2) before the write-back of run 1's file commits.
+    gated = FaultyStore(store)
+    gated.gate = anyio.Event()
+    async with running(gated, config(tmp_path, batch_timeout_seconds=0.05)) as (batcher, _):
+        events = [{"type": "T", "data": {"run": 2}, "source": "api"}] * 2
+        async with anyio.create_task_group() as tg:
+            ids: list[int] = []
+
+            async def publish() -> None:
+                ids.extend(await batcher.publish(events, timeout=10))
+
+            tg.start_soon(publish)
+            await anyio.wait_all_tasks_blocked()
+            gated.gate.set()
+    rows = await stored_rows(dsn)
+    assert [row["event_count"] for row in rows] == [1, 2]
+    assert ids == [rows[1]["id"], rows[1]["id"]]
