@@ -72,6 +72,8 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     ``origin`` names the batcher run that made the message: seqs restart with every run, so an
     acknowledgement matches (origin, seq), and a dead-letter line written back by a later run
     answers none of that run's waiters. Empty in lines written before messages carried it.
+    ``absorbed`` are the seqs of events the message stands for without carrying them (superseded
+    by key or folded as identical), so their acknowledgements are answered with its id.
     """
 
     idem_key: str
@@ -85,6 +87,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
     priority: str = NORMAL
     origin: str = ""
+    absorbed: tuple[int, ...] = ()
 
 
 class StoredMessage(msgspec.Struct, frozen=True, gc=False):

@@ -73,7 +73,7 @@ def _travels_alone(event: Event) -> bool:
     return not event.batched or event.priority == CRITICAL or event.idempotency_key is not None
 
 
-def _single(event: Event, origin: str) -> Message:
+def _single(event: Event, origin: str, absorbed: tuple[int, ...] = ()) -> Message:
     key = event.idempotency_key
     return Message(
         # "k:" keeps client keys apart from the process-made ones ("<origin>:<seq>").
@@ -88,10 +88,17 @@ def _single(event: Event, origin: str) -> Message:
         payload=_ENCODER.encode(event),
         priority=event.priority,
         origin=origin,
+        absorbed=absorbed,
     )
 
 
-def _group(events: list[Event], origin: str, counts: list[int] | None = None, superseded: int = 0) -> Message:
+def _group(
+    events: list[Event],
+    origin: str,
+    counts: list[int] | None = None,
+    superseded: int = 0,
+    absorbed: tuple[int, ...] = (),
+) -> Message:
     first = events[0]
     count = len(events) if counts is None else sum(counts)
     refs = map(_JOB_DECODER.decode, [e.data for e in events])
@@ -120,6 +127,7 @@ def _group(events: list[Event], origin: str, counts: list[int] | None = None, su
         ts=events[-1].ts,
         payload=_ENCODER.encode(body),
         origin=origin,
+        absorbed=absorbed,
     )
 
 
@@ -160,9 +168,9 @@ def _with_rules(groups: dict[object, list[Event]], origin: str, rules: Aggregati
             continue
         for part in shape_group(group, rules.rule(group[0].type)):
             if len(part.events) == 1 and part.event_count == 1 and not part.superseded:
-                messages.append(_single(part.events[0], origin))
+                messages.append(_single(part.events[0], origin, part.absorbed))
             else:
-                messages.append(_group(part.events, origin, part.counts, part.superseded))
+                messages.append(_group(part.events, origin, part.counts, part.superseded, part.absorbed))
     # Cutting groups into parts can interleave them; the contract is first-seq order.
     messages.sort(key=lambda m: m.first_seq)
     return messages

@@ -12,6 +12,8 @@ Two kinds of waiter, both resolved by the flush loop from what the writer return
   batch's aggregates are cut per (source, type) in seq order, so ranges of one group never overlap.
   Seqs restart with every batcher run, so a message answers waiters only when it carries this run's
   ``origin``: the write-back of a dead-letter file left by an earlier run resolves nothing here.
+  An event a rule superseded or folded is named in its message's ``absorbed`` seqs instead, which
+  are taken first, since such a seq can lie inside the range of another part of its group.
 
 Waiters are ``concurrent.futures.Future`` objects, so a worker thread can block on one while the
 event loop resolves it. The caller's side, putting events with waiters and waiting for them, is
@@ -125,14 +127,16 @@ class FlushTracker:
         # group's aggregate; taken out first, the aggregate's range no longer holds it.
         committed.sort(key=lambda pair: pair[0].event_count != 1)
         with self._lock:
-            for message, message_id in committed:
-                for ack in self._take(message):
-                    if not ack.future.done():
-                        ack.future.set_result(message_id)
-            for refused in written.rejected:
-                for ack in self._take(refused.message):
-                    if not ack.future.done():
-                        ack.future.set_exception(StoreRejectedError(f"PostgreSQL refused the event: {refused.reason}"))
+            refusals = [(r.message, r.reason) for r in written.rejected]
+            for take in (self._take_absorbed, self._take):
+                for message, message_id in committed:
+                    for ack in take(message):
+                        if not ack.future.done():
+                            ack.future.set_result(message_id)
+                for message, reason in refusals:
+                    for ack in take(message):
+                        if not ack.future.done():
+                            ack.future.set_exception(StoreRejectedError(f"PostgreSQL refused the event: {reason}"))
             for message in written.kept:
                 for ack in self._find(message):
                     ack.state = KEPT
@@ -162,7 +166,26 @@ class FlushTracker:
         if found is None:
             return []
         seqs, acks, lo, hi = found
-        return [acks[s] for s in seqs[lo:hi]]
+        absorbed = [acks[s] for s in message.absorbed if s in acks]
+        return [acks[s] for s in seqs[lo:hi]] + absorbed
+
+    def _take_absorbed(self, message: Message) -> list[Ack]:
+        if not message.absorbed:
+            return []
+        found = self._range(message)
+        if found is None:
+            return []
+        seqs, acks, _, _ = found
+        taken = []
+        for seq in message.absorbed:
+            ack = acks.pop(seq, None)
+            if ack is not None:
+                del seqs[bisect.bisect_left(seqs, seq)]
+                taken.append(ack)
+        self._ack_count -= len(taken)
+        if not seqs:
+            del self._acks[(message.source, message.event_type)]
+        return taken
 
     def _take(self, message: Message) -> list[Ack]:
         found = self._range(message)

@@ -6,8 +6,10 @@ import threading
 from pathlib import Path
 
 import anyio
+import msgspec
 
-from sse_batcher.batcher import PostgresStore
+from sse_batcher.batcher import PostgresStore, SSEEventBatcher
+from sse_batcher.batcher.rules import AggregationRules, TypeRule
 from tests.batcher.pipeline.test_facade import FaultyStore, config, running, stored_rows
 
 
@@ -89,3 +91,30 @@ async def test_a_write_back_of_an_earlier_run_resolves_none_of_this_runs_waiters
     rows = await stored_rows(dsn)
     assert [row["event_count"] for row in rows] == [1, 2]
     assert ids == [rows[1]["id"], rows[1]["id"]]
+
+
+async def test_a_superseded_event_is_answered_with_the_row_of_the_event_that_superseded_it(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    rules = AggregationRules(types={"T": TypeRule(coalesce="key", max_group_size=1)})
+    cfg = config(tmp_path, batch_size=1000, batch_timeout_seconds=0.05)
+    async with SSEEventBatcher(store, cfg, rules=rules) as batcher:
+        keys = ["a", "b", "a"]
+        ids = await batcher.publish([{"type": "T", "data": {"i": i}, "key": k} for i, k in enumerate(keys)], timeout=5)
+        assert batcher.statistics().acks_waiting == 0
+    bodies = {row["id"]: msgspec.json.decode(row["data"]) for row in await stored_rows(dsn)}
+    holding = {body.get("events", [body])[0]["data"]["i"]: row_id for row_id, body in bodies.items()}
+    assert ids == [holding[2], holding[1], holding[2]]
+
+
+async def test_a_folded_identical_event_is_answered_with_the_row_it_was_folded_into(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    # x y z x w: the second x folds into the first part (x y) though its seq lies inside the second (z w).
+    rules = AggregationRules(types={"T": TypeRule(group_identical=True, max_group_size=2)})
+    cfg = config(tmp_path, batch_size=1000, batch_timeout_seconds=0.05)
+    async with SSEEventBatcher(store, cfg, rules=rules) as batcher:
+        ids = await batcher.publish([{"type": "T", "data": {"v": v}} for v in "xyzxw"], timeout=5)
+        assert batcher.statistics().acks_waiting == 0
+    first, second = (row["id"] for row in await stored_rows(dsn))
+    assert ids == [first, first, second, first, second]
