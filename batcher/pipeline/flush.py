@@ -216,7 +216,9 @@ class FlushLoop:
             leftovers.append(aggregate(bypass, self._origin, self._rules))
         while len(buffer):
             leftovers.append(aggregate(buffer.take(len(buffer)), self._origin, self._rules))
-        await self._writer.keep_on_disk(leftovers)
+        kept = await self._writer.keep_on_disk(leftovers)
+        # Their waiters are answered "kept" when the tracker closes: a retry would store them twice.
+        self._tracker.settle(Written(kept=[message for batch in kept for message in batch]))
 
     def _count(self, events: int, messages: list[Message]) -> None:
         for message in messages:

@@ -142,7 +142,7 @@ class FlushTracker:
                     ack.state = KEPT
 
     def close(self) -> None:
-        """Fail every waiter left: the batcher closed (what it held went to the dead-letter file)."""
+        """Fail every waiter left: the batcher closed. Those kept on disk keep their ``kept`` state."""
         with self._lock:
             groups, self._acks, self._ack_count = self._acks, {}, 0
         for _, acks in groups.values():

@@ -199,12 +199,24 @@ class BatchWriter:
             self._delay = self._retry_delay or 0.1
             self._next_write_back_at = self._clock() + self._delay
 
-    async def keep_on_disk(self, batches: list[list[Message]]) -> None:
-        """Append ``batches`` to the dead-letter file even while being cancelled (shutdown ran out of time)."""
-        for batch in batches:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._deadletter.append, batch)
+    async def keep_on_disk(self, batches: list[list[Message]]) -> list[list[Message]]:
+        """Append ``batches`` to the dead-letter file even while being cancelled (shutdown ran out of time).
+
+        Returns the batches now on disk: all of them, unless the disk refused (logged, with how many
+        events were lost, since at shutdown nothing else can hold them).
+        """
+        kept: list[list[Message]] = []
+        for index, batch in enumerate(batches):
+            try:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._deadletter.append, batch)
+            except OSError as exc:
+                lost = sum(m.event_count for b in batches[index:] for m in b)
+                logger.error("shutdown could not keep %d events in %s: %s", lost, self._deadletter.path, exc)
+                break
             self.dead_lettered += 1
+            kept.append(batch)
+        return kept
 
     async def write_back(self) -> Written:
         """Write the dead-letter file back in order; :attr:`on_disk` is False afterwards if it all went."""
