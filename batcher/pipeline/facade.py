@@ -71,10 +71,14 @@ class SSEEventBatcher(BatcherCore):
                 raise BatcherError("emit(wait=True) would block the event loop; use await aemit(..., wait=True)")
             if self._refusing:
                 raise BatcherClosedError("batcher is closed; no more events are accepted")
+            if self._writer.refusing:
+                raise self._refuse_while_held()
             item = self._intake.item(type, data, source, priority, key, batched)
             return put_and_block(self._buffer, self._tracker, item, self._wait_limit(timeout))
         if self._refusing:
             raise BatcherClosedError("batcher is closed; no more events are accepted")
+        if self._writer.refusing:
+            raise self._refuse_while_held()
         return self._buffer.put_item(self._intake.item(type, data, source, priority, key, batched), timeout)
 
     def _wait_limit(self, timeout: float | None) -> float:
@@ -130,6 +134,8 @@ class SSEEventBatcher(BatcherCore):
         """
         if self._refusing:
             raise BatcherClosedError("batcher is closed; no more events are accepted")
+        if self._writer.refusing:
+            raise self._refuse_while_held()
         return self._buffer.put_many(self._intake.items(events, default_source, idempotency_key))
 
     async def publish(
@@ -159,4 +165,6 @@ class SSEEventBatcher(BatcherCore):
     async def _put_and_wait(self, items: list[Item], timeout: float | None) -> list[int]:
         if self._refusing:
             raise BatcherClosedError("batcher is closed; no more events are accepted")
+        if self._writer.refusing:
+            raise self._refuse_while_held()
         return await put_and_wait(self._buffer, self._tracker, items, self._wait_limit(timeout))

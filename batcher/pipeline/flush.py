@@ -116,8 +116,8 @@ class FlushLoop:
     async def run(self) -> None:
         """Flush until closing and empty; the dead-letter file left by an earlier run goes first."""
         try:
-            if self._writer.on_disk:
-                self._pass_on(await self._writer.write_back())
+            if self._writer.behind:
+                self._written_back(await self._writer.write_back())
             while True:
                 reason = await self._next_reason()
                 if reason is None:
@@ -161,12 +161,12 @@ class FlushLoop:
             if self.manual:
                 # flush() was asked while nothing was buffered: nothing to flush, so answer it here.
                 self.manual = False
-                self._tracker.release_flush_waiters(self._writer.on_disk)
+                self._tracker.release_flush_waiters(self._writer.behind)
             now = time.monotonic()
             deadline = self._buffer.next_deadline(self.batch_timeout)
             write_back_at = self._writer.next_write_back_at
             if write_back_at <= now:
-                self._pass_on(await self._writer.write_back())
+                self._written_back(await self._writer.write_back())
                 continue
             delay = min(math.inf if deadline is None else deadline - now, write_back_at - now)
             with anyio.move_on_after(max(delay, 0.0)):
@@ -207,10 +207,7 @@ class FlushLoop:
         next start harmless.
         """
         buffer = self._buffer
-        leftovers = []
-        inflight = self._writer.take_inflight()
-        if inflight:
-            leftovers.append(inflight)
+        leftovers = self._writer.take_unwritten()
         bypass = buffer.take_bypass()
         if bypass:
             leftovers.append(aggregate(bypass, self._origin, self._rules))
@@ -229,10 +226,17 @@ class FlushLoop:
         if not self._rules.plain:  # key coalescing drops superseded events; count them
             self.superseded += events - sum(m.event_count for m in messages)
 
+    def _written_back(self, written: Written) -> None:
+        """Pass on what a write-back stored; intake may have resumed, so wake ``aemit`` waiters."""
+        self._pass_on(written)
+        if not self._writer.refusing:
+            room, self._room = self._room, anyio.Event()
+            room.set()
+
     def _pass_on(self, written: Written) -> None:
         """Settle waiters, then hand what committed downstream, in id order."""
         self._tracker.settle(written)
-        self._tracker.release_flush_waiters(self._writer.on_disk)
+        self._tracker.release_flush_waiters(self._writer.behind)
         stored = written.stored
         if not stored:
             return

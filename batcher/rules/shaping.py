@@ -49,8 +49,8 @@ def shape_group(events: list[Event], rule: TypeRule) -> list[GroupPart]:
     if rule.coalesce == "key":
         latest = {event.key: index for index, event in enumerate(events) if event.key is not None}
         kept = []
-        for index, event in enumerate(events):
-            if event.key is None or latest[event.key] == index:
+        for position, event in enumerate(events):
+            if event.key is None or latest[event.key] == position:
                 kept.append(event)
             else:
                 absorbed.setdefault(events[latest[event.key]].seq, []).append(event.seq)
