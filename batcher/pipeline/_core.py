@@ -55,7 +55,9 @@ class BatcherCore(Service):
         rules = rules if rules is not None else AggregationRules()
         self._state = State.NEW
         self._refusing = False  # read on every emit: a plain attribute, not the state enum
-        self._refused_held = 0  # emits refused while the writer held batches the disk refused
+        # Emits refused before they reached the buffer: while the writer held batches the disk
+        # refused, or by a split's room check.
+        self._refused_early = 0
         self._intake = Intake(
             default_source=config.default_source,
             max_event_bytes=config.max_event_bytes,
@@ -158,7 +160,7 @@ class BatcherCore(Service):
         Intake stops there, so what is held in memory stays bounded by the buffer; it resumes once
         those batches are stored or on disk.
         """
-        self._refused_held += 1
+        self._refused_early += 1
         return BufferFullError(f"the dead-letter file refuses writes ({self._writer.dead_letter_error}); retry shortly")
 
     # -- flushing ----------------------------------------------------------------------------
@@ -234,7 +236,7 @@ class BatcherCore(Service):
             buffer_depth=len(buffer),
             buffer_high_water=buffer.high_water,
             buffer_capacity=buffer.capacity,
-            rejected_full=buffer.rejected_full + self._refused_held,
+            rejected_full=buffer.rejected_full + self._refused_early,
             retries=writer.retries,
             failed_writes=writer.failed_writes,
             dead_lettered_batches=writer.dead_lettered,

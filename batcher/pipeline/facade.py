@@ -162,6 +162,55 @@ class SSEEventBatcher(BatcherCore):
             raise BatcherClosedError("batcher is closed; no more events are accepted")
         return await self._put_and_wait(self._intake.items(events, default_source, idempotency_key), timeout)
 
+    # -- in two steps, for a caller that must check several batchers before it applies to any ------
+    def prepare_many(
+        self, events: Sequence[dict[str, Any]], *, default_source: str | None = None, idempotency_key: str | None = None
+    ) -> list[Item]:
+        """Check events as :meth:`emit_many` would and that they fit now, accepting nothing.
+
+        The split's first step: it applies the items (:meth:`emit_prepared`, :meth:`publish_prepared`)
+        only once every arm has said yes.
+
+        Raises:
+            EventValidationError: an event is invalid (``index`` names which).
+            BufferFullError: they do not all fit now.
+            BatcherClosedError: the batcher is closing or closed.
+        """
+        if self._refusing:
+            raise BatcherClosedError("batcher is closed; no more events are accepted")
+        if self._writer.refusing:
+            raise self._refuse_while_held()
+        items = self._intake.items(events, default_source, idempotency_key)
+        room = self._buffer.capacity - len(self._buffer)
+        if len(items) > room:
+            self._refused_early += 1
+            raise BufferFullError(f"{len(items)} events do not fit: room for {room} of {self._buffer.capacity}")
+        return items
+
+    def emit_prepared(self, items: list[Item]) -> list[int]:
+        """Accept items from :meth:`prepare_many`, all or nothing, as :meth:`emit_many` does.
+
+        Raises:
+            BufferFullError: they no longer fit (another emitter took the room since); none was accepted.
+            BatcherClosedError: the batcher is closing or closed.
+        """
+        if self._refusing:
+            raise BatcherClosedError("batcher is closed; no more events are accepted")
+        if self._writer.refusing:
+            raise self._refuse_while_held()
+        return self._buffer.put_many(items)
+
+    async def publish_prepared(self, items: list[Item], *, timeout: float | None = None) -> list[int]:
+        """Accept items from :meth:`prepare_many` and wait until all are committed, as :meth:`publish` does.
+
+        Raises:
+            BufferFullError: they no longer fit; none was accepted.
+            BatcherClosedError: the batcher is closing or closed.
+            StoreRejectedError: PostgreSQL refused one of them.
+            AckTimeoutError: not all committed within ``timeout`` (default: the shutdown timeout).
+        """
+        return await self._put_and_wait(items, timeout)
+
     async def _put_and_wait(self, items: list[Item], timeout: float | None) -> list[int]:
         if self._refusing:
             raise BatcherClosedError("batcher is closed; no more events are accepted")
