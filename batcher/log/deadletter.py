@@ -119,6 +119,24 @@ class DeadLetterFile:
                 file.flush()
                 os.fsync(file.fileno())
 
+    def adopt(self, other: DeadLetterFile) -> int:
+        """Move every readable batch of ``other`` (a file no process writes to) to the end of this one.
+
+        Appended and fsync'ed first, then ``other`` is emptied: a crash in between leaves the batches
+        in both files, and the idempotency keys make the second write-back store nothing twice.
+        Returns how many batches moved.
+
+        Raises:
+            OSError: either file refused.
+        """
+        batches = other.batches()
+        if batches:
+            data = b"".join(_ENCODER.encode(batch) + b"\n" for batch in batches)
+            with self._lock:
+                self._append_line(self._path, data)
+        other.clear()
+        return len(batches)
+
     def quarantine(self, rejected: Sequence[Rejected]) -> None:
         """Append refused messages, with their reasons, to the quarantine file, and fsync.
 
