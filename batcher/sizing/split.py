@@ -267,7 +267,7 @@ class SplitBatcher(Service):
         return remove
 
     def statistics(self) -> BatcherStats:
-        """Both arms' counters added up; size, timeout, state and breaker are arm A's."""
+        """Both arms' counters added up, flags OR'ed; size, timeout, state and breaker are arm A's."""
         return summed_stats(*(arm.statistics() for arm in self._arms))
 
     def get_stats(self) -> dict[str, Any]:
