@@ -85,6 +85,7 @@ class BatcherCore(Service):
             origin=origin,
             rules=rules,
             batch_timeout_seconds=config.batch_timeout_seconds,
+            max_message_bytes=config.max_message_bytes,
         )
         self._stack: AsyncExitStack | None = None
         self._task_group: anyio.abc.TaskGroup | None = None

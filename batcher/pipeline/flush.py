@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.events import Event, Message
 from sse_batcher.batcher.pipeline.aggregate import aggregate
 from sse_batcher.batcher.pipeline.buffer import EventBuffer
 from sse_batcher.batcher.pipeline.tracker import FlushTracker
@@ -63,12 +63,14 @@ class FlushLoop:
         origin: str,
         rules: AggregationRules,
         batch_timeout_seconds: float,
+        max_message_bytes: int | None = None,
     ) -> None:
         self._buffer = buffer
         self._writer = writer
         self._tracker = tracker
         self._origin = origin
         self._rules = rules
+        self._max_message_bytes = max_message_bytes
         self.batch_timeout = batch_timeout_seconds
         self.closing = False
         self.manual = False
@@ -185,7 +187,7 @@ class FlushLoop:
             return
         self.flushes[reason] += 1
         self.batch_hist.observe(len(events))
-        messages = aggregate(events, self._origin, self._rules)
+        messages = self._aggregate(events)
         self._count(len(events), messages)
         started = time.perf_counter()
         written = await self._writer.write(messages, closing=self.closing)
@@ -210,12 +212,15 @@ class FlushLoop:
         leftovers = self._writer.take_unwritten()
         bypass = buffer.take_bypass()
         if bypass:
-            leftovers.append(aggregate(bypass, self._origin, self._rules))
+            leftovers.append(self._aggregate(bypass))
         while len(buffer):
-            leftovers.append(aggregate(buffer.take(len(buffer)), self._origin, self._rules))
+            leftovers.append(self._aggregate(buffer.take(len(buffer))))
         kept = await self._writer.keep_on_disk(leftovers)
         # Their waiters are answered "kept" when the tracker closes: a retry would store them twice.
         self._tracker.settle(Written(kept=[message for batch in kept for message in batch]))
+
+    def _aggregate(self, events: list[Event]) -> list[Message]:
+        return aggregate(events, self._origin, self._rules, max_message_bytes=self._max_message_bytes)
 
     def _count(self, events: int, messages: list[Message]) -> None:
         for message in messages:
