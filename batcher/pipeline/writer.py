@@ -30,15 +30,15 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import anyio
 
 from sse_batcher.batcher.errors import StoreError
-from sse_batcher.batcher.events import Message, StoredMessage
+from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log.deadletter import DeadLetterFile
+from sse_batcher.batcher.pipeline._written import Written
 from sse_batcher.batcher.pipeline.breaker import BreakerState, CircuitBreaker
-from sse_batcher.batcher.protocols import EventStore, Rejected, WriteResult
+from sse_batcher.batcher.protocols import EventStore, WriteResult
 from sse_batcher.batcher.stats import LATENCY_BUCKETS, Histogram
 
 __all__ = ["BatchWriter", "Written"]
@@ -47,27 +47,6 @@ logger = logging.getLogger(__name__)
 
 # The dead-letter file is retried at most this often while the store stays down.
 _DEADLETTER_RETRY_MAX_SECONDS = 5.0
-
-
-@dataclass(slots=True)
-class Written:
-    """What one call of the writer did, in commit (id) order.
-
-    ``stored`` are committed messages (new, or found already stored by an earlier attempt);
-    ``messages`` the batches' messages they came from (to map seqs to ids); ``kept`` messages went to
-    the dead-letter file (durable, to be stored later); ``rejected`` PostgreSQL refused for good.
-    """
-
-    stored: list[StoredMessage] = field(default_factory=list)
-    messages: list[Message] = field(default_factory=list)
-    kept: list[Message] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-
-    def extend(self, other: Written) -> None:
-        self.stored.extend(other.stored)
-        self.messages.extend(other.messages)
-        self.kept.extend(other.kept)
-        self.rejected.extend(other.rejected)
 
 
 class BatchWriter:
@@ -281,15 +260,25 @@ class BatchWriter:
         return kept
 
     async def write_back(self) -> Written:
-        """Write the dead-letter file back in order, then the held batches; :attr:`behind` is False
-        afterwards if it all went."""
+        """Write the dead-letter file back in order, then the held batches (to the store while the
+        file is empty, else behind it); :attr:`behind` is False afterwards if it all went."""
         done = Written()
         if self._on_disk:
             await self._write_back_file(done)
-        if self._held and not self._on_disk:
-            await self._release_held(done)
-        elif self._held:
-            await self._release_held_to_disk(done)
+        had_held = bool(self._held)
+        while self._held:
+            batch = self._held[0]
+            result = None if self._on_disk else await self._write_with_retries(batch, closing=True)
+            if result is not None:
+                done.extend(await self._handle_result(result, batch))
+            elif await self._dead_letter(batch):
+                done.kept.extend(batch)
+            else:
+                break  # the disk still refuses: retried on the write-back clock
+            self._held.pop(0)
+        self.refusing = bool(self._held)
+        if had_held and not self._held and not self._on_disk:
+            self.dead_letter_error = None  # all stored: the file is not needed now
         if not self.behind:
             self._next_write_back_at = math.inf
         return done
@@ -327,25 +316,3 @@ class BatchWriter:
         self.dead_letter_error = None
         self._written = 0
         self._on_disk = False
-
-    async def _release_held(self, done: Written) -> None:
-        """The file is empty: store the held batches, oldest first; the first the store refuses goes to disk."""
-        while self._held and not self._on_disk:
-            batch = self._held[0]
-            result = await self._write_with_retries(batch, closing=True)
-            if result is None:
-                await self._release_held_to_disk(done)
-                return
-            self._held.pop(0)
-            done.extend(await self._handle_result(result, batch))
-        self.refusing = bool(self._held)
-        if not self._held:
-            self.dead_letter_error = None
-
-    async def _release_held_to_disk(self, done: Written) -> None:
-        """Batches wait in the file: append the held ones behind them while the disk takes them."""
-        while self._held:
-            if not await self._dead_letter(self._held[0]):
-                return
-            done.kept.extend(self._held.pop(0))
-        self.refusing = False
