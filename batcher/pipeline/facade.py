@@ -61,7 +61,8 @@ class SSEEventBatcher(BatcherCore):
 
         Raises:
             EventValidationError: a field broke its rule; nothing was accepted.
-            BufferFullError: the buffer is full; nothing was accepted.
+            BufferFullError: the buffer is full, or batches are held in memory because the store and
+                the dead-letter file both refuse (raised at once then); nothing was accepted.
             BatcherClosedError: the batcher is closing or closed.
             AckTimeoutError: ``wait``: not committed in time (``kept`` says whether it is on disk).
             BatcherError: ``wait`` on the event loop's thread (it would block the flush it waits for).

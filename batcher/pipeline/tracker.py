@@ -68,23 +68,24 @@ class FlushTracker:
         normal, bypassed = self._handled
         self._handled = (normal, bypassed + events) if bypass else (normal + events, bypassed)
 
-    def reached(self, target: tuple[int, int], on_disk: bool) -> bool:
-        """Whether everything up to the buffer marks ``target`` is handled, none of it left on disk."""
+    def reached(self, target: tuple[int, int], behind: bool) -> bool:
+        """Whether everything up to the buffer marks ``target`` is handled, none of it still waiting for
+        the store (``behind``: on disk, or held in memory)."""
         handled = self._handled
-        return handled[0] >= target[0] and handled[1] >= target[1] and not on_disk
+        return handled[0] >= target[0] and handled[1] >= target[1] and not behind
 
     def add_flush_waiter(self, target: tuple[int, int]) -> anyio.Event:
         done = anyio.Event()
         self._flush_waiters.append((target, done))
         return done
 
-    def release_flush_waiters(self, on_disk: bool, *, closed: bool = False) -> None:
+    def release_flush_waiters(self, behind: bool, *, closed: bool = False) -> None:
         """Wake every flush() whose target is reached (all of them when ``closed``)."""
         if not self._flush_waiters:
             return
         keep = []
         for target, done in self._flush_waiters:
-            if closed or self.reached(target, on_disk):
+            if closed or self.reached(target, behind):
                 done.set()
             else:
                 keep.append((target, done))
