@@ -192,7 +192,7 @@ class DeadLetterFile:
     def _read_lines(path: Path) -> list[bytes]:
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no file (a file in the directory's place holds none)
             return []
         return [line for line in data.split(b"\n") if line.strip()]
 

@@ -42,8 +42,7 @@ def adopt_orphans(slot: NodeSlot, data_dir: Path, *, ab: bool, workers: int = 1)
     ``ab`` says this process runs arm B itself (its slot's arm B file is then in use); slots below
     ``workers`` belong to this server's workers. Blocks on the disk: call it through a worker thread.
 
-    Raises:
-        OSError: a file refused (the slot lock is released either way).
+    A file that cannot be moved is logged and left for the next start.
     """
     mine = DeadLetterFile(slot.directory / _DEADLETTER_DIR)
     moved = 0 if ab else _move(mine, slot.directory / ARM_B_DIR / _DEADLETTER_DIR)
@@ -53,7 +52,11 @@ def adopt_orphans(slot: NodeSlot, data_dir: Path, *, ab: bool, workers: int = 1)
         files = _files(root / f"slot-{index}")
         if index == slot.index or index < workers or not any(_holds_batches(f) for f in files):
             continue
-        other = NodeSlot.try_take(data_dir, index)
+        try:
+            other = NodeSlot.try_take(data_dir, index)
+        except OSError as exc:
+            logger.error("could not lock slot %d under %s to take its dead-letter file: %s", index, root, exc)
+            continue
         if other is None:
             continue  # a live process holds it and writes its files back itself
         with other:
@@ -78,7 +81,12 @@ def _move(mine: DeadLetterFile, directory: Path) -> int:
     orphan = DeadLetterFile(directory)
     if not orphan.path.exists():
         return 0
-    moved = mine.adopt(orphan)
+    try:
+        moved = mine.adopt(orphan)
+    except OSError as exc:
+        # Left where it is, for the next start: a disk problem must not keep this node from serving.
+        logger.error("could not take the orphaned dead-letter file %s into %s: %s", orphan.path, mine.path, exc)
+        return 0
     if moved:
         logger.warning("took %d batches from the orphaned dead-letter file %s into %s", moved, orphan.path, mine.path)
     return moved

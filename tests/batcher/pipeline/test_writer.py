@@ -159,3 +159,14 @@ async def test_a_batch_held_in_memory_is_stored_once_the_store_answers_though_th
         assert batcher.statistics().dead_letter_error is None
         batcher.emit("T", {"i": 3}, source="s")
     assert stored_seqs(await stored_rows(dsn)) == [1, 2, 3]
+
+
+async def test_a_file_where_the_dead_letter_directory_should_be_at_start_stops_nothing_while_the_store_answers(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    (tmp_path / "deadletter").write_text("not a directory")
+    async with running(store, config(tmp_path)) as (batcher, _):
+        batcher.emit("T", {"i": 1}, source="s")
+        assert await batcher.flush(timeout=10)
+        assert batcher.statistics().dead_letter_error is None
+    assert stored_seqs(await stored_rows(dsn)) == [1]
