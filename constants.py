@@ -60,6 +60,7 @@ __all__ = [
     "SSE_MAX_CLIENTS",
     "SSE_MAX_CLIENTS_PER_IP",
     "SSE_MAX_EVENT_BYTES",
+    "SSE_MAX_MESSAGE_BYTES",
     "SSE_MAX_REQUEST_BYTES",
     "SSE_MAX_REQUEST_EVENTS",
     "SSE_NODE_HEARTBEAT_SECONDS",
@@ -232,6 +233,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "batcher.max_buffered_events", minimum=1),
     _s("SSE_MAX_EVENT_BYTES", int, 64 * 1024, _B, "largest encoded `data` of one event", "batcher.max_event_bytes",
        minimum=1),
+    _s("SSE_MAX_MESSAGE_BYTES", int, 1024 * 1024, _B,
+       "largest stored aggregate: bigger groups are cut (a single larger event still travels alone)",
+       "batcher.max_message_bytes", minimum=1),
     _s("SSE_EMIT_TIMEOUT_SECONDS", float, 5.0, _B, "how long a worker thread waits for room in a full buffer",
        minimum=0),
     _s("SSE_SHUTDOWN_TIMEOUT_SECONDS", float, 10.0, _B, "bound on the shutdown flush and drain",
@@ -462,6 +466,7 @@ if TYPE_CHECKING:
     SSE_DIGEST_GRACE_SECONDS: float
     SSE_DEMO_RATE: float
     SSE_WORKER_QUEUE_SIZE: int
+    SSE_MAX_MESSAGE_BYTES: int
 
 
 def __getattr__(name: str) -> Any:

@@ -56,6 +56,7 @@ class BatcherConfig:
     max_buffered_events: int = field(default_factory=lambda: constants.SSE_MAX_BUFFERED_EVENTS)
     max_event_bytes: int = field(default_factory=lambda: constants.SSE_MAX_EVENT_BYTES)
     shutdown_timeout_seconds: float = field(default_factory=lambda: constants.SSE_SHUTDOWN_TIMEOUT_SECONDS)
+    max_message_bytes: int = field(default_factory=lambda: constants.SSE_MAX_MESSAGE_BYTES)
     data_dir: Path = field(default_factory=lambda: Path(constants.SSE_DATA_DIR))
     default_source: str = "app"
 
@@ -66,6 +67,7 @@ class BatcherConfig:
         require_non_negative("retry_delay_seconds", self.retry_delay_seconds)
         require_positive("max_buffered_events", self.max_buffered_events)
         require_positive("max_event_bytes", self.max_event_bytes)
+        require_positive("max_message_bytes", self.max_message_bytes)
         require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
         if self.batch_size > self.max_buffered_events:
             raise ConfigError("batch_size must not exceed max_buffered_events")

@@ -69,6 +69,11 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     ``payload`` is exactly the JSON of the SSE ``data:`` line. ``event_type`` is the type of the
     original events (aggregates match filters by it). ``idem_key`` (the emitting process's nonce
     and the first seq) is unique, so a retried write is skipped instead of stored twice.
+    ``origin`` names the batcher run that made the message: seqs restart with every run, so an
+    acknowledgement matches (origin, seq), and a dead-letter line written back by a later run
+    answers none of that run's waiters. Empty in lines written before messages carried it.
+    ``absorbed`` are the seqs of events the message stands for without carrying them (superseded
+    by key or folded as identical), so their acknowledgements are answered with its id.
     """
 
     idem_key: str
@@ -81,6 +86,8 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     ts: float
     payload: bytes
     priority: str = NORMAL
+    origin: str = ""
+    absorbed: tuple[int, ...] = ()
 
 
 class StoredMessage(msgspec.Struct, frozen=True, gc=False):

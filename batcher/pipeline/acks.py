@@ -66,7 +66,8 @@ def _outcome(acks: Sequence[Ack]) -> tuple[list[int | None], str | None]:
         else:
             ids.append(None)
             if state is None:
-                state = "closed" if future.done() else ack.state
+                # Closed with the event kept on disk is still "kept": a retry would store it twice.
+                state = "closed" if future.done() and ack.state != KEPT else ack.state
     return ids, state
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.events import Event, Message
 from sse_batcher.batcher.pipeline.aggregate import aggregate
 from sse_batcher.batcher.pipeline.buffer import EventBuffer
 from sse_batcher.batcher.pipeline.tracker import FlushTracker
@@ -63,12 +63,14 @@ class FlushLoop:
         origin: str,
         rules: AggregationRules,
         batch_timeout_seconds: float,
+        max_message_bytes: int | None = None,
     ) -> None:
         self._buffer = buffer
         self._writer = writer
         self._tracker = tracker
         self._origin = origin
         self._rules = rules
+        self._max_message_bytes = max_message_bytes
         self.batch_timeout = batch_timeout_seconds
         self.closing = False
         self.manual = False
@@ -116,8 +118,8 @@ class FlushLoop:
     async def run(self) -> None:
         """Flush until closing and empty; the dead-letter file left by an earlier run goes first."""
         try:
-            if self._writer.on_disk:
-                self._pass_on(await self._writer.write_back())
+            if self._writer.behind:
+                self._written_back(await self._writer.write_back())
             while True:
                 reason = await self._next_reason()
                 if reason is None:
@@ -161,12 +163,12 @@ class FlushLoop:
             if self.manual:
                 # flush() was asked while nothing was buffered: nothing to flush, so answer it here.
                 self.manual = False
-                self._tracker.release_flush_waiters(self._writer.on_disk)
+                self._tracker.release_flush_waiters(self._writer.behind)
             now = time.monotonic()
             deadline = self._buffer.next_deadline(self.batch_timeout)
             write_back_at = self._writer.next_write_back_at
             if write_back_at <= now:
-                self._pass_on(await self._writer.write_back())
+                self._written_back(await self._writer.write_back())
                 continue
             delay = min(math.inf if deadline is None else deadline - now, write_back_at - now)
             with anyio.move_on_after(max(delay, 0.0)):
@@ -185,7 +187,7 @@ class FlushLoop:
             return
         self.flushes[reason] += 1
         self.batch_hist.observe(len(events))
-        messages = aggregate(events, self._origin, self._rules)
+        messages = self._aggregate(events)
         self._count(len(events), messages)
         started = time.perf_counter()
         written = await self._writer.write(messages, closing=self.closing)
@@ -207,16 +209,18 @@ class FlushLoop:
         next start harmless.
         """
         buffer = self._buffer
-        leftovers = []
-        inflight = self._writer.take_inflight()
-        if inflight:
-            leftovers.append(inflight)
+        leftovers = self._writer.take_unwritten()
         bypass = buffer.take_bypass()
         if bypass:
-            leftovers.append(aggregate(bypass, self._origin, self._rules))
+            leftovers.append(self._aggregate(bypass))
         while len(buffer):
-            leftovers.append(aggregate(buffer.take(len(buffer)), self._origin, self._rules))
-        await self._writer.keep_on_disk(leftovers)
+            leftovers.append(self._aggregate(buffer.take(len(buffer))))
+        kept = await self._writer.keep_on_disk(leftovers)
+        # Their waiters are answered "kept" when the tracker closes: a retry would store them twice.
+        self._tracker.settle(Written(kept=[message for batch in kept for message in batch]))
+
+    def _aggregate(self, events: list[Event]) -> list[Message]:
+        return aggregate(events, self._origin, self._rules, max_message_bytes=self._max_message_bytes)
 
     def _count(self, events: int, messages: list[Message]) -> None:
         for message in messages:
@@ -227,10 +231,17 @@ class FlushLoop:
         if not self._rules.plain:  # key coalescing drops superseded events; count them
             self.superseded += events - sum(m.event_count for m in messages)
 
+    def _written_back(self, written: Written) -> None:
+        """Pass on what a write-back stored; intake may have resumed, so wake ``aemit`` waiters."""
+        self._pass_on(written)
+        if not self._writer.refusing:
+            room, self._room = self._room, anyio.Event()
+            room.set()
+
     def _pass_on(self, written: Written) -> None:
         """Settle waiters, then hand what committed downstream, in id order."""
         self._tracker.settle(written)
-        self._tracker.release_flush_waiters(self._writer.on_disk)
+        self._tracker.release_flush_waiters(self._writer.behind)
         stored = written.stored
         if not stored:
             return

@@ -140,7 +140,8 @@ async def stats(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """GET /healthz: 200 when the store answers and the batcher runs, else 503 naming what is down."""
+    """GET /healthz: 200 when the store answers, the batcher runs and its dead-letter file takes writes,
+    else 503 naming what is down (``deadletter`` names the file and its error)."""
     runtime = runtime_of(request)
     store = "ok"
     try:
@@ -154,9 +155,14 @@ async def health(request: Request) -> Response:
     draining = not runtime.accepting and state is State.RUNNING
     batcher = "draining" if draining else state.value
     follower = "ok" if runtime.follower.connected else "down: reconnecting to PostgreSQL"
-    healthy = store == "ok" and batcher == State.RUNNING.value and follower == "ok"
+    statistics = runtime.batcher.statistics()
+    # Batches held in memory because the dead-letter file refuses writes: intake is refused meanwhile.
+    deadletter = "ok" if statistics.dead_letter_error is None else f"unavailable: {statistics.dead_letter_error}"
+    healthy = store == "ok" and batcher == State.RUNNING.value and follower == "ok" and deadletter == "ok"
     body = {"status": "ok" if healthy else "unavailable", "store": store, "batcher": batcher, "follower": follower}
-    breaker = runtime.batcher.statistics().breaker
+    if deadletter != "ok":
+        body["deadletter"] = deadletter
+    breaker = statistics.breaker
     if breaker is not None:
         # An open breaker means batches go to the dead-letter file: late, not lost, but worth seeing.
         body["breaker"] = breaker.state

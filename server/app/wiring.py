@@ -29,6 +29,7 @@ from sse_batcher.server.app.runtime import DemoFarmLike, Runtime
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.database import embedded_database
 from sse_batcher.server.nodes.node import NodeHeartbeat, NodeSlot, default_node_id
+from sse_batcher.server.nodes.orphans import ARM_B_DIR, adopt_orphans
 from sse_batcher.server.stream.hub import Hub
 from sse_batcher.server.stream.latency import DeliveryLatency
 
@@ -49,6 +50,10 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         # A slot of its own under data_dir, so this node's dead-letter file is its own; taken before
         # the batcher starts (which writes back what the slot holds) and released after it closed.
         slot = stack.enter_context(NodeSlot.take(config.data_dir, config.slot))
+        # Files of slots no process runs in, and of an arm B switched off, join this node's file,
+        # whose write-back runs first.
+        ab = config.sizing.strategy_b is not None
+        await anyio.to_thread.run_sync(lambda: adopt_orphans(slot, config.data_dir, ab=ab, workers=config.workers))
         batcher_config = replace(config.batcher, data_dir=slot.directory)
         rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
         if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
@@ -139,7 +144,7 @@ def _make_batcher(
     batcher = SSEEventBatcher(store, batcher_config, rules=rules, breaker=breaker())
     if config.sizing.strategy_b is None:
         return batcher
-    arm_b = replace(batcher_config, data_dir=batcher_config.data_dir / "ab-arm-b")
+    arm_b = replace(batcher_config, data_dir=batcher_config.data_dir / ARM_B_DIR)
     return SplitBatcher(
         batcher, SSEEventBatcher(store, arm_b, rules=rules, breaker=breaker()), share_b=config.sizing.ab_split
     )

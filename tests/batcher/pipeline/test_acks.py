@@ -8,7 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from sse_batcher.batcher import AckTimeoutError, BatcherError, PostgresStore
+from sse_batcher.batcher import AckTimeoutError, BatcherError, PostgresStore, SSEEventBatcher
+from sse_batcher.batcher.log.deadletter import DeadLetterFile
 from tests.batcher.pipeline.test_facade import FaultyStore, config, running, stored_rows
 
 
@@ -40,3 +41,24 @@ async def test_not_committed_in_time_while_still_buffered_is_not_kept(store: Pos
         with pytest.raises(AckTimeoutError) as caught:
             await batcher.publish([{"type": "T", "data": {}}], timeout=0.1)
     assert (caught.value.state, caught.value.kept) == ("buffered", False)
+
+
+async def test_events_kept_on_disk_at_shutdown_are_answered_kept(store: PostgresStore, tmp_path: Path) -> None:
+    hung = FaultyStore(store, ["hang"])
+    batcher = SSEEventBatcher(hung, config(tmp_path, batch_size=1))
+    errors: list[AckTimeoutError] = []
+
+    async def publish(i: int) -> None:
+        with pytest.raises(AckTimeoutError) as caught:
+            await batcher.publish([{"type": "T", "data": {"i": i}}], timeout=30)
+        errors.append(caught.value)
+
+    async with anyio.create_task_group() as tg:
+        await batcher.start()  # inside the task group: its own scope closes first
+        tg.start_soon(publish, 0)  # its batch hangs in the write
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(publish, 1)  # stays in the buffer
+        await anyio.wait_all_tasks_blocked()
+        await batcher.aclose(timeout=0.2)
+    assert [(e.state, e.kept) for e in errors] == [("kept", True), ("kept", True)]
+    assert DeadLetterFile(tmp_path / "deadletter").count_batches() == 2
