@@ -121,6 +121,7 @@ class BatcherCore(Service):
             await self._closed.wait()
             return
         self._refusing = True
+        self._buffer.close()  # wakes every emitter waiting for room; nothing is accepted after this
         if self._state is State.NEW:
             self._state = State.CLOSED
             self._closed.set()
