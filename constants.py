@@ -56,6 +56,7 @@ __all__ = [
     "SSE_LOAD_LOOP_LAG_HIGH_SECONDS",
     "SSE_LOAD_LOW_PERCENT",
     "SSE_LOAD_SAMPLE_SECONDS",
+    "SSE_MAX_BUFFERED_BYTES",
     "SSE_MAX_BUFFERED_EVENTS",
     "SSE_MAX_CLIENTS",
     "SSE_MAX_CLIENTS_PER_IP",
@@ -230,6 +231,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_BATCHING_ENABLED", bool, True, _B, "false: every event travels alone", "batcher.batching_enabled"),
     _s("SSE_MAX_BUFFERED_EVENTS", int, 100_000, _B, "buffer bound (back-pressure beyond it)",
        "batcher.max_buffered_events", minimum=1),
+    _s("SSE_MAX_BUFFERED_BYTES", int, 256 * 1024 * 1024, _B,
+       "buffer bound in encoded `data` bytes (back-pressure beyond it)", "batcher.max_buffered_bytes", minimum=1),
     _s("SSE_MAX_EVENT_BYTES", int, 64 * 1024, _B, "largest encoded `data` of one event", "batcher.max_event_bytes",
        minimum=1),
     _s("SSE_EMIT_TIMEOUT_SECONDS", float, 5.0, _B, "how long a worker thread waits for room in a full buffer",
@@ -405,6 +408,7 @@ SSE_BATCH_MAX_RETRIES: Final[int] = _default("SSE_BATCH_MAX_RETRIES")
 SSE_BATCH_RETRY_DELAY: Final[float] = _default("SSE_BATCH_RETRY_DELAY")
 SSE_BATCHING_ENABLED: Final[bool] = _default("SSE_BATCHING_ENABLED")
 SSE_MAX_BUFFERED_EVENTS: Final[int] = _default("SSE_MAX_BUFFERED_EVENTS")
+SSE_MAX_BUFFERED_BYTES: Final[int] = _default("SSE_MAX_BUFFERED_BYTES")
 SSE_MAX_EVENT_BYTES: Final[int] = _default("SSE_MAX_EVENT_BYTES")
 SSE_EMIT_TIMEOUT_SECONDS: Final[float] = _default("SSE_EMIT_TIMEOUT_SECONDS")
 SSE_SHUTDOWN_TIMEOUT_SECONDS: Final[float] = _default("SSE_SHUTDOWN_TIMEOUT_SECONDS")

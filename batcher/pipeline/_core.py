@@ -70,7 +70,11 @@ class BatcherCore(Service):
         )
         self._tracker = FlushTracker()
         self._buffer = EventBuffer(
-            config.max_buffered_events, config.batch_size, self._wake, rules.timeouts(config.batch_timeout_seconds)
+            config.max_buffered_events,
+            config.batch_size,
+            self._wake,
+            rules.timeouts(config.batch_timeout_seconds),
+            max_bytes=config.max_buffered_bytes,
         )
         self._loop = FlushLoop(
             self._buffer,
