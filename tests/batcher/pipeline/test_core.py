@@ -104,3 +104,24 @@ async def test_close_during_a_hung_write_loses_no_event_of_threads_waiting_for_r
     refused = [o for o in outcomes if not isinstance(o, int)]
     assert sorted(stored_seqs(await stored_rows(dsn)) + kept_seqs(tmp_path)) == sorted(accepted)
     assert all(isinstance(o, BatcherClosedError) for o in refused), refused
+
+
+async def test_close_of_a_never_started_batcher_stores_what_was_emitted(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    batcher = SSEEventBatcher(store, config(tmp_path))
+    seqs = [batcher.emit("T", {"i": i}, source="s") for i in range(5)]
+    await batcher.aclose()
+    assert stored_seqs(await stored_rows(dsn)) == seqs
+    with pytest.raises(BatcherClosedError):
+        batcher.emit("T", {"i": 5})
+
+
+async def test_close_of_a_never_started_batcher_keeps_on_disk_what_the_store_does_not_take(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    batcher = SSEEventBatcher(FaultyStore(store, ["hang"]), config(tmp_path))
+    seqs = [batcher.emit("T", {"i": i}, source="s") for i in range(5)]
+    await batcher.aclose(timeout=0.2)
+    assert await stored_rows(dsn) == []
+    assert sorted(kept_seqs(tmp_path)) == seqs
