@@ -56,6 +56,7 @@ __all__ = [
     "SSE_LOAD_LOOP_LAG_HIGH_SECONDS",
     "SSE_LOAD_LOW_PERCENT",
     "SSE_LOAD_SAMPLE_SECONDS",
+    "SSE_MAX_BUFFERED_BYTES",
     "SSE_MAX_BUFFERED_EVENTS",
     "SSE_MAX_CLIENTS",
     "SSE_MAX_CLIENTS_PER_IP",
@@ -231,6 +232,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_BATCHING_ENABLED", bool, True, _B, "false: every event travels alone", "batcher.batching_enabled"),
     _s("SSE_MAX_BUFFERED_EVENTS", int, 100_000, _B, "buffer bound (back-pressure beyond it)",
        "batcher.max_buffered_events", minimum=1),
+    _s("SSE_MAX_BUFFERED_BYTES", int, 256 * 1024 * 1024, _B,
+       "buffer bound in encoded `data` bytes (back-pressure beyond it)", "batcher.max_buffered_bytes", minimum=1),
     _s("SSE_MAX_EVENT_BYTES", int, 64 * 1024, _B, "largest encoded `data` of one event", "batcher.max_event_bytes",
        minimum=1),
     _s("SSE_MAX_MESSAGE_BYTES", int, 1024 * 1024, _B,
@@ -467,6 +470,7 @@ if TYPE_CHECKING:
     SSE_DEMO_RATE: float
     SSE_WORKER_QUEUE_SIZE: int
     SSE_MAX_MESSAGE_BYTES: int
+    SSE_MAX_BUFFERED_BYTES: int
 
 
 def __getattr__(name: str) -> Any:

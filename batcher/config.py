@@ -57,6 +57,7 @@ class BatcherConfig:
     max_event_bytes: int = field(default_factory=lambda: constants.SSE_MAX_EVENT_BYTES)
     shutdown_timeout_seconds: float = field(default_factory=lambda: constants.SSE_SHUTDOWN_TIMEOUT_SECONDS)
     max_message_bytes: int = field(default_factory=lambda: constants.SSE_MAX_MESSAGE_BYTES)
+    max_buffered_bytes: int = field(default_factory=lambda: constants.SSE_MAX_BUFFERED_BYTES)
     data_dir: Path = field(default_factory=lambda: Path(constants.SSE_DATA_DIR))
     default_source: str = "app"
 
@@ -66,11 +67,14 @@ class BatcherConfig:
         require_non_negative("max_retries", self.max_retries)
         require_non_negative("retry_delay_seconds", self.retry_delay_seconds)
         require_positive("max_buffered_events", self.max_buffered_events)
+        require_positive("max_buffered_bytes", self.max_buffered_bytes)
         require_positive("max_event_bytes", self.max_event_bytes)
         require_positive("max_message_bytes", self.max_message_bytes)
         require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
         if self.batch_size > self.max_buffered_events:
             raise ConfigError("batch_size must not exceed max_buffered_events")
+        if self.max_event_bytes > self.max_buffered_bytes:
+            raise ConfigError("max_event_bytes must not exceed max_buffered_bytes: such an event could never fit")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
