@@ -20,7 +20,7 @@ import anyio
 import anyio.abc
 
 from sse_batcher.batcher.config import BatcherConfig
-from sse_batcher.batcher.errors import BatcherClosedError, BufferFullError
+from sse_batcher.batcher.errors import BatcherClosedError, BatcherError, BufferFullError
 from sse_batcher.batcher.lifecycle import Service, State
 from sse_batcher.batcher.log.deadletter import DeadLetterFile
 from sse_batcher.batcher.pipeline.breaker import CircuitBreaker
@@ -179,12 +179,14 @@ class BatcherCore(Service):
     def _wake(self) -> None:
         self._loop.wake()
 
-    def _refuse_while_held(self) -> BufferFullError:
-        """The error for an emit while the writer holds batches neither the store nor the disk took.
+    def _intake_refused(self) -> BatcherError:
+        """The error for an emit while intake is stopped: closing, or batches held in memory.
 
-        Intake stops there, so what is held in memory stays bounded by the buffer; it resumes once
-        those batches are stored or on disk.
+        The writer holds batches neither the store nor the disk took; intake stops there, so what is
+        held in memory stays bounded by the buffer, and resumes once they are stored or on disk.
         """
+        if self._refusing:
+            return BatcherClosedError("batcher is closed; no more events are accepted")
         self._refused_early += 1
         return BufferFullError(f"the dead-letter file refuses writes ({self._writer.dead_letter_error}); retry shortly")
 

@@ -70,16 +70,12 @@ class SSEEventBatcher(BatcherCore):
         if wait:
             if threading.get_ident() == self._buffer.loop_thread:
                 raise BatcherError("emit(wait=True) would block the event loop; use await aemit(..., wait=True)")
-            if self._refusing:
-                raise BatcherClosedError("batcher is closed; no more events are accepted")
-            if self._writer.refusing:
-                raise self._refuse_while_held()
+            if self._refusing or self._writer.refusing:
+                raise self._intake_refused()
             item = self._intake.item(type, data, source, priority, key, batched)
             return put_and_block(self._buffer, self._tracker, item, self._wait_limit(timeout))
-        if self._refusing:
-            raise BatcherClosedError("batcher is closed; no more events are accepted")
-        if self._writer.refusing:
-            raise self._refuse_while_held()
+        if self._refusing or self._writer.refusing:
+            raise self._intake_refused()
         return self._buffer.put_item(self._intake.item(type, data, source, priority, key, batched), timeout)
 
     def _wait_limit(self, timeout: float | None) -> float:
@@ -135,10 +131,8 @@ class SSEEventBatcher(BatcherCore):
             BufferFullError: they do not all fit; none was accepted.
             BatcherClosedError: the batcher is closing or closed.
         """
-        if self._refusing:
-            raise BatcherClosedError("batcher is closed; no more events are accepted")
-        if self._writer.refusing:
-            raise self._refuse_while_held()
+        if self._refusing or self._writer.refusing:
+            raise self._intake_refused()
         return self._buffer.put_many(self._intake.items(events, default_source, idempotency_key))
 
     async def publish(
@@ -179,10 +173,8 @@ class SSEEventBatcher(BatcherCore):
             BufferFullError: they do not all fit now.
             BatcherClosedError: the batcher is closing or closed.
         """
-        if self._refusing:
-            raise BatcherClosedError("batcher is closed; no more events are accepted")
-        if self._writer.refusing:
-            raise self._refuse_while_held()
+        if self._refusing or self._writer.refusing:
+            raise self._intake_refused()
         items = self._intake.items(events, default_source, idempotency_key)
         room = self._buffer.capacity - len(self._buffer)
         if len(items) > room:
@@ -197,10 +189,8 @@ class SSEEventBatcher(BatcherCore):
             BufferFullError: they no longer fit (another emitter took the room since); none was accepted.
             BatcherClosedError: the batcher is closing or closed.
         """
-        if self._refusing:
-            raise BatcherClosedError("batcher is closed; no more events are accepted")
-        if self._writer.refusing:
-            raise self._refuse_while_held()
+        if self._refusing or self._writer.refusing:
+            raise self._intake_refused()
         return self._buffer.put_many(items)
 
     async def publish_prepared(self, items: list[Item], *, timeout: float | None = None) -> list[int]:
@@ -215,8 +205,6 @@ class SSEEventBatcher(BatcherCore):
         return await self._put_and_wait(items, timeout)
 
     async def _put_and_wait(self, items: list[Item], timeout: float | None) -> list[int]:
-        if self._refusing:
-            raise BatcherClosedError("batcher is closed; no more events are accepted")
-        if self._writer.refusing:
-            raise self._refuse_while_held()
+        if self._refusing or self._writer.refusing:
+            raise self._intake_refused()
         return await put_and_wait(self._buffer, self._tracker, items, self._wait_limit(timeout))

@@ -113,7 +113,7 @@ class FlushLoop:
         """Flush until closing and empty; the dead-letter file left by an earlier run goes first."""
         try:
             if self._writer.behind:
-                self._written_back(await self._writer.write_back())
+                self._pass_on(await self._writer.write_back())
             while True:
                 reason = await self._next_reason()
                 if reason is None:
@@ -162,7 +162,7 @@ class FlushLoop:
             deadline = self._buffer.next_deadline(self.batch_timeout)
             write_back_at = self._writer.next_write_back_at
             if write_back_at <= now:
-                self._written_back(await self._writer.write_back())
+                self._pass_on(await self._writer.write_back())
                 continue
             delay = min(math.inf if deadline is None else deadline - now, write_back_at - now)
             with anyio.move_on_after(max(delay, 0.0)):
@@ -222,13 +222,6 @@ class FlushLoop:
         self.events_saved += events - len(messages)
         if not self._rules.plain:  # key coalescing drops superseded events; count them
             self.superseded += events - sum(m.event_count for m in messages)
-
-    def _written_back(self, written: Written) -> None:
-        """Pass on what a write-back stored; intake may have resumed, so wake ``aemit`` waiters."""
-        self._pass_on(written)
-        if not self._writer.refusing:
-            room, self._room = self._room, anyio.Event()
-            room.set()
 
     def _pass_on(self, written: Written) -> None:
         """Settle waiters, then hand what committed downstream, in id order."""
