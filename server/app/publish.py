@@ -6,7 +6,9 @@ Every status a client can cause is a 4xx or 503 with a JSON ``{"error": ...}`` b
 - 413 body over ``max_request_bytes`` (refused while reading) or more than ``max_request_events``
   (or than the rate limit's burst);
 - 429 with ``Retry-After`` over the publish rate limit (the bucket is charged for the whole request
-  before anything is emitted, and refunded when a later check refuses it);
+  before anything is emitted, with or without ``wait``, and refunded only when the request is then
+  refused whole: a schema 422, or a 503 for a full buffer or a shutdown; a 201, 202, 504 or a
+  PostgreSQL refusal is not refunded);
 - 400 malformed JSON; 422 a schema error, naming the event ``index`` and the ``field``;
 - 503 with ``Retry-After`` when the buffer is full or the server is shutting down.
 
@@ -93,26 +95,32 @@ async def publish_events(request: Request) -> Response:
     refused = guard.charge(publisher, len(events))
     if refused is not None:
         return refused
-    seqs: list[int] | None = None
+    # Refunded only when the request is refused whole; one that reached the pipeline (committed,
+    # timed out, refused by PostgreSQL) used the capacity the limit protects.
+    refused_whole = True
     try:
         if wait:
             ids = await runtime.batcher.publish(
                 events, timeout=config.publish_wait_timeout_seconds, idempotency_key=request_key
             )
+            refused_whole = False
             return json_response({"accepted": len(ids), "ids": ids}, 201)
         seqs = runtime.batcher.emit_many(events, idempotency_key=request_key)
+        refused_whole = False
+        return json_response({"accepted": len(seqs), "seqs": seqs}, 202)
     except EventValidationError as exc:
         index = exc.index
         return error(422, f"event {index}: {exc}" if index is not None else str(exc), index=index, field=exc.field)
     except AckTimeoutError as exc:
+        refused_whole = False
         return error(504, str(exc), state=exc.state, kept=exc.kept, ids=exc.ids)
     except StoreRejectedError as exc:
+        refused_whole = False
         return error(422, str(exc), field="data")
     except BufferFullError:
         return error(503, "the event buffer is full; retry shortly", {"Retry-After": "1"})
     except BatcherClosedError:
         return error(503, "the server is shutting down", {"Retry-After": "1"})
     finally:
-        if seqs is None:
-            guard.refund(publisher, len(events))  # nothing of it was stored
-    return json_response({"accepted": len(seqs), "seqs": seqs}, 202)
+        if refused_whole:
+            guard.refund(publisher, len(events))
