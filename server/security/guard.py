@@ -117,7 +117,8 @@ class Guard:
         """The filters to stream with: the request's, within the grant's (a request narrows, never widens).
 
         Raises:
-            NotAllowed: the request asks for a type or source the grant leaves out.
+            NotAllowed: the request asks for a type or source the grant leaves out, or the grant
+                allows none (an empty filter).
         """
         if grant is None:
             return types, sources
@@ -135,6 +136,9 @@ class Guard:
 def _within(field: str, asked: frozenset[str] | None, granted: frozenset[str] | None) -> frozenset[str] | None:
     if granted is None:
         return asked
+    if not granted:
+        # An empty filter matches nothing; letting it through would read as no filter at all.
+        raise NotAllowed(field, f"the stream token allows no {field}: an empty filter matches nothing")
     if asked is None:
         return granted
     if not asked <= granted:

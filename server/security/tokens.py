@@ -149,7 +149,8 @@ class InvalidStreamToken(ValueError):
 class StreamGrant:
     """What a valid stream token allows: streams until ``expires_at`` (Unix seconds), within its filters.
 
-    ``types`` and ``sources`` are None when the token does not restrict them.
+    ``types`` and ``sources`` are None when the token does not restrict them; an empty set matches
+    nothing (it is never read as "no filter").
     """
 
     expires_at: float
@@ -185,7 +186,17 @@ class StreamTokens:
     def issue(
         self, ttl_seconds: float, types: Iterable[str] | None = None, sources: Iterable[str] | None = None
     ) -> tuple[str, int]:
-        """A token valid for ``ttl_seconds`` (rounded up to a whole second) and its expiry in Unix seconds."""
+        """A token valid for ``ttl_seconds`` (rounded up to a whole second) and its expiry in Unix seconds.
+
+        ``types`` or ``sources`` None leaves that filter open; an empty one would match nothing.
+
+        Raises:
+            ValueError: ``types`` or ``sources`` is empty (a token that can read nothing is a mistake).
+        """
+        types = None if types is None else list(types)
+        sources = None if sources is None else list(sources)
+        if types == [] or sources == []:
+            raise ValueError("a stream token's types and sources are None (any) or a non-empty list, never empty")
         expires_at = math.ceil(self._clock() + ttl_seconds)
         payload = _Payload(
             exp=expires_at,

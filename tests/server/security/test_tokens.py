@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import logging
 import os
 import time
@@ -111,6 +115,29 @@ def test_a_stream_token_carries_its_expiry_and_filters() -> None:
     assert grant.expires_at == expires_at and expires_at >= time.time() + 60
     assert grant.types == frozenset({"A", "B"}) and grant.sources == frozenset({"web"})
     assert signer.verify(signer.issue(5)[0]).types is None
+
+
+@pytest.mark.parametrize("filters", [{"types": []}, {"sources": []}])
+def test_a_stream_token_with_an_empty_filter_is_never_minted(filters: dict[str, list[str]]) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        StreamTokens(SECRET).issue(60, **filters)
+
+
+def _signed(payload: dict[str, object]) -> str:
+    """A stream token for ``payload`` signed with ``SECRET``, whatever :meth:`StreamTokens.issue` would mint."""
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    mac = hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).digest()
+    return f"sst1.{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize(("filters", "field"), [({"types": []}, "types"), ({"sources": []}, "source")])
+async def test_a_stream_token_with_an_empty_filter_opens_no_stream(
+    guarded: LiveServer, filters: dict[str, list[str]], field: str
+) -> None:
+    token = _signed({"exp": int(time.time()) + 60, **filters})
+    async with guarded.client() as client:
+        response = await client.get("/events", params={"token": token})
+    assert response.status_code == 403 and response.json()["field"] == field
 
 
 @pytest.mark.parametrize(
