@@ -28,6 +28,9 @@ from sse_batcher.server.security.tokens import (
 
 __all__ = ["Guard", "NotAllowed", "client_address", "guard_of"]
 
+# Stands for a refused credential where a grant is expected: it allows nothing.
+_NOTHING = StreamGrant(expires_at=0.0, types=frozenset(), sources=frozenset())
+
 
 class NotAllowed(Exception):
     """A request asks for more than its credential allows (403); ``field`` names what."""
@@ -109,6 +112,24 @@ class Guard:
         if not any(valid):
             raise InvalidStreamToken("a valid subscribe token is required")
         return None
+
+    def reads_everything(self, request: Request) -> bool:
+        """Whether the request may read every event: the test for showing event data elsewhere.
+
+        True when subscribing is open and no filtered stream token is presented, or when the bearer
+        (or ``?token=``) is a subscribe token, a publish token (its holder can mint any stream token),
+        or a stream token without filters. An invalid credential is False, never an error.
+        """
+        try:
+            grant = self.subscriber(request)
+        except InvalidStreamToken:
+            grant = _NOTHING
+        if grant is None:
+            return True
+        if grant.types is None and grant.sources is None:
+            return True
+        token = bearer_token(request)
+        return token is not None and self.publish_tokens.required and self.publish_tokens.matches(token)
 
     @staticmethod
     def narrow(
