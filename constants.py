@@ -23,6 +23,7 @@ __all__ = [
     "DATABASE_URL",
     "SETTINGS",
     "SSE_AB_SPLIT",
+    "SSE_ALLOWED_HOSTS",
     "SSE_BATCHING_ENABLED",
     "SSE_BATCH_ADJUST_COOLDOWN_SECONDS",
     "SSE_BATCH_AGE_TARGET_SECONDS",
@@ -320,6 +321,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_CORS_ORIGINS", tuple, (), _X,
        "comma-separated origins allowed to subscribe and publish from a browser (`*`: any, without credentials); "
        "unset: CORS off", "cors_origins"),
+    _s("SSE_ALLOWED_HOSTS", tuple, (), _X,
+       "comma-separated `Host` names served besides localhost, IP literals and SSE_HOST (`*.example.com`: its "
+       "subdomains; `*`: any); any other Host gets 400", "allowed_hosts"),
     _s("SSE_PUBLISH_RATE_LIMIT", float, 0.0, _X,
        "events per second per publish token (per client address without tokens); 0: no limit",
        "publish_rate_limit", minimum=0),
@@ -449,6 +453,7 @@ SSE_SUBSCRIBE_TOKEN: Final[str | None] = _default("SSE_SUBSCRIBE_TOKEN")
 SSE_PUBLISH_TOKENS_FILE: Final[Path | None] = _default("SSE_PUBLISH_TOKENS_FILE")
 SSE_SUBSCRIBE_TOKENS_FILE: Final[Path | None] = _default("SSE_SUBSCRIBE_TOKENS_FILE")
 SSE_CORS_ORIGINS: Final[tuple[str, ...]] = _default("SSE_CORS_ORIGINS")
+SSE_ALLOWED_HOSTS: Final[tuple[str, ...]] = _default("SSE_ALLOWED_HOSTS")
 SSE_PUBLISH_RATE_LIMIT: Final[float] = _default("SSE_PUBLISH_RATE_LIMIT")
 SSE_PUBLISH_RATE_BURST: Final[int | None] = _default("SSE_PUBLISH_RATE_BURST")
 SSE_STREAM_TOKEN_SECRET: Final[str | None] = _default("SSE_STREAM_TOKEN_SECRET")

@@ -39,6 +39,7 @@ from sse_batcher.server.app.stream_token import issue_stream_token
 from sse_batcher.server.app.wiring import open_runtime
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.security.guard import Guard, guard_of
+from sse_batcher.server.security.hosts import HostCheckMiddleware, allowed_hosts
 from sse_batcher.server.security.middleware import CORSMiddleware, SecurityHeadersMiddleware
 from sse_batcher.workers.errors import JobQueueFullError, WorkerClosedError
 
@@ -132,8 +133,11 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         Route("/healthz", health, methods=["GET"]),
         Mount("/static", app=DashboardFiles(directory=FRONTEND_DIR), name="static"),
     ]
-    # Outermost first: the security headers land on CORS preflight answers too.
-    middleware = [Middleware(SecurityHeadersMiddleware)]
+    # Outermost first: the security headers land on CORS preflight answers and Host refusals too.
+    middleware = [
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(HostCheckMiddleware, allowed=allowed_hosts(config.allowed_hosts, config.host)),
+    ]
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, origins=config.cors_origins))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

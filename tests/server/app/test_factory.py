@@ -115,6 +115,6 @@ async def test_app_mounted_in_fastapi_as_the_readme_shows(dsn: str, tmp_path: Pa
 async def test_mounting_without_the_lifespan_fails_with_a_clear_error(dsn: str, tmp_path: Path) -> None:
     parent = Starlette(routes=[Mount("/live", app=create_app(make_config(dsn, tmp_path)))])
     transport = httpx.ASGITransport(app=parent)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         with pytest.raises(RuntimeError, match="lifespan"):
             await client.get("/live/healthz")
