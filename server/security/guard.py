@@ -131,6 +131,32 @@ class Guard:
         token = bearer_token(request)
         return token is not None and self.publish_tokens.required and self.publish_tokens.matches(token)
 
+    def still_subscribed(self, request: Request) -> Callable[[], bool] | None:
+        """For a stream opened with a subscribe token: a check that the token is still accepted.
+
+        None when there is nothing to revoke (subscribing is open, or the credential is a stream
+        token, which ends at its expiry). The check is cheap enough for every chunk of a stream: it
+        compares tokens again only when the tokens file's set has changed.
+        """
+        tokens = self.subscribe_tokens
+        if tokens.file is None:
+            return None
+        presented = [t for t in (bearer_token(request), request.query_params.get("token")) if t]
+        if any(t.startswith(STREAM_TOKEN_PREFIX) for t in presented):
+            return None
+        seen = tokens.generation()
+        allowed = True
+
+        def still_allowed() -> bool:
+            nonlocal seen, allowed
+            now = tokens.generation()
+            if now != seen:
+                seen = now
+                allowed = any([tokens.matches(t) for t in presented])
+            return allowed
+
+        return still_allowed
+
     @staticmethod
     def narrow(
         grant: StreamGrant | None, types: frozenset[str] | None, sources: frozenset[str] | None

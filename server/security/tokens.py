@@ -80,6 +80,7 @@ class TokenSet:
         self._clock = clock
         self._checked = clock()
         self._seen: bytes | None = None
+        self._generation = 0
         if file is not None:
             try:
                 self._read(file)
@@ -95,6 +96,12 @@ class TokenSet:
         """Tokens accepted now."""
         self._refresh()
         return len(self._fixed) + len(self._from_file)
+
+    def generation(self) -> int:
+        """A number that changes whenever the accepted tokens change (the file is looked at first, as by
+        :meth:`matches`): a holder of a past answer asks again only when it moved."""
+        self._refresh()
+        return self._generation
 
     def matches(self, given: str) -> bool:
         """Whether ``given`` is one of the tokens; compares with every one of them, in constant time."""
@@ -136,6 +143,7 @@ class TokenSet:
             # every client out for it would be worse than keeping the tokens a moment longer.
             raise ValueError("it holds no token (to revoke them all, leave one random token in it)")
         self._from_file = tuple(_digest(token) for token in dict.fromkeys(tokens))
+        self._generation += 1
         if self._seen is not None:
             logger.info("reloaded %d %s tokens from %s", len(self._from_file), self.name, file)
         self._seen = raw

@@ -17,7 +17,8 @@ import pytest
 
 from sse_batcher.batcher import ConfigError
 from sse_batcher.server.security.tokens import InvalidStreamToken, StreamTokens, TokenSet, parse_tokens
-from tests.server.live import LiveServer, make_config, serving
+from tests.server.live import LiveServer, make_config, serving, until
+from tests.server.sse import publish
 
 SECRET = "a-stream-token-secret-of-some-length"
 
@@ -105,6 +106,38 @@ async def test_tokens_rotate_through_their_files_without_a_restart(dsn: str, tmp
         for token in ("sub-new", "sub-env"):  # the single-token setting still works alongside
             async with client.stream("GET", "/events", params={"token": token}) as stream:
                 assert stream.status_code == 200
+
+
+async def test_an_open_stream_ends_once_its_subscribe_token_is_removed_from_the_file(dsn: str, tmp_path: Path) -> None:
+    subscribe_file = tmp_path / "subscribe.tokens"
+    subscribe_file.write_text("sub-kept\nsub-revoked\n")
+    config = make_config(dsn, tmp_path, subscribe_tokens_file=subscribe_file, ping_seconds=0.3)
+    async with serving(config) as live, live.client() as client:
+
+        async def read(token: str, lines: list[str], ended: anyio.Event) -> None:
+            async with client.stream("GET", "/events", params={"token": token}) as stream:
+                assert stream.status_code == 200
+                async for line in stream.aiter_lines():
+                    lines.append(line)
+            ended.set()
+
+        revoked_lines: list[str] = []
+        kept_lines: list[str] = []
+        revoked_ended, kept_ended = anyio.Event(), anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, "sub-revoked", revoked_lines, revoked_ended)
+            tg.start_soon(read, "sub-kept", kept_lines, kept_ended)
+            await publish(client, {"type": "BEFORE", "data": {}})
+            await until(lambda: "event: BEFORE" in revoked_lines and "event: BEFORE" in kept_lines)
+            _rotate(subscribe_file, "sub-kept\n")
+            await _status_becomes(client, 401, "GET", "/events", params={"token": "sub-revoked"})
+            with anyio.fail_after(5):  # idle, it ends at its next keep-alive
+                await revoked_ended.wait()
+            await publish(client, {"type": "AFTER", "data": {}})
+            await until(lambda: "event: AFTER" in kept_lines)
+            assert not kept_ended.is_set()
+            tg.cancel_scope.cancel()
+    assert "event: AFTER" not in revoked_lines
 
 
 # -- stream tokens -----------------------------------------------------------------------------
