@@ -331,7 +331,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "events a publisher may send at once above the rate; unset: twice the rate (at least 1)",
        "publish_rate_burst", optional=True, minimum=1),
     _s("SSE_STREAM_TOKEN_SECRET", str, None, _X,
-       "HMAC key of short-lived stream tokens (16+ characters); unset: random per process, so nodes must share it",
+       "HMAC key of short-lived stream tokens (16+ characters); "
+       "unset: random per server (one for all `--workers`), so hosts must share it",
        "stream_token_secret", optional=True, secret=True),
     _s("SSE_STREAM_TOKEN_MAX_SECONDS", float, 3600.0, _X, "longest lifetime a stream token may be given",
        "stream_token_max_seconds", positive=True),

@@ -14,7 +14,10 @@ The parent does what must happen once, then only watches:
 4. A worker that exits unasked (a crash, ``kill -9``) is started again after a backoff that
    doubles while it keeps failing, so a crash loop cannot spin; the others keep serving. A worker
    that fails before the first start completed fails the whole command (a bad setting, not a crash).
-5. SIGTERM or SIGINT: every worker is sent SIGTERM and drains (stores and delivers what it
+5. Without SSE_STREAM_TOKEN_SECRET, it draws one random stream-token key and gives it to every
+   worker (inside the config multiprocessing pickles down the pipe to each child; never in a file
+   or the environment), so a token one worker signed opens a stream on any other.
+6. SIGTERM or SIGINT: every worker is sent SIGTERM and drains (stores and delivers what it
    accepted), the parent waits for each, then stops PostgreSQL and exits 0, leaving no process.
 
 Workers run in a process group of their own, so a terminal's Ctrl-C reaches the parent only and
@@ -27,6 +30,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -113,8 +117,10 @@ class Supervisor:
             anyio.run(_migrate, self._config, dsn)
             if self._stopping:
                 return 0
+            # One key for every worker, drawn once: a restarted worker still accepts the tokens of the others.
+            secret = self._config.stream_token_secret or secrets.token_urlsafe(32)
             with _bind(self._config.host, self._config.port) as sock:
-                return self._serve(replace(self._config, database_url=dsn), sock)
+                return self._serve(replace(self._config, database_url=dsn, stream_token_secret=secret), sock)
         except (BatcherError, OSError, subprocess.SubprocessError) as exc:
             # PostgreSQL would not start or answer, or the port is taken: nothing was served.
             print(f"sse-batcher: {exc}", file=sys.stderr)

@@ -197,6 +197,40 @@ async def test_two_workers_share_one_port_and_each_heartbeats_as_a_node_of_its_o
                     await anyio.sleep(0.2)
 
 
+async def _node_and_mint(workers: Workers) -> tuple[str, str]:
+    """Mint a stream token on a fresh connection; the node that signed it, and the token."""
+    async with workers.client() as client:
+        node: str = (await client.get("/api/stats")).json()["node"]["id"]
+        response = await client.post("/api/stream-token", json={}, headers={"Authorization": "Bearer pub"})
+        assert response.status_code == 200, response.text
+        token: str = response.json()["token"]
+        return node, token
+
+
+async def _node_and_open(workers: Workers, token: str) -> tuple[str, int]:
+    """Open a stream with ``token`` on a fresh connection; the node asked, and its status."""
+    async with workers.client() as client:
+        node: str = (await client.get("/api/stats")).json()["node"]["id"]
+        async with client.stream("GET", "/events", params={"token": token}) as stream:
+            return node, stream.status_code
+
+
+async def test_a_stream_token_minted_by_one_worker_opens_a_stream_on_the_other(dsn: str, tmp_path: Path) -> None:
+    # No SSE_STREAM_TOKEN_SECRET: the supervisor draws one key for all its workers.
+    env = {**_env(tmp_path, dsn), "SSE_PUBLISH_TOKEN": "pub"}
+    env.pop("SSE_STREAM_TOKEN_SECRET", None)
+    async with serving_workers(env) as workers:
+        await _until(lambda: _two_live(dsn))
+        crossed, statuses = 0, []
+        with anyio.fail_after(60):
+            while crossed < 3:
+                minted_by, token = await _node_and_mint(workers)
+                opened_by, status = await _node_and_open(workers, token)
+                statuses.append(status)
+                crossed += minted_by != opened_by
+    assert set(statuses) == {200}, statuses
+
+
 async def _two_live(dsn: str) -> list[asyncpg.Record] | None:
     rows = await _live_nodes(dsn)
     return rows if len(rows) == 2 else None
