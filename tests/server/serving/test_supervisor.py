@@ -25,8 +25,9 @@ from anyio.abc import Process
 
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log import DeadLetterFile
+from sse_batcher.server import ServerConfig
 from sse_batcher.server.client import unroll
-from sse_batcher.server.serving.supervisor import restart_delay
+from sse_batcher.server.serving.supervisor import restart_delay, share_limits
 from tests.server.sse import Received, events_of, read_until
 from tests.server_process import free_port
 
@@ -231,6 +232,33 @@ async def test_a_stream_token_minted_by_one_worker_opens_a_stream_on_the_other(d
     assert set(statuses) == {200}, statuses
 
 
+async def test_the_publish_rate_limit_holds_for_the_whole_server_not_per_worker(dsn: str, tmp_path: Path) -> None:
+    # One token per 100 s and a burst of 4: nothing refills during the test.
+    env = _env(tmp_path, dsn, SSE_PUBLISH_RATE_LIMIT="0.01", SSE_PUBLISH_RATE_BURST="4")
+    async with serving_workers(env) as workers:
+        await _until(lambda: _two_live(dsn))
+        statuses: list[int] = []
+        for i in range(24):  # each on a fresh connection, to whichever worker accepts it
+            async with workers.client() as client:
+                event = {"type": "MARK", "source": "test", "data": {"i": i}}
+                statuses.append((await client.post("/api/events", json=event)).status_code)
+    assert set(statuses) == {202, 429}
+    assert statuses.count(202) <= 4, statuses
+
+
+async def test_the_streams_per_address_cap_holds_for_the_whole_server_not_per_worker(dsn: str, tmp_path: Path) -> None:
+    env = _env(tmp_path, dsn, SSE_MAX_CLIENTS_PER_IP="2")
+    async with serving_workers(env) as workers, contextlib.AsyncExitStack() as held:
+        await _until(lambda: _two_live(dsn))
+        statuses: list[int] = []
+        for _ in range(12):  # each on a connection of its own, held open
+            client = await held.enter_async_context(workers.client())
+            stream = await held.enter_async_context(client.stream("GET", "/events"))
+            statuses.append(stream.status_code)
+    assert set(statuses) == {200, 429}
+    assert statuses.count(200) <= 2, statuses
+
+
 async def _two_live(dsn: str) -> list[asyncpg.Record] | None:
     rows = await _live_nodes(dsn)
     return rows if len(rows) == 2 else None
@@ -431,3 +459,14 @@ def test_a_worker_that_keeps_dying_is_restarted_ever_more_slowly_up_to_30_second
     assert delays[-1] == 30.0
     # A worker that had run a while before it died starts over from the shortest delay.
     assert restart_delay(0) == 0.5
+
+
+def test_each_worker_gets_its_share_of_the_per_client_limits_rounded_down_and_at_least_1() -> None:
+    config = ServerConfig(workers=4, publish_rate_limit=10.0, max_clients_per_ip=10)
+    share = share_limits(config)
+    assert (share.publish_rate_limit, share.publish_burst, share.max_clients_per_ip) == (2.5, 5, 2)
+    tiny = share_limits(ServerConfig(workers=4, publish_rate_limit=1.0, publish_rate_burst=2, max_clients_per_ip=3))
+    assert (tiny.publish_burst, tiny.max_clients_per_ip) == (1, 1)
+    unlimited = share_limits(ServerConfig(workers=4))
+    assert (unlimited.publish_rate_limit, unlimited.max_clients_per_ip) == (0.0, None)
+    assert share_limits(ServerConfig(workers=1, publish_rate_limit=10.0)).publish_rate_limit == 10.0
