@@ -68,7 +68,9 @@ class Message(msgspec.Struct, frozen=True, gc=False):
 
     ``payload`` is exactly the JSON of the SSE ``data:`` line. ``event_type`` is the type of the
     original events (aggregates match filters by it). ``idem_key`` (the emitting process's nonce
-    and the first seq) is unique, so a retried write is skipped instead of stored twice.
+    and the first seq, or ``k:`` and a client's idempotency key) is unique, so a retried write is
+    skipped instead of stored twice. ``idem_digest`` is the digest of a keyed event's content,
+    stored beside its key: the same key with other content is a conflict, not a retry ("" unkeyed).
     """
 
     idem_key: str
@@ -81,6 +83,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     ts: float
     payload: bytes
     priority: str = NORMAL
+    idem_digest: str = ""
 
 
 class StoredMessage(msgspec.Struct, frozen=True, gc=False):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from sse_batcher.batcher.errors import BatcherClosedError, StoreRejectedError
+from sse_batcher.batcher.errors import BatcherClosedError, IdempotencyConflictError, StoreRejectedError
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.pipeline.writer import Written
 
@@ -122,14 +122,20 @@ class FlushTracker:
         # group's aggregate; taken out first, the aggregate's range no longer holds it.
         committed.sort(key=lambda pair: pair[0].event_count != 1)
         with self._lock:
+            # Refusals first: a key conflict shares its key with the stored message it conflicts with.
+            for refused in written.rejected:
+                error = (
+                    IdempotencyConflictError(refused.reason, refused.message.idem_key)
+                    if refused.conflict
+                    else StoreRejectedError(f"PostgreSQL refused the event: {refused.reason}")
+                )
+                for ack in self._take(refused.message):
+                    if not ack.future.done():
+                        ack.future.set_exception(error)
             for message, message_id in committed:
                 for ack in self._take(message):
                     if not ack.future.done():
                         ack.future.set_result(message_id)
-            for refused in written.rejected:
-                for ack in self._take(refused.message):
-                    if not ack.future.done():
-                        ack.future.set_exception(StoreRejectedError(f"PostgreSQL refused the event: {refused.reason}"))
             for message in written.kept:
                 for ack in self._find(message):
                     ack.state = KEPT

@@ -119,3 +119,15 @@ def test_an_event_travelling_alone_in_the_middle_of_its_group_keeps_the_emit_ord
     that held the events on both sides of it, so a client reading in id order saw 1, 3, 2."""
     messages = aggregate([_event(1), _event(2, priority="critical"), _event(3)], "o")
     assert [e["seq"] for m in messages for e in unroll(m.payload)] == [1, 2, 3]
+
+
+def test_a_keyed_event_keeps_its_key_beside_the_message_never_in_its_payload() -> None:
+    [keyed] = aggregate([_event(1, idempotency_key="order-1", data={"job_id": 1})], "p")
+    assert keyed.idem_key == "k:order-1"
+    assert b"order-1" not in keyed.payload and b"idempotency_key" not in keyed.payload
+    # A retry: the same content at another seq and time.
+    [retried] = aggregate([_event(7, idempotency_key="order-1", data={"job_id": 1})], "p")
+    [other] = aggregate([_event(1, idempotency_key="order-1", data={"job_id": 2})], "p")
+    assert keyed.idem_digest == retried.idem_digest != other.idem_digest
+    [plain] = aggregate([_event(1)], "p")
+    assert plain.idem_digest == ""
