@@ -23,6 +23,7 @@ __all__ = [
     "DATABASE_URL",
     "SETTINGS",
     "SSE_AB_SPLIT",
+    "SSE_ALLOWED_HOSTS",
     "SSE_BATCHING_ENABLED",
     "SSE_BATCH_ADJUST_COOLDOWN_SECONDS",
     "SSE_BATCH_AGE_TARGET_SECONDS",
@@ -327,6 +328,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_CORS_ORIGINS", tuple, (), _X,
        "comma-separated origins allowed to subscribe and publish from a browser (`*`: any, without credentials); "
        "unset: CORS off", "cors_origins"),
+    _s("SSE_ALLOWED_HOSTS", tuple, (), _X,
+       "comma-separated `Host` names served besides localhost, IP literals and SSE_HOST (`*.example.com`: its "
+       "subdomains; `*`: any); any other Host gets 400", "allowed_hosts"),
     _s("SSE_PUBLISH_RATE_LIMIT", float, 0.0, _X,
        "events per second per publish token (per client address without tokens); 0: no limit",
        "publish_rate_limit", minimum=0),
@@ -334,7 +338,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "events a publisher may send at once above the rate; unset: twice the rate (at least 1)",
        "publish_rate_burst", optional=True, minimum=1),
     _s("SSE_STREAM_TOKEN_SECRET", str, None, _X,
-       "HMAC key of short-lived stream tokens (16+ characters); unset: random per process, so nodes must share it",
+       "HMAC key of short-lived stream tokens (16+ characters); "
+       "unset: random per server (one for all `--workers`), so hosts must share it",
        "stream_token_secret", optional=True, secret=True),
     _s("SSE_STREAM_TOKEN_MAX_SECONDS", float, 3600.0, _X, "longest lifetime a stream token may be given",
        "stream_token_max_seconds", positive=True),
@@ -471,6 +476,7 @@ if TYPE_CHECKING:
     SSE_WORKER_QUEUE_SIZE: int
     SSE_MAX_MESSAGE_BYTES: int
     SSE_MAX_BUFFERED_BYTES: int
+    SSE_ALLOWED_HOSTS: tuple[str, ...]
 
 
 def __getattr__(name: str) -> Any:

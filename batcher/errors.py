@@ -9,6 +9,7 @@ are also ``ValueError`` so code that validates generically still catches them::
     ├── StoreError                a write to PostgreSQL failed
     │   ├── StoreUnavailableError     retryable: connection, timeout, serialization
     │   └── StoreRejectedError        fatal: PostgreSQL refused the row itself
+    │       └── IdempotencyConflictError  its idempotency key is stored with other content
     ├── AckTimeoutError           emit(wait=True): not committed in time (``kept`` says if it is safe)
     ├── EventValidationError(ValueError)   a field broke its rule; nothing was changed
     └── ConfigError(ValueError)            a configuration value is out of range
@@ -23,6 +24,7 @@ __all__ = [
     "BufferFullError",
     "ConfigError",
     "EventValidationError",
+    "IdempotencyConflictError",
     "StoreError",
     "StoreRejectedError",
     "StoreUnavailableError",
@@ -51,6 +53,18 @@ class StoreUnavailableError(StoreError):
 
 class StoreRejectedError(StoreError):
     """PostgreSQL refused a row; retrying the same row cannot succeed."""
+
+
+class IdempotencyConflictError(StoreRejectedError):
+    """An event's idempotency key is stored already, with other content; ``idem_key`` is its storage key.
+
+    A retry carries the same content; other content under a used key is a client's mistake, so it
+    is refused rather than answered with the first event's id.
+    """
+
+    def __init__(self, message: str, idem_key: str) -> None:
+        super().__init__(message)
+        self.idem_key = idem_key
 
 
 class AckTimeoutError(BatcherError, TimeoutError):

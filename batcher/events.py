@@ -68,7 +68,9 @@ class Message(msgspec.Struct, frozen=True, gc=False):
 
     ``payload`` is exactly the JSON of the SSE ``data:`` line. ``event_type`` is the type of the
     original events (aggregates match filters by it). ``idem_key`` (the emitting process's nonce
-    and the first seq) is unique, so a retried write is skipped instead of stored twice.
+    and the first seq, or ``k:`` and a client's idempotency key) is unique, so a retried write is
+    skipped instead of stored twice. ``idem_digest`` is the digest of a keyed event's content,
+    stored beside its key: the same key with other content is a conflict, not a retry ("" unkeyed).
     ``origin`` names the batcher run that made the message: seqs restart with every run, so an
     acknowledgement matches (origin, seq), and a dead-letter line written back by a later run
     answers none of that run's waiters. Empty in lines written before messages carried it.
@@ -88,6 +90,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     priority: str = NORMAL
     origin: str = ""
     absorbed: tuple[int, ...] = ()
+    idem_digest: str = ""
 
 
 class StoredMessage(msgspec.Struct, frozen=True, gc=False):

@@ -23,10 +23,15 @@ Listener = Callable[[Sequence[StoredMessage]], None]
 
 
 class Rejected(msgspec.Struct, frozen=True):
-    """A message PostgreSQL refused; retrying it cannot succeed, so it is quarantined."""
+    """A message PostgreSQL refused; retrying it cannot succeed, so it is quarantined.
+
+    ``conflict`` True: its idempotency key is stored already with other content. It is the
+    client's mistake, answered to its waiter, and never quarantined (a client could fill the disk).
+    """
 
     message: Message
     reason: str
+    conflict: bool = False
 
 
 class WriteResult(msgspec.Struct, frozen=True):

@@ -7,7 +7,9 @@ or a mapping, and raises one error naming the first bad variable.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -96,6 +98,7 @@ class ServerConfig:
     publish_tokens_file: Path | None = field(default_factory=lambda: constants.SSE_PUBLISH_TOKENS_FILE)
     subscribe_tokens_file: Path | None = field(default_factory=lambda: constants.SSE_SUBSCRIBE_TOKENS_FILE)
     cors_origins: tuple[str, ...] = field(default_factory=lambda: constants.SSE_CORS_ORIGINS)
+    allowed_hosts: tuple[str, ...] = field(default_factory=lambda: constants.SSE_ALLOWED_HOSTS)
     publish_rate_limit: float = field(default_factory=lambda: constants.SSE_PUBLISH_RATE_LIMIT)
     publish_rate_burst: int | None = field(default_factory=lambda: constants.SSE_PUBLISH_RATE_BURST)
     stream_token_secret: str | None = field(default_factory=lambda: constants.SSE_STREAM_TOKEN_SECRET)
@@ -161,6 +164,10 @@ class ServerConfig:
         # Origins are compared as exact strings with the browser's Origin header, so normalise
         # them the way browsers send them (lower case, no trailing slash).
         object.__setattr__(self, "cors_origins", tuple(_origin(o) for o in self.cors_origins))
+        try:
+            object.__setattr__(self, "allowed_hosts", tuple(_allowed_host(h) for h in self.allowed_hosts))
+        except ValueError as exc:
+            raise ConfigError(f"allowed_hosts: {exc}") from None
         if not self.publish_rate_limit >= 0 or self.publish_rate_limit == float("inf"):
             raise ConfigError(f"publish_rate_limit must be >= 0 (0: no limit), got {self.publish_rate_limit!r}")
         if self.publish_rate_burst is not None:
@@ -245,3 +252,23 @@ def mask_dsn(dsn: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     except ValueError:
         return "<unparsable database URL>"
+
+
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*")
+
+
+def _allowed_host(entry: str) -> str:
+    """An ``allowed_hosts`` entry, lower-cased: ``*``, a host name, ``*.`` and a name, or an IP address.
+
+    Raises:
+        ValueError: anything else (a URL, a path, a port, blanks).
+    """
+    name = entry.strip().lower().removesuffix(".")
+    bare = name.removeprefix("[").removesuffix("]")
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if name == "*" or _HOST_NAME.fullmatch(name):
+        return name
+    raise ValueError(f"{entry!r} is not a host name like sse.example.com, *.example.com, an IP address or *")

@@ -21,6 +21,7 @@ __all__ = [
     "FOLLOW",
     "HEAD",
     "INSERT",
+    "INSERT_MESSAGE",
     "MIGRATION_LOCK",
     "NOTIFY",
     "ROW_ERRORS",
@@ -72,8 +73,10 @@ CREATE TABLE IF NOT EXISTS sse_events (
     source      text        NOT NULL,
     data        jsonb       NOT NULL,
     event_count int         NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    idem_digest text
 );
+ALTER TABLE sse_events ADD COLUMN IF NOT EXISTS idem_digest text;
 CREATE INDEX IF NOT EXISTS sse_events_created_at_idx ON sse_events (created_at);
 CREATE INDEX IF NOT EXISTS sse_events_event_type_id_idx ON sse_events (event_type, id);
 CREATE INDEX IF NOT EXISTS sse_events_source_id_idx ON sse_events (source, id);
@@ -85,7 +88,17 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (idem_key) DO NOTHING
 RETURNING id, idem_key, created_at
 """
-SELECT_BY_KEYS: Final = "SELECT id, idem_key, created_at FROM sse_events WHERE idem_key = ANY($1::text[]) ORDER BY id"
+# A client-keyed message carries the digest of its content, stored beside its key: a write that
+# finds the key taken compares them (same: a retry; other: a conflict).
+INSERT_MESSAGE: Final = """
+INSERT INTO sse_events (idem_key, type, event_type, source, data, event_count, idem_digest)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (idem_key) DO NOTHING
+RETURNING id, idem_key, created_at, idem_digest
+"""
+SELECT_BY_KEYS: Final = (
+    "SELECT id, idem_key, created_at, idem_digest FROM sse_events WHERE idem_key = ANY($1::text[]) ORDER BY id"
+)
 BOUNDS: Final = "SELECT min(id), max(id) FROM sse_events"
 # Retention deletes a prefix of the id order (everything up to the newest expired row), so the
 # rows left are always one unbroken run: "the first id still available" means what it says.
@@ -141,12 +154,15 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 def row_args(message: Message) -> tuple[Any, ...]:
-    """The arguments of :data:`INSERT` for ``message``."""
-    return (message.idem_key, message.type, message.event_type, message.source, message.payload, message.event_count)
+    """The arguments of :data:`INSERT_MESSAGE` for ``message``."""
+    return (
+        message.idem_key, message.type, message.event_type, message.source, message.payload, message.event_count,
+        message.idem_digest or None,
+    )  # fmt: skip
 
 
 def stored_messages(rows: Sequence[Any], by_key: dict[str, Message]) -> list[StoredMessage]:
-    """Join the ``(id, idem_key, created_at)`` rows, in id order, with the messages they store."""
+    """Join the ``(id, idem_key, created_at, ...)`` rows, in id order, with the messages they store."""
     return [
         StoredMessage(
             id=row_id,
@@ -158,7 +174,7 @@ def stored_messages(rows: Sequence[Any], by_key: dict[str, Message]) -> list[Sto
             created_at=created_at.timestamp(),
             idem_key=key,
         )
-        for row_id, key, created_at in rows
+        for row_id, key, created_at, *_ in rows
         for message in (by_key[key],)
     ]
 

@@ -8,6 +8,8 @@
   its first insert, so a reader never sees id N+1 before N.
 - A row PostgreSQL refuses (invalid JSON, ``\\u0000``, bad UTF-8, ...) is left out with its reason,
   in ``WriteResult.rejected``; the rows around it still commit, in order, in the same transaction.
+- A client-keyed message whose key is stored already with another content digest is not a retry
+  but a conflict: it is left out too, in ``WriteResult.rejected`` with ``conflict`` set.
 
 Apart from ``store.py``, which decides when to write (one at a time, with a retry on a lost
 connection) and counts what was written; this module is what one write does in PostgreSQL.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -45,25 +48,44 @@ async def write_batch(conn: asyncpg.Connection, messages: Sequence[Message]) -> 
     Raises:
         Exception: one of ``_sql.UNAVAILABLE``: nothing of this write was committed.
     """
-    by_key = {m.idem_key: m for m in messages}
+    keys = list(dict.fromkeys(m.idem_key for m in messages))
     try:
         async with conn.transaction():
             await conn.execute(sql.WRITE_LOCK)
-            rows = await conn.fetchmany(sql.INSERT, [sql.row_args(m) for m in messages])
+            rows = await conn.fetchmany(sql.INSERT_MESSAGE, [sql.row_args(m) for m in messages])
             inserted = len(rows)
             if inserted:
                 await conn.execute(sql.NOTIFY, str(rows[-1][0]))
             if inserted < len(messages):
-                rows = await conn.fetch(sql.SELECT_BY_KEYS, list(by_key))
+                rows = await conn.fetch(sql.SELECT_BY_KEYS, keys)
     except sql.ROW_ERRORS as exc:
         logger.warning("PostgreSQL refused a row of a batch of %s; writing row by row: %s", len(messages), exc)
         return await _write_isolating(conn, messages)
-    return CommittedWrite(WriteResult(stored=sql.stored_messages(rows, by_key), rejected=[]), inserted, len(messages))
+    result = _result(rows, messages, [])
+    return CommittedWrite(result, inserted, len(messages) - len(result.rejected))
+
+
+def _result(rows: Sequence[Any], messages: Sequence[Message], rejected: list[Rejected]) -> WriteResult:
+    """The stored messages of ``rows`` (one per key), and the rejected ones plus the key conflicts."""
+    digests = {row[1]: row[3] for row in rows}
+    conflicts = []
+    by_key: dict[str, Message] = {}
+    for message in messages:
+        stored_digest = digests.get(message.idem_key)
+        if message.idem_digest and stored_digest is not None and stored_digest != message.idem_digest:
+            reason = "its idempotency key is stored already with other content"
+            conflicts.append(Rejected(message=message, reason=reason, conflict=True))
+        else:
+            by_key.setdefault(message.idem_key, message)
+    stored = sql.stored_messages([row for row in rows if row[1] in by_key], by_key)
+    for conflict in conflicts:
+        logger.warning("message %s conflicts with the stored one: %s", conflict.message.idem_key, conflict.reason)
+    return WriteResult(stored=stored, rejected=[*rejected, *conflicts])
 
 
 async def _write_isolating(conn: asyncpg.Connection, messages: Sequence[Message]) -> CommittedWrite:
     """Write row by row, each in a savepoint, so a refused row cannot take the others down."""
-    by_key: dict[str, Message] = {}
+    accepted: list[Message] = []
     rejected: list[Rejected] = []
     inserted = newest = 0
     async with conn.transaction():
@@ -71,18 +93,19 @@ async def _write_isolating(conn: asyncpg.Connection, messages: Sequence[Message]
         for message in messages:
             try:
                 async with conn.transaction():
-                    row = await conn.fetchrow(sql.INSERT, *sql.row_args(message))
+                    row = await conn.fetchrow(sql.INSERT_MESSAGE, *sql.row_args(message))
             except sql.ROW_ERRORS as exc:
                 rejected.append(Rejected(message=message, reason=sql.reason(exc)))
                 continue
-            by_key[message.idem_key] = message
+            accepted.append(message)
             if row is not None:
                 inserted += 1
                 newest = row[0]
         if inserted:
             await conn.execute(sql.NOTIFY, str(newest))
-        rows = await conn.fetch(sql.SELECT_BY_KEYS, list(by_key)) if by_key else []
+        keys = list(dict.fromkeys(m.idem_key for m in accepted))
+        rows = await conn.fetch(sql.SELECT_BY_KEYS, keys) if keys else []
     for refused in rejected:
         logger.warning("PostgreSQL refused message %s: %s", refused.message.idem_key, refused.reason)
-    result = WriteResult(stored=sql.stored_messages(rows, by_key), rejected=rejected)
-    return CommittedWrite(result, inserted, len(messages) - len(rejected))
+    result = _result(rows, accepted, rejected)
+    return CommittedWrite(result, inserted, len(messages) - len(result.rejected))

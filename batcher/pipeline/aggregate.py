@@ -23,6 +23,7 @@ Hop 4 of the data flow. Next hop: the writer (``writer.py``) stores the messages
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,7 +35,7 @@ from sse_batcher.batcher.rules.shaping import shape_group
 if TYPE_CHECKING:
     from sse_batcher.batcher.rules.rules import AggregationRules
 
-__all__ = ["aggregate", "aggregate_type", "messages_for"]
+__all__ = ["aggregate", "aggregate_type", "content_digest", "messages_for"]
 
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -87,11 +88,24 @@ def _travels_alone(event: Event) -> bool:
     return not event.batched or event.priority == CRITICAL or event.idempotency_key is not None
 
 
+def content_digest(event: Event) -> str:
+    """The digest of what a client said in ``event`` (type, source, data, priority, key): a retry's is the same."""
+    content = _ENCODER.encode([event.type, event.source, event.data, event.priority, event.key])
+    return hashlib.sha256(content).hexdigest()[:32]
+
+
 def _single(event: Event, origin: str, absorbed: tuple[int, ...] = ()) -> Message:
     key = event.idempotency_key
+    if key is None:
+        idem_key, payload, digest = f"{origin}:{event.seq}", _ENCODER.encode(event), ""
+    else:
+        # The key is kept beside the row (its storage key), never in the payload every subscriber
+        # reads. "k:" keeps client keys apart from the process-made ones ("<origin>:<seq>").
+        idem_key = f"k:{key}"
+        payload = _ENCODER.encode(msgspec.structs.replace(event, idempotency_key=None))
+        digest = content_digest(event)
     return Message(
-        # "k:" keeps client keys apart from the process-made ones ("<origin>:<seq>").
-        idem_key=f"{origin}:{event.seq}" if key is None else f"k:{key}",
+        idem_key=idem_key,
         type=event.type,
         event_type=event.type,
         source=event.source,
@@ -99,10 +113,11 @@ def _single(event: Event, origin: str, absorbed: tuple[int, ...] = ()) -> Messag
         first_seq=event.seq,
         last_seq=event.seq,
         ts=event.ts,
-        payload=_ENCODER.encode(event),
+        payload=payload,
         priority=event.priority,
         origin=origin,
         absorbed=absorbed,
+        idem_digest=digest,
     )
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from sse_batcher.batcher.errors import BatcherClosedError, StoreRejectedError
+from sse_batcher.batcher.errors import BatcherClosedError, IdempotencyConflictError, StoreRejectedError
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.pipeline.writer import Written
 
@@ -128,16 +128,25 @@ class FlushTracker:
         # group's aggregate; taken out first, the aggregate's range no longer holds it.
         committed.sort(key=lambda pair: pair[0].event_count != 1)
         with self._lock:
-            refusals = [(r.message, r.reason) for r in written.rejected]
+            # Refusals first: a key conflict shares its key with the stored message it conflicts with.
+            refusals = [
+                (
+                    refused.message,
+                    IdempotencyConflictError(refused.reason, refused.message.idem_key)
+                    if refused.conflict
+                    else StoreRejectedError(f"PostgreSQL refused the event: {refused.reason}"),
+                )
+                for refused in written.rejected
+            ]
             for take in (self._take_absorbed, self._take):
+                for message, error in refusals:
+                    for ack in take(message):
+                        if not ack.future.done():
+                            ack.future.set_exception(error)
                 for message, message_id in committed:
                     for ack in take(message):
                         if not ack.future.done():
                             ack.future.set_result(message_id)
-                for message, reason in refusals:
-                    for ack in take(message):
-                        if not ack.future.done():
-                            ack.future.set_exception(StoreRejectedError(f"PostgreSQL refused the event: {reason}"))
             for message in written.kept:
                 for ack in self._find(message):
                     ack.state = KEPT

@@ -194,15 +194,18 @@ class BatchWriter:
         return None
 
     async def _handle_result(self, result: WriteResult, messages: list[Message]) -> Written:
-        if result.rejected:
-            self.rejected += len(result.rejected)
-            for item in result.rejected:
+        # A key conflict is the client's mistake, answered to its waiter; quarantining it would let
+        # a client fill the disk.
+        refused = [item for item in result.rejected if not item.conflict]
+        if refused:
+            self.rejected += len(refused)
+            for item in refused:
                 logger.error("store refused message %s (%s): %s", item.message.idem_key, item.message.type, item.reason)
             try:
-                await anyio.to_thread.run_sync(self._deadletter.quarantine, result.rejected)
+                await anyio.to_thread.run_sync(self._deadletter.quarantine, refused)
             except OSError as exc:
                 # Refused rows are never retried; the error lines above are then their only record.
-                logger.error("could not quarantine %d refused messages in %s: %s", len(result.rejected),
+                logger.error("could not quarantine %d refused messages in %s: %s", len(refused),
                              self._deadletter.rejected_path, exc)  # fmt: skip
         return Written(stored=list(result.stored), messages=messages, rejected=list(result.rejected))
 

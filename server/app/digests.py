@@ -9,7 +9,9 @@ only shapes what it reports::
      "closes_at", "count"}, ...]}, ...]}
 
 Times are epoch seconds. The windows are every node's (they live in PostgreSQL), as of this node's
-last pass, soonest to close first.
+last pass, soonest to close first. A window's ``group`` is a value out of its events' data (a user
+id, say), so it is shown only to a caller that may read every event anyway; for anyone else it is
+null (the window, its source and its count stay).
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from sse_batcher.batcher.digests.message import digest_type
 __all__ = ["digest_stats"]
 
 
-def digest_stats(digester: Digester | None) -> dict[str, Any]:
-    """The digest part of the stats body; ``{"enabled": false, "rules": []}`` without digest rules."""
+def digest_stats(digester: Digester | None, *, show_groups: bool = False) -> dict[str, Any]:
+    """The digest part of the stats body; ``{"enabled": false, "rules": []}`` without digest rules.
+
+    ``show_groups`` False nulls each window's ``group``: it is event data.
+    """
     if digester is None:
         return {"enabled": False, "rules": []}
     stats = digester.statistics()
@@ -34,7 +39,7 @@ def digest_stats(digester: Digester | None) -> dict[str, Any]:
             listed.append(
                 {
                     "source": window.source,
-                    "group": window.group,
+                    "group": window.group if show_groups else None,
                     "window_start": window.window_start,
                     "window_end": window.window_end,
                     "closes_at": window.closes_at,

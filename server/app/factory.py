@@ -17,15 +17,17 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from sse_batcher import frontend
 from sse_batcher.server._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
@@ -37,11 +39,12 @@ from sse_batcher.server.app.stream import stream_events
 from sse_batcher.server.app.stream_token import issue_stream_token
 from sse_batcher.server.app.wiring import open_runtime
 from sse_batcher.server.config import ServerConfig
-from sse_batcher.server.security.guard import Guard
+from sse_batcher.server.security.guard import Guard, guard_of
+from sse_batcher.server.security.hosts import HostCheckMiddleware, allowed_hosts
 from sse_batcher.server.security.middleware import CORSMiddleware, SecurityHeadersMiddleware
 from sse_batcher.workers.errors import JobQueueFullError, WorkerClosedError
 
-__all__ = ["FRONTEND_DIR", "MAX_DEMO_BURST", "create_app"]
+__all__ = ["FRONTEND_DIR", "MAX_DEMO_BURST", "DashboardFiles", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ FRONTEND_DIR = Path(frontend.__file__).resolve().parent
 MAX_DEMO_BURST = 10_000
 # A burst request is {"count": N}: a few bytes.
 _MAX_BURST_BODY_BYTES = 1024
+_PYTHON_SUFFIXES = (".py", ".pyc", ".pyo", ".pyi")
 
 
 async def index(request: Request) -> Response:
@@ -56,9 +60,29 @@ async def index(request: Request) -> Response:
     return FileResponse(FRONTEND_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+class DashboardFiles(StaticFiles):
+    """The dashboard's files from the frontend package, never the package's Python.
+
+    The package directory also holds ``__init__.py`` and ``__pycache__``: source and bytecode are
+    no business of a browser's, so those paths answer 404 as if absent.
+    """
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        """The file at ``path``, or 404 for a Python file or anything under ``__pycache__``."""
+        parts = PurePosixPath(path.replace("\\", "/")).parts
+        if "__pycache__" in parts or (parts and parts[-1].lower().endswith(_PYTHON_SUFFIXES)):
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
+
+
 async def demo_burst(request: Request) -> Response:
-    """POST /api/demo/burst ``{"count": N}``: start N demo jobs at once; 202 ``{"requested": N}``."""
+    """POST /api/demo/burst ``{"count": N}``: start N demo jobs at once; 202 ``{"requested": N}``.
+
+    It publishes, so it needs the publish token when one is configured (401 otherwise).
+    """
     runtime = runtime_of(request)
+    if guard_of(request).publisher(request) is None:
+        return error(401, "a valid publish token is required", {"WWW-Authenticate": "Bearer"})
     if runtime.farm is None:
         return error(404, "the demo is off (sse-batcher serve --demo turns it on)")
     try:
@@ -109,10 +133,13 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         Route("/api/demo/burst", demo_burst, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
-        Mount("/static", app=StaticFiles(directory=FRONTEND_DIR), name="static"),
+        Mount("/static", app=DashboardFiles(directory=FRONTEND_DIR), name="static"),
     ]
-    # Outermost first: the security headers land on CORS preflight answers too.
-    middleware = [Middleware(SecurityHeadersMiddleware)]
+    # Outermost first: the security headers land on CORS preflight answers and Host refusals too.
+    middleware = [
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(HostCheckMiddleware, allowed=allowed_hosts(config.allowed_hosts, config.host)),
+    ]
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, origins=config.cors_origins))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -14,6 +14,8 @@ client (server/stream/latency.py), ``commit`` the store write latency (``batcher
 A reader takes percentiles over an interval from the difference of two snapshots.
 
 ``digests`` lists the digest rules, each with its open windows: see ``sse_batcher.server.app.digests``.
+A window's ``group`` is event data: it is null unless the request may read every event (subscribing
+is open, or its bearer is a subscribe token, a publish token, or a stream token without filters).
 
 ``node`` is this process: ``id``, ``host``, ``pid``, ``slot``, ``started_at``, ``events_in``,
 ``messages_out``, ``clients`` (now), ``follower_last_id``, ``newest_id`` and ``lag`` (as of its last
@@ -42,6 +44,7 @@ from sse_batcher.server._http import json_response
 from sse_batcher.server.app.digests import digest_stats
 from sse_batcher.server.app.runtime import Runtime, runtime_of
 from sse_batcher.server.nodes.node import lag
+from sse_batcher.server.security.guard import guard_of
 
 __all__ = ["health", "render", "snapshot", "stats"]
 
@@ -56,8 +59,11 @@ def render(statistics: object) -> dict[str, Any]:
     return rendered
 
 
-def snapshot(runtime: Runtime) -> dict[str, Any]:
-    """Every figure of the running app, as a JSON-ready dict (the /api/stats body)."""
+def snapshot(runtime: Runtime, *, show_groups: bool = False) -> dict[str, Any]:
+    """Every figure of the running app, as a JSON-ready dict (the /api/stats body).
+
+    ``show_groups`` shows the open digest windows' group values, which are event data.
+    """
     hub = render(runtime.hub.statistics())
     batcher = render(runtime.batcher.statistics())
     follower = runtime.follower.statistics()
@@ -81,7 +87,7 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
             "delivery": render(runtime.delivery_latency.statistics()),
             "commit": batcher["write_latency_histogram"],
         },
-        "digests": digest_stats(runtime.digester),
+        "digests": digest_stats(runtime.digester, show_groups=show_groups),
     }
 
 
@@ -135,8 +141,9 @@ def _ab(runtime: Runtime) -> dict[str, Any]:
 
 
 async def stats(request: Request) -> Response:
-    """GET /api/stats."""
-    return json_response(snapshot(runtime_of(request)), headers={"Cache-Control": "no-store"})
+    """GET /api/stats: open to all, but digest groups only for a bearer that may read every event."""
+    show_groups = guard_of(request).reads_everything(request)
+    return json_response(snapshot(runtime_of(request), show_groups=show_groups), headers={"Cache-Control": "no-store"})
 
 
 async def health(request: Request) -> Response:

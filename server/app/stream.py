@@ -9,7 +9,9 @@ one housekeeping task.
 Security hooks, kept apart so they port to any stream implementation: :func:`stream_events` asks
 the app's :class:`sse_batcher.server.security.guard.Guard` for the credential (a stream token's filters narrow the
 request's), takes a per-address slot that the response's ``finally`` gives back (``on_close``), and
-hands the response a lifetime (``expires_after``) after which its body ends cleanly.
+hands the response a lifetime (``expires_after``) after which its body ends cleanly, and, for a
+subscribe token from a tokens file, a check (``still_allowed``) that ends the stream once the token
+is removed from the file.
 
 The last hop of the data flow: hub -> subscriber queue -> the response -> the socket.
 """
@@ -135,7 +137,10 @@ async def stream_events(request: Request) -> Response:
         return error(429, "too many open streams from this address", {"Retry-After": "5"})
     try:
         lifetime = guard.stream_lifetime(grant)
-        response = await _open_stream(runtime, types, sources, last_event_id, lifetime, release_slot)
+        still_allowed = guard.still_subscribed(request)
+        response = await _open_stream(
+            runtime, types, sources, last_event_id, lifetime, release_slot, still_allowed=still_allowed
+        )
     except BaseException:
         release_slot()
         raise
@@ -151,6 +156,8 @@ async def _open_stream(
     last_event_id: int | None,
     expires_after: float | None,
     on_close: Callable[[], None],
+    *,
+    still_allowed: Callable[[], bool] | None = None,
 ) -> Response:
     config = runtime.config
     try:
@@ -169,4 +176,7 @@ async def _open_stream(
         raise
     # retry: is a hint the browser keeps: sent once, first.
     prelude = b"retry: %d\n\n" % config.retry_milliseconds + extra
-    return HubStreamResponse(runtime.hub, client, prelude, after_id, expires_after=expires_after, on_close=on_close)
+    return HubStreamResponse(
+        runtime.hub, client, prelude, after_id, expires_after=expires_after, on_close=on_close,
+        still_allowed=still_allowed,
+    )  # fmt: skip

@@ -23,6 +23,7 @@ __all__ = ["issue_stream_token"]
 
 _MAX_TOKEN_REQUEST_BYTES: Final = 16 * 1024
 _DEFAULT_STREAM_TOKEN_SECONDS: Final = 300.0
+_FIELDS: Final = frozenset({"ttl_seconds", "types", "source"})
 
 
 def _names(body: dict[str, Any], field: str, check: Callable[[object], str]) -> list[str] | None:
@@ -41,7 +42,8 @@ def _names(body: dict[str, Any], field: str, check: Callable[[object], str]) -> 
 async def issue_stream_token(request: Request) -> Response:
     """POST /api/stream-token ``{"ttl_seconds"?, "types"?, "source"?}``: 200 ``{"token", "expires_at"}``.
 
-    Answers 401 without a valid publish token, 403 when none is configured, 422 for a bad body.
+    Answers 401 without a valid publish token, 403 when none is configured, 422 for a bad body
+    (an unknown field included, named in ``field``; an empty ``types`` or ``source`` list too).
     """
     guard = guard_of(request)
     if not guard.publish_tokens.required:
@@ -57,6 +59,11 @@ async def issue_stream_token(request: Request) -> Response:
         return error(exc.status, str(exc))
     if not isinstance(body, dict):
         return error(422, "the body must be a JSON object", field="body")
+    # A misspelt filter ("sources", "type") ignored would mint a token wider than asked for.
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        return error(422, f"unknown field {unknown[0]!r:.60}; the fields are {', '.join(sorted(_FIELDS))}",
+                     field=unknown[0])  # fmt: skip
     longest = guard.config.stream_token_max_seconds
     ttl = body.get("ttl_seconds", min(_DEFAULT_STREAM_TOKEN_SECONDS, longest))
     if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl <= longest:

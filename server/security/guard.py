@@ -28,6 +28,9 @@ from sse_batcher.server.security.tokens import (
 
 __all__ = ["Guard", "NotAllowed", "client_address", "guard_of"]
 
+# Stands for a refused credential where a grant is expected: it allows nothing.
+_NOTHING = StreamGrant(expires_at=0.0, types=frozenset(), sources=frozenset())
+
 
 class NotAllowed(Exception):
     """A request asks for more than its credential allows (403); ``field`` names what."""
@@ -110,6 +113,50 @@ class Guard:
             raise InvalidStreamToken("a valid subscribe token is required")
         return None
 
+    def reads_everything(self, request: Request) -> bool:
+        """Whether the request may read every event: the test for showing event data elsewhere.
+
+        True when subscribing is open and no filtered stream token is presented, or when the bearer
+        (or ``?token=``) is a subscribe token, a publish token (its holder can mint any stream token),
+        or a stream token without filters. An invalid credential is False, never an error.
+        """
+        try:
+            grant = self.subscriber(request)
+        except InvalidStreamToken:
+            grant = _NOTHING
+        if grant is None:
+            return True
+        if grant.types is None and grant.sources is None:
+            return True
+        token = bearer_token(request)
+        return token is not None and self.publish_tokens.required and self.publish_tokens.matches(token)
+
+    def still_subscribed(self, request: Request) -> Callable[[], bool] | None:
+        """For a stream opened with a subscribe token: a check that the token is still accepted.
+
+        None when there is nothing to revoke (subscribing is open, or the credential is a stream
+        token, which ends at its expiry). The check is cheap enough for every chunk of a stream: it
+        compares tokens again only when the tokens file's set has changed.
+        """
+        tokens = self.subscribe_tokens
+        if tokens.file is None:
+            return None
+        presented = [t for t in (bearer_token(request), request.query_params.get("token")) if t]
+        if any(t.startswith(STREAM_TOKEN_PREFIX) for t in presented):
+            return None
+        seen = tokens.generation()
+        allowed = True
+
+        def still_allowed() -> bool:
+            nonlocal seen, allowed
+            now = tokens.generation()
+            if now != seen:
+                seen = now
+                allowed = any([tokens.matches(t) for t in presented])
+            return allowed
+
+        return still_allowed
+
     @staticmethod
     def narrow(
         grant: StreamGrant | None, types: frozenset[str] | None, sources: frozenset[str] | None
@@ -117,7 +164,8 @@ class Guard:
         """The filters to stream with: the request's, within the grant's (a request narrows, never widens).
 
         Raises:
-            NotAllowed: the request asks for a type or source the grant leaves out.
+            NotAllowed: the request asks for a type or source the grant leaves out, or the grant
+                allows none (an empty filter).
         """
         if grant is None:
             return types, sources
@@ -135,6 +183,9 @@ class Guard:
 def _within(field: str, asked: frozenset[str] | None, granted: frozenset[str] | None) -> frozenset[str] | None:
     if granted is None:
         return asked
+    if not granted:
+        # An empty filter matches nothing; letting it through would read as no filter at all.
+        raise NotAllowed(field, f"the stream token allows no {field}: an empty filter matches nothing")
     if asked is None:
         return granted
     if not asked <= granted:

@@ -80,6 +80,7 @@ class TokenSet:
         self._clock = clock
         self._checked = clock()
         self._seen: bytes | None = None
+        self._generation = 0
         if file is not None:
             try:
                 self._read(file)
@@ -95,6 +96,12 @@ class TokenSet:
         """Tokens accepted now."""
         self._refresh()
         return len(self._fixed) + len(self._from_file)
+
+    def generation(self) -> int:
+        """A number that changes whenever the accepted tokens change (the file is looked at first, as by
+        :meth:`matches`): a holder of a past answer asks again only when it moved."""
+        self._refresh()
+        return self._generation
 
     def matches(self, given: str) -> bool:
         """Whether ``given`` is one of the tokens; compares with every one of them, in constant time."""
@@ -136,6 +143,7 @@ class TokenSet:
             # every client out for it would be worse than keeping the tokens a moment longer.
             raise ValueError("it holds no token (to revoke them all, leave one random token in it)")
         self._from_file = tuple(_digest(token) for token in dict.fromkeys(tokens))
+        self._generation += 1
         if self._seen is not None:
             logger.info("reloaded %d %s tokens from %s", len(self._from_file), self.name, file)
         self._seen = raw
@@ -149,7 +157,8 @@ class InvalidStreamToken(ValueError):
 class StreamGrant:
     """What a valid stream token allows: streams until ``expires_at`` (Unix seconds), within its filters.
 
-    ``types`` and ``sources`` are None when the token does not restrict them.
+    ``types`` and ``sources`` are None when the token does not restrict them; an empty set matches
+    nothing (it is never read as "no filter").
     """
 
     expires_at: float
@@ -185,7 +194,17 @@ class StreamTokens:
     def issue(
         self, ttl_seconds: float, types: Iterable[str] | None = None, sources: Iterable[str] | None = None
     ) -> tuple[str, int]:
-        """A token valid for ``ttl_seconds`` (rounded up to a whole second) and its expiry in Unix seconds."""
+        """A token valid for ``ttl_seconds`` (rounded up to a whole second) and its expiry in Unix seconds.
+
+        ``types`` or ``sources`` None leaves that filter open; an empty one would match nothing.
+
+        Raises:
+            ValueError: ``types`` or ``sources`` is empty (a token that can read nothing is a mistake).
+        """
+        types = None if types is None else list(types)
+        sources = None if sources is None else list(sources)
+        if types == [] or sources == []:
+            raise ValueError("a stream token's types and sources are None (any) or a non-empty list, never empty")
         expires_at = math.ceil(self._clock() + ttl_seconds)
         payload = _Payload(
             exp=expires_at,

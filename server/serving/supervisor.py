@@ -14,7 +14,13 @@ The parent does what must happen once, then only watches:
 4. A worker that exits unasked (a crash, ``kill -9``) is started again after a backoff that
    doubles while it keeps failing, so a crash loop cannot spin; the others keep serving. A worker
    that fails before the first start completed fails the whole command (a bad setting, not a crash).
-5. SIGTERM or SIGINT: every worker is sent SIGTERM and drains (stores and delivers what it
+5. Without SSE_STREAM_TOKEN_SECRET, it draws one random stream-token key and gives it to every
+   worker (inside the config multiprocessing pickles down the pipe to each child; never in a file
+   or the environment), so a token one worker signed opens a stream on any other.
+6. The per-client limits are divided among the workers (:func:`share_limits`): each worker keeps
+   its own buckets and counters, and a client's connections land on any of them, so a worker
+   allowed the whole limit would let N times it through.
+7. SIGTERM or SIGINT: every worker is sent SIGTERM and drains (stores and delivers what it
    accepted), the parent waits for each, then stops PostgreSQL and exits 0, leaving no process.
 
 Workers run in a process group of their own, so a terminal's Ctrl-C reaches the parent only and
@@ -27,6 +33,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -47,7 +54,7 @@ from sse_batcher.server.nodes.node import SCHEMA as NODES_SCHEMA
 from sse_batcher.server.serving.serve import GracefulServer, configure_logging, demo_line, startup_line
 from sse_batcher.server.serving.serve import run as serve_one
 
-__all__ = ["Supervisor", "restart_delay", "run_workers"]
+__all__ = ["Supervisor", "restart_delay", "run_workers", "share_limits"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +72,32 @@ def restart_delay(failures: int) -> float:
     (a broken disk, a database refusing it), costs the host a start every 30 s, not a busy loop.
     """
     return min(_BACKOFF_MAX_SECONDS, _BACKOFF_FIRST_SECONDS * 2.0 ** max(0, failures - 1))
+
+
+def share_limits(config: ServerConfig) -> ServerConfig:
+    """The config of one of ``config.workers`` workers: the per-client limits divided among them.
+
+    The publish rate and burst, and the open streams per address, are each divided by the number
+    of workers, rounded down, and at least 1 (the rate is divided exactly). Together the workers then
+    let a client no more than the configured limit. The price: a client may be refused before it
+    reaches it, when its connections crowd one worker, and a request may carry at most a worker's
+    share of the burst (413 beyond).
+    """
+    workers = config.workers
+    if workers == 1:
+        return config
+    burst = config.publish_rate_burst
+    if config.publish_rate_limit > 0:
+        burst = max(1, config.publish_burst // workers)
+    per_address = config.max_clients_per_ip
+    if per_address is not None:
+        per_address = max(1, per_address // workers)
+    return replace(
+        config,
+        publish_rate_limit=config.publish_rate_limit / workers,
+        publish_rate_burst=burst,
+        max_clients_per_ip=per_address,
+    )
 
 
 def run_workers(config: ServerConfig) -> int:
@@ -113,8 +146,11 @@ class Supervisor:
             anyio.run(_migrate, self._config, dsn)
             if self._stopping:
                 return 0
+            # One key for every worker, drawn once: a restarted worker still accepts the tokens of the others.
+            secret = self._config.stream_token_secret or secrets.token_urlsafe(32)
             with _bind(self._config.host, self._config.port) as sock:
-                return self._serve(replace(self._config, database_url=dsn), sock)
+                shared = replace(self._config, database_url=dsn, stream_token_secret=secret)
+                return self._serve(share_limits(shared), sock)
         except (BatcherError, OSError, subprocess.SubprocessError) as exc:
             # PostgreSQL would not start or answer, or the port is taken: nothing was served.
             print(f"sse-batcher: {exc}", file=sys.stderr)

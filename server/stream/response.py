@@ -19,6 +19,8 @@ Where it departs from sse-starlette's ``EventSourceResponse``, on purpose:
   after writing what it has queued.
 - ``expires_after`` (SSE_MAX_STREAM_SECONDS, a stream token's expiry) ends the stream cleanly, with
   the final empty chunk, so the client resumes by Last-Event-ID.
+- ``still_allowed`` is asked before each chunk (an event, or the hub's keep-alive ping): once it
+  says no (its subscribe token was revoked), the stream ends the same clean way, before that chunk.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ logger = logging.getLogger(__name__)
 class HubStreamResponse(EventSourceResponse):
     """An SSE response fed by the hub: ``prelude``, stored messages after ``after_id``, then live.
 
-    ``on_close`` runs however the response ends (the endpoint gives back a per-address slot there).
+    ``on_close`` runs however the response ends (the endpoint gives back a per-address slot there);
+    ``still_allowed`` is asked before each chunk, and the stream ends once it answers False.
     """
 
     def __init__(
@@ -56,8 +59,10 @@ class HubStreamResponse(EventSourceResponse):
         *,
         expires_after: float | None = None,
         on_close: Callable[[], None] | None = None,
+        still_allowed: Callable[[], bool] | None = None,
     ) -> None:
         self._hub = hub
+        self._still_allowed = still_allowed
         self._client = client
         self._expires_after = expires_after
         self._on_close = on_close
@@ -100,6 +105,9 @@ class HubStreamResponse(EventSourceResponse):
                 await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
                 client.last_write = clock()
                 async for chunk in self._body:
+                    if self._still_allowed is not None and not self._still_allowed():
+                        logger.info("ended a stream whose credential was revoked")
+                        break
                     client.sending_since = clock()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     client.last_write = clock()

@@ -38,6 +38,8 @@ def test_from_env_fills_every_field_a_setting_names() -> None:
             raw, value = "/tmp/elsewhere", Path("/tmp/elsewhere")
         elif s.name == "DATABASE_URL":
             raw, value = "postgresql://x@localhost/y", "postgresql://x@localhost/y"
+        elif s.name == "SSE_ALLOWED_HOSTS":
+            raw, value = "a.example, *.b.example", ("a.example", "*.b.example")
         elif s.type is tuple:
             raw, value = "https://a.example, http://b.example:8080", ("https://a.example", "http://b.example:8080")
         elif s.name == "SSE_STREAM_TOKEN_SECRET":

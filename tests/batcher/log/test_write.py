@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 
 import anyio
 import asyncpg
+import msgspec
 import pytest
 
 from sse_batcher.batcher.errors import StoreUnavailableError
@@ -214,3 +215,30 @@ async def test_writers_on_separate_pools_commit_in_id_order_so_a_polling_reader_
         await reader.close()
     assert len(stored) == writers * batches * size
     assert seen == stored, f"the reader skipped {len(set(stored) - set(seen))} ids committed out of order"
+
+
+def _keyed(seq: int, digest: str) -> Message:
+    return msgspec.structs.replace(message(seq), idem_key="k:order-1", idem_digest=digest)
+
+
+async def test_a_key_stored_with_other_content_is_a_conflict_left_out_and_the_same_content_a_retry(
+    store: PostgresStore,
+) -> None:
+    first = await store.write([_keyed(1, "aaaa")])
+    retried = await store.write([_keyed(2, "aaaa")])
+    conflicting = await store.write([_keyed(3, "bbbb"), message(4)])
+    assert [s.id for s in retried.stored] == [s.id for s in first.stored] and not retried.rejected
+    [conflict] = conflicting.rejected
+    assert conflict.conflict and conflict.message.idem_digest == "bbbb"
+    assert [s.idem_key for s in conflicting.stored] == ["p1:4"]
+    assert len(await replay_all(store)) == 2
+
+
+async def test_a_key_twice_in_one_batch_with_other_content_stores_the_first_and_refuses_the_second(
+    store: PostgresStore,
+) -> None:
+    result = await store.write([_keyed(1, "aaaa"), _keyed(2, "bbbb")])
+    [conflict] = result.rejected
+    assert conflict.conflict and conflict.message.first_seq == 2
+    assert [s.idem_key for s in result.stored] == ["k:order-1"]
+    assert len(await replay_all(store)) == 1

@@ -155,3 +155,15 @@ async def test_every_stored_message_stays_under_the_configured_bound(
     rows = await stored_rows(dsn)
     assert len(rows) > 1 and max(len(row["data"].encode()) for row in rows) <= 8192
     assert stored_seqs(rows) == list(range(1, 101))
+
+
+def test_a_keyed_event_keeps_its_key_beside_the_message_never_in_its_payload() -> None:
+    [keyed] = aggregate([_event(1, idempotency_key="order-1", data={"job_id": 1})], "p")
+    assert keyed.idem_key == "k:order-1"
+    assert b"order-1" not in keyed.payload and b"idempotency_key" not in keyed.payload
+    # A retry: the same content at another seq and time.
+    [retried] = aggregate([_event(7, idempotency_key="order-1", data={"job_id": 1})], "p")
+    [other] = aggregate([_event(1, idempotency_key="order-1", data={"job_id": 2})], "p")
+    assert keyed.idem_digest == retried.idem_digest != other.idem_digest
+    [plain] = aggregate([_event(1)], "p")
+    assert plain.idem_digest == ""

@@ -12,7 +12,9 @@ import msgspec
 from sse_batcher.batcher.events import Event
 from sse_batcher.batcher.pipeline.aggregate import aggregate
 from sse_batcher.server.app.digests import digest_stats
+from sse_batcher.server.security.tokens import StreamTokens
 from tests.server.live import make_config, serving, until
+from tests.server.security.test_tokens import PUB, SECRET
 from tests.server.sse import events_of, publish, subscribed
 
 RULES = """
@@ -87,6 +89,36 @@ async def test_stats_list_each_digest_rule_with_its_open_windows(dsn: str, tmp_p
     window = by_group["a"]
     assert window["source"] == "billing" and window["window_end"] - window["window_start"] == 900
     assert window["closes_at"] == window["window_end"] + 1.0 and window["window_start"] % 900 == 0
+
+
+async def test_stats_show_digest_groups_only_to_a_request_that_may_read_every_event(dsn: str, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    guarded = make_config(
+        dsn, tmp_path, rules_file=rules, digest_interval_seconds=0.02, digest_grace_seconds=1.0,
+        publish_token="pub", subscribe_token="sub", stream_token_secret=SECRET,
+    )  # fmt: skip
+    async with serving(guarded) as live, live.client() as client:
+        event = {"type": "APPROVAL_REQUEST", "data": {"user_id": "secret-user"}}
+        response = await client.post("/api/events?wait=stored", json=event, headers=PUB)
+        assert response.status_code == 201, response.text
+        await until(lambda: bool(digest_stats(live.runtime.digester)["rules"][1]["windows"]), timeout=20)
+        narrow = StreamTokens(SECRET).issue(60, types=["APPROVAL_REQUEST"])[0]
+        wide = StreamTokens(SECRET).issue(60)[0]
+
+        async def groups(headers: dict[str, str]) -> list[object]:
+            response = await client.get("/api/stats", headers=headers)
+            assert response.status_code == 200
+            [rule] = [r for r in response.json()["digests"]["rules"] if r["type"] == "APPROVAL_REQUEST"]
+            return [w["group"] for w in rule["windows"]]
+
+        hidden = [None]
+        assert await groups({}) == hidden
+        assert await groups({"Authorization": "Bearer wrong"}) == hidden
+        assert await groups({"Authorization": f"Bearer {narrow}"}) == hidden  # a filtered token reads a part
+        for token in ("sub", "pub", wide):
+            assert await groups({"Authorization": f"Bearer {token}"}) == ["secret-user"], token
+        assert "secret-user" not in (await client.get("/api/stats")).text
 
 
 async def test_two_nodes_on_one_database_emit_each_digest_once(dsn: str, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import py_compile
 from pathlib import Path
 
 import anyio
@@ -10,6 +12,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from sse_batcher import frontend
 from sse_batcher.server import ServerConfig, create_app
 from tests.server.live import LiveServer, make_config, serving
 from tests.server.sse import publish, subscribed
@@ -47,6 +50,27 @@ async def test_demo_burst_starts_jobs_and_validates_count(dsn: str, tmp_path: Pa
         assert (response.status_code, response.json()) == (202, {"requested": 5})
         stats = (await client.get("/api/stats")).json()
         assert stats["workers"] and {"name", "use_batching", "events", "jobs_running"} <= set(stats["workers"][0])
+
+
+async def test_demo_burst_needs_the_publish_token_when_one_is_set(dsn: str, tmp_path: Path) -> None:
+    config = make_config(dsn, tmp_path, demo=True, demo_rate=1.0, publish_token="pub", subscribe_token="sub")
+    async with serving(config) as live, live.client() as client:
+        anonymous = await client.post("/api/demo/burst", json={"count": 5})
+        subscriber = await client.post("/api/demo/burst", json={"count": 5}, headers={"Authorization": "Bearer sub"})
+        publisher = await client.post("/api/demo/burst", json={"count": 5}, headers={"Authorization": "Bearer pub"})
+    assert anonymous.status_code == subscriber.status_code == 401
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    assert publisher.status_code == 202
+
+
+async def test_static_serves_the_dashboard_files_but_never_the_packages_python(live: LiveServer) -> None:
+    # Make sure a compiled file is there to be asked for, as in any installed copy.
+    py_compile.compile(frontend.__file__, cfile=importlib.util.cache_from_source(frontend.__file__))
+    compiled = Path(importlib.util.cache_from_source(frontend.__file__)).name
+    async with live.client() as client:
+        assert (await client.get("/static/app.js")).status_code == 200
+        for path in ("__init__.py", f"__pycache__/{compiled}", "__pycache__/", "panels/../__init__.py"):
+            assert (await client.get(f"/static/{path}")).status_code == 404, path
 
 
 async def _check_mounted(parent: Starlette, live_app: Starlette, config: ServerConfig) -> None:
@@ -97,6 +121,6 @@ async def test_app_mounted_in_fastapi_as_the_readme_shows(dsn: str, tmp_path: Pa
 async def test_mounting_without_the_lifespan_fails_with_a_clear_error(dsn: str, tmp_path: Path) -> None:
     parent = Starlette(routes=[Mount("/live", app=create_app(make_config(dsn, tmp_path)))])
     transport = httpx.ASGITransport(app=parent)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         with pytest.raises(RuntimeError, match="lifespan"):
             await client.get("/live/healthz")

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 
 from tests.server.live import LiveServer, make_config, serving, until
+from tests.server.sse import subscribed
 
 JSON = {"Content-Type": "application/json"}
 
@@ -253,3 +256,88 @@ async def test_a_bad_idempotency_key_is_a_400_and_changes_nothing(live: LiveServ
     assert header.status_code == 400 and header.json()["field"] == "Idempotency-Key"
     assert field.status_code == 422 and field.json()["field"] == "idempotency_key"
     assert _emitted(live) == 0
+
+
+async def _stored_rows(dsn: str, event_type: str) -> list[tuple[str, str]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT idem_key, data::text FROM sse_events WHERE event_type = $1 ORDER BY id", event_type
+        )
+    finally:
+        await conn.close()
+    return [(row[0], row[1]) for row in rows]
+
+
+async def test_an_idempotency_key_is_stored_beside_the_row_and_never_broadcast(live: LiveServer, dsn: str) -> None:
+    async with live.client() as client, anyio.create_task_group() as tg:
+        received = subscribed(tg, client)
+        await received.connected.wait()
+        own = {"type": "ORDER", "data": {"n": 1}, "idempotency_key": "secret-order-1"}
+        assert (await client.post("/api/events?wait=stored", json=own)).status_code == 201
+        header = {"Idempotency-Key": "secret-request"}
+        assert (
+            await client.post("/api/events?wait=stored", json={"type": "ORDER", "data": {}}, headers=header)
+        ).status_code == 201
+        await received.wait_for(lambda r: r.count() == 2)
+        tg.cancel_scope.cancel()
+    streamed = b"".join(m.data.encode() for m in received.messages)
+    assert b"secret" not in streamed and b"idempotency_key" not in streamed
+    rows = await _stored_rows(dsn, "ORDER")
+    assert len(rows) == 2 and all("secret" not in data for _, data in rows)
+    assert all("secret" in key for key, _ in rows)  # the key is kept beside the row
+
+
+async def test_idempotency_keys_are_scoped_per_publish_token(dsn: str, tmp_path: Path) -> None:
+    tokens = tmp_path / "publish.tokens"
+    tokens.write_text("alpha-token\nbeta-token\n")
+    async with serving(make_config(dsn, tmp_path, publish_tokens_file=tokens)) as live, live.client() as client:
+        alpha = {"Authorization": "Bearer alpha-token", "Idempotency-Key": "order-1"}
+        beta = {"Authorization": "Bearer beta-token", "Idempotency-Key": "order-1"}
+        first = await client.post("/api/events?wait=stored", json={"type": "ORDER", "data": {"by": "a"}}, headers=alpha)
+        second = await client.post("/api/events?wait=stored", json={"type": "ORDER", "data": {"by": "b"}}, headers=beta)
+    assert first.status_code == second.status_code == 201, second.text
+    assert first.json()["ids"] != second.json()["ids"]
+    stored = [data for _, data in await _stored_rows(dsn, "ORDER")]
+    assert len(stored) == 2 and '"by": "b"' in stored[1]
+
+
+async def test_idempotency_keys_are_scoped_per_client_address_when_publishing_is_open(
+    live: LiveServer, dsn: str
+) -> None:
+    other = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    event = {"type": "ORDER", "data": {"n": 1}, "idempotency_key": "order-1"}
+    async with live.client() as one, live.client(transport=other) as two:
+        first = await one.post("/api/events?wait=stored", json=event)
+        second = await two.post("/api/events?wait=stored", json=event)
+        again = await one.post("/api/events?wait=stored", json=event)
+    assert first.status_code == second.status_code == again.status_code == 201
+    assert first.json()["ids"] == again.json()["ids"] != second.json()["ids"]
+    assert len(await _stored_rows(dsn, "ORDER")) == 2
+
+
+async def test_a_reused_idempotency_key_with_other_content_is_a_409_naming_it(live: LiveServer, dsn: str) -> None:
+    async with live.client() as client:
+        first = await client.post(
+            "/api/events?wait=stored", json={"type": "ORDER", "data": {"n": 1}, "idempotency_key": "order-1"}
+        )
+        other = await client.post(
+            "/api/events?wait=stored", json={"type": "ORDER", "data": {"n": 2}, "idempotency_key": "order-1"}
+        )
+        header = {"Idempotency-Key": "req-7"}
+        batch = [{"type": "ORDER", "data": {"n": 3}}, {"type": "ORDER", "data": {"n": 4}}]
+        assert (await client.post("/api/events?wait=stored", json=batch, headers=header)).status_code == 201
+        changed = await client.post(
+            "/api/events?wait=stored", json=[batch[0], {"type": "ORDER", "data": {"n": 5}}], headers=header
+        )
+        same = await client.post(
+            "/api/events?wait=stored", json={"type": "ORDER", "data": {"n": 1}, "idempotency_key": "order-1"}
+        )
+    assert first.status_code == 201 and same.status_code == 201 and same.json()["ids"] == first.json()["ids"]
+    assert other.status_code == 409, other.text
+    assert other.json()["field"] == "idempotency_key" and "order-1" in other.json()["error"]
+    assert changed.status_code == 409 and changed.json()["index"] == 1 and "req-7#1" in changed.json()["error"]
+    stored = [data for _, data in await _stored_rows(dsn, "ORDER")]
+    assert len(stored) == 3 and not any('"n": 2' in d or '"n": 5' in d for d in stored)

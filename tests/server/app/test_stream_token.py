@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.server.live import LiveServer
 from tests.server.security.test_tokens import PUB
 
@@ -25,3 +27,17 @@ async def test_without_a_publish_token_nobody_can_mint_stream_tokens(live: LiveS
     async with live.client() as client:
         response = await client.post("/api/stream-token", json={})
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"sources": ["web"]}, "sources"), ({"type": "A"}, "type"), ({"types": ["A"], "ttl": 5}, "ttl")],
+    ids=["sources", "type", "ttl"],
+)
+async def test_an_unknown_field_is_a_422_naming_it_and_mints_nothing(
+    guarded: LiveServer, body: dict[str, object], field: str
+) -> None:
+    async with guarded.client() as client:
+        response = await client.post("/api/stream-token", json=body, headers=PUB)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field and "token" not in response.json()

@@ -41,6 +41,16 @@ async def test_a_request_refused_after_the_charge_is_refunded(dsn: str, tmp_path
         await publish(client, _events(5))  # the 422 cost nothing
 
 
+async def test_a_publish_that_waits_for_storage_is_charged_like_any_other(dsn: str, tmp_path: Path) -> None:
+    config = make_config(dsn, tmp_path, publish_rate_limit=0.01, publish_rate_burst=5)
+    async with serving(config) as live, live.client() as client:
+        stored = await client.post("/api/events", json=_events(5), params={"wait": "stored"})
+        assert stored.status_code == 201
+        again = await client.post("/api/events", json=_events(1, start=5), params={"wait": "stored"})
+        assert again.status_code == 429
+        assert live.runtime.batcher.statistics().events_emitted == 5
+
+
 async def test_each_publish_token_has_its_own_bucket(dsn: str, tmp_path: Path) -> None:
     tokens = tmp_path / "publish.tokens"
     tokens.write_text("alpha-token\nbeta-token\n")

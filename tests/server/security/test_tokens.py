@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import logging
 import os
 import time
@@ -13,7 +17,8 @@ import pytest
 
 from sse_batcher.batcher import ConfigError
 from sse_batcher.server.security.tokens import InvalidStreamToken, StreamTokens, TokenSet, parse_tokens
-from tests.server.live import LiveServer, make_config, serving
+from tests.server.live import LiveServer, make_config, serving, until
+from tests.server.sse import publish
 
 SECRET = "a-stream-token-secret-of-some-length"
 
@@ -103,6 +108,38 @@ async def test_tokens_rotate_through_their_files_without_a_restart(dsn: str, tmp
                 assert stream.status_code == 200
 
 
+async def test_an_open_stream_ends_once_its_subscribe_token_is_removed_from_the_file(dsn: str, tmp_path: Path) -> None:
+    subscribe_file = tmp_path / "subscribe.tokens"
+    subscribe_file.write_text("sub-kept\nsub-revoked\n")
+    config = make_config(dsn, tmp_path, subscribe_tokens_file=subscribe_file, ping_seconds=0.3)
+    async with serving(config) as live, live.client() as client:
+
+        async def read(token: str, lines: list[str], ended: anyio.Event) -> None:
+            async with client.stream("GET", "/events", params={"token": token}) as stream:
+                assert stream.status_code == 200
+                async for line in stream.aiter_lines():
+                    lines.append(line)
+            ended.set()
+
+        revoked_lines: list[str] = []
+        kept_lines: list[str] = []
+        revoked_ended, kept_ended = anyio.Event(), anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, "sub-revoked", revoked_lines, revoked_ended)
+            tg.start_soon(read, "sub-kept", kept_lines, kept_ended)
+            await publish(client, {"type": "BEFORE", "data": {}})
+            await until(lambda: "event: BEFORE" in revoked_lines and "event: BEFORE" in kept_lines)
+            _rotate(subscribe_file, "sub-kept\n")
+            await _status_becomes(client, 401, "GET", "/events", params={"token": "sub-revoked"})
+            with anyio.fail_after(5):  # idle, it ends at its next keep-alive
+                await revoked_ended.wait()
+            await publish(client, {"type": "AFTER", "data": {}})
+            await until(lambda: "event: AFTER" in kept_lines)
+            assert not kept_ended.is_set()
+            tg.cancel_scope.cancel()
+    assert "event: AFTER" not in revoked_lines
+
+
 # -- stream tokens -----------------------------------------------------------------------------
 def test_a_stream_token_carries_its_expiry_and_filters() -> None:
     signer = StreamTokens(SECRET)
@@ -111,6 +148,29 @@ def test_a_stream_token_carries_its_expiry_and_filters() -> None:
     assert grant.expires_at == expires_at and expires_at >= time.time() + 60
     assert grant.types == frozenset({"A", "B"}) and grant.sources == frozenset({"web"})
     assert signer.verify(signer.issue(5)[0]).types is None
+
+
+@pytest.mark.parametrize("filters", [{"types": []}, {"sources": []}])
+def test_a_stream_token_with_an_empty_filter_is_never_minted(filters: dict[str, list[str]]) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        StreamTokens(SECRET).issue(60, **filters)
+
+
+def _signed(payload: dict[str, object]) -> str:
+    """A stream token for ``payload`` signed with ``SECRET``, whatever :meth:`StreamTokens.issue` would mint."""
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    mac = hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).digest()
+    return f"sst1.{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize(("filters", "field"), [({"types": []}, "types"), ({"sources": []}, "source")])
+async def test_a_stream_token_with_an_empty_filter_opens_no_stream(
+    guarded: LiveServer, filters: dict[str, list[str]], field: str
+) -> None:
+    token = _signed({"exp": int(time.time()) + 60, **filters})
+    async with guarded.client() as client:
+        response = await client.get("/events", params={"token": token})
+    assert response.status_code == 403 and response.json()["field"] == field
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,9 @@ from anyio.abc import Process
 
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log import DeadLetterFile
+from sse_batcher.server import ServerConfig
 from sse_batcher.server.client import unroll
-from sse_batcher.server.serving.supervisor import restart_delay
+from sse_batcher.server.serving.supervisor import restart_delay, share_limits
 from tests.server.sse import Received, events_of, read_until
 from tests.server_process import free_port
 
@@ -195,6 +196,67 @@ async def test_two_workers_share_one_port_and_each_heartbeats_as_a_node_of_its_o
                 alive = {n["pid"] for n in stats["nodes"] if n["alive"]}
                 if alive != workers.worker_pids():
                     await anyio.sleep(0.2)
+
+
+async def _node_and_mint(workers: Workers) -> tuple[str, str]:
+    """Mint a stream token on a fresh connection; the node that signed it, and the token."""
+    async with workers.client() as client:
+        node: str = (await client.get("/api/stats")).json()["node"]["id"]
+        response = await client.post("/api/stream-token", json={}, headers={"Authorization": "Bearer pub"})
+        assert response.status_code == 200, response.text
+        token: str = response.json()["token"]
+        return node, token
+
+
+async def _node_and_open(workers: Workers, token: str) -> tuple[str, int]:
+    """Open a stream with ``token`` on a fresh connection; the node asked, and its status."""
+    async with workers.client() as client:
+        node: str = (await client.get("/api/stats")).json()["node"]["id"]
+        async with client.stream("GET", "/events", params={"token": token}) as stream:
+            return node, stream.status_code
+
+
+async def test_a_stream_token_minted_by_one_worker_opens_a_stream_on_the_other(dsn: str, tmp_path: Path) -> None:
+    # No SSE_STREAM_TOKEN_SECRET: the supervisor draws one key for all its workers.
+    env = {**_env(tmp_path, dsn), "SSE_PUBLISH_TOKEN": "pub"}
+    env.pop("SSE_STREAM_TOKEN_SECRET", None)
+    async with serving_workers(env) as workers:
+        await _until(lambda: _two_live(dsn))
+        crossed, statuses = 0, []
+        with anyio.fail_after(60):
+            while crossed < 3:
+                minted_by, token = await _node_and_mint(workers)
+                opened_by, status = await _node_and_open(workers, token)
+                statuses.append(status)
+                crossed += minted_by != opened_by
+    assert set(statuses) == {200}, statuses
+
+
+async def test_the_publish_rate_limit_holds_for_the_whole_server_not_per_worker(dsn: str, tmp_path: Path) -> None:
+    # One token per 100 s and a burst of 4: nothing refills during the test.
+    env = _env(tmp_path, dsn, SSE_PUBLISH_RATE_LIMIT="0.01", SSE_PUBLISH_RATE_BURST="4")
+    async with serving_workers(env) as workers:
+        await _until(lambda: _two_live(dsn))
+        statuses: list[int] = []
+        for i in range(24):  # each on a fresh connection, to whichever worker accepts it
+            async with workers.client() as client:
+                event = {"type": "MARK", "source": "test", "data": {"i": i}}
+                statuses.append((await client.post("/api/events", json=event)).status_code)
+    assert set(statuses) == {202, 429}
+    assert statuses.count(202) <= 4, statuses
+
+
+async def test_the_streams_per_address_cap_holds_for_the_whole_server_not_per_worker(dsn: str, tmp_path: Path) -> None:
+    env = _env(tmp_path, dsn, SSE_MAX_CLIENTS_PER_IP="2")
+    async with serving_workers(env) as workers, contextlib.AsyncExitStack() as held:
+        await _until(lambda: _two_live(dsn))
+        statuses: list[int] = []
+        for _ in range(12):  # each on a connection of its own, held open
+            client = await held.enter_async_context(workers.client())
+            stream = await held.enter_async_context(client.stream("GET", "/events"))
+            statuses.append(stream.status_code)
+    assert set(statuses) == {200, 429}
+    assert statuses.count(200) <= 2, statuses
 
 
 async def _two_live(dsn: str) -> list[asyncpg.Record] | None:
@@ -412,3 +474,14 @@ async def test_with_workers_every_worker_runs_the_demo_and_takes_a_burst(dsn: st
                     answer = await client.post("/api/demo/burst", json={"count": 3})
                     assert answer.status_code == 202, answer.text
                     answered_by.add(stats["node"]["pid"])
+
+
+def test_each_worker_gets_its_share_of_the_per_client_limits_rounded_down_and_at_least_1() -> None:
+    config = ServerConfig(workers=4, publish_rate_limit=10.0, max_clients_per_ip=10)
+    share = share_limits(config)
+    assert (share.publish_rate_limit, share.publish_burst, share.max_clients_per_ip) == (2.5, 5, 2)
+    tiny = share_limits(ServerConfig(workers=4, publish_rate_limit=1.0, publish_rate_burst=2, max_clients_per_ip=3))
+    assert (tiny.publish_burst, tiny.max_clients_per_ip) == (1, 1)
+    unlimited = share_limits(ServerConfig(workers=4))
+    assert (unlimited.publish_rate_limit, unlimited.max_clients_per_ip) == (0.0, None)
+    assert share_limits(ServerConfig(workers=1, publish_rate_limit=10.0)).publish_rate_limit == 10.0
