@@ -43,6 +43,7 @@ __all__ = [
     "SSE_CORS_ORIGINS",
     "SSE_DATA_DIR",
     "SSE_DB_POOL_SIZE",
+    "SSE_DB_WAIT_SECONDS",
     "SSE_DEMO_RATE",
     "SSE_DIGEST_GRACE_SECONDS",
     "SSE_DIGEST_INTERVAL_SECONDS",
@@ -274,6 +275,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "embedded PostgreSQL data; dead-letter and quarantine files, one slot per process (`slots/slot-<i>/`)",
        "data_dir", "batcher.data_dir"),
     _s("SSE_DB_POOL_SIZE", int, 4, _D, "asyncpg pool size", "store.pool_size", minimum=1),
+    _s("SSE_DB_WAIT_SECONDS", float, 60.0, _D,
+       "how long a starting server waits for an unreachable database (answering 503) before it exits 1",
+       "db_wait_seconds", minimum=0),
     _s("SSE_STORE_TIMEOUT_SECONDS", float, 5.0, _D, "per-operation PostgreSQL timeout", "store.timeout_seconds",
        positive=True),
     _s("SSE_REPLAY_PAGE_SIZE", int, 500, _D, "rows per page when replaying or following the log",
@@ -428,6 +432,7 @@ SSE_RULES_FILE: Final[Path | None] = _default("SSE_RULES_FILE")
 DATABASE_URL: Final[str | None] = _default("DATABASE_URL")
 SSE_DATA_DIR: Final[Path] = _default("SSE_DATA_DIR")
 SSE_DB_POOL_SIZE: Final[int] = _default("SSE_DB_POOL_SIZE")
+SSE_DB_WAIT_SECONDS: Final[float] = _default("SSE_DB_WAIT_SECONDS")
 SSE_STORE_TIMEOUT_SECONDS: Final[float] = _default("SSE_STORE_TIMEOUT_SECONDS")
 SSE_REPLAY_PAGE_SIZE: Final[int] = _default("SSE_REPLAY_PAGE_SIZE")
 SSE_RETENTION_SECONDS: Final[float] = _default("SSE_RETENTION_SECONDS")

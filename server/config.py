@@ -86,6 +86,8 @@ class ServerConfig:
     subscribe_token: str | None = constants.SSE_SUBSCRIBE_TOKEN
     publish_token: str | None = constants.SSE_PUBLISH_TOKEN
     shutdown_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
+    # How long a start waits for an unreachable database (server.app.starting).
+    db_wait_seconds: float = constants.SSE_DB_WAIT_SECONDS
     rules_file: Path | None = constants.SSE_RULES_FILE
     breaker_failures: int = constants.SSE_BREAKER_FAILURES
     breaker_reset_seconds: float = constants.SSE_BREAKER_RESET_SECONDS
@@ -135,6 +137,8 @@ class ServerConfig:
         require_positive("max_request_events", self.max_request_events)
         require_positive("publish_wait_timeout_seconds", self.publish_wait_timeout_seconds)
         require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
+        if not self.db_wait_seconds >= 0:
+            raise ConfigError(f"db_wait_seconds must be >= 0, got {self.db_wait_seconds!r}")
         require_positive("breaker_failures", self.breaker_failures)
         require_positive("breaker_reset_seconds", self.breaker_reset_seconds)
         require_positive("follow_poll_seconds", self.follow_poll_seconds)

@@ -40,7 +40,7 @@ from sse_batcher.batcher import BatcherError, State
 from sse_batcher.batcher.sizing import SplitBatcher
 from sse_batcher.server._http import json_response
 from sse_batcher.server.app.digests import digest_stats
-from sse_batcher.server.app.runtime import Runtime, runtime_of
+from sse_batcher.server.app.runtime import Runtime, RuntimeNotReady, runtime_of
 from sse_batcher.server.nodes.node import lag
 
 __all__ = ["health", "render", "snapshot", "stats"]
@@ -141,7 +141,12 @@ async def stats(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     """GET /healthz: 200 when the store answers and the batcher runs, else 503 naming what is down."""
-    runtime = runtime_of(request)
+    try:
+        runtime = runtime_of(request)
+    except RuntimeNotReady as exc:
+        # Started, but waiting for the database (or shutting down): say so, naming the store.
+        body = {"status": "unavailable", "store": f"unavailable: {exc}", "batcher": "new", "follower": "down"}
+        return json_response(body, 503, {"Cache-Control": "no-store", "Retry-After": "2"})
     store = "ok"
     try:
         with anyio.fail_after(_PING_TIMEOUT_SECONDS):

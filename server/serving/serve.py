@@ -71,6 +71,17 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
     @property
+    def start_failure(self) -> str | None:
+        """The line saying why the app's runtime never opened (the database stayed away), or None."""
+        starting = getattr(self._app.state, "starting", None)
+        failure: str | None = getattr(starting, "failure", None)
+        return failure
+
+    async def on_tick(self, counter: int) -> bool:
+        # A start that gave up waiting for its database ends the server (``run`` then exits 1).
+        return await super().on_tick(counter) or self.start_failure is not None
+
+    @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
         for server in self.servers:
@@ -149,6 +160,8 @@ def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     server.run(sockets=sockets)
+    if server.start_failure is not None:
+        return 1  # the starter logged its one line
     if not server.started:
         print("sse-batcher: the server did not start (see the log above)", file=sys.stderr)
         return 1
