@@ -37,6 +37,7 @@ __all__ = [
     "SSE_BATCH_TIMEOUT_MIN_SECONDS",
     "SSE_BATCH_TIMEOUT_SECONDS",
     "SSE_BREAKER_FAILURES",
+    "SSE_BODY_TIMEOUT_SECONDS",
     "SSE_BREAKER_RESET_SECONDS",
     "SSE_CLIENT_QUEUE_SIZE",
     "SSE_CLIENT_SEND_TIMEOUT_SECONDS",
@@ -52,6 +53,7 @@ __all__ = [
     "SSE_FANOUT_INTERVAL_MAX_SECONDS",
     "SSE_FANOUT_INTERVAL_SECONDS",
     "SSE_FOLLOW_POLL_SECONDS",
+    "SSE_HEADER_TIMEOUT_SECONDS",
     "SSE_HOST",
     "SSE_LOAD_HIGH_PERCENT",
     "SSE_LOAD_LOOP_LAG_HIGH_SECONDS",
@@ -65,6 +67,7 @@ __all__ = [
     "SSE_MAX_REQUEST_EVENTS",
     "SSE_NODE_HEARTBEAT_SECONDS",
     "SSE_NODE_ID",
+    "SSE_MAX_HEADER_BYTES",
     "SSE_MAX_STREAM_SECONDS",
     "SSE_PING_SECONDS",
     "SSE_PORT",
@@ -302,6 +305,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "client_queue_size", minimum=1),
     _s("SSE_CLIENT_SEND_TIMEOUT_SECONDS", float, 30.0, _S, "a peer that accepts nothing this long is closed",
        "client_send_timeout_seconds", positive=True),
+    _s("SSE_HEADER_TIMEOUT_SECONDS", float, 10.0, _S,
+       "a request's line and headers must arrive within this (from the connection or its first byte), else 408",
+       "header_timeout_seconds", positive=True),
+    _s("SSE_BODY_TIMEOUT_SECONDS", float, 30.0, _S,
+       "a request's whole body must arrive within this after its headers, else 408 and the connection closes",
+       "body_timeout_seconds", positive=True),
+    _s("SSE_MAX_HEADER_BYTES", int, 64 * 1024, _S, "largest request line and headers together (431 beyond)",
+       "max_header_bytes", minimum=1024),
     _s("SSE_MAX_CLIENTS", int, 10_000, _S, "open streams; one more gets 503", "max_clients", minimum=1),
     _s("SSE_MAX_REQUEST_BYTES", int, 1024 * 1024, _S, "largest publish body (413 beyond, checked while reading)",
        "max_request_bytes", minimum=1),
@@ -445,6 +456,9 @@ SSE_FANOUT_INTERVAL_SECONDS: Final[float] = _default("SSE_FANOUT_INTERVAL_SECOND
 SSE_FANOUT_INTERVAL_MAX_SECONDS: Final[float] = _default("SSE_FANOUT_INTERVAL_MAX_SECONDS")
 SSE_CLIENT_QUEUE_SIZE: Final[int] = _default("SSE_CLIENT_QUEUE_SIZE")
 SSE_CLIENT_SEND_TIMEOUT_SECONDS: Final[float] = _default("SSE_CLIENT_SEND_TIMEOUT_SECONDS")
+SSE_HEADER_TIMEOUT_SECONDS: Final[float] = _default("SSE_HEADER_TIMEOUT_SECONDS")
+SSE_BODY_TIMEOUT_SECONDS: Final[float] = _default("SSE_BODY_TIMEOUT_SECONDS")
+SSE_MAX_HEADER_BYTES: Final[int] = _default("SSE_MAX_HEADER_BYTES")
 SSE_MAX_CLIENTS: Final[int] = _default("SSE_MAX_CLIENTS")
 SSE_MAX_REQUEST_BYTES: Final[int] = _default("SSE_MAX_REQUEST_BYTES")
 SSE_MAX_REQUEST_EVENTS: Final[int] = _default("SSE_MAX_REQUEST_EVENTS")

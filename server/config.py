@@ -79,6 +79,10 @@ class ServerConfig:
     fanout_interval_max_seconds: float = constants.SSE_FANOUT_INTERVAL_MAX_SECONDS
     client_queue_size: int = constants.SSE_CLIENT_QUEUE_SIZE
     client_send_timeout_seconds: float = constants.SSE_CLIENT_SEND_TIMEOUT_SECONDS
+    # Connection limits of the HTTP protocol (server.serving.protocol).
+    header_timeout_seconds: float = constants.SSE_HEADER_TIMEOUT_SECONDS
+    body_timeout_seconds: float = constants.SSE_BODY_TIMEOUT_SECONDS
+    max_header_bytes: int = constants.SSE_MAX_HEADER_BYTES
     max_clients: int = constants.SSE_MAX_CLIENTS
     max_request_bytes: int = constants.SSE_MAX_REQUEST_BYTES
     max_request_events: int = constants.SSE_MAX_REQUEST_EVENTS
@@ -132,6 +136,10 @@ class ServerConfig:
         if not 0 <= self.fanout_interval_max_seconds <= 5:
             raise ConfigError(f"fanout_interval_max_seconds must be 0-5, got {self.fanout_interval_max_seconds!r}")
         require_positive("client_send_timeout_seconds", self.client_send_timeout_seconds)
+        require_positive("header_timeout_seconds", self.header_timeout_seconds)
+        require_positive("body_timeout_seconds", self.body_timeout_seconds)
+        if self.max_header_bytes < 1024:
+            raise ConfigError(f"max_header_bytes must be >= 1024, got {self.max_header_bytes!r}")
         require_positive("max_clients", self.max_clients)
         require_positive("max_request_bytes", self.max_request_bytes)
         require_positive("max_request_events", self.max_request_events)

@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import psutil
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -71,8 +72,7 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         "follower": {**render(follower), "lag": follower.lag},
         "ab": _ab(runtime),
         "workers": runtime.farm.worker_stats() if runtime.farm is not None else [],
-        # CPU percent since the last call, and resident memory.
-        "process": {"cpu_percent": process.cpu_percent(None), "rss_bytes": process.memory_info().rss},
+        "process": _process(process),
         # The dashboard shows the burst control only when this says the demo runs.
         "demo": {"enabled": runtime.farm is not None},
         "node": _this_node(runtime, events_in=batcher.get("events_emitted", 0), hub=hub),
@@ -83,6 +83,23 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         },
         "digests": digest_stats(runtime.digester),
     }
+
+
+def _process(process: psutil.Process) -> dict[str, float | int | None]:
+    """CPU percent since the last call, and resident memory; None where the OS refused to say.
+
+    psutil reads /proc files: with every file descriptor in use (``EMFILE``) it raises ``OSError``,
+    and the stats must still answer then, when they matter most.
+    """
+    try:
+        cpu_percent: float | None = process.cpu_percent(None)
+    except OSError:
+        cpu_percent = None
+    try:
+        rss_bytes: int | None = process.memory_info().rss
+    except OSError:
+        rss_bytes = None
+    return {"cpu_percent": cpu_percent, "rss_bytes": rss_bytes}
 
 
 def _this_node(runtime: Runtime, *, events_in: int, hub: dict[str, Any]) -> dict[str, Any]:

@@ -92,13 +92,32 @@ class GracefulServer(uvicorn.Server):
 
 
 def uvicorn_config(app: Starlette, config: ServerConfig, **overrides: object) -> uvicorn.Config:
-    """uvicorn settings for ``app``: uvloop and httptools when installed, no access log below debug."""
+    """uvicorn settings for ``app``: uvloop when installed, httptools with the connection limits of
+    :mod:`.protocol`, no access log below debug.
+
+    Without httptools uvicorn's h11 protocol runs with h11's own header limit and no read timeouts;
+    a warning says so.
+    """
     debug = config.log_level in ("debug", "trace")
+    http: object
+    if importlib.util.find_spec("httptools"):
+        from sse_batcher.server.serving.protocol import ConnectionLimits, guarded_protocol
+
+        limits = ConnectionLimits(
+            header_timeout_seconds=config.header_timeout_seconds,
+            body_timeout_seconds=config.body_timeout_seconds,
+            max_header_bytes=config.max_header_bytes,
+        )
+        http = guarded_protocol(limits)
+    else:
+        logger.warning("httptools is not installed: no header or body read timeouts (install uvicorn[standard])")
+        http = "h11"
     options: dict[str, object] = {
         "host": config.host,
         "port": config.port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": http,
+        "h11_max_incomplete_event_size": config.max_header_bytes,
         "lifespan": "on",
         "log_level": config.log_level if debug else "warning",
         "access_log": debug,
