@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -37,6 +38,7 @@ from sse_batcher.server.app.stats import health, stats
 from sse_batcher.server.app.stream import stream_events
 from sse_batcher.server.app.stream_token import issue_stream_token
 from sse_batcher.server.config import ServerConfig
+from sse_batcher.server.security.errors import http_exception, server_error
 from sse_batcher.server.security.guard import Guard
 from sse_batcher.server.security.middleware import CORSMiddleware, SecurityHeadersMiddleware
 from sse_batcher.workers.errors import JobQueueFullError, WorkerClosedError
@@ -126,7 +128,11 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, origins=config.cors_origins))
     app = Starlette(
-        routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={RuntimeNotReady: not_ready}
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        # Every error answer is JSON with the security headers, Starlette's own included.
+        exception_handlers={RuntimeNotReady: not_ready, HTTPException: http_exception, Exception: server_error},
     )
     app.state.config = config
     app.state.runtime = None
