@@ -76,6 +76,8 @@ __all__ = [
     "SSE_PUBLISH_TOKEN",
     "SSE_PUBLISH_TOKENS_FILE",
     "SSE_PUBLISH_WAIT_TIMEOUT_SECONDS",
+    "SSE_REPLAY_BUDGET_BYTES",
+    "SSE_REPLAY_PAGE_BYTES",
     "SSE_REPLAY_PAGE_SIZE",
     "SSE_RETENTION_INTERVAL_SECONDS",
     "SSE_RETENTION_SECONDS",
@@ -285,6 +287,12 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        positive=True),
     _s("SSE_REPLAY_PAGE_SIZE", int, 500, _D, "rows per page when replaying or following the log",
        "store.replay_page_size", minimum=1),
+    _s("SSE_REPLAY_PAGE_BYTES", int, 1024 * 1024, _D,
+       "payload bytes per replay page (a page ends after the row that crosses it)", "store.replay_page_bytes",
+       minimum=1),
+    _s("SSE_REPLAY_BUDGET_BYTES", int, 64 * 1024 * 1024, _D,
+       "replay pages in memory across all streams, in bytes; a replay beyond it waits for room",
+       "replay_budget_bytes", minimum=1),
     _s("SSE_RETENTION_SECONDS", float, 7 * 24 * 3600.0, _D, "messages older than this are deleted in the background",
        "store.retention_seconds", positive=True),
     _s("SSE_RETENTION_INTERVAL_SECONDS", float, 60.0, _D, "how often retention runs",
@@ -446,6 +454,8 @@ SSE_DB_POOL_SIZE: Final[int] = _default("SSE_DB_POOL_SIZE")
 SSE_DB_WAIT_SECONDS: Final[float] = _default("SSE_DB_WAIT_SECONDS")
 SSE_STORE_TIMEOUT_SECONDS: Final[float] = _default("SSE_STORE_TIMEOUT_SECONDS")
 SSE_REPLAY_PAGE_SIZE: Final[int] = _default("SSE_REPLAY_PAGE_SIZE")
+SSE_REPLAY_PAGE_BYTES: Final[int] = _default("SSE_REPLAY_PAGE_BYTES")
+SSE_REPLAY_BUDGET_BYTES: Final[int] = _default("SSE_REPLAY_BUDGET_BYTES")
 SSE_RETENTION_SECONDS: Final[float] = _default("SSE_RETENTION_SECONDS")
 SSE_RETENTION_INTERVAL_SECONDS: Final[float] = _default("SSE_RETENTION_INTERVAL_SECONDS")
 SSE_HOST: Final[str] = _default("SSE_HOST")

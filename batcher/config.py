@@ -83,6 +83,7 @@ class StoreConfig:
     pool_size: int = constants.SSE_DB_POOL_SIZE
     timeout_seconds: float = constants.SSE_STORE_TIMEOUT_SECONDS
     replay_page_size: int = constants.SSE_REPLAY_PAGE_SIZE
+    replay_page_bytes: int = constants.SSE_REPLAY_PAGE_BYTES
     retention_seconds: float = constants.SSE_RETENTION_SECONDS
     retention_interval_seconds: float = constants.SSE_RETENTION_INTERVAL_SECONDS
     retention_delete_batch: int = 5000
@@ -93,6 +94,7 @@ class StoreConfig:
         require_positive("pool_size", self.pool_size)
         require_positive("timeout_seconds", self.timeout_seconds)
         require_positive("replay_page_size", self.replay_page_size)
+        require_positive("replay_page_bytes", self.replay_page_bytes)
         require_positive("retention_seconds", self.retention_seconds)
         require_positive("retention_interval_seconds", self.retention_interval_seconds)
         require_positive("retention_delete_batch", self.retention_delete_batch)

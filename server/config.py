@@ -36,6 +36,7 @@ class StoreSettings:
     pool_size: int = constants.SSE_DB_POOL_SIZE
     timeout_seconds: float = constants.SSE_STORE_TIMEOUT_SECONDS
     replay_page_size: int = constants.SSE_REPLAY_PAGE_SIZE
+    replay_page_bytes: int = constants.SSE_REPLAY_PAGE_BYTES
     retention_seconds: float = constants.SSE_RETENTION_SECONDS
     retention_interval_seconds: float = constants.SSE_RETENTION_INTERVAL_SECONDS
 
@@ -50,6 +51,7 @@ class StoreSettings:
             pool_size=self.pool_size,
             timeout_seconds=self.timeout_seconds,
             replay_page_size=self.replay_page_size,
+            replay_page_bytes=self.replay_page_bytes,
             retention_seconds=self.retention_seconds,
             retention_interval_seconds=self.retention_interval_seconds,
         )
@@ -83,6 +85,8 @@ class ServerConfig:
     header_timeout_seconds: float = constants.SSE_HEADER_TIMEOUT_SECONDS
     body_timeout_seconds: float = constants.SSE_BODY_TIMEOUT_SECONDS
     max_header_bytes: int = constants.SSE_MAX_HEADER_BYTES
+    # Replay pages in memory across every stream (server.stream.delivery).
+    replay_budget_bytes: int = constants.SSE_REPLAY_BUDGET_BYTES
     max_clients: int = constants.SSE_MAX_CLIENTS
     max_request_bytes: int = constants.SSE_MAX_REQUEST_BYTES
     max_request_events: int = constants.SSE_MAX_REQUEST_EVENTS
@@ -137,6 +141,7 @@ class ServerConfig:
             raise ConfigError(f"fanout_interval_max_seconds must be 0-5, got {self.fanout_interval_max_seconds!r}")
         require_positive("client_send_timeout_seconds", self.client_send_timeout_seconds)
         require_positive("header_timeout_seconds", self.header_timeout_seconds)
+        require_positive("replay_budget_bytes", self.replay_budget_bytes)
         require_positive("body_timeout_seconds", self.body_timeout_seconds)
         if self.max_header_bytes < 1024:
             raise ConfigError(f"max_header_bytes must be >= 1024, got {self.max_header_bytes!r}")
