@@ -34,7 +34,7 @@ from sse_batcher.server.app.runtime import Runtime
 from sse_batcher.server.app.wiring import open_runtime
 from sse_batcher.server.config import ServerConfig
 
-__all__ = ["Phase", "RuntimeStarter", "database_address", "unreachable_reason"]
+__all__ = ["DatabaseWait", "Phase", "RuntimeStarter", "database_address", "unreachable_reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,49 @@ def unreachable_reason(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
+class DatabaseWait:
+    """The backoff, the bound and the one-line reports of waiting for an unreachable database.
+
+    Call :meth:`failed` after each attempt that found the database away: it logs the attempt's line
+    and returns how long to pause, or logs the final line and returns None once the wait is over.
+    """
+
+    def __init__(self, config: ServerConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.address = database_address(config)
+        self._limit = config.db_wait_seconds
+        self._clock = clock
+        self._deadline = clock() + self._limit
+        self._delay = _FIRST_DELAY_SECONDS
+        self.attempts = 0
+        self.reason: str | None = None
+        self.next_try_at: float | None = None
+        self.failure: str | None = None
+
+    def failed(self, exc: BaseException) -> float | None:
+        """Note an attempt that failed with ``exc``; return the pause before the next, or None: give up."""
+        self.attempts += 1
+        self.reason = unreachable_reason(exc)
+        left = self._deadline - self._clock()
+        if left <= 0:
+            self.failure = (
+                f"sse-batcher: the database at {self.address} did not answer in {self._limit:g} s "
+                f"({self.attempts} attempts, last: {self.reason}); check DATABASE_URL or raise SSE_DB_WAIT_SECONDS"
+            )
+            logger.error("%s", self.failure)
+            return None
+        pause = min(self._delay, left) if math.isfinite(left) else self._delay
+        self._delay = min(self._delay * 2, _MAX_DELAY_SECONDS)
+        self.next_try_at = self._clock() + pause
+        logger.warning(
+            "database at %s unreachable (%s); next try in %.1f s (waiting up to %g s)",
+            self.address,
+            self.reason,
+            pause,
+            self._limit,
+        )
+        return pause
+
+
 class RuntimeStarter:
     """Opens the runtime, waiting for the database as long as ``config.db_wait_seconds`` allows; keeps it until
     :meth:`stop`.
@@ -102,8 +145,7 @@ class RuntimeStarter:
         self._clock = clock
         self._stop = anyio.Event()
         self._phase = Phase.STARTING
-        self._reason: str | None = None
-        self._next_try_at: float | None = None
+        self._wait: DatabaseWait | None = None
         self.address = database_address(config)
         self.failure: str | None = None
 
@@ -113,9 +155,10 @@ class RuntimeStarter:
 
     def describe(self) -> str:
         """One line on why there is no runtime yet (for /healthz and the 503s)."""
-        if self._phase is Phase.WAITING:
-            wait = max(0.0, (self._next_try_at or 0.0) - self._clock())
-            return f"waiting for the database at {self.address} ({self._reason}); next try in {wait:.1f} s"
+        wait = self._wait
+        if self._phase is Phase.WAITING and wait is not None:
+            left = max(0.0, (wait.next_try_at or 0.0) - self._clock())
+            return f"waiting for the database at {self.address} ({wait.reason}); next try in {left:.1f} s"
         if self._phase is Phase.FAILED:
             return self.failure or f"the database at {self.address} did not answer"
         if self._phase is Phase.STOPPED:
@@ -165,38 +208,19 @@ class RuntimeStarter:
 
     async def _open(self, stack: AsyncExitStack, report: Callable[[], None]) -> Runtime | None:
         """Open the runtime on ``stack``, trying again while the database is unreachable; None: gave up or stopped."""
-        limit = self._config.db_wait_seconds
-        deadline = self._clock() + limit
-        delay = _FIRST_DELAY_SECONDS
-        attempts = 0
+        wait = self._wait = DatabaseWait(self._config, clock=self._clock)
         while True:
-            attempts += 1
             try:
                 return await stack.enter_async_context(open_runtime(self._config))
             except StoreUnavailableError as exc:
-                self._reason = unreachable_reason(exc)
-            left = deadline - self._clock()
-            if left <= 0:
+                pause = wait.failed(exc)
+            if pause is None:
                 self._phase = Phase.FAILED
-                self.failure = (
-                    f"sse-batcher: the database at {self.address} did not answer in {limit:g} s "
-                    f"({attempts} attempts, last: {self._reason}); check DATABASE_URL or raise SSE_DB_WAIT_SECONDS"
-                )
-                logger.error("%s", self.failure)
+                self.failure = wait.failure
                 return None
-            pause = min(delay, left) if math.isfinite(left) else delay
             self._phase = Phase.WAITING
-            self._next_try_at = self._clock() + pause
-            logger.warning(
-                "database at %s unreachable (%s); next try in %.1f s (waiting up to %g s)",
-                self.address,
-                self._reason,
-                pause,
-                limit,
-            )
             report()
             with anyio.move_on_after(pause):
                 await self._stop.wait()
             if self._stop.is_set():
                 return None
-            delay = min(delay * 2, _MAX_DELAY_SECONDS)

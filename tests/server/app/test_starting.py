@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+import pytest
 
 from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.server_process import ServerProcess, free_port
@@ -58,7 +59,8 @@ async def test_a_node_started_while_its_database_is_away_waits_then_serves_once_
     assert "Traceback" not in node.log.read_text()
 
 
-def test_a_node_whose_database_never_answers_exits_1_after_one_line_per_attempt(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_node_whose_database_never_answers_exits_1_after_one_line_per_attempt(tmp_path: Path, workers: int) -> None:
     address = f"127.0.0.1:{free_port()}"
     env = {
         "DATABASE_URL": f"postgresql://postgres@{address}/postgres",
@@ -67,6 +69,7 @@ def test_a_node_whose_database_never_answers_exits_1_after_one_line_per_attempt(
         "PATH": "/usr/bin:/bin",
     }
     args = [sys.executable, "-m", "sse_batcher.server", "serve", "--port", str(free_port()), "--no-demo"]
+    args += ["--workers", str(workers)]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, cwd=Path.cwd())
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1, done.stderr
