@@ -9,9 +9,13 @@ import time
 from pathlib import Path
 
 import anyio
+import asyncpg
 import httpx
+import msgspec
 import pytest
 
+from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.log.deadletter import DeadLetterFile
 from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.server_process import ServerProcess, free_port
 
@@ -30,13 +34,28 @@ def _wait_for_status(url: str, status: int, timeout: float = 30) -> httpx.Respon
         time.sleep(0.1)
 
 
+def _leftover(directory: Path) -> DeadLetterFile:
+    """A dead-letter file holding one batch, as a node killed while its database was away leaves it."""
+    leftover = DeadLetterFile(directory)
+    payload = msgspec.json.encode({"type": "LEFTOVER", "source": "crashed", "seq": 1, "ts": time.time(), "data": {}})
+    leftover.append(
+        [
+            Message(
+                idem_key="leftover-1", type="LEFTOVER", event_type="LEFTOVER", source="crashed", event_count=1,
+                first_seq=1, last_seq=1, ts=time.time(), payload=payload,
+            )
+        ]
+    )  # fmt: skip
+    return leftover
+
+
 async def test_a_node_started_while_its_database_is_away_waits_then_serves_once_it_answers(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg")
     dsn = await anyio.to_thread.run_sync(pg.start)
     await anyio.to_thread.run_sync(pg.stop)
     address = dsn.split("@", 1)[1].split("/", 1)[0]
     node = ServerProcess(dsn, tmp_path / "node", demo=False, env={"SSE_DB_WAIT_SECONDS": "120"})
-    (tmp_path / "node").mkdir()
+    leftover = _leftover(tmp_path / "node" / "slots" / "slot-0" / "deadletter")
     try:
         node.launch()
         health = await anyio.to_thread.run_sync(_wait_for_status, f"{node.url}healthz", 503)
@@ -50,6 +69,13 @@ async def test_a_node_started_while_its_database_is_away_waits_then_serves_once_
             await anyio.to_thread.run_sync(_wait_for_status, f"{node.url}healthz", 200)
             stored = await client.post("/api/events?wait=stored", json={"type": "A", "data": {}})
             assert stored.status_code == 201, stored.text
+        # The dead-letter write-back ran once the database answered.
+        assert leftover.count_batches() == 0
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM sse_events WHERE type = 'LEFTOVER'") == 1
+        finally:
+            await conn.close()
         assert node.stop() == 0
     finally:
         node.stop()
