@@ -38,12 +38,14 @@ __all__ = [
     "SSE_BATCH_TIMEOUT_MIN_SECONDS",
     "SSE_BATCH_TIMEOUT_SECONDS",
     "SSE_BREAKER_FAILURES",
+    "SSE_BODY_TIMEOUT_SECONDS",
     "SSE_BREAKER_RESET_SECONDS",
     "SSE_CLIENT_QUEUE_SIZE",
     "SSE_CLIENT_SEND_TIMEOUT_SECONDS",
     "SSE_CORS_ORIGINS",
     "SSE_DATA_DIR",
     "SSE_DB_POOL_SIZE",
+    "SSE_DB_WAIT_SECONDS",
     "SSE_DEMO_RATE",
     "SSE_DIGEST_GRACE_SECONDS",
     "SSE_DIGEST_INTERVAL_SECONDS",
@@ -52,6 +54,7 @@ __all__ = [
     "SSE_FANOUT_INTERVAL_MAX_SECONDS",
     "SSE_FANOUT_INTERVAL_SECONDS",
     "SSE_FOLLOW_POLL_SECONDS",
+    "SSE_HEADER_TIMEOUT_SECONDS",
     "SSE_HOST",
     "SSE_LOAD_HIGH_PERCENT",
     "SSE_LOAD_LOOP_LAG_HIGH_SECONDS",
@@ -67,6 +70,7 @@ __all__ = [
     "SSE_MAX_REQUEST_EVENTS",
     "SSE_NODE_HEARTBEAT_SECONDS",
     "SSE_NODE_ID",
+    "SSE_MAX_HEADER_BYTES",
     "SSE_MAX_STREAM_SECONDS",
     "SSE_PING_SECONDS",
     "SSE_PORT",
@@ -75,6 +79,8 @@ __all__ = [
     "SSE_PUBLISH_TOKEN",
     "SSE_PUBLISH_TOKENS_FILE",
     "SSE_PUBLISH_WAIT_TIMEOUT_SECONDS",
+    "SSE_REPLAY_BUDGET_BYTES",
+    "SSE_REPLAY_PAGE_BYTES",
     "SSE_REPLAY_PAGE_SIZE",
     "SSE_RETENTION_INTERVAL_SECONDS",
     "SSE_RETENTION_SECONDS",
@@ -282,10 +288,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "embedded PostgreSQL data; dead-letter and quarantine files, one slot per process (`slots/slot-<i>/`)",
        "data_dir", "batcher.data_dir"),
     _s("SSE_DB_POOL_SIZE", int, 4, _D, "asyncpg pool size", "store.pool_size", minimum=1),
+    _s("SSE_DB_WAIT_SECONDS", float, 60.0, _D,
+       "how long a starting server waits for an unreachable database (answering 503) before it exits 1",
+       "db_wait_seconds", minimum=0),
     _s("SSE_STORE_TIMEOUT_SECONDS", float, 5.0, _D, "per-operation PostgreSQL timeout", "store.timeout_seconds",
        positive=True),
     _s("SSE_REPLAY_PAGE_SIZE", int, 500, _D, "rows per page when replaying or following the log",
        "store.replay_page_size", minimum=1),
+    _s("SSE_REPLAY_PAGE_BYTES", int, 1024 * 1024, _D,
+       "payload bytes per replay page (a page ends after the row that crosses it)", "store.replay_page_bytes",
+       minimum=1),
+    _s("SSE_REPLAY_BUDGET_BYTES", int, 64 * 1024 * 1024, _D,
+       "replay pages in memory across all streams, in bytes; a replay beyond it waits for room",
+       "replay_budget_bytes", minimum=1),
     _s("SSE_RETENTION_SECONDS", float, 7 * 24 * 3600.0, _D, "messages older than this are deleted in the background",
        "store.retention_seconds", positive=True),
     _s("SSE_RETENTION_INTERVAL_SECONDS", float, 60.0, _D, "how often retention runs",
@@ -306,6 +321,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "client_queue_size", minimum=1),
     _s("SSE_CLIENT_SEND_TIMEOUT_SECONDS", float, 30.0, _S, "a peer that accepts nothing this long is closed",
        "client_send_timeout_seconds", positive=True),
+    _s("SSE_HEADER_TIMEOUT_SECONDS", float, 10.0, _S,
+       "a request's line and headers must arrive within this (from the connection or its first byte), else 408",
+       "header_timeout_seconds", positive=True),
+    _s("SSE_BODY_TIMEOUT_SECONDS", float, 30.0, _S,
+       "a request's whole body must arrive within this after its headers, else 408 and the connection closes",
+       "body_timeout_seconds", positive=True),
+    _s("SSE_MAX_HEADER_BYTES", int, 64 * 1024, _S, "largest request line and headers together (431 beyond)",
+       "max_header_bytes", minimum=1024),
     _s("SSE_MAX_CLIENTS", int, 10_000, _S, "open streams; one more gets 503", "max_clients", minimum=1),
     _s("SSE_MAX_REQUEST_BYTES", int, 1024 * 1024, _S, "largest publish body (413 beyond, checked while reading)",
        "max_request_bytes", minimum=1),
@@ -477,6 +500,12 @@ if TYPE_CHECKING:
     SSE_MAX_MESSAGE_BYTES: int
     SSE_MAX_BUFFERED_BYTES: int
     SSE_ALLOWED_HOSTS: tuple[str, ...]
+    SSE_DB_WAIT_SECONDS: float
+    SSE_REPLAY_PAGE_BYTES: int
+    SSE_REPLAY_BUDGET_BYTES: int
+    SSE_HEADER_TIMEOUT_SECONDS: float
+    SSE_BODY_TIMEOUT_SECONDS: float
+    SSE_MAX_HEADER_BYTES: int
 
 
 def __getattr__(name: str) -> Any:

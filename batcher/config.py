@@ -91,6 +91,7 @@ class StoreConfig:
     replay_page_size: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_SIZE)
     retention_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_SECONDS)
     retention_interval_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_INTERVAL_SECONDS)
+    replay_page_bytes: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_BYTES)
     retention_delete_batch: int = 5000
 
     def __post_init__(self) -> None:
@@ -99,6 +100,7 @@ class StoreConfig:
         require_positive("pool_size", self.pool_size)
         require_positive("timeout_seconds", self.timeout_seconds)
         require_positive("replay_page_size", self.replay_page_size)
+        require_positive("replay_page_bytes", self.replay_page_bytes)
         require_positive("retention_seconds", self.retention_seconds)
         require_positive("retention_interval_seconds", self.retention_interval_seconds)
         require_positive("retention_delete_batch", self.retention_delete_batch)

@@ -41,6 +41,7 @@ class StoreSettings:
     replay_page_size: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_SIZE)
     retention_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_SECONDS)
     retention_interval_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_INTERVAL_SECONDS)
+    replay_page_bytes: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_BYTES)
 
     def store_config(self, dsn: str) -> StoreConfig:
         """Return the store configuration for ``dsn``.
@@ -53,6 +54,7 @@ class StoreSettings:
             pool_size=self.pool_size,
             timeout_seconds=self.timeout_seconds,
             replay_page_size=self.replay_page_size,
+            replay_page_bytes=self.replay_page_bytes,
             retention_seconds=self.retention_seconds,
             retention_interval_seconds=self.retention_interval_seconds,
         )
@@ -94,6 +96,11 @@ class ServerConfig:
     breaker_failures: int = field(default_factory=lambda: constants.SSE_BREAKER_FAILURES)
     breaker_reset_seconds: float = field(default_factory=lambda: constants.SSE_BREAKER_RESET_SECONDS)
     follow_poll_seconds: float = field(default_factory=lambda: constants.SSE_FOLLOW_POLL_SECONDS)
+    header_timeout_seconds: float = field(default_factory=lambda: constants.SSE_HEADER_TIMEOUT_SECONDS)
+    body_timeout_seconds: float = field(default_factory=lambda: constants.SSE_BODY_TIMEOUT_SECONDS)
+    max_header_bytes: int = field(default_factory=lambda: constants.SSE_MAX_HEADER_BYTES)
+    replay_budget_bytes: int = field(default_factory=lambda: constants.SSE_REPLAY_BUDGET_BYTES)
+    db_wait_seconds: float = field(default_factory=lambda: constants.SSE_DB_WAIT_SECONDS)
     # Security (see server.security and docs/security.md).
     publish_tokens_file: Path | None = field(default_factory=lambda: constants.SSE_PUBLISH_TOKENS_FILE)
     subscribe_tokens_file: Path | None = field(default_factory=lambda: constants.SSE_SUBSCRIBE_TOKENS_FILE)
@@ -135,11 +142,18 @@ class ServerConfig:
         if not 0 <= self.fanout_interval_max_seconds <= 5:
             raise ConfigError(f"fanout_interval_max_seconds must be 0-5, got {self.fanout_interval_max_seconds!r}")
         require_positive("client_send_timeout_seconds", self.client_send_timeout_seconds)
+        require_positive("header_timeout_seconds", self.header_timeout_seconds)
+        require_positive("replay_budget_bytes", self.replay_budget_bytes)
+        require_positive("body_timeout_seconds", self.body_timeout_seconds)
+        if self.max_header_bytes < 1024:
+            raise ConfigError(f"max_header_bytes must be >= 1024, got {self.max_header_bytes!r}")
         require_positive("max_clients", self.max_clients)
         require_positive("max_request_bytes", self.max_request_bytes)
         require_positive("max_request_events", self.max_request_events)
         require_positive("publish_wait_timeout_seconds", self.publish_wait_timeout_seconds)
         require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
+        if not self.db_wait_seconds >= 0:
+            raise ConfigError(f"db_wait_seconds must be >= 0, got {self.db_wait_seconds!r}")
         require_positive("breaker_failures", self.breaker_failures)
         require_positive("breaker_reset_seconds", self.breaker_reset_seconds)
         require_positive("follow_poll_seconds", self.follow_poll_seconds)

@@ -39,6 +39,11 @@ class ServerProcess:
         self.log = data_dir / f"server-{self.port}.log"
 
     def start(self, timeout: float = 30) -> None:
+        self.launch()
+        self.wait_healthy(timeout)
+
+    def launch(self) -> None:
+        """Start the process and return at once (it may not answer yet)."""
         env = {
             **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
             **({"DATABASE_URL": self._dsn} if self._dsn is not None else {}),
@@ -51,6 +56,16 @@ class ServerProcess:
         args.append("--demo" if self._demo else "--no-demo")
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Wait until /healthz answers 200.
+
+        Raises:
+            RuntimeError: the process exited.
+            TimeoutError: it was not healthy in time.
+        """
+        if self._process is None:
+            raise RuntimeError("launch() first")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -72,6 +72,7 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
             send_timeout_seconds=config.client_send_timeout_seconds,
             on_fanout=delivery_latency.observe_messages,
             hold_back=quiet_filter(digest_rules),
+            replay_pages=max(1, config.replay_budget_bytes // config.store.replay_page_bytes),
         )
         # The hub's one feed: every node's commits, read back from the log in id order. Started
         # before the batcher, so a dead-letter file written back at start reaches clients too.

@@ -71,6 +71,17 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
     @property
+    def start_failure(self) -> str | None:
+        """The line saying why the app's runtime never opened (the database stayed away), or None."""
+        starting = getattr(self._app.state, "starting", None)
+        failure: str | None = getattr(starting, "failure", None)
+        return failure
+
+    async def on_tick(self, counter: int) -> bool:
+        # A start that gave up waiting for its database ends the server (``run`` then exits 1).
+        return await super().on_tick(counter) or self.start_failure is not None
+
+    @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
         for server in self.servers:
@@ -81,13 +92,32 @@ class GracefulServer(uvicorn.Server):
 
 
 def uvicorn_config(app: Starlette, config: ServerConfig, **overrides: object) -> uvicorn.Config:
-    """uvicorn settings for ``app``: uvloop and httptools when installed, no access log below debug."""
+    """uvicorn settings for ``app``: uvloop when installed, httptools with the connection limits of
+    :mod:`.protocol`, no access log below debug.
+
+    Without httptools uvicorn's h11 protocol runs with h11's own header limit and no read timeouts;
+    a warning says so.
+    """
     debug = config.log_level in ("debug", "trace")
+    http: object
+    if importlib.util.find_spec("httptools"):
+        from sse_batcher.server.serving.protocol import ConnectionLimits, guarded_protocol
+
+        limits = ConnectionLimits(
+            header_timeout_seconds=config.header_timeout_seconds,
+            body_timeout_seconds=config.body_timeout_seconds,
+            max_header_bytes=config.max_header_bytes,
+        )
+        http = guarded_protocol(limits)
+    else:
+        logger.warning("httptools is not installed: no header or body read timeouts (install uvicorn[standard])")
+        http = "h11"
     options: dict[str, object] = {
         "host": config.host,
         "port": config.port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": http,
+        "h11_max_incomplete_event_size": config.max_header_bytes,
         "lifespan": "on",
         "log_level": config.log_level if debug else "warning",
         "access_log": debug,
@@ -160,6 +190,8 @@ def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     server.run(sockets=sockets)
+    if server.start_failure is not None:
+        return 1  # the starter logged its one line
     if not server.started:
         print("sse-batcher: the server did not start (see the log above)", file=sys.stderr)
         return 1

@@ -48,7 +48,8 @@ from typing import Final
 
 import anyio
 
-from sse_batcher.batcher import BatcherError, PostgresStore
+from sse_batcher.batcher import BatcherError, PostgresStore, StoreUnavailableError
+from sse_batcher.server.app.starting import DatabaseWait
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.node import SCHEMA as NODES_SCHEMA
 from sse_batcher.server.serving.serve import GracefulServer, configure_logging, demo_line, startup_line
@@ -143,7 +144,8 @@ class Supervisor:
                 dsn = embedded.start()
             if self._stopping:
                 return 0
-            anyio.run(_migrate, self._config, dsn)
+            if not anyio.run(self._migrate_when_reachable, dsn):
+                return 0 if self._stopping else 1  # the wait logged its one line
             if self._stopping:
                 return 0
             # One key for every worker, drawn once: a restarted worker still accepts the tokens of the others.
@@ -163,6 +165,25 @@ class Supervisor:
                 signal.signal(sig, handler)
             self._wake_read.close()
             self._wake_write.close()
+
+    async def _migrate_when_reachable(self, dsn: str) -> bool:
+        """Create the tables, waiting (as a single server does) while the database is unreachable.
+
+        Returns False when the wait ran out (its final line is logged) or a signal came first.
+        """
+        waiting = DatabaseWait(self._config)
+        while not self._stopping:
+            try:
+                await _migrate(self._config, dsn)
+                return True
+            except StoreUnavailableError as exc:
+                pause = waiting.failed(exc)
+            if pause is None:
+                return False
+            # A signal writes to the wake-up socket: stop waiting at once.
+            with anyio.move_on_after(pause):
+                await anyio.wait_readable(self._wake_read)
+        return False
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         # The wakeup fd has already woken the wait in _serve; this only says why.
