@@ -105,6 +105,13 @@ class EventBuffer:
         # must protect. Taking the item whole, not as arguments, spares emit() a call with *item.
         type_, source, data, priority, key, batched, urgent, idempotency_key = item
         nbytes = len(data)
+        # Read outside the lock, to hold it for less (the lever that lets emit scale with threads).
+        # The stamps then say when emit() was called: across threads they may disagree with seq
+        # order by the microseconds the lock took, or precede the append by a wait for room. Either
+        # can only make a deadline fall due early, never late.
+        now = _time_ns() // 1_000_000 / 1000  # _now(), written out: this is the hot path
+        mono = _mono()
+        raw = _Raw(data)
         room = self._room
         lock = room.lock
         if not lock.acquire(False):
@@ -121,10 +128,9 @@ class EventBuffer:
             seq = self._last_seq = self._last_seq + 1
             if on_seq is not None:
                 on_seq(seq)  # under the lock: no flush can take the event before its waiter exists
-            now = _time_ns() // 1_000_000 / 1000  # _now(), written out: this is the hot path
             if batched:
                 events = self._events
-                events.append(Event(type_, source, seq, now, _Raw(data), priority, key, True, idempotency_key))
+                events.append(Event(type_, source, seq, now, raw, priority, key, True, idempotency_key))
                 depth = len(events)
                 wake = depth == 1 or depth == self._batch_size
                 if urgent or priority != NORMAL:
@@ -135,12 +141,12 @@ class EventBuffer:
                     stamps = self._deadlines.queue_of(type_)
                     if len(self._stamps) < _STAMP_CACHE_LIMIT:
                         self._stamps[type_] = stamps
-                stamps.append((seq, _mono()))
+                stamps.append((seq, mono))
                 if len(stamps) == 1:  # its class was empty: the earliest deadline may have moved
                     wake = True
             else:
                 bypass = self._bypass
-                bypass.append(Event(type_, source, seq, now, _Raw(data), priority, key, False, idempotency_key))
+                bypass.append(Event(type_, source, seq, now, raw, priority, key, False, idempotency_key))
                 wake = len(bypass) == 1
         finally:
             lock.release()

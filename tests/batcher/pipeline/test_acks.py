@@ -93,11 +93,11 @@ async def test_emit_wait_keeps_one_deadline_for_room_and_commit_together(store: 
         thread.start()
         # Room comes late in the limit (this wait is the scenario, not a synchronisation): most of
         # the limit is spent waiting for room, and the event then sits behind a write that hangs.
-        await anyio.sleep(limit * 0.6)
+        await anyio.sleep(limit * 0.75)
         gated.gate.set()
         await anyio.to_thread.run_sync(thread.join)
     finally:
         await batcher.aclose(timeout=0.2)
     assert len(outcome) == 1 and isinstance(outcome[0], AckTimeoutError)
-    # One limit for the whole call: spending it twice would take 1.6 limits here.
-    assert elapsed[0] < limit * 1.3
+    # One limit for the whole call: spending it twice would take 1.75 limits here.
+    assert elapsed[0] < limit * 1.4
