@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import psutil
@@ -36,6 +36,9 @@ from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.node import NodeFigures, NodeHeartbeat
 from sse_batcher.server.stream.hub import Hub
 from sse_batcher.server.stream.latency import DeliveryLatency
+
+if TYPE_CHECKING:
+    from sse_batcher.server.app.history import StatsHistory
 
 __all__ = ["DemoFarmLike", "Runtime", "runtime_of"]
 
@@ -73,6 +76,8 @@ class Runtime:
         self.follower = follower
         self.database = database
         self.farm: DemoFarmLike | None = None
+        # The last five minutes of throughput and latency, for a dashboard just opened.
+        self.history: StatsHistory | None = None
         self.sizing: BatchSizer | None = None
         # With a live A/B (SSE_BATCH_STRATEGY_B), the sizer of each arm; ``sizing`` is arm A's.
         self.arm_sizers: tuple[BatchSizer, BatchSizer] | None = None
