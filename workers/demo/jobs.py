@@ -92,7 +92,10 @@ def thumbnail_job(rng: random.Random, failure_rate: float, album: str | None = N
         [
             ("upload", lambda: OSError(28, f"{SIMULATED}No space left on device", tile)),
             ("decode", lambda: ValueError(f"{SIMULATED}unsupported colour profile 'CMYK'")),
-            ("decode", lambda: OSError(f"{SIMULATED}image file is truncated ({rng.randint(12, 900)} bytes not processed)")),
+            (
+                "decode",
+                lambda: OSError(f"{SIMULATED}image file is truncated ({rng.randint(12, 900)} bytes not processed)"),
+            ),
         ],
     )
 
@@ -144,6 +147,9 @@ def scene_job(rng: random.Random, failure_rate: float) -> JobPlan:
         [
             ("publish", lambda: ConnectionResetError(104, f"{SIMULATED}Connection reset by peer")),
             ("render", lambda: TimeoutError(f"{SIMULATED}render node {node} did not answer in 30 s")),
-            ("fetch", lambda: FileNotFoundError(2, f"{SIMULATED}No such file or directory", f"/mnt/assets/{sku}/master.tif")),
+            (
+                "fetch",
+                lambda: FileNotFoundError(2, f"{SIMULATED}No such file or directory", f"/mnt/assets/{sku}/master.tif"),
+            ),
         ],
     )
