@@ -26,7 +26,6 @@ from starlette.responses import Response
 from sse_batcher.batcher import StoredMessage
 from sse_batcher.batcher.stats import HistogramSnapshot
 from sse_batcher.server._http import json_response
-from sse_batcher.server.app.runtime import runtime_of
 
 __all__ = ["HISTORY_SECONDS", "HistoryPoint", "Reading", "StatsHistory", "quantile", "stats_history"]
 
@@ -150,8 +149,12 @@ class StatsHistory:
 
 
 async def stats_history(request: Request) -> Response:
-    """GET /api/history: ``{"seconds": 300, "points": [...]}``, one point a second, oldest first."""
-    history = runtime_of(request).history
+    """GET /api/history: ``{"seconds": 300, "points": [...]}``, one point a second, oldest first.
+
+    No points (rather than an error) while the app starts or stops: the charts then start empty.
+    """
+    runtime = getattr(request.app.state, "runtime", None)
+    history: StatsHistory | None = getattr(runtime, "history", None)
     points = history.points() if history is not None else []
     body: dict[str, Any] = {"seconds": HISTORY_SECONDS, "points": [asdict(p) for p in points]}
     return json_response(body)

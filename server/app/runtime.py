@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
 import psutil
@@ -32,13 +32,11 @@ from sse_batcher.batcher import EventBatcher, PostgresStore, State
 from sse_batcher.batcher.digests import Digester
 from sse_batcher.batcher.log import LogFollower
 from sse_batcher.batcher.sizing import BatchSizer
+from sse_batcher.server.app.history import StatsHistory
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.node import NodeFigures, NodeHeartbeat
 from sse_batcher.server.stream.hub import Hub
 from sse_batcher.server.stream.latency import DeliveryLatency
-
-if TYPE_CHECKING:
-    from sse_batcher.server.app.history import StatsHistory
 
 __all__ = ["DemoFarmLike", "Runtime", "runtime_of"]
 
