@@ -28,6 +28,7 @@ import { createTotalsPanel } from "./panels/totals.js";
 import { createWorkersPanel } from "./panels/workers.js";
 
 const STATS_URL = "api/stats";
+const HISTORY_URL = "api/history";
 const EVENTS_URL = "events";
 const STATS_INTERVAL_MS = 1000;
 const STATS_TIMEOUT_MS = 5000;
@@ -157,6 +158,25 @@ function main() {
     }
   }
 
+  // The last five minutes the server kept, so the charts do not start empty on every load.
+  async function loadHistory() {
+    try {
+      const response = await fetch(HISTORY_URL, {
+        headers: { Accept: "application/json", ...authHeaders() },
+        cache: "no-store",
+      });
+      if (!response.ok) return;
+      const body = await response.json();
+      const points = body && Array.isArray(body.points) ? body.points : [];
+      throughput.seed(points);
+      latency.seed(points);
+      requestRender();
+    } catch (error) {
+      reportError(error);
+    }
+  }
+
+  loadHistory();
   pollStats();
   setInterval(() => {
     pollStats();

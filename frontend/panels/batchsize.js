@@ -21,6 +21,25 @@ const FLUSH_WINDOW_SECONDS = 60;
 const KNOWN_REASONS = ["size", "timeout", "manual", "critical", "bypass", "shutdown"];
 const MAX_MARKERS = 500;
 
+/**
+ * What a sizing reason means, in the dashboard's words. "saturated" is about batches, not the
+ * machine: half or more of the recent flushes were full (size-triggered), whatever the CPU, so it
+ * reads "batches filling" here; the load rule is "high_load".
+ */
+const REASON_WORDS = {
+  saturated: "batches filling",
+  high_load: "high load",
+  backlog: "backlog",
+  idle: "idle",
+  steady: "steady",
+};
+
+/** A sizing reason in words; unknown reasons as they are, underscores as spaces. */
+export function reasonWords(reason) {
+  const text = String(reason);
+  return REASON_WORDS[text] ?? text.replaceAll("_", " ");
+}
+
 /** Two timeouts in seconds with the fewest decimals (2 to 4) that show both exactly: "0.50 → 0.02 s". */
 function timeoutChange(before, after) {
   const exact = (v, digits) => Math.abs(Number(v.toFixed(digits)) - v) < 1e-9;
@@ -47,7 +66,7 @@ export function describeAdjustment({ oldSize, newSize, oldTimeout, newTimeout, r
   }
   if (timeoutChanged) parts.push(timeoutChange(oldTimeout, newTimeout));
   if (parts.length === 0) return DASH;
-  return `${parts.join(", ")}${reason ? ` (${String(reason)})` : ""}`;
+  return `${parts.join(", ")}${reason ? ` (${reasonWords(reason)})` : ""}`;
 }
 
 /**

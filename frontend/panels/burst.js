@@ -48,7 +48,7 @@ export function createBurstPanel({ root = document, headers = () => ({}), reques
 
   async function send(count) {
     busy = true;
-    status = `Requesting ${count} events…`;
+    status = `Starting ${count} jobs…`;
     dirty = true;
     requestRender();
     try {
@@ -68,7 +68,7 @@ export function createBurstPanel({ root = document, headers = () => ({}), reques
         } catch {
           // A 202 without a JSON body is still a success.
         }
-        status = `Requested ${requested} events.`;
+        status = `Started ${requested} jobs.`;
       } else {
         let reason = `HTTP ${response.status}`;
         try {

@@ -28,7 +28,6 @@ export function createJobsPanel({ root = document, requestRender }) {
   /** @type {HTMLLIElement[]} */
   const rows = [];
   let lastRenderAt = -Infinity;
-  let running = 0;
   let seenJobEvent = false;
   let dirty = false;
   let fadeTimer = null;
@@ -109,12 +108,7 @@ export function createJobsPanel({ root = document, requestRender }) {
         if (!job) {
           job = { jobId: String(d.job_id), source: String(event.source ?? ""), percent: null, step: "", state: "running", endedAt: 0 };
           jobs.set(key, job);
-          running += 1;
-          if (jobs.size > MAX_TRACKED) {
-            const [oldestKey, oldest] = jobs.entries().next().value;
-            if (oldest.state === "running") running -= 1;
-            jobs.delete(oldestKey);
-          }
+          if (jobs.size > MAX_TRACKED) jobs.delete(jobs.keys().next().value);
         }
       }
       if (!job) return;
@@ -126,7 +120,6 @@ export function createJobsPanel({ root = document, requestRender }) {
         if (type === "JOB_COMPLETED") job.percent = 100;
         if (type === "JOB_FAILED" && d.error !== undefined) job.step = `failed: ${String(d.error)}`;
         job.endedAt = Date.now();
-        running -= 1;
         scheduleFade();
       }
       dirty = true;
@@ -168,11 +161,13 @@ export function createJobsPanel({ root = document, requestRender }) {
         emptyEl.hidden = shown > 0;
         setText(emptyEl, seenJobEvent ? "No jobs running." : "Waiting for events…");
       }
-      const runningNow = Math.max(0, running);
-      setText(
-        countEl,
-        runningNow > MAX_SHOWN ? `${runningNow} running, showing ${MAX_SHOWN}` : `${runningNow} running`,
-      );
+      // Counted from the entries themselves: the finished ones still fading out are not running.
+      let runningNow = 0;
+      for (const job of jobs.values()) if (job.state === "running") runningNow += 1;
+      const finishing = jobs.size - runningNow;
+      let text = runningNow > MAX_SHOWN ? `${runningNow} running, showing ${MAX_SHOWN}` : `${runningNow} running`;
+      if (finishing > 0 && shown > Math.min(runningNow, MAX_SHOWN)) text += `, ${finishing} just finished`;
+      setText(countEl, text);
       return false;
     },
   };

@@ -4,6 +4,9 @@
  * minutes. Each point covers the interval between two /api/stats polls: the difference of the two
  * cumulative histograms, so it says what happened in that second, not since the server started.
  *
+ * On page load, `seed` puts the server's last five minutes (`GET api/history`: `p50_ms`, `p99_ms`,
+ * `commit_p99_ms` per second) in front of what the page measures itself.
+ *
  * Times are server timestamps (`ts` of the stats), like the batch size chart. An interval without
  * events has no delivery point (a gap in the line): no events is not zero latency.
  *
@@ -72,7 +75,23 @@ export function createLatencyPanel({ root = document, requestRender }) {
     return seconds === null ? null : seconds * 1000;
   }
 
+  const orNull = (v) => (isNumber(v) ? v : null);
+
   return {
+    /** The server's points of the last five minutes (oldest first), put before this page's own. */
+    seed(points) {
+      const first = xs.length ? xs[0] : Infinity;
+      const earlier = points.filter((p) => p && isNumber(p.ts) && p.ts < first);
+      if (earlier.length === 0) return;
+      xs.unshift(...earlier.map((p) => p.ts));
+      p50.unshift(...earlier.map((p) => orNull(p.p50_ms)));
+      p99.unshift(...earlier.map((p) => orNull(p.p99_ms)));
+      commitP99.unshift(...earlier.map((p) => orNull(p.commit_p99_ms)));
+      latestTs = Math.max(latestTs, earlier[earlier.length - 1].ts);
+      if (earlier.some((p) => isNumber(p.p50_ms))) seenAny = true;
+      dirty = true;
+    },
+
     /** A fresh /api/stats answer. */
     ingestStats(stats) {
       if (!get(stats, "latency.delivery")) return; // a server without delivery latency in its stats

@@ -4,7 +4,9 @@
  * second over the last five minutes.
  *
  * Per message the panel only adds to two counters; the chart gets new data at most once a second,
- * when a second is complete.
+ * when a second is complete. On page load, `seed` puts the server's last five minutes
+ * (`GET api/history`: events and messages handed to the hub, rows stored, per second) in front of
+ * what the page counts itself.
  *
  * @module panels/throughput
  */
@@ -113,6 +115,23 @@ export function createThroughputPanel({ root = document, requestRender }) {
   }
 
   return {
+    /**
+     * The server's points of the last five minutes (`{ts, events, messages, rows}`, oldest first),
+     * put before the seconds this page counted itself.
+     */
+    seed(points) {
+      const first = xs.length ? xs[0] : Infinity;
+      const oldest = Math.floor(Date.now() / 1000) - WINDOW_SECONDS;
+      const earlier = points.filter((p) => p && isNumber(p.ts) && Math.floor(p.ts) < first && p.ts >= oldest);
+      if (earlier.length === 0) return;
+      xs.unshift(...earlier.map((p) => Math.floor(p.ts)));
+      eventsPerSecond.unshift(...earlier.map((p) => (isNumber(p.events) ? p.events : 0)));
+      messagesPerSecond.unshift(...earlier.map((p) => (isNumber(p.messages) ? p.messages : 0)));
+      rowsPerSecond.unshift(...earlier.map((p) => (isNumber(p.rows) ? p.rows : null)));
+      if (earlier.some((p) => p.events > 0 || p.messages > 0 || p.rows > 0)) seenAny = true;
+      dirty = true;
+    },
+
     /** One SSE message carrying `eventCount` original events. */
     ingestMessage(eventCount) {
       roll(Math.floor(Date.now() / 1000));

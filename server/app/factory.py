@@ -32,6 +32,7 @@ from starlette.types import Scope
 
 from sse_batcher import frontend
 from sse_batcher.server._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
+from sse_batcher.server.app.history import stats_history
 from sse_batcher.server.app.metrics import metrics, new_registry
 from sse_batcher.server.app.publish import publish_events
 from sse_batcher.server.app.runtime import RuntimeNotReady, runtime_of
@@ -143,6 +144,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         Route("/api/events", publish_events, methods=["POST"]),
         Route("/api/stream-token", issue_stream_token, methods=["POST"]),
         Route("/api/stats", stats, methods=["GET"]),
+        Route("/api/history", stats_history, methods=["GET"]),
         Route("/api/demo/burst", demo_burst, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),

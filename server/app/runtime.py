@@ -32,6 +32,7 @@ from sse_batcher.batcher import EventBatcher, PostgresStore, State
 from sse_batcher.batcher.digests import Digester
 from sse_batcher.batcher.log import LogFollower
 from sse_batcher.batcher.sizing import BatchSizer
+from sse_batcher.server.app.history import StatsHistory
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.node import NodeFigures, NodeHeartbeat
 from sse_batcher.server.stream.hub import Hub
@@ -86,6 +87,8 @@ class Runtime:
         self.follower = follower
         self.database = database
         self.farm: DemoFarmLike | None = None
+        # The last five minutes of throughput and latency, for a dashboard just opened.
+        self.history: StatsHistory | None = None
         self.sizing: BatchSizer | None = None
         # With a live A/B (SSE_BATCH_STRATEGY_B), the sizer of each arm; ``sizing`` is arm A's.
         self.arm_sizers: tuple[BatchSizer, BatchSizer] | None = None

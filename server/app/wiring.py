@@ -24,6 +24,7 @@ from sse_batcher.batcher.pipeline import CircuitBreaker
 from sse_batcher.batcher.sizing import BatchSizer, ServerLoadMonitor, SplitBatcher
 from sse_batcher.batcher.sizing.load import LoadMonitorConfig
 from sse_batcher.batcher.sizing.named import pin_rule_timeouts
+from sse_batcher.server.app.history import Reading, StatsHistory
 from sse_batcher.server.app.host_exit import host_server, watch_host_exit
 from sse_batcher.server.app.runtime import DemoFarmLike, Runtime
 from sse_batcher.server.config import ServerConfig
@@ -76,7 +77,9 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         )
         # The hub's one feed: every node's commits, read back from the log in id order. Started
         # before the batcher, so a dead-letter file written back at start reaches clients too.
-        follower = LogFollower(store_config, hub.publish, poll_seconds=config.follow_poll_seconds)
+        # Counted on the way, for the dashboard's last five minutes (GET /api/history).
+        history = StatsHistory()
+        follower = LogFollower(store_config, history.counting(hub.publish), poll_seconds=config.follow_poll_seconds)
         await stack.enter_async_context(follower)
         # A local commit wakes the follower at once instead of waiting for its notification.
         stack.callback(batcher.add_listener(follower.poke))
@@ -103,11 +106,13 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
             delivery_latency=delivery_latency,
         )
         runtime.digester = digester
+        runtime.history = history
         tasks = await stack.enter_async_context(anyio.create_task_group())
         # Runs before the task group exits (and after everything entered later has stopped),
         # so the background loops end instead of being waited for.
         stack.callback(tasks.cancel_scope.cancel)
         runtime.start_background(tasks)
+        tasks.start_soon(history.run, lambda: _reading(runtime))
         # Under uvicorn (serve, or an app that mounts this one), its shutdown drains the runtime,
         # so open streams end instead of keeping uvicorn waiting for them.
         host = host_server()
@@ -149,6 +154,11 @@ def _make_batcher(
     return SplitBatcher(
         batcher, SSEEventBatcher(store, arm_b, rules=rules, breaker=breaker()), share_b=config.sizing.ab_split
     )
+
+
+def _reading(runtime: Runtime) -> Reading:
+    stats = runtime.batcher.statistics()
+    return Reading(stats.messages_stored, runtime.delivery_latency.statistics(), stats.write_latency_histogram)
 
 
 async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> BatchSizer:

@@ -4,24 +4,33 @@ import { test } from "node:test";
 
 import { latestIndexes } from "../../frontend/chart.js";
 import { histogramDelta, quantile } from "../../frontend/histogram.js";
-import { describeAdjustment } from "../../frontend/panels/batchsize.js";
+import { describeAdjustment, reasonWords } from "../../frontend/panels/batchsize.js";
 import { fmtMs } from "../../frontend/panels/latency.js";
 
 test("an adjustment of the timeout alone says so instead of reading 15 → 15", () => {
   const change = { oldSize: 15, newSize: 15, oldTimeout: 0.5, newTimeout: 0.02, reason: "low_load" };
-  assert.equal(describeAdjustment(change), "timeout 0.50 → 0.02 s (low_load)");
+  assert.equal(describeAdjustment(change), "timeout 0.50 → 0.02 s (low load)");
 });
 
 test("an adjustment names the size, the timeout, or both", () => {
   assert.equal(describeAdjustment({ oldSize: 15, newSize: 20, oldTimeout: 0.2, newTimeout: 0.2 }), "size 15 → 20");
   assert.equal(
     describeAdjustment({ oldSize: 20, newSize: 10, oldTimeout: 0.2, newTimeout: 0.05, reason: "high_load" }),
-    "size 20 → 10, timeout 0.20 → 0.05 s (high_load)",
+    "size 20 → 10, timeout 0.20 → 0.05 s (high load)",
   );
   // Without timeouts (an older server) the size still reads; a missing old size is a question mark.
   assert.equal(describeAdjustment({ oldSize: 5, newSize: 8 }), "size 5 → 8");
   assert.equal(describeAdjustment({ newSize: 8 }), "size ? → 8");
   assert.equal(describeAdjustment({}), "—");
+});
+
+test("the batches-fill rule never reads as a saturated machine", () => {
+  assert.equal(reasonWords("saturated"), "batches filling");
+  assert.equal(
+    describeAdjustment({ oldSize: 15, newSize: 20, oldTimeout: 0.2, newTimeout: 0.2, reason: "saturated" }),
+    "size 15 → 20 (batches filling)",
+  );
+  assert.equal(reasonWords("something_new"), "something new");
 });
 
 test("small timeouts get the decimals that tell them apart", () => {

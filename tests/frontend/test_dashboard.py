@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,3 +235,40 @@ def test_a_live_ab_shows_both_arms_side_by_side_with_their_strategies(
                 browser.close()
     finally:
         process.stop()
+
+
+def test_charts_open_with_the_last_minutes_the_server_kept(
+    browser_ready: None, pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    dsn = pg_server.create_database(f"ui_{uuid.uuid4().hex[:12]}")
+    server = ServerProcess(dsn, tmp_path, demo=False)
+    server.start()
+    try:
+        # Activity before the page exists: a reader (so delivery latency is measured) and publishes.
+        with httpx.Client(base_url=server.url, timeout=10) as client, client.stream("GET", "events") as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("retry:")
+            for n in range(40):
+                answer = client.post("api/events?wait=stored", json={"type": "BEFORE_THE_PAGE", "data": {"n": n}})
+                assert answer.status_code == 201
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                points = client.get("api/history").json()["points"]
+                if any(p["events"] > 0 for p in points) and any(p["p50_ms"] is not None for p in points):
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"the server kept no history of the activity: {points}")
+        # Quiet now: whatever the charts show on load, the page did not see happen.
+        with require_playwright().sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+                page.goto(server.url)
+                for chart in ("#chart-throughput", "#chart-latency"):
+                    page.wait_for_selector(f"{chart} canvas", timeout=15_000)
+                    page.wait_for_selector(f"{chart} .chart-empty", state="hidden", timeout=5_000)
+            finally:
+                browser.close()
+    finally:
+        server.stop()
