@@ -76,7 +76,11 @@ class BatcherCore(Service):
         origin = secrets.token_hex(8)
         self._tracker = FlushTracker(origin)
         self._buffer = EventBuffer(
-            config.max_buffered_events, config.batch_size, self._wake, rules.timeouts(config.batch_timeout_seconds)
+            config.max_buffered_events,
+            config.batch_size,
+            self._wake,
+            rules.timeouts(config.batch_timeout_seconds),
+            max_bytes=config.max_buffered_bytes,
         )
         self._loop = FlushLoop(
             self._buffer,
@@ -118,8 +122,10 @@ class BatcherCore(Service):
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop intake, flush and store everything, close. Idempotent; never blocks forever.
 
-        What cannot be stored within ``timeout`` (default: the configured shutdown timeout) is
-        appended to the dead-letter file and written back at the next start.
+        Intake stops first: every emitter still waiting for room gets ``BatcherClosedError``, and
+        nothing is accepted after. What cannot be stored within ``timeout`` (default: the configured
+        shutdown timeout) is appended to the dead-letter file and written back at the next start. A
+        batcher that never started (or whose ``start()`` failed) flushes what it holds the same way.
         """
         if self._state is State.CLOSED:
             return
@@ -127,14 +133,14 @@ class BatcherCore(Service):
             await self._closed.wait()
             return
         self._refusing = True
+        self._buffer.close()  # wakes every emitter waiting for room; nothing is accepted after this
+        limit = self._config.shutdown_timeout_seconds if timeout is None else timeout
         if self._state is State.NEW:
-            self._state = State.CLOSED
-            self._closed.set()
+            await self._close_unstarted(limit)
             return
         self._state = State.CLOSING
         self._loop.closing = True
         self._wake()
-        limit = self._config.shutdown_timeout_seconds if timeout is None else timeout
         with anyio.move_on_after(limit):
             await self._loop.done.wait()
         stack, self._stack = self._stack, None
@@ -149,6 +155,24 @@ class BatcherCore(Service):
         finally:
             self._state = State.CLOSED
             self._tracker.release_flush_waiters(self._writer.behind, closed=True)
+            self._tracker.close()
+            self._closed.set()
+
+    async def _close_unstarted(self, limit: float) -> None:
+        """Close a batcher that never ran (never started, or start() failed): what was emitted before
+        is flushed here, on the caller's task, within ``limit``; what the store does not take in time
+        goes to the dead-letter file, as at any shutdown."""
+        self._state = State.CLOSING
+        self._loop.closing = True
+        try:
+            if len(self._buffer):
+                self._loop.bind()
+                with anyio.move_on_after(limit):
+                    await self._loop.run()
+                await self._loop.keep_leftovers()
+        finally:
+            self._state = State.CLOSED
+            self._tracker.release_flush_waiters(self._writer.on_disk, closed=True)
             self._tracker.close()
             self._closed.set()
 

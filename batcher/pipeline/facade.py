@@ -103,18 +103,20 @@ class SSEEventBatcher(BatcherCore):
 
         Raises:
             EventValidationError: a field broke its rule.
-            BatcherClosedError: the batcher closed while waiting.
+            BatcherClosedError: the batcher is closing or closed, or closed while this waited for room.
             AckTimeoutError: ``wait``: not committed within ``timeout`` (default: the shutdown timeout).
         """
+        if self._refusing:
+            raise BatcherClosedError("batcher is closed; no more events are accepted")
+        item = self._intake.item(type, data, source, priority, key, batched)
+        buffer = self._buffer
         while True:
-            room = self._loop.room
             try:
                 if not wait:
-                    return self.emit(type, data, source=source, priority=priority, key=key, batched=batched)
-                item = self._intake.item(type, data, source, priority, key, batched)
+                    return buffer.put_item(item)
                 return (await self._put_and_wait([item], timeout))[0]
             except BufferFullError:
-                await room.wait()
+                await buffer.room.wait_async(1, len(item[2]))
 
     def emit_many(
         self,

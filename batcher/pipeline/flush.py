@@ -77,7 +77,6 @@ class FlushLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake_event: asyncio.Event | None = None
-        self._room = anyio.Event()
         self.done = anyio.Event()
         self.listeners: list[Listener] = []
         self.observers: list[Callable[[FlushReport], None]] = []
@@ -96,11 +95,6 @@ class FlushLoop:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = self._buffer.loop_thread = threading.get_ident()
         self._wake_event = asyncio.Event()
-
-    @property
-    def room(self) -> anyio.Event:
-        """Set the next time a flush takes events out of the buffer (``aemit`` waits on it)."""
-        return self._room
 
     def wake(self) -> None:
         """Ask the loop to look again; safe from any thread, cheap (the buffer calls it)."""
@@ -179,8 +173,6 @@ class FlushLoop:
         # Bypass events first, whatever the reason: they are the ones that must not wait.
         bypass = buffer.bypass_waiting
         events = buffer.take_bypass() if bypass else buffer.take(buffer.batch_size)
-        room, self._room = self._room, anyio.Event()
-        room.set()
         if reason == "manual" and len(buffer) == 0:
             self.manual = False
         if not events:

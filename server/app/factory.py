@@ -8,7 +8,8 @@ Mounting: Starlette (and FastAPI) do not run a mounted app's lifespan, so the pa
 The lifespan ignores the app it is handed (Starlette hands it the *parent*) and keeps its state on
 the app it was made for, so this works as written, and inside a parent lifespan as
 ``async with live.router.lifespan_context(live): ...``. The dashboard uses relative URLs, so it
-works under any prefix.
+works under any prefix. Under uvicorn, Ctrl-C ends the open streams (see
+:mod:`sse_batcher.server.app.host_exit`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ async def demo_burst(request: Request) -> Response:
     """POST /api/demo/burst ``{"count": N}``: start N demo jobs at once; 202 ``{"requested": N}``."""
     runtime = runtime_of(request)
     if runtime.farm is None:
-        return error(404, "the demo workers are not running (the server was started with --no-demo)")
+        return error(404, "the demo is off (sse-batcher serve --demo turns it on)")
     try:
         check_json_content_type(request)
         body = decode_json(await read_body(request, _MAX_BURST_BODY_BYTES))
@@ -78,9 +79,10 @@ async def demo_burst(request: Request) -> Response:
 
 
 def create_app(config: ServerConfig | None = None) -> Starlette:
-    """Build the app; its lifespan starts the database, store, batcher, hub and demo workers.
+    """Build the app; its lifespan starts the database, store, batcher and hub (and the demo, if asked).
 
-    ``config`` defaults to :meth:`ServerConfig.from_env`. Mountable (see the module docstring).
+    ``config`` defaults to :meth:`ServerConfig.from_env`, which leaves the demo off: a mounted app
+    never writes simulated jobs unless ``demo=True`` says so. Mountable (see the module docstring).
     """
     config = config or ServerConfig.from_env()
     app: Starlette

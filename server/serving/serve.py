@@ -28,7 +28,7 @@ from sse_batcher.server.app.factory import create_app
 from sse_batcher.server.app.runtime import Runtime
 from sse_batcher.server.config import ServerConfig
 
-__all__ = ["GracefulServer", "configure_logging", "run", "startup_line", "uvicorn_config"]
+__all__ = ["GracefulServer", "configure_logging", "demo_line", "run", "startup_line", "uvicorn_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,15 @@ def startup_line(host: str, port: int, database: str, *, workers: int = 1) -> st
     return f"{line}  workers: {workers}" if workers > 1 else line
 
 
+def demo_line(config: ServerConfig) -> str:
+    """The line ``serve`` prints after the startup line when the demo runs: what it writes, how to stop it."""
+    where = "the embedded database" if config.database_url is None else "your database"
+    return (
+        f"sse-batcher: demo on: a simulated render farm writes jobs into {where}, "
+        f"about {config.demo_rate:g} a second, some failing on purpose (--no-demo turns it off)"
+    )
+
+
 def configure_logging(config: ServerConfig) -> None:
     """Log at ``config.log_level``, quieting the embedded PostgreSQL's narration below debug."""
     logging.basicConfig(
@@ -138,6 +147,8 @@ def run(
         runtime = server.runtime
         database = runtime.database if runtime is not None else config.describe_database()
         print(startup_line(config.host, server.port, database), flush=True)
+        if config.demo:
+            print(demo_line(config), flush=True)
 
     server = GracefulServer(
         uvicorn_config(app, config),

@@ -3,6 +3,8 @@ event is committed, and a wait that runs out says whether the events are buffere
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -62,3 +64,40 @@ async def test_events_kept_on_disk_at_shutdown_are_answered_kept(store: Postgres
         await batcher.aclose(timeout=0.2)
     assert [(e.state, e.kept) for e in errors] == [("kept", True), ("kept", True)]
     assert DeadLetterFile(tmp_path / "deadletter").count_batches() == 2
+
+
+async def test_emit_wait_keeps_one_deadline_for_room_and_commit_together(store: PostgresStore, tmp_path: Path) -> None:
+    limit = 2.0
+    gated = FaultyStore(store, ["ok", "hang"])  # the first write waits for the gate, the second never answers
+    gated.gate = anyio.Event()
+    batcher = SSEEventBatcher(gated, config(tmp_path, batch_size=2, max_buffered_events=2))
+    await batcher.start()
+    try:
+        for i in range(2):
+            batcher.emit("T", {"i": i})
+        await anyio.wait_all_tasks_blocked()  # the flush loop holds these two at the gate
+        for i in range(2, 4):
+            batcher.emit("T", {"i": i})  # now the buffer is full
+        outcome: list[BaseException] = []
+        elapsed: list[float] = []
+
+        def emitter() -> None:
+            started = time.monotonic()
+            try:
+                batcher.emit("T", {"i": 4}, wait=True, timeout=limit)
+            except Exception as exc:
+                outcome.append(exc)
+            elapsed.append(time.monotonic() - started)
+
+        thread = threading.Thread(target=emitter)
+        thread.start()
+        # Room comes late in the limit (this wait is the scenario, not a synchronisation): most of
+        # the limit is spent waiting for room, and the event then sits behind a write that hangs.
+        await anyio.sleep(limit * 0.6)
+        gated.gate.set()
+        await anyio.to_thread.run_sync(thread.join)
+    finally:
+        await batcher.aclose(timeout=0.2)
+    assert len(outcome) == 1 and isinstance(outcome[0], AckTimeoutError)
+    # One limit for the whole call: spending it twice would take 1.6 limits here.
+    assert elapsed[0] < limit * 1.3
