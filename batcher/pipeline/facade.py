@@ -111,12 +111,20 @@ class SSEEventBatcher(BatcherCore):
         item = self._intake.item(type, data, source, priority, key, batched)
         buffer = self._buffer
         while True:
+            resumed = self._loop.resumed  # taken first, so a resume during the attempt is not missed
             try:
                 if not wait:
+                    if self._refusing:
+                        raise BatcherClosedError("batcher is closed; no more events are accepted")
+                    if self._writer.refusing:
+                        raise self._refuse_while_held()
                     return buffer.put_item(item)
                 return (await self._put_and_wait([item], timeout))[0]
             except BufferFullError:
-                await buffer.room.wait_async(1, len(item[2]))
+                if self._writer.refusing:
+                    await resumed.wait()  # room in the buffer would not help: the writer holds batches
+                else:
+                    await buffer.room.wait_async(1, len(item[2]))
 
     def emit_many(
         self,

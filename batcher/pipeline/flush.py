@@ -77,6 +77,7 @@ class FlushLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake_event: asyncio.Event | None = None
+        self._resumed = anyio.Event()
         self.done = anyio.Event()
         self.listeners: list[Listener] = []
         self.observers: list[Callable[[FlushReport], None]] = []
@@ -95,6 +96,17 @@ class FlushLoop:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = self._buffer.loop_thread = threading.get_ident()
         self._wake_event = asyncio.Event()
+
+    @property
+    def resumed(self) -> anyio.Event:
+        """Set once the writer stops refusing intake (its held batches are stored or on disk), or
+        the batcher closes: ``aemit`` waits on it while intake is refused."""
+        return self._resumed
+
+    def resume(self) -> None:
+        """Wake everyone waiting on :attr:`resumed` (on the loop's thread)."""
+        resumed, self._resumed = self._resumed, anyio.Event()
+        resumed.set()
 
     def wake(self) -> None:
         """Ask the loop to look again; safe from any thread, cheap (the buffer calls it)."""
@@ -227,8 +239,7 @@ class FlushLoop:
         """Pass on what a write-back stored; intake may have resumed, so wake ``aemit`` waiters."""
         self._pass_on(written)
         if not self._writer.refusing:
-            room, self._room = self._room, anyio.Event()
-            room.set()
+            self.resume()
 
     def _pass_on(self, written: Written) -> None:
         """Settle waiters, then hand what committed downstream, in id order."""
