@@ -192,10 +192,13 @@ class SSEEventBatcher(BatcherCore):
         if self._writer.refusing:
             raise self._refuse_while_held()
         items = self._intake.items(events, default_source, idempotency_key)
-        room = self._buffer.capacity - len(self._buffer)
-        if len(items) > room:
-            self._refused_early += 1
-            raise BufferFullError(f"{len(items)} events do not fit: room for {room} of {self._buffer.capacity}")
+        room = self._buffer.room
+        nbytes = sum(len(item[2]) for item in items)
+        with room.lock:
+            if room.closed:
+                raise BatcherClosedError("batcher is closed; no more events are accepted")
+            if not room.fits(len(items), nbytes):
+                raise room.refuse(len(items))  # counted where the buffer counts its own refusals
         return items
 
     def emit_prepared(self, items: list[Item]) -> list[int]:
