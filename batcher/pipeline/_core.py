@@ -134,6 +134,7 @@ class BatcherCore(Service):
             return
         self._refusing = True
         self._buffer.close()  # wakes every emitter waiting for room; nothing is accepted after this
+        self._loop.resume()  # and every aemit waiting for the writer to take intake again
         limit = self._config.shutdown_timeout_seconds if timeout is None else timeout
         if self._state is State.NEW:
             await self._close_unstarted(limit)
@@ -172,7 +173,7 @@ class BatcherCore(Service):
                 await self._loop.keep_leftovers()
         finally:
             self._state = State.CLOSED
-            self._tracker.release_flush_waiters(self._writer.on_disk, closed=True)
+            self._tracker.release_flush_waiters(self._writer.behind, closed=True)
             self._tracker.close()
             self._closed.set()
 

@@ -107,12 +107,18 @@ class SSEEventBatcher(BatcherCore):
         item = self._intake.item(type, data, source, priority, key, batched)
         buffer = self._buffer
         while True:
+            resumed = self._loop.resumed  # taken first, so a resume during the attempt is not missed
             try:
                 if not wait:
+                    if self._refusing or self._writer.refusing:
+                        raise self._intake_refused()
                     return buffer.put_item(item)
                 return (await self._put_and_wait([item], timeout))[0]
             except BufferFullError:
-                await buffer.room.wait_async(1, len(item[2]))
+                if self._writer.refusing:
+                    await resumed.wait()  # room in the buffer would not help: the writer holds batches
+                else:
+                    await buffer.room.wait_async(1, len(item[2]))
 
     def emit_many(
         self,
@@ -176,10 +182,13 @@ class SSEEventBatcher(BatcherCore):
         if self._refusing or self._writer.refusing:
             raise self._intake_refused()
         items = self._intake.items(events, default_source, idempotency_key)
-        room = self._buffer.capacity - len(self._buffer)
-        if len(items) > room:
-            self._refused_early += 1
-            raise BufferFullError(f"{len(items)} events do not fit: room for {room} of {self._buffer.capacity}")
+        room = self._buffer.room
+        nbytes = sum(len(item[2]) for item in items)
+        with room.lock:
+            if room.closed:
+                raise BatcherClosedError("batcher is closed; no more events are accepted")
+            if not room.fits(len(items), nbytes):
+                raise room.refuse(len(items))  # counted where the buffer counts its own refusals
         return items
 
     def emit_prepared(self, items: list[Item]) -> list[int]:

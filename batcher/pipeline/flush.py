@@ -77,6 +77,7 @@ class FlushLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake_event: asyncio.Event | None = None
+        self._resumed = anyio.Event()
         self.done = anyio.Event()
         self.listeners: list[Listener] = []
         self.observers: list[Callable[[FlushReport], None]] = []
@@ -96,6 +97,17 @@ class FlushLoop:
         self._loop_thread = self._buffer.loop_thread = threading.get_ident()
         self._wake_event = asyncio.Event()
 
+    @property
+    def resumed(self) -> anyio.Event:
+        """Set once the writer stops refusing intake (its held batches are stored or on disk), or
+        the batcher closes: ``aemit`` waits on it while intake is refused."""
+        return self._resumed
+
+    def resume(self) -> None:
+        """Wake everyone waiting on :attr:`resumed` (on the loop's thread)."""
+        resumed, self._resumed = self._resumed, anyio.Event()
+        resumed.set()
+
     def wake(self) -> None:
         """Ask the loop to look again; safe from any thread, cheap (the buffer calls it)."""
         loop, event = self._loop, self._wake_event
@@ -113,7 +125,7 @@ class FlushLoop:
         """Flush until closing and empty; the dead-letter file left by an earlier run goes first."""
         try:
             if self._writer.behind:
-                self._pass_on(await self._writer.write_back())
+                self._written_back(await self._writer.write_back())
             while True:
                 reason = await self._next_reason()
                 if reason is None:
@@ -162,7 +174,7 @@ class FlushLoop:
             deadline = self._buffer.next_deadline(self.batch_timeout)
             write_back_at = self._writer.next_write_back_at
             if write_back_at <= now:
-                self._pass_on(await self._writer.write_back())
+                self._written_back(await self._writer.write_back())
                 continue
             delay = min(math.inf if deadline is None else deadline - now, write_back_at - now)
             with anyio.move_on_after(max(delay, 0.0)):
@@ -222,6 +234,12 @@ class FlushLoop:
         self.events_saved += events - len(messages)
         if not self._rules.plain:  # key coalescing drops superseded events; count them
             self.superseded += events - sum(m.event_count for m in messages)
+
+    def _written_back(self, written: Written) -> None:
+        """Pass on what a write-back stored; intake may have resumed, so wake ``aemit`` waiters."""
+        self._pass_on(written)
+        if not self._writer.refusing:
+            self.resume()
 
     def _pass_on(self, written: Written) -> None:
         """Settle waiters, then hand what committed downstream, in id order."""

@@ -10,7 +10,8 @@ Every status a client can cause is a 4xx or 503 with a JSON ``{"error": ...}`` b
   refused whole: a schema 422, or a 503 for a full buffer or a shutdown; a 201, 202, 504 or a
   PostgreSQL refusal is not refunded);
 - 400 malformed JSON; 422 a schema error, naming the event ``index`` and the ``field``;
-- 503 with ``Retry-After`` when the buffer is full or the server is shutting down.
+- 503 with ``Retry-After`` when the buffer is full, when batches are held in memory because
+  PostgreSQL and the dead-letter file both refuse writes, or when the server is shutting down.
 
 ``?wait=stored`` answers only once every event is committed: 201 ``{"accepted": n, "ids": [...]}``
 (each event's message id; events of one aggregate share it). The events ride in ordinary batches,
@@ -172,6 +173,10 @@ async def publish_events(request: Request) -> Response:
         refused_whole = False
         return error(422, str(exc), field="data")
     except BufferFullError:
+        if runtime.batcher.statistics().dead_letter_error is not None:
+            # Held batches stop intake: say so, without the path (that is /healthz's to show).
+            reason = "PostgreSQL and the dead-letter file both refuse writes, so no event can be kept safe"
+            return error(503, f"{reason}; retry shortly", {"Retry-After": "1"})
         return error(503, "the event buffer is full; retry shortly", {"Retry-After": "1"})
     except BatcherClosedError:
         return error(503, "the server is shutting down", {"Retry-After": "1"})

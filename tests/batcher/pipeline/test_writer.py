@@ -170,3 +170,30 @@ async def test_a_file_where_the_dead_letter_directory_should_be_at_start_stops_n
         assert await batcher.flush(timeout=10)
         assert batcher.statistics().dead_letter_error is None
     assert stored_seqs(await stored_rows(dsn)) == [1]
+
+
+async def test_aemit_waits_while_batches_are_held_and_is_accepted_once_the_disk_takes_them(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    down = FaultyStore(store, ["fail"] * 10_000)
+    cfg = config(tmp_path, max_retries=0, batch_size=2, retry_delay_seconds=0.01)
+    async with running(down, cfg) as (batcher, _):
+        blocker = tmp_path / "deadletter"
+        blocker.write_text("a file where the dead-letter directory should be")
+        batcher.emit("T", {"i": 1}, source="s")
+        batcher.emit("T", {"i": 2}, source="s")
+        await until(lambda: batcher.statistics().held_batches == 1)
+        seqs: list[int] = []
+
+        async def emit(wait: bool) -> None:
+            seqs.append(await batcher.aemit("T", {"i": 3}, source="s", wait=wait, timeout=10))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(emit, False)
+            await anyio.wait_all_tasks_blocked()
+            assert (seqs, batcher.backlog) == ([], 0)  # waiting, not accepted
+            blocker.unlink()
+        down.plan.clear()
+        await emit(True)
+        assert await batcher.flush(timeout=10)
+    assert stored_seqs(await stored_rows(dsn)) == [1, 2, 3, 4]

@@ -177,3 +177,17 @@ async def test_publish_refused_in_one_arms_share_accepts_nothing_in_the_other(tm
             [{"type": "OK", "data": {}, "source": on_a}, {"type": "OK", "data": {}, "source": on_b}], timeout=0.5
         )
     assert [arm.backlog for arm in split.arms] == [0, 2]
+
+
+def test_emit_many_over_one_arms_byte_bound_accepts_nothing_in_the_other(tmp_path: Path) -> None:
+    a = SSEEventBatcher(UnusedStore(), BatcherConfig(data_dir=tmp_path / "a"))
+    small = BatcherConfig(max_buffered_bytes=1000, max_event_bytes=1000, data_dir=tmp_path / "b")
+    split = SplitBatcher(a, SSEEventBatcher(UnusedStore(), small), share_b=0.5)
+    on_a = next(name for name in NAMES if arm_of(name, 0.5) == 0)
+    on_b = next(name for name in NAMES if arm_of(name, 0.5) == 1)
+    split.emit_many([{"type": "OK", "data": {"pad": "x" * 700}, "source": on_b}])
+    with pytest.raises(BufferFullError):
+        split.emit_many(
+            [{"type": "OK", "data": {}, "source": on_a}, {"type": "OK", "data": {"pad": "x" * 700}, "source": on_b}]
+        )
+    assert [arm.backlog for arm in split.arms] == [0, 1]

@@ -106,6 +106,7 @@ async def test_healthz_names_the_dead_letter_file_and_publishes_get_503_while_it
         refused = await client.post("/api/events", json={"type": "T", "data": {}})
         health = await client.get("/healthz")
         assert (refused.status_code, refused.headers["Retry-After"]) == (503, "1")
+        assert "dead-letter file" in refused.json()["error"]
         assert health.status_code == 503 and str(blocker) in health.json()["deadletter"]
         blocker.unlink()  # the held batch goes to the file: nothing is lost at shutdown
         await until(lambda: runtime.batcher.statistics().kept_on_disk)
