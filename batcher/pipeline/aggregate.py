@@ -74,9 +74,9 @@ def _travels_alone(event: Event) -> bool:
     return not event.batched or event.priority == CRITICAL or event.idempotency_key is not None
 
 
-def content_digest(type_: str, source: str, data: bytes, priority: str, key: str | None) -> str:
-    """The digest of what a client said in an event (``data`` as encoded JSON): a retry's is the same."""
-    content = _ENCODER.encode([type_, source, msgspec.Raw(data), priority, key])
+def content_digest(event: Event) -> str:
+    """The digest of what a client said in ``event`` (type, source, data, priority, key): a retry's is the same."""
+    content = _ENCODER.encode([event.type, event.source, event.data, event.priority, event.key])
     return hashlib.sha256(content).hexdigest()[:32]
 
 
@@ -87,8 +87,7 @@ def _single(event: Event, origin: str) -> Message:
     # The key is kept beside the row (its storage key), never in the payload every subscriber reads.
     # "k:" keeps client keys apart from the process-made ones ("<origin>:<seq>").
     payload = _ENCODER.encode(msgspec.structs.replace(event, idempotency_key=None))
-    digest = content_digest(event.type, event.source, event.data, event.priority, event.key)
-    return _message(event, f"k:{key}", payload, digest)
+    return _message(event, f"k:{key}", payload, content_digest(event))
 
 
 def _message(event: Event, idem_key: str, payload: bytes, digest: str) -> Message:

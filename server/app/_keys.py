@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import anyio
+import msgspec
 
 from sse_batcher.batcher import EventValidationError, PostgresStore, StoreUnavailableError
-from sse_batcher.batcher.events import NORMAL, check_idempotency_key, encode_json
+from sse_batcher.batcher.events import NORMAL, Event, check_idempotency_key, encode_json
 from sse_batcher.batcher.log._sql import SELECT_BY_KEYS
 from sse_batcher.batcher.pipeline.aggregate import content_digest
 from sse_batcher.batcher.pipeline.intake import request_scoped_key
@@ -112,5 +113,6 @@ class ScopedKeys:
                 raw = encode_json(data)
             except (TypeError, ValueError, OverflowError, RecursionError):
                 continue
-            digests[storage_key] = content_digest(event["type"], source, raw, priority, key)
+            content = Event(event["type"], source, 0, 0.0, msgspec.Raw(raw), priority, key)
+            digests[storage_key] = content_digest(content)
         return digests
