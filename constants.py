@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 __all__ = [
     "DATABASE_URL",
@@ -38,12 +38,14 @@ __all__ = [
     "SSE_BATCH_TIMEOUT_MIN_SECONDS",
     "SSE_BATCH_TIMEOUT_SECONDS",
     "SSE_BREAKER_FAILURES",
+    "SSE_BODY_TIMEOUT_SECONDS",
     "SSE_BREAKER_RESET_SECONDS",
     "SSE_CLIENT_QUEUE_SIZE",
     "SSE_CLIENT_SEND_TIMEOUT_SECONDS",
     "SSE_CORS_ORIGINS",
     "SSE_DATA_DIR",
     "SSE_DB_POOL_SIZE",
+    "SSE_DB_WAIT_SECONDS",
     "SSE_DEMO_RATE",
     "SSE_DIGEST_GRACE_SECONDS",
     "SSE_DIGEST_INTERVAL_SECONDS",
@@ -52,19 +54,23 @@ __all__ = [
     "SSE_FANOUT_INTERVAL_MAX_SECONDS",
     "SSE_FANOUT_INTERVAL_SECONDS",
     "SSE_FOLLOW_POLL_SECONDS",
+    "SSE_HEADER_TIMEOUT_SECONDS",
     "SSE_HOST",
     "SSE_LOAD_HIGH_PERCENT",
     "SSE_LOAD_LOOP_LAG_HIGH_SECONDS",
     "SSE_LOAD_LOW_PERCENT",
     "SSE_LOAD_SAMPLE_SECONDS",
+    "SSE_MAX_BUFFERED_BYTES",
     "SSE_MAX_BUFFERED_EVENTS",
     "SSE_MAX_CLIENTS",
     "SSE_MAX_CLIENTS_PER_IP",
     "SSE_MAX_EVENT_BYTES",
+    "SSE_MAX_MESSAGE_BYTES",
     "SSE_MAX_REQUEST_BYTES",
     "SSE_MAX_REQUEST_EVENTS",
     "SSE_NODE_HEARTBEAT_SECONDS",
     "SSE_NODE_ID",
+    "SSE_MAX_HEADER_BYTES",
     "SSE_MAX_STREAM_SECONDS",
     "SSE_PING_SECONDS",
     "SSE_PORT",
@@ -73,6 +79,8 @@ __all__ = [
     "SSE_PUBLISH_TOKEN",
     "SSE_PUBLISH_TOKENS_FILE",
     "SSE_PUBLISH_WAIT_TIMEOUT_SECONDS",
+    "SSE_REPLAY_BUDGET_BYTES",
+    "SSE_REPLAY_PAGE_BYTES",
     "SSE_REPLAY_PAGE_SIZE",
     "SSE_RETENTION_INTERVAL_SECONDS",
     "SSE_RETENTION_SECONDS",
@@ -231,8 +239,13 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_BATCHING_ENABLED", bool, True, _B, "false: every event travels alone", "batcher.batching_enabled"),
     _s("SSE_MAX_BUFFERED_EVENTS", int, 100_000, _B, "buffer bound (back-pressure beyond it)",
        "batcher.max_buffered_events", minimum=1),
+    _s("SSE_MAX_BUFFERED_BYTES", int, 256 * 1024 * 1024, _B,
+       "buffer bound in encoded `data` bytes (back-pressure beyond it)", "batcher.max_buffered_bytes", minimum=1),
     _s("SSE_MAX_EVENT_BYTES", int, 64 * 1024, _B, "largest encoded `data` of one event", "batcher.max_event_bytes",
        minimum=1),
+    _s("SSE_MAX_MESSAGE_BYTES", int, 1024 * 1024, _B,
+       "largest stored aggregate: bigger groups are cut (a single larger event still travels alone)",
+       "batcher.max_message_bytes", minimum=1),
     _s("SSE_EMIT_TIMEOUT_SECONDS", float, 5.0, _B, "how long a worker thread waits for room in a full buffer",
        minimum=0),
     _s("SSE_SHUTDOWN_TIMEOUT_SECONDS", float, 10.0, _B, "bound on the shutdown flush and drain",
@@ -275,10 +288,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "embedded PostgreSQL data; dead-letter and quarantine files, one slot per process (`slots/slot-<i>/`)",
        "data_dir", "batcher.data_dir"),
     _s("SSE_DB_POOL_SIZE", int, 4, _D, "asyncpg pool size", "store.pool_size", minimum=1),
+    _s("SSE_DB_WAIT_SECONDS", float, 60.0, _D,
+       "how long a starting server waits for an unreachable database (answering 503) before it exits 1",
+       "db_wait_seconds", minimum=0),
     _s("SSE_STORE_TIMEOUT_SECONDS", float, 5.0, _D, "per-operation PostgreSQL timeout", "store.timeout_seconds",
        positive=True),
     _s("SSE_REPLAY_PAGE_SIZE", int, 500, _D, "rows per page when replaying or following the log",
        "store.replay_page_size", minimum=1),
+    _s("SSE_REPLAY_PAGE_BYTES", int, 1024 * 1024, _D,
+       "payload bytes per replay page (a page ends after the row that crosses it)", "store.replay_page_bytes",
+       minimum=1),
+    _s("SSE_REPLAY_BUDGET_BYTES", int, 64 * 1024 * 1024, _D,
+       "replay pages in memory across all streams, in bytes; a replay beyond it waits for room",
+       "replay_budget_bytes", minimum=1),
     _s("SSE_RETENTION_SECONDS", float, 7 * 24 * 3600.0, _D, "messages older than this are deleted in the background",
        "store.retention_seconds", positive=True),
     _s("SSE_RETENTION_INTERVAL_SECONDS", float, 60.0, _D, "how often retention runs",
@@ -299,6 +321,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "client_queue_size", minimum=1),
     _s("SSE_CLIENT_SEND_TIMEOUT_SECONDS", float, 30.0, _S, "a peer that accepts nothing this long is closed",
        "client_send_timeout_seconds", positive=True),
+    _s("SSE_HEADER_TIMEOUT_SECONDS", float, 10.0, _S,
+       "a request's line and headers must arrive within this (from the connection or its first byte), else 408",
+       "header_timeout_seconds", positive=True),
+    _s("SSE_BODY_TIMEOUT_SECONDS", float, 30.0, _S,
+       "a request's whole body must arrive within this after its headers, else 408 and the connection closes",
+       "body_timeout_seconds", positive=True),
+    _s("SSE_MAX_HEADER_BYTES", int, 64 * 1024, _S, "largest request line and headers together (431 beyond)",
+       "max_header_bytes", minimum=1024),
     _s("SSE_MAX_CLIENTS", int, 10_000, _S, "open streams; one more gets 503", "max_clients", minimum=1),
     _s("SSE_MAX_REQUEST_BYTES", int, 1024 * 1024, _S, "largest publish body (413 beyond, checked while reading)",
        "max_request_bytes", minimum=1),
@@ -378,10 +408,6 @@ def setting(name: str) -> Setting:
     return _BY_NAME[name]
 
 
-def _default(name: str) -> Any:
-    return _BY_NAME[name].value(os.environ)
-
-
 def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every setting's current value, by name, from ``environ`` (default: the process environment).
 
@@ -403,72 +429,96 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-# The defaults every config dataclass starts from, read from the environment once, at import.
-SSE_BATCH_SIZE: Final[int] = _default("SSE_BATCH_SIZE")
-SSE_BATCH_TIMEOUT_SECONDS: Final[float] = _default("SSE_BATCH_TIMEOUT_SECONDS")
-SSE_BATCH_MAX_RETRIES: Final[int] = _default("SSE_BATCH_MAX_RETRIES")
-SSE_BATCH_RETRY_DELAY: Final[float] = _default("SSE_BATCH_RETRY_DELAY")
-SSE_BATCHING_ENABLED: Final[bool] = _default("SSE_BATCHING_ENABLED")
-SSE_MAX_BUFFERED_EVENTS: Final[int] = _default("SSE_MAX_BUFFERED_EVENTS")
-SSE_MAX_EVENT_BYTES: Final[int] = _default("SSE_MAX_EVENT_BYTES")
-SSE_EMIT_TIMEOUT_SECONDS: Final[float] = _default("SSE_EMIT_TIMEOUT_SECONDS")
-SSE_SHUTDOWN_TIMEOUT_SECONDS: Final[float] = _default("SSE_SHUTDOWN_TIMEOUT_SECONDS")
-SSE_DYNAMIC_BATCHING: Final[bool] = _default("SSE_DYNAMIC_BATCHING")
-SSE_BATCH_STRATEGY: Final[str] = _default("SSE_BATCH_STRATEGY")
-SSE_BATCH_AGE_TARGET_SECONDS: Final[float] = _default("SSE_BATCH_AGE_TARGET_SECONDS")
-SSE_BATCH_STRATEGY_B: Final[str | None] = _default("SSE_BATCH_STRATEGY_B")
-SSE_AB_SPLIT: Final[float] = _default("SSE_AB_SPLIT")
-SSE_BATCH_SIZE_MIN: Final[int] = _default("SSE_BATCH_SIZE_MIN")
-SSE_BATCH_SIZE_MAX: Final[int] = _default("SSE_BATCH_SIZE_MAX")
-SSE_BATCH_TIMEOUT_MIN_SECONDS: Final[float] = _default("SSE_BATCH_TIMEOUT_MIN_SECONDS")
-SSE_BATCH_LATENCY_TARGET_SECONDS: Final[float] = _default("SSE_BATCH_LATENCY_TARGET_SECONDS")
-SSE_LOAD_LOOP_LAG_HIGH_SECONDS: Final[float] = _default("SSE_LOAD_LOOP_LAG_HIGH_SECONDS")
-SSE_LOAD_LOW_PERCENT: Final[float] = _default("SSE_LOAD_LOW_PERCENT")
-SSE_LOAD_HIGH_PERCENT: Final[float] = _default("SSE_LOAD_HIGH_PERCENT")
-SSE_LOAD_SAMPLE_SECONDS: Final[float] = _default("SSE_LOAD_SAMPLE_SECONDS")
-SSE_BATCH_ADJUST_COOLDOWN_SECONDS: Final[float] = _default("SSE_BATCH_ADJUST_COOLDOWN_SECONDS")
-SSE_BREAKER_FAILURES: Final[int] = _default("SSE_BREAKER_FAILURES")
-SSE_BREAKER_RESET_SECONDS: Final[float] = _default("SSE_BREAKER_RESET_SECONDS")
-SSE_RULES_FILE: Final[Path | None] = _default("SSE_RULES_FILE")
-DATABASE_URL: Final[str | None] = _default("DATABASE_URL")
-SSE_DATA_DIR: Final[Path] = _default("SSE_DATA_DIR")
-SSE_DB_POOL_SIZE: Final[int] = _default("SSE_DB_POOL_SIZE")
-SSE_STORE_TIMEOUT_SECONDS: Final[float] = _default("SSE_STORE_TIMEOUT_SECONDS")
-SSE_REPLAY_PAGE_SIZE: Final[int] = _default("SSE_REPLAY_PAGE_SIZE")
-SSE_RETENTION_SECONDS: Final[float] = _default("SSE_RETENTION_SECONDS")
-SSE_RETENTION_INTERVAL_SECONDS: Final[float] = _default("SSE_RETENTION_INTERVAL_SECONDS")
-SSE_HOST: Final[str] = _default("SSE_HOST")
-SSE_PORT: Final[int] = _default("SSE_PORT")
-SSE_PING_SECONDS: Final[float] = _default("SSE_PING_SECONDS")
-SSE_RETRY_MILLISECONDS: Final[int] = _default("SSE_RETRY_MILLISECONDS")
-SSE_FANOUT_INTERVAL_SECONDS: Final[float] = _default("SSE_FANOUT_INTERVAL_SECONDS")
-SSE_FANOUT_INTERVAL_MAX_SECONDS: Final[float] = _default("SSE_FANOUT_INTERVAL_MAX_SECONDS")
-SSE_CLIENT_QUEUE_SIZE: Final[int] = _default("SSE_CLIENT_QUEUE_SIZE")
-SSE_CLIENT_SEND_TIMEOUT_SECONDS: Final[float] = _default("SSE_CLIENT_SEND_TIMEOUT_SECONDS")
-SSE_MAX_CLIENTS: Final[int] = _default("SSE_MAX_CLIENTS")
-SSE_MAX_REQUEST_BYTES: Final[int] = _default("SSE_MAX_REQUEST_BYTES")
-SSE_MAX_REQUEST_EVENTS: Final[int] = _default("SSE_MAX_REQUEST_EVENTS")
-SSE_PUBLISH_TOKEN: Final[str | None] = _default("SSE_PUBLISH_TOKEN")
-SSE_PUBLISH_WAIT_TIMEOUT_SECONDS: Final[float] = _default("SSE_PUBLISH_WAIT_TIMEOUT_SECONDS")
-SSE_SUBSCRIBE_TOKEN: Final[str | None] = _default("SSE_SUBSCRIBE_TOKEN")
-SSE_PUBLISH_TOKENS_FILE: Final[Path | None] = _default("SSE_PUBLISH_TOKENS_FILE")
-SSE_SUBSCRIBE_TOKENS_FILE: Final[Path | None] = _default("SSE_SUBSCRIBE_TOKENS_FILE")
-SSE_CORS_ORIGINS: Final[tuple[str, ...]] = _default("SSE_CORS_ORIGINS")
-SSE_ALLOWED_HOSTS: Final[tuple[str, ...]] = _default("SSE_ALLOWED_HOSTS")
-SSE_PUBLISH_RATE_LIMIT: Final[float] = _default("SSE_PUBLISH_RATE_LIMIT")
-SSE_PUBLISH_RATE_BURST: Final[int | None] = _default("SSE_PUBLISH_RATE_BURST")
-SSE_STREAM_TOKEN_SECRET: Final[str | None] = _default("SSE_STREAM_TOKEN_SECRET")
-SSE_STREAM_TOKEN_MAX_SECONDS: Final[float] = _default("SSE_STREAM_TOKEN_MAX_SECONDS")
-SSE_MAX_CLIENTS_PER_IP: Final[int | None] = _default("SSE_MAX_CLIENTS_PER_IP")
-SSE_MAX_STREAM_SECONDS: Final[float | None] = _default("SSE_MAX_STREAM_SECONDS")
-SSE_FOLLOW_POLL_SECONDS: Final[float] = _default("SSE_FOLLOW_POLL_SECONDS")
-SSE_NODE_ID: Final[str | None] = _default("SSE_NODE_ID")
-SSE_NODE_HEARTBEAT_SECONDS: Final[float] = _default("SSE_NODE_HEARTBEAT_SECONDS")
-SSE_WORKERS: Final[int] = _default("SSE_WORKERS")
-SSE_DIGEST_INTERVAL_SECONDS: Final[float] = _default("SSE_DIGEST_INTERVAL_SECONDS")
-SSE_DIGEST_GRACE_SECONDS: Final[float] = _default("SSE_DIGEST_GRACE_SECONDS")
-SSE_DEMO_RATE: Final[float] = _default("SSE_DEMO_RATE")
-SSE_WORKER_QUEUE_SIZE: Final[int] = _default("SSE_WORKER_QUEUE_SIZE")
+# The defaults every config dataclass starts from: each is read from the environment when it is
+# used (module ``__getattr__`` below), never at import, so that a bad server setting cannot stop
+# ``import sse_batcher.batcher``, and a config built later sees the environment as it is then.
+if TYPE_CHECKING:
+    SSE_BATCH_SIZE: int
+    SSE_BATCH_TIMEOUT_SECONDS: float
+    SSE_BATCH_MAX_RETRIES: int
+    SSE_BATCH_RETRY_DELAY: float
+    SSE_BATCHING_ENABLED: bool
+    SSE_MAX_BUFFERED_EVENTS: int
+    SSE_MAX_EVENT_BYTES: int
+    SSE_EMIT_TIMEOUT_SECONDS: float
+    SSE_SHUTDOWN_TIMEOUT_SECONDS: float
+    SSE_DYNAMIC_BATCHING: bool
+    SSE_BATCH_STRATEGY: str
+    SSE_BATCH_AGE_TARGET_SECONDS: float
+    SSE_BATCH_STRATEGY_B: str | None
+    SSE_AB_SPLIT: float
+    SSE_BATCH_SIZE_MIN: int
+    SSE_BATCH_SIZE_MAX: int
+    SSE_BATCH_TIMEOUT_MIN_SECONDS: float
+    SSE_BATCH_LATENCY_TARGET_SECONDS: float
+    SSE_LOAD_LOOP_LAG_HIGH_SECONDS: float
+    SSE_LOAD_LOW_PERCENT: float
+    SSE_LOAD_HIGH_PERCENT: float
+    SSE_LOAD_SAMPLE_SECONDS: float
+    SSE_BATCH_ADJUST_COOLDOWN_SECONDS: float
+    SSE_BREAKER_FAILURES: int
+    SSE_BREAKER_RESET_SECONDS: float
+    SSE_RULES_FILE: Path | None
+    DATABASE_URL: str | None
+    SSE_DATA_DIR: Path
+    SSE_DB_POOL_SIZE: int
+    SSE_STORE_TIMEOUT_SECONDS: float
+    SSE_REPLAY_PAGE_SIZE: int
+    SSE_RETENTION_SECONDS: float
+    SSE_RETENTION_INTERVAL_SECONDS: float
+    SSE_HOST: str
+    SSE_PORT: int
+    SSE_PING_SECONDS: float
+    SSE_RETRY_MILLISECONDS: int
+    SSE_FANOUT_INTERVAL_SECONDS: float
+    SSE_FANOUT_INTERVAL_MAX_SECONDS: float
+    SSE_CLIENT_QUEUE_SIZE: int
+    SSE_CLIENT_SEND_TIMEOUT_SECONDS: float
+    SSE_MAX_CLIENTS: int
+    SSE_MAX_REQUEST_BYTES: int
+    SSE_MAX_REQUEST_EVENTS: int
+    SSE_PUBLISH_TOKEN: str | None
+    SSE_PUBLISH_WAIT_TIMEOUT_SECONDS: float
+    SSE_SUBSCRIBE_TOKEN: str | None
+    SSE_PUBLISH_TOKENS_FILE: Path | None
+    SSE_SUBSCRIBE_TOKENS_FILE: Path | None
+    SSE_CORS_ORIGINS: tuple[str, ...]
+    SSE_PUBLISH_RATE_LIMIT: float
+    SSE_PUBLISH_RATE_BURST: int | None
+    SSE_STREAM_TOKEN_SECRET: str | None
+    SSE_STREAM_TOKEN_MAX_SECONDS: float
+    SSE_MAX_CLIENTS_PER_IP: int | None
+    SSE_MAX_STREAM_SECONDS: float | None
+    SSE_FOLLOW_POLL_SECONDS: float
+    SSE_NODE_ID: str | None
+    SSE_NODE_HEARTBEAT_SECONDS: float
+    SSE_WORKERS: int
+    SSE_DIGEST_INTERVAL_SECONDS: float
+    SSE_DIGEST_GRACE_SECONDS: float
+    SSE_DEMO_RATE: float
+    SSE_WORKER_QUEUE_SIZE: int
+    SSE_MAX_MESSAGE_BYTES: int
+    SSE_MAX_BUFFERED_BYTES: int
+    SSE_ALLOWED_HOSTS: tuple[str, ...]
+    SSE_DB_WAIT_SECONDS: float
+    SSE_REPLAY_PAGE_BYTES: int
+    SSE_REPLAY_BUDGET_BYTES: int
+    SSE_HEADER_TIMEOUT_SECONDS: float
+    SSE_BODY_TIMEOUT_SECONDS: float
+    SSE_MAX_HEADER_BYTES: int
+
+
+def __getattr__(name: str) -> Any:
+    """A setting's constant (``constants.SSE_BATCH_SIZE``): its value in the environment now.
+
+    Raises:
+        SettingError: the variable is set but invalid (the message names it).
+        AttributeError: ``name`` is no setting.
+    """
+    found = _BY_NAME.get(name)
+    if found is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return found.value(os.environ)
 
 
 if __name__ == "__main__":  # pragma: no cover - prints docs/configuration.md's table

@@ -48,14 +48,16 @@ class BatcherConfig:
         ConfigError: a value is out of range.
     """
 
-    batch_size: int = constants.SSE_BATCH_SIZE
-    batch_timeout_seconds: float = constants.SSE_BATCH_TIMEOUT_SECONDS
-    max_retries: int = constants.SSE_BATCH_MAX_RETRIES
-    retry_delay_seconds: float = constants.SSE_BATCH_RETRY_DELAY
-    batching_enabled: bool = constants.SSE_BATCHING_ENABLED
-    max_buffered_events: int = constants.SSE_MAX_BUFFERED_EVENTS
-    max_event_bytes: int = constants.SSE_MAX_EVENT_BYTES
-    shutdown_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
+    batch_size: int = field(default_factory=lambda: constants.SSE_BATCH_SIZE)
+    batch_timeout_seconds: float = field(default_factory=lambda: constants.SSE_BATCH_TIMEOUT_SECONDS)
+    max_retries: int = field(default_factory=lambda: constants.SSE_BATCH_MAX_RETRIES)
+    retry_delay_seconds: float = field(default_factory=lambda: constants.SSE_BATCH_RETRY_DELAY)
+    batching_enabled: bool = field(default_factory=lambda: constants.SSE_BATCHING_ENABLED)
+    max_buffered_events: int = field(default_factory=lambda: constants.SSE_MAX_BUFFERED_EVENTS)
+    max_event_bytes: int = field(default_factory=lambda: constants.SSE_MAX_EVENT_BYTES)
+    shutdown_timeout_seconds: float = field(default_factory=lambda: constants.SSE_SHUTDOWN_TIMEOUT_SECONDS)
+    max_message_bytes: int = field(default_factory=lambda: constants.SSE_MAX_MESSAGE_BYTES)
+    max_buffered_bytes: int = field(default_factory=lambda: constants.SSE_MAX_BUFFERED_BYTES)
     data_dir: Path = field(default_factory=lambda: Path(constants.SSE_DATA_DIR))
     default_source: str = "app"
 
@@ -65,10 +67,14 @@ class BatcherConfig:
         require_non_negative("max_retries", self.max_retries)
         require_non_negative("retry_delay_seconds", self.retry_delay_seconds)
         require_positive("max_buffered_events", self.max_buffered_events)
+        require_positive("max_buffered_bytes", self.max_buffered_bytes)
         require_positive("max_event_bytes", self.max_event_bytes)
+        require_positive("max_message_bytes", self.max_message_bytes)
         require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
         if self.batch_size > self.max_buffered_events:
             raise ConfigError("batch_size must not exceed max_buffered_events")
+        if self.max_event_bytes > self.max_buffered_bytes:
+            raise ConfigError("max_event_bytes must not exceed max_buffered_bytes: such an event could never fit")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,11 +86,12 @@ class StoreConfig:
     """
 
     dsn: str
-    pool_size: int = constants.SSE_DB_POOL_SIZE
-    timeout_seconds: float = constants.SSE_STORE_TIMEOUT_SECONDS
-    replay_page_size: int = constants.SSE_REPLAY_PAGE_SIZE
-    retention_seconds: float = constants.SSE_RETENTION_SECONDS
-    retention_interval_seconds: float = constants.SSE_RETENTION_INTERVAL_SECONDS
+    pool_size: int = field(default_factory=lambda: constants.SSE_DB_POOL_SIZE)
+    timeout_seconds: float = field(default_factory=lambda: constants.SSE_STORE_TIMEOUT_SECONDS)
+    replay_page_size: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_SIZE)
+    retention_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_SECONDS)
+    retention_interval_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_INTERVAL_SECONDS)
+    replay_page_bytes: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_BYTES)
     retention_delete_batch: int = 5000
 
     def __post_init__(self) -> None:
@@ -93,6 +100,7 @@ class StoreConfig:
         require_positive("pool_size", self.pool_size)
         require_positive("timeout_seconds", self.timeout_seconds)
         require_positive("replay_page_size", self.replay_page_size)
+        require_positive("replay_page_bytes", self.replay_page_bytes)
         require_positive("retention_seconds", self.retention_seconds)
         require_positive("retention_interval_seconds", self.retention_interval_seconds)
         require_positive("retention_delete_batch", self.retention_delete_batch)

@@ -71,6 +71,11 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     and the first seq, or ``k:`` and a client's idempotency key) is unique, so a retried write is
     skipped instead of stored twice. ``idem_digest`` is the digest of a keyed event's content,
     stored beside its key: the same key with other content is a conflict, not a retry ("" unkeyed).
+    ``origin`` names the batcher run that made the message: seqs restart with every run, so an
+    acknowledgement matches (origin, seq), and a dead-letter line written back by a later run
+    answers none of that run's waiters. Empty in lines written before messages carried it.
+    ``absorbed`` are the seqs of events the message stands for without carrying them (superseded
+    by key or folded as identical), so their acknowledgements are answered with its id.
     """
 
     idem_key: str
@@ -83,6 +88,8 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     ts: float
     payload: bytes
     priority: str = NORMAL
+    origin: str = ""
+    absorbed: tuple[int, ...] = ()
     idem_digest: str = ""
 
 

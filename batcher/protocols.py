@@ -6,7 +6,8 @@ A/B split (``sizing.split``) both offer, so the server and the workers take eith
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import msgspec
@@ -58,8 +59,12 @@ class EventStore(Protocol):
         *,
         types: Collection[str] | None = None,
         sources: Collection[str] | None = None,
-    ) -> AsyncIterator[StoredMessage]:
-        """Yield stored messages with id > ``after_id`` in id order, fetched page by page."""
+        page_permit: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+    ) -> AsyncGenerator[StoredMessage, None]:
+        """Yield stored messages with id > ``after_id`` in id order, fetched page by page.
+
+        ``page_permit`` is entered before each page is fetched and left once its last row was taken.
+        """
         ...
 
     async def bounds(self) -> tuple[int | None, int | None]:

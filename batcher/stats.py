@@ -72,7 +72,9 @@ class BatcherStats:
     ``events_saved`` is the number of events that did not need a message of their own (an
     aggregate of 3 saves 2); ``events_batched`` counts events that travelled inside aggregates.
     ``dead_lettered_batches`` counts batches appended to the dead-letter file; ``kept_on_disk``
-    is True while some of them wait there to be written back.
+    is True while some of them wait there to be written back. ``held_batches`` counts batches held
+    in memory because that file refused them (intake is refused meanwhile), and
+    ``dead_letter_error`` names the file and its last error (None once it takes writes again).
     """
 
     state: str
@@ -103,6 +105,8 @@ class BatcherStats:
     # Acknowledged events (emit(wait=True), POST ?wait=stored) whose commit is still awaited.
     acks_waiting: int = 0
     breaker: BreakerStats | None = None
+    held_batches: int = 0
+    dead_letter_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class ServerUnderTest:
     """The server on a fixed port against ``dsn``, with its data directory; started again at will.
 
-    ``demo`` runs the demo workers (``serve`` without ``--no-demo``); ``env`` adds settings.
+    ``demo`` runs the demo workers (``serve --demo``); ``env`` adds settings.
     """
 
     def __init__(
@@ -61,8 +61,7 @@ class ServerUnderTest:
             "--log-level",
             "warning",
         ]
-        if not self._demo:
-            args.append("--no-demo")
+        args.append("--demo" if self._demo else "--no-demo")
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(args, cwd=ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

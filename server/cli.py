@@ -1,16 +1,24 @@
-"""The ``sse-batcher`` command: ``serve`` runs the server, ``loadtest`` measures one."""
+"""The sse-batcher command: serve runs the server, loadtest measures one.
+
+A bad setting is one line on stderr and exit 2: constants are read on use, so building the parser
+reads none of them, and ServerConfig.from_env's error is the line.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sse_batcher import constants
 from sse_batcher.batcher import AggregationRules
 from sse_batcher.server.config import LOG_LEVELS, ServerConfig
 
 __all__ = ["main"]
+
+# --help shows this as is: plain text, no markup.
+_DESCRIPTION = "sse-batcher: serve runs the server, loadtest measures one."
 
 
 def settings_help() -> str:
@@ -22,12 +30,19 @@ def settings_help() -> str:
             section = setting.section
             lines.append(f"  {section}:")
         bounds = f", {setting.bounds}" if setting.bounds else ""
-        lines.append(f"    {setting.name} (default {setting.shown_default}{bounds}): {setting.doc}")
+        # The docs are Markdown; the terminal shows them without the code marks.
+        doc = setting.doc.replace("`", "")
+        lines.append(f"    {setting.name} (default {setting.shown_default}{bounds}): {doc}")
     return "\n".join(lines)
 
 
+def _default(name: str) -> str:
+    """A setting's default as --help shows it (never the environment's value, which may be bad)."""
+    return constants.setting(name).shown_default
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sse-batcher", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sse-batcher", description=_DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser(
@@ -36,19 +51,28 @@ def _parser() -> argparse.ArgumentParser:
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--host", default=None, help=f"address to listen on (default {constants.SSE_HOST})")
-    serve.add_argument("--port", type=int, default=None, help=f"port to listen on (default {constants.SSE_PORT})")
+    serve.add_argument(
+        "--host", default=None, help=f"address to listen on (default SSE_HOST, else {_default('SSE_HOST')})"
+    )
+    serve.add_argument(
+        "--port", type=int, default=None, help=f"port to listen on (default SSE_PORT, else {_default('SSE_PORT')})"
+    )
     serve.add_argument(
         "--database-url",
         default=None,
         help="PostgreSQL URL (default: DATABASE_URL, else an embedded PostgreSQL under SSE_DATA_DIR)",
     )
-    serve.add_argument("--no-demo", action="store_true", help="do not run the demo workers")
+    serve.add_argument(
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the demo render farm (simulated jobs); default: on with the embedded database, off with DATABASE_URL",
+    )
     serve.add_argument(
         "--workers",
         type=int,
         default=None,
-        help=f"server processes sharing the port, one PostgreSQL (default SSE_WORKERS, else {constants.SSE_WORKERS})",
+        help=f"server processes sharing the port, one PostgreSQL (default SSE_WORKERS, else {_default('SSE_WORKERS')})",
     )
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
 
@@ -80,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        overrides: dict[str, object] = {"log_level": args.log_level, "demo": not args.no_demo}
+        overrides: dict[str, object] = {"log_level": args.log_level}
         if args.host is not None:
             overrides["host"] = args.host
         if args.port is not None:
@@ -91,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["workers"] = args.workers
         try:
             config = ServerConfig.from_env(**overrides)
+            # The demo writes simulated jobs: into a database of your own only when asked.
+            demo = config.database_url is None if args.demo is None else args.demo
+            config = replace(config, demo=demo)
             if config.rules_file is not None:
                 AggregationRules.from_toml(config.rules_file)  # a bad rules file fails here, clearly
         except ValueError as exc:

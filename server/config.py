@@ -1,7 +1,8 @@
 """The server's configuration: one frozen dataclass, defaults from ``constants.py``.
 
-``ServerConfig()`` takes the values ``constants`` read when it was imported; ``ServerConfig.from_env()``
-reads the environment again, so a variable set after import (a test, a CLI flag) is honoured.
+``ServerConfig()`` takes each default from ``constants`` as it is built (a constant is read from the
+environment on use); ``ServerConfig.from_env()`` reads every setting at once, from the environment
+or a mapping, and raises one error naming the first bad variable.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ class StoreSettings:
         ConfigError: a value is out of range (checked when :meth:`store_config` builds the config).
     """
 
-    pool_size: int = constants.SSE_DB_POOL_SIZE
-    timeout_seconds: float = constants.SSE_STORE_TIMEOUT_SECONDS
-    replay_page_size: int = constants.SSE_REPLAY_PAGE_SIZE
-    retention_seconds: float = constants.SSE_RETENTION_SECONDS
-    retention_interval_seconds: float = constants.SSE_RETENTION_INTERVAL_SECONDS
+    pool_size: int = field(default_factory=lambda: constants.SSE_DB_POOL_SIZE)
+    timeout_seconds: float = field(default_factory=lambda: constants.SSE_STORE_TIMEOUT_SECONDS)
+    replay_page_size: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_SIZE)
+    retention_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_SECONDS)
+    retention_interval_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_INTERVAL_SECONDS)
+    replay_page_bytes: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_BYTES)
 
     def store_config(self, dsn: str) -> StoreConfig:
         """Return the store configuration for ``dsn``.
@@ -52,6 +54,7 @@ class StoreSettings:
             pool_size=self.pool_size,
             timeout_seconds=self.timeout_seconds,
             replay_page_size=self.replay_page_size,
+            replay_page_bytes=self.replay_page_bytes,
             retention_seconds=self.retention_seconds,
             retention_interval_seconds=self.retention_interval_seconds,
         )
@@ -68,54 +71,60 @@ class ServerConfig:
         ConfigError: a value is out of range.
     """
 
-    host: str = constants.SSE_HOST
-    port: int = constants.SSE_PORT
-    database_url: str | None = constants.DATABASE_URL
+    host: str = field(default_factory=lambda: constants.SSE_HOST)
+    port: int = field(default_factory=lambda: constants.SSE_PORT)
+    database_url: str | None = field(default_factory=lambda: constants.DATABASE_URL)
     data_dir: Path = field(default_factory=lambda: Path(constants.SSE_DATA_DIR))
-    demo: bool = True
-    demo_rate: float = constants.SSE_DEMO_RATE
+    # The simulated render farm: off unless asked for (serve turns it on for the embedded database).
+    demo: bool = False
+    demo_rate: float = field(default_factory=lambda: constants.SSE_DEMO_RATE)
     log_level: str = "info"
-    ping_seconds: float = constants.SSE_PING_SECONDS
-    retry_milliseconds: int = constants.SSE_RETRY_MILLISECONDS
-    fanout_interval_seconds: float = constants.SSE_FANOUT_INTERVAL_SECONDS
-    fanout_interval_max_seconds: float = constants.SSE_FANOUT_INTERVAL_MAX_SECONDS
-    client_queue_size: int = constants.SSE_CLIENT_QUEUE_SIZE
-    client_send_timeout_seconds: float = constants.SSE_CLIENT_SEND_TIMEOUT_SECONDS
-    max_clients: int = constants.SSE_MAX_CLIENTS
-    max_request_bytes: int = constants.SSE_MAX_REQUEST_BYTES
-    max_request_events: int = constants.SSE_MAX_REQUEST_EVENTS
-    publish_wait_timeout_seconds: float = constants.SSE_PUBLISH_WAIT_TIMEOUT_SECONDS
-    subscribe_token: str | None = constants.SSE_SUBSCRIBE_TOKEN
-    publish_token: str | None = constants.SSE_PUBLISH_TOKEN
-    shutdown_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
-    rules_file: Path | None = constants.SSE_RULES_FILE
-    breaker_failures: int = constants.SSE_BREAKER_FAILURES
-    breaker_reset_seconds: float = constants.SSE_BREAKER_RESET_SECONDS
-    follow_poll_seconds: float = constants.SSE_FOLLOW_POLL_SECONDS
+    ping_seconds: float = field(default_factory=lambda: constants.SSE_PING_SECONDS)
+    retry_milliseconds: int = field(default_factory=lambda: constants.SSE_RETRY_MILLISECONDS)
+    fanout_interval_seconds: float = field(default_factory=lambda: constants.SSE_FANOUT_INTERVAL_SECONDS)
+    fanout_interval_max_seconds: float = field(default_factory=lambda: constants.SSE_FANOUT_INTERVAL_MAX_SECONDS)
+    client_queue_size: int = field(default_factory=lambda: constants.SSE_CLIENT_QUEUE_SIZE)
+    client_send_timeout_seconds: float = field(default_factory=lambda: constants.SSE_CLIENT_SEND_TIMEOUT_SECONDS)
+    max_clients: int = field(default_factory=lambda: constants.SSE_MAX_CLIENTS)
+    max_request_bytes: int = field(default_factory=lambda: constants.SSE_MAX_REQUEST_BYTES)
+    max_request_events: int = field(default_factory=lambda: constants.SSE_MAX_REQUEST_EVENTS)
+    publish_wait_timeout_seconds: float = field(default_factory=lambda: constants.SSE_PUBLISH_WAIT_TIMEOUT_SECONDS)
+    subscribe_token: str | None = field(default_factory=lambda: constants.SSE_SUBSCRIBE_TOKEN)
+    publish_token: str | None = field(default_factory=lambda: constants.SSE_PUBLISH_TOKEN)
+    shutdown_timeout_seconds: float = field(default_factory=lambda: constants.SSE_SHUTDOWN_TIMEOUT_SECONDS)
+    rules_file: Path | None = field(default_factory=lambda: constants.SSE_RULES_FILE)
+    breaker_failures: int = field(default_factory=lambda: constants.SSE_BREAKER_FAILURES)
+    breaker_reset_seconds: float = field(default_factory=lambda: constants.SSE_BREAKER_RESET_SECONDS)
+    follow_poll_seconds: float = field(default_factory=lambda: constants.SSE_FOLLOW_POLL_SECONDS)
+    header_timeout_seconds: float = field(default_factory=lambda: constants.SSE_HEADER_TIMEOUT_SECONDS)
+    body_timeout_seconds: float = field(default_factory=lambda: constants.SSE_BODY_TIMEOUT_SECONDS)
+    max_header_bytes: int = field(default_factory=lambda: constants.SSE_MAX_HEADER_BYTES)
+    replay_budget_bytes: int = field(default_factory=lambda: constants.SSE_REPLAY_BUDGET_BYTES)
+    db_wait_seconds: float = field(default_factory=lambda: constants.SSE_DB_WAIT_SECONDS)
     # Security (see server.security and docs/security.md).
-    publish_tokens_file: Path | None = constants.SSE_PUBLISH_TOKENS_FILE
-    subscribe_tokens_file: Path | None = constants.SSE_SUBSCRIBE_TOKENS_FILE
-    cors_origins: tuple[str, ...] = constants.SSE_CORS_ORIGINS
-    allowed_hosts: tuple[str, ...] = constants.SSE_ALLOWED_HOSTS
-    publish_rate_limit: float = constants.SSE_PUBLISH_RATE_LIMIT
-    publish_rate_burst: int | None = constants.SSE_PUBLISH_RATE_BURST
-    stream_token_secret: str | None = constants.SSE_STREAM_TOKEN_SECRET
-    stream_token_max_seconds: float = constants.SSE_STREAM_TOKEN_MAX_SECONDS
-    max_clients_per_ip: int | None = constants.SSE_MAX_CLIENTS_PER_IP
-    max_stream_seconds: float | None = constants.SSE_MAX_STREAM_SECONDS
+    publish_tokens_file: Path | None = field(default_factory=lambda: constants.SSE_PUBLISH_TOKENS_FILE)
+    subscribe_tokens_file: Path | None = field(default_factory=lambda: constants.SSE_SUBSCRIBE_TOKENS_FILE)
+    cors_origins: tuple[str, ...] = field(default_factory=lambda: constants.SSE_CORS_ORIGINS)
+    allowed_hosts: tuple[str, ...] = field(default_factory=lambda: constants.SSE_ALLOWED_HOSTS)
+    publish_rate_limit: float = field(default_factory=lambda: constants.SSE_PUBLISH_RATE_LIMIT)
+    publish_rate_burst: int | None = field(default_factory=lambda: constants.SSE_PUBLISH_RATE_BURST)
+    stream_token_secret: str | None = field(default_factory=lambda: constants.SSE_STREAM_TOKEN_SECRET)
+    stream_token_max_seconds: float = field(default_factory=lambda: constants.SSE_STREAM_TOKEN_MAX_SECONDS)
+    max_clients_per_ip: int | None = field(default_factory=lambda: constants.SSE_MAX_CLIENTS_PER_IP)
+    max_stream_seconds: float | None = field(default_factory=lambda: constants.SSE_MAX_STREAM_SECONDS)
     batcher: BatcherConfig = field(default_factory=BatcherConfig)
     sizing: SizingConfig = field(default_factory=SizingConfig)
     store: StoreSettings = field(default_factory=StoreSettings)
     # -- nodes -------------------------------------------------------------------------------
     # None: the host name and this process's slot (server.nodes.default_node_id).
-    node_id: str | None = constants.SSE_NODE_ID
-    node_heartbeat_seconds: float = constants.SSE_NODE_HEARTBEAT_SECONDS
-    workers: int = constants.SSE_WORKERS
+    node_id: str | None = field(default_factory=lambda: constants.SSE_NODE_ID)
+    node_heartbeat_seconds: float = field(default_factory=lambda: constants.SSE_NODE_HEARTBEAT_SECONDS)
+    workers: int = field(default_factory=lambda: constants.SSE_WORKERS)
     # The slot under data_dir this process tries first (the supervisor gives worker i slot i).
     slot: int = 0
     # -- digests -----------------------------------------------------------------------------
-    digest_interval_seconds: float = constants.SSE_DIGEST_INTERVAL_SECONDS
-    digest_grace_seconds: float = constants.SSE_DIGEST_GRACE_SECONDS
+    digest_interval_seconds: float = field(default_factory=lambda: constants.SSE_DIGEST_INTERVAL_SECONDS)
+    digest_grace_seconds: float = field(default_factory=lambda: constants.SSE_DIGEST_GRACE_SECONDS)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -133,11 +142,18 @@ class ServerConfig:
         if not 0 <= self.fanout_interval_max_seconds <= 5:
             raise ConfigError(f"fanout_interval_max_seconds must be 0-5, got {self.fanout_interval_max_seconds!r}")
         require_positive("client_send_timeout_seconds", self.client_send_timeout_seconds)
+        require_positive("header_timeout_seconds", self.header_timeout_seconds)
+        require_positive("replay_budget_bytes", self.replay_budget_bytes)
+        require_positive("body_timeout_seconds", self.body_timeout_seconds)
+        if self.max_header_bytes < 1024:
+            raise ConfigError(f"max_header_bytes must be >= 1024, got {self.max_header_bytes!r}")
         require_positive("max_clients", self.max_clients)
         require_positive("max_request_bytes", self.max_request_bytes)
         require_positive("max_request_events", self.max_request_events)
         require_positive("publish_wait_timeout_seconds", self.publish_wait_timeout_seconds)
         require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
+        if not self.db_wait_seconds >= 0:
+            raise ConfigError(f"db_wait_seconds must be >= 0, got {self.db_wait_seconds!r}")
         require_positive("breaker_failures", self.breaker_failures)
         require_positive("breaker_reset_seconds", self.breaker_reset_seconds)
         require_positive("follow_poll_seconds", self.follow_poll_seconds)

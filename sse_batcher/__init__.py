@@ -16,6 +16,7 @@ from sse_batcher.batcher import (
     SSEEventBatcher,
     StoreConfig,
 )
+from sse_batcher.server.nodes.database import embedded_database
 from sse_batcher.workers import AsyncJob, AsyncWorker, Job, SSEBroadcaster, ThreadWorker
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "SSEEventBatcher",
     "StoreConfig",
     "ThreadWorker",
+    "embedded_database",
 ]

@@ -23,9 +23,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m server serve`` on a free port; stop() sends SIGTERM, start() again reuses the port."""
+    """``python -m server serve`` on a free port; stop() sends SIGTERM, start() again reuses the port.
 
-    def __init__(self, dsn: str, data_dir: Path, *, demo: bool, env: dict[str, str] | None = None) -> None:
+    ``dsn=None``: no DATABASE_URL, so the server uses the embedded PostgreSQL under ``data_dir``.
+    """
+
+    def __init__(self, dsn: str | None, data_dir: Path, *, demo: bool, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self._dsn = dsn
@@ -33,22 +36,36 @@ class ServerProcess:
         self._demo = demo
         self._env = env or {}
         self._process: subprocess.Popen[bytes] | None = None
-        self.log = data_dir / "server.log"
+        self.log = data_dir / f"server-{self.port}.log"
 
     def start(self, timeout: float = 30) -> None:
+        self.launch()
+        self.wait_healthy(timeout)
+
+    def launch(self) -> None:
+        """Start the process and return at once (it may not answer yet)."""
         env = {
-            **os.environ,
-            "DATABASE_URL": self._dsn,
+            **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            **({"DATABASE_URL": self._dsn} if self._dsn is not None else {}),
             "SSE_DATA_DIR": str(self._data_dir),
             "SSE_BATCH_TIMEOUT_SECONDS": "0.2",
             "SSE_PING_SECONDS": "2",
             **self._env,
         }
         args = [sys.executable, "-m", "sse_batcher.server", "serve", "--port", str(self.port), "--log-level", "warning"]
-        if not self._demo:
-            args.append("--no-demo")
+        args.append("--demo" if self._demo else "--no-demo")
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Wait until /healthz answers 200.
+
+        Raises:
+            RuntimeError: the process exited.
+            TimeoutError: it was not healthy in time.
+        """
+        if self._process is None:
+            raise RuntimeError("launch() first")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -16,9 +17,24 @@ CONFIGURATION_PAGE = Path(__file__).resolve().parents[1] / "docs" / "configurati
 
 def test_every_setting_has_a_module_constant_and_every_constant_a_setting() -> None:
     names = {s.name for s in constants.SETTINGS}
-    declared = {n for n in vars(constants) if re.fullmatch(r"(SSE_[A-Z0-9_]+|DATABASE_URL)", n)}
-    assert names == declared
+    exported = {n for n in constants.__all__ if re.fullmatch(r"(SSE_[A-Z0-9_]+|DATABASE_URL)", n)}
+    assert names == exported
     assert len(names) == len(constants.SETTINGS), "a setting is listed twice"
+    for name in names:
+        assert getattr(constants, name) == constants.setting(name).value(os.environ)
+
+
+def test_a_constant_is_read_from_the_environment_when_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSE_BATCH_SIZE", "7")
+    assert constants.SSE_BATCH_SIZE == 7
+    monkeypatch.setenv("SSE_BATCH_SIZE", "-5")
+    with pytest.raises(constants.SettingError, match="SSE_BATCH_SIZE must be >= 1, got -5"):
+        constants.SSE_BATCH_SIZE  # noqa: B018 - the access is the test
+
+
+def test_an_unknown_constant_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError):
+        constants.SSE_NO_SUCH_SETTING  # type: ignore[attr-defined]  # noqa: B018
 
 
 def test_configuration_page_table_is_the_generated_one() -> None:

@@ -1,8 +1,9 @@
 """Every code block of README.md and docs/*.md is run or parsed, so the documentation cannot drift from the code.
 
-Each block carries a language tag, and the tag says how it is checked (docs/testing.md has the table). The README's
-Python example and its curl example run for real, against PostgreSQL and a live server; every other block is parsed
-with a parser of its language, and the names its Python imports are resolved. Relative links, and the headings they
+Each block carries a language tag, and the tag says how it is checked (docs/testing.md has the table). Every Python
+block runs as written (a block marked as a continuation runs joined to the one it continues), and every README curl
+line runs against a live server; every other block is parsed with a parser of its language, and the names its
+Python imports are resolved. Relative links, and the headings they
 point at, must exist. The whole file takes a few seconds.
 """
 
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import ast
 import configparser
+import contextlib
 import importlib
 import importlib.util
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -28,8 +31,10 @@ import httpx
 import pytest
 
 from sse_batcher.batcher import AggregationRules
+from sse_batcher.server.client import unroll
 from tests.frontend.browser import in_ci, require_node
 from tests.server.live import make_config, serving
+from tests.server_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -143,12 +148,120 @@ def test_python_block_compiles_and_every_name_it_imports_exists(block: Block) ->
                     importlib.import_module(alias.name)
 
 
-async def test_readme_python_example_runs_against_postgresql_and_prints_what_the_readme_says(
-    dsn: str, tmp_path: Path
+# Just before a python block, this marks it as the continuation of the page's previous python block: the two run
+# as one program. Every other python block is a whole program.
+CONTINUES = "<!-- continues the python block above -->"
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """A python block, with the blocks that continue it: what a reader would paste into one file."""
+
+    first: Block
+    text: str
+
+
+def python_programs() -> list[Program]:
+    """Every python block of the docs as a whole program, continuations joined to the block they continue.
+
+    Raises:
+        AssertionError: a continuation has no block before it.
+    """
+    programs: list[Program] = []
+    for page in PAGES:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        first_of_page = len(programs)
+        for block in (b for b in BLOCKS if b.path == page and b.lang == "python"):
+            if block.line >= 2 and lines[block.line - 2].strip() == CONTINUES:
+                assert len(programs) > first_of_page, f"{block.where}: continues no python block"
+                programs[-1] = Program(programs[-1].first, programs[-1].text + "\n" + block.text)
+            else:
+                programs.append(Program(block, block.text))
+    return programs
+
+
+def _example_env(**extra: str) -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    clean = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("SSE_")}
+    return {**clean, "PYTHONPATH": path, **extra}
+
+
+def _toml_before(block: Block) -> str:
+    """The text of the last toml block above ``block`` on its page (the file a python example reads)."""
+    return [b for b in BLOCKS if b.path == block.path and b.lang == "toml" and b.line < block.line][-1].text
+
+
+@pytest.mark.parametrize(
+    "program", [pytest.param(p, id=p.first.where) for p in python_programs() if "uvicorn.run(" not in p.text]
+)
+async def test_python_example_runs_as_written(program: Program, dsn: str, tmp_path: Path) -> None:
+    text = program.text
+    if "rules.toml" in text:
+        (tmp_path / "rules.toml").write_text(_toml_before(program.first), encoding="utf-8")
+    async with contextlib.AsyncExitStack() as stack:
+        if README_BASE_URL in text:  # it talks to a running server: give it one
+            server = await stack.enter_async_context(serving(make_config(dsn, tmp_path)))
+            text = text.replace(README_BASE_URL, server.url.rstrip("/"))
+        with anyio.fail_after(90):
+            result = await anyio.run_process(
+                [sys.executable, "-c", text], cwd=tmp_path, env=_example_env(), check=False
+            )
+    assert result.returncode == 0, f"{program.first.where}: {result.stderr.decode()}"
+    for shown in re.findall(r"^# (\[.*\])$", text, re.M):  # a `# [...]` line shows what the line above prints
+        assert shown in result.stdout.decode(), f"{program.first.where}: does not print {shown}"
+    promised = _promised_output(program.first)
+    if promised is not None:
+        assert promised in result.stdout.decode(), f"{program.first.where}: does not print {promised}"
+
+
+@pytest.mark.parametrize(
+    "program", [pytest.param(p, id=p.first.where) for p in python_programs() if "uvicorn.run(" in p.text]
+)
+async def test_mount_example_serves_and_ctrl_c_ends_its_open_stream(program: Program, dsn: str, tmp_path: Path) -> None:
+    port = free_port()
+    text = program.text.replace("port=8000", f"port={port}")
+    assert text != program.text, "the example serves on port 8000"
+    env = _example_env(DATABASE_URL=dsn, SSE_DATA_DIR=str(tmp_path), SSE_SHUTDOWN_TIMEOUT_SECONDS="10")
+    base = f"http://127.0.0.1:{port}/live"
+    async with await anyio.open_process([sys.executable, "-c", text], cwd=tmp_path, env=env, stdout=None) as process:
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                with anyio.fail_after(60):
+                    while True:
+                        with contextlib.suppress(httpx.TransportError):
+                            if (await client.get(f"{base}/healthz")).status_code == 200:
+                                break
+                        await anyio.sleep(0.1)
+                async with client.stream("GET", f"{base}/events", timeout=None) as stream:
+                    lines = stream.aiter_lines()
+                    with anyio.fail_after(10):
+                        assert (await anext(lines)).startswith("retry:")
+                    process.send_signal(signal.SIGINT)
+                    with anyio.fail_after(10):
+                        async for _ in lines:
+                            pass
+                        assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+def _promised_output(block: Block) -> str | None:
+    """What the sentence right after a block says it prints (`It prints `...``), if it says so."""
+    text = block.path.read_text(encoding="utf-8")
+    after = text.split(block.text, 1)[1].split("\n", 3)
+    found = re.match(r"(?:It|On a fresh database it) prints `([^`]+)`", "\n".join(after[1:3]).strip())
+    return None if found is None else found[1]
+
+
+async def test_readme_python_example_runs_on_the_embedded_database_and_prints_what_the_readme_says(
+    tmp_path: Path,
 ) -> None:
     block = readme_block("python")
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "DATABASE_URL": dsn, "PYTHONPATH": path}
+    # No DATABASE_URL: the example brings its own database (under the test's directory).
+    env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, "PYTHONPATH": path}
     with anyio.fail_after(60):
         result = await anyio.run_process([sys.executable, "-c", block.text], cwd=tmp_path, env=env, check=False)
     stdout, stderr = result.stdout.decode(), result.stderr.decode()
@@ -190,7 +303,7 @@ def _comment_after(text: str, command_start: str) -> list[str]:
 async def test_readme_curl_example_publishes_and_reads_the_event_back(dsn: str, tmp_path: Path) -> None:
     if shutil.which("curl") is None:
         _missing("curl is not installed")
-    block = readme_block("sh", "wait=stored")
+    block = readme_block("sh", "curl -sN")
     publish, read = _commands(block.text)
     async with serving(make_config(dsn, tmp_path)) as server:
         base = server.url
@@ -219,6 +332,42 @@ async def test_readme_curl_example_publishes_and_reads_the_event_back(dsn: str, 
     got, expected = json.loads(lines[-1][len("data:") :]), json.loads(shown[-1][len("data:") :])
     assert got.keys() == expected.keys()
     assert {k: got[k] for k in ("type", "source", "data")} == {k: expected[k] for k in ("type", "source", "data")}
+
+
+async def test_readme_first_screen_curl_lines_stream_and_publish(dsn: str, tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        _missing("curl is not installed")
+    watch, publish, publish_stored = _commands(readme_block("sh", "curl -N").text)
+    assert "/events" in watch and "wait=stored" in publish_stored and "content-type: application/json" in publish
+    async with serving(make_config(dsn, tmp_path)) as server:
+        base = server.url.rstrip("/")
+        stream = await anyio.open_process(["bash", "-c", "exec " + watch.replace(README_BASE_URL, base).rstrip("& ")])
+        try:
+            assert stream.stdout is not None
+            seen = b""
+            with anyio.fail_after(30):
+                while b"retry:" not in seen:
+                    seen += await stream.stdout.receive()
+                answers = []
+                for command in (publish, publish_stored):
+                    done = await anyio.run_process(["bash", "-c", command.replace(README_BASE_URL, base)], check=False)
+                    assert done.returncode == 0, done.stderr
+                    answers.append(json.loads(done.stdout))
+                while len(_hellos(seen)) < 2:  # one message each, or one aggregate of both
+                    seen += await stream.stdout.receive()
+        finally:
+            stream.terminate()
+            await stream.wait()
+    assert answers[0]["accepted"] == 1 and "seqs" in answers[0]
+    assert answers[1]["accepted"] == 1 and len(answers[1]["ids"]) == 1
+    assert [e["data"] for e in _hellos(seen)] == [{"n": 1}, {"n": 2}]
+
+
+def _hellos(stream: bytes) -> list[dict[str, Any]]:
+    """The HELLO events in what ``curl -N`` printed so far, aggregates unrolled."""
+    lines = stream.decode().splitlines()[:-1]  # the last line may still be incomplete
+    events = [e for line in lines if line.startswith("data: ") for e in unroll(line[len("data: ") :])]
+    return [e for e in events if e["type"] == "HELLO"]
 
 
 # -- toml, json ----------------------------------------------------------------------------------

@@ -62,8 +62,10 @@ class SSEBroadcaster:
         batcher: EventBatcher,
         worker_name: str,
         use_batching: bool = True,
-        emit_timeout_seconds: float = constants.SSE_EMIT_TIMEOUT_SECONDS,
+        emit_timeout_seconds: float | None = None,
     ) -> None:
+        if emit_timeout_seconds is None:  # the setting's value, read on use
+            emit_timeout_seconds = constants.SSE_EMIT_TIMEOUT_SECONDS
         # Checked here so a bad name fails at construction, not at the first event of a job.
         check_source(worker_name)
         if emit_timeout_seconds < 0:

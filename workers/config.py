@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sse_batcher import constants
@@ -30,9 +30,9 @@ class WorkerConfig:
     """
 
     concurrency: int = 1
-    queue_size: int = constants.SSE_WORKER_QUEUE_SIZE
-    emit_timeout_seconds: float = constants.SSE_EMIT_TIMEOUT_SECONDS
-    stop_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
+    queue_size: int = field(default_factory=lambda: constants.SSE_WORKER_QUEUE_SIZE)
+    emit_timeout_seconds: float = field(default_factory=lambda: constants.SSE_EMIT_TIMEOUT_SECONDS)
+    stop_timeout_seconds: float = field(default_factory=lambda: constants.SSE_SHUTDOWN_TIMEOUT_SECONDS)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

@@ -116,18 +116,25 @@ WITH deleted AS (
 SELECT count(*) FROM deleted
 """
 
-_REPLAY_COLUMNS: Final = "SELECT id, type, event_type, source, event_count, data, created_at FROM sse_events"
+_REPLAY_COLUMNS: Final = "id, type, event_type, source, event_count, data, created_at"
 
 
 def replay_query(
-    after_id: int, limit: int, types: Collection[str] | None, sources: Collection[str] | None
+    after_id: int, limit: int, max_bytes: int, types: Collection[str] | None, sources: Collection[str] | None
 ) -> tuple[str, list[Any]]:
-    """Return one keyset-paginated replay statement and its arguments.
+    """Return one keyset-paginated replay statement and its arguments: a page of at most ``limit`` rows and
+    about ``max_bytes`` of payload.
+
+    A row is in the page while the payloads before it (``octet_length`` of the jsonb text, what the
+    stream sends) add up to less than ``max_bytes``: a page holds at most ``max_bytes`` plus its
+    last row, and always its first row, so a row larger than the bound still goes out alone. The
+    running sum is a window over the rows the index scan yields, so PostgreSQL reads no more than
+    ``limit`` of them.
 
     One statement per filter combination (rather than ``$n IS NULL OR ...``) lets the planner pick
     the (event_type, id) or (source, id) index for a selective filter.
     """
-    args: list[Any] = [after_id, limit]
+    args: list[Any] = [after_id, limit, max_bytes]
     where = ["id > $1"]
     if types is not None:
         args.append(list(types))
@@ -135,7 +142,14 @@ def replay_query(
     if sources is not None:
         args.append(list(sources))
         where.append(f"source = ANY(${len(args)}::text[])")
-    return f"{_REPLAY_COLUMNS} WHERE {' AND '.join(where)} ORDER BY id LIMIT $2", args
+    before = "sum(octet_length(data::text)) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+    return (
+        f"SELECT {_REPLAY_COLUMNS} FROM ("
+        f"SELECT {_REPLAY_COLUMNS}, coalesce({before}, 0) AS before FROM sse_events "
+        f"WHERE {' AND '.join(where)} ORDER BY id LIMIT $2"
+        ") AS page WHERE before < $3 ORDER BY id",
+        args,
+    )
 
 
 def encode_jsonb(payload: bytes) -> bytes:

@@ -119,6 +119,24 @@ class DeadLetterFile:
                 file.flush()
                 os.fsync(file.fileno())
 
+    def adopt(self, other: DeadLetterFile) -> int:
+        """Move every readable batch of ``other`` (a file no process writes to) to the end of this one.
+
+        Appended and fsync'ed first, then ``other`` is emptied: a crash in between leaves the batches
+        in both files, and the idempotency keys make the second write-back store nothing twice.
+        Returns how many batches moved.
+
+        Raises:
+            OSError: either file refused.
+        """
+        batches = other.batches()
+        if batches:
+            data = b"".join(_ENCODER.encode(batch) + b"\n" for batch in batches)
+            with self._lock:
+                self._append_line(self._path, data)
+        other.clear()
+        return len(batches)
+
     def quarantine(self, rejected: Sequence[Rejected]) -> None:
         """Append refused messages, with their reasons, to the quarantine file, and fsync.
 
@@ -174,7 +192,7 @@ class DeadLetterFile:
     def _read_lines(path: Path) -> list[bytes]:
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no file (a file in the directory's place holds none)
             return []
         return [line for line in data.split(b"\n") if line.strip()]
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,12 +143,17 @@ class PostgresStore(Service):
         *,
         types: Collection[str] | None = None,
         sources: Collection[str] | None = None,
-    ) -> AsyncIterator[StoredMessage]:
-        """Yield stored messages with id > ``after_id`` in id order, ``replay_page_size`` at a time.
+        page_permit: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+    ) -> AsyncGenerator[StoredMessage, None]:
+        """Yield stored messages with id > ``after_id`` in id order, a page at a time.
 
-        ``types`` filters on the original event type (so aggregates match), ``sources`` on the
-        source. A connection is held only while a page is fetched, never while the caller
-        consumes it, so a slow consumer cannot starve the pool.
+        A page is at most ``replay_page_size`` rows and about ``replay_page_bytes`` of payload (its
+        last row may cross the bound; a single larger row goes alone), so one replay holds at most
+        one page in memory however large the rows. ``types`` filters on the original event type (so
+        aggregates match), ``sources`` on the source. A connection is held only while a page is
+        fetched, never while the caller consumes it, so a slow consumer cannot starve the pool.
+        ``page_permit`` (optional) is entered before each page is fetched and left once the caller
+        has taken its last row: a caller bounds the pages in memory across replays with it.
 
         Raises:
             BatcherClosedError: the store is not started, or closed.
@@ -155,16 +161,24 @@ class PostgresStore(Service):
         """
         pool = self._require_pool()
         self._replays += 1
-        page_size = self._config.replay_page_size
+        page_size, page_bytes = self._config.replay_page_size, self._config.replay_page_bytes
+        limit = page_size
         last_id = after_id
         while True:
-            query, args = sql.replay_query(last_id, page_size, types, sources)
-            rows = await pool.fetch(query, *args)
-            for row in rows:
-                yield sql.replayed_message(row)
-            if len(rows) < page_size:
+            async with page_permit() if page_permit is not None else nullcontext():
+                query, args = sql.replay_query(last_id, limit, page_bytes, types, sources)
+                rows = await pool.fetch(query, *args)
+                size = 0
+                for row in rows:
+                    size += len(row[5])
+                    yield sql.replayed_message(row)
+            if not rows or (len(rows) < limit and size < page_bytes):
                 return
-            last_id = rows[-1][0]
+            last_id, count = rows[-1][0], len(rows)
+            del rows  # not held while the next page is fetched
+            # Cut by bytes: the next page asks for about as many rows as fitted (twice, for rows that
+            # vary), so PostgreSQL does not render hundreds of large rows to send a few.
+            limit = min(page_size, 2 * count) if size >= page_bytes else page_size
 
     async def bounds(self) -> tuple[int | None, int | None]:
         """Return the first and last stored ids, ``(None, None)`` when empty.

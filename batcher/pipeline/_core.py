@@ -20,7 +20,7 @@ import anyio
 import anyio.abc
 
 from sse_batcher.batcher.config import BatcherConfig
-from sse_batcher.batcher.errors import BatcherClosedError
+from sse_batcher.batcher.errors import BatcherClosedError, BatcherError, BufferFullError
 from sse_batcher.batcher.lifecycle import Service, State
 from sse_batcher.batcher.log.deadletter import DeadLetterFile
 from sse_batcher.batcher.pipeline.breaker import CircuitBreaker
@@ -55,6 +55,9 @@ class BatcherCore(Service):
         rules = rules if rules is not None else AggregationRules()
         self._state = State.NEW
         self._refusing = False  # read on every emit: a plain attribute, not the state enum
+        # Emits refused before they reached the buffer: while the writer held batches the disk
+        # refused, or by a split's room check.
+        self._refused_early = 0
         self._intake = Intake(
             default_source=config.default_source,
             max_event_bytes=config.max_event_bytes,
@@ -68,18 +71,25 @@ class BatcherCore(Service):
             retry_delay_seconds=config.retry_delay_seconds,
             breaker=breaker,
         )
-        self._tracker = FlushTracker()
+        # Unique per batcher run: with an event's seq it makes the idempotency key of its message,
+        # and it is what an acknowledgement is matched by (seqs restart with every run).
+        origin = secrets.token_hex(8)
+        self._tracker = FlushTracker(origin)
         self._buffer = EventBuffer(
-            config.max_buffered_events, config.batch_size, self._wake, rules.timeouts(config.batch_timeout_seconds)
+            config.max_buffered_events,
+            config.batch_size,
+            self._wake,
+            rules.timeouts(config.batch_timeout_seconds),
+            max_bytes=config.max_buffered_bytes,
         )
         self._loop = FlushLoop(
             self._buffer,
             self._writer,
             self._tracker,
-            # Unique per batcher: with an event's seq it makes the idempotency key of its message.
-            origin=secrets.token_hex(8),
+            origin=origin,
             rules=rules,
             batch_timeout_seconds=config.batch_timeout_seconds,
+            max_message_bytes=config.max_message_bytes,
         )
         self._stack: AsyncExitStack | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -112,8 +122,10 @@ class BatcherCore(Service):
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop intake, flush and store everything, close. Idempotent; never blocks forever.
 
-        What cannot be stored within ``timeout`` (default: the configured shutdown timeout) is
-        appended to the dead-letter file and written back at the next start.
+        Intake stops first: every emitter still waiting for room gets ``BatcherClosedError``, and
+        nothing is accepted after. What cannot be stored within ``timeout`` (default: the configured
+        shutdown timeout) is appended to the dead-letter file and written back at the next start. A
+        batcher that never started (or whose ``start()`` failed) flushes what it holds the same way.
         """
         if self._state is State.CLOSED:
             return
@@ -121,14 +133,14 @@ class BatcherCore(Service):
             await self._closed.wait()
             return
         self._refusing = True
+        self._buffer.close()  # wakes every emitter waiting for room; nothing is accepted after this
+        limit = self._config.shutdown_timeout_seconds if timeout is None else timeout
         if self._state is State.NEW:
-            self._state = State.CLOSED
-            self._closed.set()
+            await self._close_unstarted(limit)
             return
         self._state = State.CLOSING
         self._loop.closing = True
         self._wake()
-        limit = self._config.shutdown_timeout_seconds if timeout is None else timeout
         with anyio.move_on_after(limit):
             await self._loop.done.wait()
         stack, self._stack = self._stack, None
@@ -142,12 +154,41 @@ class BatcherCore(Service):
             await self._loop.keep_leftovers()
         finally:
             self._state = State.CLOSED
+            self._tracker.release_flush_waiters(self._writer.behind, closed=True)
+            self._tracker.close()
+            self._closed.set()
+
+    async def _close_unstarted(self, limit: float) -> None:
+        """Close a batcher that never ran (never started, or start() failed): what was emitted before
+        is flushed here, on the caller's task, within ``limit``; what the store does not take in time
+        goes to the dead-letter file, as at any shutdown."""
+        self._state = State.CLOSING
+        self._loop.closing = True
+        try:
+            if len(self._buffer):
+                self._loop.bind()
+                with anyio.move_on_after(limit):
+                    await self._loop.run()
+                await self._loop.keep_leftovers()
+        finally:
+            self._state = State.CLOSED
             self._tracker.release_flush_waiters(self._writer.on_disk, closed=True)
             self._tracker.close()
             self._closed.set()
 
     def _wake(self) -> None:
         self._loop.wake()
+
+    def _intake_refused(self) -> BatcherError:
+        """The error for an emit while intake is stopped: closing, or batches held in memory.
+
+        The writer holds batches neither the store nor the disk took; intake stops there, so what is
+        held in memory stays bounded by the buffer, and resumes once they are stored or on disk.
+        """
+        if self._refusing:
+            return BatcherClosedError("batcher is closed; no more events are accepted")
+        self._refused_early += 1
+        return BufferFullError(f"the dead-letter file refuses writes ({self._writer.dead_letter_error}); retry shortly")
 
     # -- flushing ----------------------------------------------------------------------------
     async def flush(self, timeout: float | None = None) -> bool:
@@ -159,13 +200,13 @@ class BatcherCore(Service):
         """
         target = self._buffer.marks()
         tracker, writer = self._tracker, self._writer
-        if self._state is State.RUNNING and not tracker.reached(target, writer.on_disk):
+        if self._state is State.RUNNING and not tracker.reached(target, writer.behind):
             done = tracker.add_flush_waiter(target)
             self._loop.manual = True
             self._wake()
             with anyio.move_on_after(math.inf if timeout is None else timeout):
                 await done.wait()
-        return tracker.reached(target, writer.on_disk)
+        return tracker.reached(target, writer.behind)
 
     def set_batch_size(self, size: int) -> None:
         """Change the batch size (the sizing policy's lever)."""
@@ -222,11 +263,13 @@ class BatcherCore(Service):
             buffer_depth=len(buffer),
             buffer_high_water=buffer.high_water,
             buffer_capacity=buffer.capacity,
-            rejected_full=buffer.rejected_full,
+            rejected_full=buffer.rejected_full + self._refused_early,
             retries=writer.retries,
             failed_writes=writer.failed_writes,
             dead_lettered_batches=writer.dead_lettered,
             kept_on_disk=writer.on_disk,
+            held_batches=writer.held_batches,
+            dead_letter_error=writer.dead_letter_error,
             rejected_messages=writer.rejected,
             listener_errors=loop.listener_errors,
             batch_size=buffer.batch_size,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import Sequence
 
 import anyio
@@ -27,17 +28,20 @@ __all__ = ["put_and_block", "put_and_wait", "timeout_error", "wait_for_acks"]
 def put_and_block(buffer: EventBuffer, tracker: FlushTracker, item: Item, limit: float) -> int:
     """Put one event and block this (worker) thread until it is stored; return its message id.
 
-    ``limit`` bounds both the wait for room in a full buffer and the wait for the commit.
+    ``limit`` is one deadline for the whole call: the wait for room in a full buffer and the wait
+    for the commit share it.
 
     Raises:
         BufferFullError: no room within ``limit``; nothing was accepted.
+        BatcherClosedError: the batcher closed before the event was accepted.
         StoreRejectedError: PostgreSQL refused the event.
         AckTimeoutError: not stored within ``limit`` (``kept`` says whether it is on disk).
     """
+    deadline = time.monotonic() + limit
     acks, on_seq = tracker.expect([(item[1], item[0])])
     buffer.put_item(item, limit, on_seq)
     try:
-        return acks[0].future.result(limit)
+        return acks[0].future.result(max(deadline - time.monotonic(), 0.0))
     except (concurrent.futures.TimeoutError, BatcherClosedError):
         raise timeout_error(acks, limit) from None
 
@@ -66,7 +70,8 @@ def _outcome(acks: Sequence[Ack]) -> tuple[list[int | None], str | None]:
         else:
             ids.append(None)
             if state is None:
-                state = "closed" if future.done() else ack.state
+                # Closed with the event kept on disk is still "kept": a retry would store it twice.
+                state = "closed" if future.done() and ack.state != KEPT else ack.state
     return ids, state
 
 

@@ -12,6 +12,12 @@ worker with batching off) are never grouped. Per-type rules (``rules.py``), when
 group into parts, coalesce it by key (the aggregate then says how many events were
 ``superseded``) or fold identical payloads (``counts``).
 
+A bound on a message's bytes (``max_message_bytes``), when given, cuts a group into consecutive
+parts before any rule acts, so no aggregate's payload exceeds it: a replay page, a client's queue
+and a row stay bounded by it. Each event is counted at an upper bound of its encoded size inside an
+aggregate, so the cut never needs a second encoding; a single event larger than the bound still
+travels, alone.
+
 Hop 4 of the data flow. Next hop: the writer (``writer.py``) stores the messages.
 """
 
@@ -39,6 +45,14 @@ class _JobRef(msgspec.Struct):
 
 
 _JOB_DECODER: Final = msgspec.json.Decoder(_JobRef)
+
+# Upper bounds, in bytes, of what an aggregate spends besides each event's data and key: its own
+# fields (type, event_type and source are at most 64 characters each, of which none needs escaping)
+# and, per inner event, the field names, seq, ts, separators and its entry in ``counts``.
+_AGGREGATE_FIELD_BYTES: Final = 512
+_INNER_FIELD_BYTES: Final = 128
+# A key's character encodes to at most 6 bytes (a \uXXXX escape, or up to 4 of UTF-8).
+_KEY_CHAR_BYTES: Final = 6
 
 
 class _Inner(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
@@ -80,17 +94,16 @@ def content_digest(event: Event) -> str:
     return hashlib.sha256(content).hexdigest()[:32]
 
 
-def _single(event: Event, origin: str) -> Message:
+def _single(event: Event, origin: str, absorbed: tuple[int, ...] = ()) -> Message:
     key = event.idempotency_key
     if key is None:
-        return _message(event, f"{origin}:{event.seq}", _ENCODER.encode(event), "")
-    # The key is kept beside the row (its storage key), never in the payload every subscriber reads.
-    # "k:" keeps client keys apart from the process-made ones ("<origin>:<seq>").
-    payload = _ENCODER.encode(msgspec.structs.replace(event, idempotency_key=None))
-    return _message(event, f"k:{key}", payload, content_digest(event))
-
-
-def _message(event: Event, idem_key: str, payload: bytes, digest: str) -> Message:
+        idem_key, payload, digest = f"{origin}:{event.seq}", _ENCODER.encode(event), ""
+    else:
+        # The key is kept beside the row (its storage key), never in the payload every subscriber
+        # reads. "k:" keeps client keys apart from the process-made ones ("<origin>:<seq>").
+        idem_key = f"k:{key}"
+        payload = _ENCODER.encode(msgspec.structs.replace(event, idempotency_key=None))
+        digest = content_digest(event)
     return Message(
         idem_key=idem_key,
         type=event.type,
@@ -102,11 +115,19 @@ def _message(event: Event, idem_key: str, payload: bytes, digest: str) -> Messag
         ts=event.ts,
         payload=payload,
         priority=event.priority,
+        origin=origin,
+        absorbed=absorbed,
         idem_digest=digest,
     )
 
 
-def _group(events: list[Event], origin: str, counts: list[int] | None = None, superseded: int = 0) -> Message:
+def _group(
+    events: list[Event],
+    origin: str,
+    counts: list[int] | None = None,
+    superseded: int = 0,
+    absorbed: tuple[int, ...] = (),
+) -> Message:
     first = events[0]
     count = len(events) if counts is None else sum(counts)
     refs = map(_JOB_DECODER.decode, [e.data for e in events])
@@ -134,15 +155,24 @@ def _group(events: list[Event], origin: str, counts: list[int] | None = None, su
         last_seq=events[-1].seq,
         ts=events[-1].ts,
         payload=_ENCODER.encode(body),
+        origin=origin,
+        absorbed=absorbed,
     )
 
 
-def aggregate(events: Iterable[Event], origin: str, rules: AggregationRules | None = None) -> list[Message]:
+def aggregate(
+    events: Iterable[Event],
+    origin: str,
+    rules: AggregationRules | None = None,
+    *,
+    max_message_bytes: int | None = None,
+) -> list[Message]:
     """Turn the events of one flush (in seq order) into messages ordered by their first seq.
 
     ``origin`` is the emitting process's nonce: with the first seq it makes each message's
     idempotency key, so a retried write can never store a message twice. ``rules`` (none by
     default) apply per-type batching, group sizes, key coalescing and identical grouping.
+    ``max_message_bytes`` (unbounded by default) bounds each aggregate's payload.
     """
     unbatched = rules.unbatched_types() if rules is not None else frozenset()
     groups: dict[object, list[Event]] = {}
@@ -161,9 +191,40 @@ def aggregate(events: Iterable[Event], origin: str, rules: AggregationRules | No
             groups[event.seq] = open_groups[name] = [event]
         else:
             group.append(event)
+    if max_message_bytes is not None:
+        groups = _cut_by_bytes(groups, max_message_bytes)
     if rules is None or rules.plain:
         return [_single(g[0], origin) if len(g) == 1 else _group(g, origin) for g in groups.values()]
     return _with_rules(groups, origin, rules)
+
+
+def _cut_by_bytes(groups: dict[object, list[Event]], limit: int) -> dict[object, list[Event]]:
+    """Cut each group into consecutive parts whose aggregate stays within ``limit`` bytes."""
+    out: dict[object, list[Event]] = {}
+    cut = False
+    for name, group in groups.items():
+        # The cheap check first: data counted twice covers a job id copied into ``job_ids``.
+        keys = _KEY_CHAR_BYTES * sum([len(e.key) for e in group if e.key])
+        rough = _AGGREGATE_FIELD_BYTES + _INNER_FIELD_BYTES * len(group) + 2 * sum([len(e.data) for e in group]) + keys
+        if len(group) == 1 or rough <= limit:
+            out[name] = group
+            continue
+        cut = True
+        part: list[Event] = []
+        size = _AGGREGATE_FIELD_BYTES
+        for event in group:
+            job_id = _JOB_DECODER.decode(event.data).job_id
+            cost = _INNER_FIELD_BYTES + len(event.data) + _KEY_CHAR_BYTES * len(event.key or "")
+            if job_id is not msgspec.UNSET:
+                cost += len(_ENCODER.encode(job_id)) + 1
+            if part and size + cost > limit:
+                out[part[0].seq] = part
+                part, size = [], _AGGREGATE_FIELD_BYTES
+            part.append(event)
+            size += cost
+        out[part[0].seq] = part
+    # The parts of one group can now interleave with the next group: keep first-seq order.
+    return dict(sorted(out.items(), key=lambda item: item[1][0].seq)) if cut else out
 
 
 def _with_rules(groups: dict[object, list[Event]], origin: str, rules: AggregationRules) -> list[Message]:
@@ -174,9 +235,9 @@ def _with_rules(groups: dict[object, list[Event]], origin: str, rules: Aggregati
             continue
         for part in shape_group(group, rules.rule(group[0].type)):
             if len(part.events) == 1 and part.event_count == 1 and not part.superseded:
-                messages.append(_single(part.events[0], origin))
+                messages.append(_single(part.events[0], origin, part.absorbed))
             else:
-                messages.append(_group(part.events, origin, part.counts, part.superseded))
+                messages.append(_group(part.events, origin, part.counts, part.superseded, part.absorbed))
     # Cutting groups into parts can interleave them; the contract is first-seq order.
     messages.sort(key=lambda m: m.first_seq)
     return messages

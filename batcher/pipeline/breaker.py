@@ -47,11 +47,14 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        failures: int = constants.SSE_BREAKER_FAILURES,
-        reset_seconds: float = constants.SSE_BREAKER_RESET_SECONDS,
+        failures: int | None = None,
+        reset_seconds: float | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # None: the setting's value, read now rather than at import (constants are read on use).
+        failures = constants.SSE_BREAKER_FAILURES if failures is None else failures
+        reset_seconds = constants.SSE_BREAKER_RESET_SECONDS if reset_seconds is None else reset_seconds
         if failures < 1:
             raise ConfigError(f"failures must be >= 1, got {failures!r}")
         require_positive("reset_seconds", reset_seconds)

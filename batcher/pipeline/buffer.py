@@ -5,22 +5,27 @@ when that loop has something new to decide: the first event into an empty buffer
 batch timer), the buffer reaching the batch size, or an event that must leave at once. In a steady
 flow that is at most two wake-ups per batch, never one per event.
 
+Room is counted by a :class:`~sse_batcher.batcher.pipeline.room.Room`, in events and in encoded
+bytes: an emit that does not fit waits there, or is refused, and closing the buffer wakes every
+waiter with ``BatcherClosedError`` and accepts nothing more.
+
 Hop 2 of the data flow (emit -> intake -> **buffer** -> flush -> aggregate -> store -> follower ->
 hub -> stream). Next hop: the flush loop (``flush.py``) takes batches out with :meth:`EventBuffer.take`.
 """
 
 from __future__ import annotations
 
-import threading
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import Final
 
 import msgspec
 
-from sse_batcher.batcher.errors import BufferFullError
 from sse_batcher.batcher.events import NORMAL, Event
 from sse_batcher.batcher.pipeline.intake import Item
+from sse_batcher.batcher.pipeline.room import Room
 from sse_batcher.batcher.rules.deadlines import DeadlineClock
 
 __all__ = ["EventBuffer"]
@@ -41,22 +46,34 @@ def _now() -> float:
 
 # Deadlines: scheduling uses the monotonic clock, so a clock step can neither stall nor hurry a flush.
 _mono = time.monotonic
+_sleep = time.sleep
+# How many types' deadline queues put_item() remembers; past this, it looks them up each time.
+_STAMP_CACHE_LIMIT: Final = 4096
 _Raw = msgspec.Raw
 
 
 class EventBuffer:
-    """A FIFO of validated events, bounded by ``capacity``.
+    """A FIFO of validated events, bounded by ``capacity`` events and ``max_bytes`` bytes of encoded data.
 
+    ``max_bytes`` None bounds by events only.
     ``wake`` is called (outside no lock, from the emitting thread) when the flush loop should look;
     it must be cheap and thread-safe, e.g. ``loop.call_soon_threadsafe(event.set)``.
     """
 
     def __init__(
-        self, capacity: int, batch_size: int, wake: Callable[[], None], timeouts: Mapping[str, float] | None = None
+        self,
+        capacity: int,
+        batch_size: int,
+        wake: Callable[[], None],
+        timeouts: Mapping[str, float] | None = None,
+        *,
+        max_bytes: int | None = None,
     ) -> None:
-        self._capacity = capacity
+        self._room = Room(capacity, sys.maxsize if max_bytes is None else max_bytes)
         # Deadlines by timeout class (a type's own timeout, or the batch timeout), on the monotonic clock.
         self._deadlines = DeadlineClock(timeouts or {})
+        # Each type's deadline queue, looked up once per type instead of once per event (bounded).
+        self._stamps: dict[str, deque[tuple[int, float]]] = {}
         self._batch_size = batch_size
         self._wake = wake
         self._events: deque[Event] = deque()
@@ -66,13 +83,9 @@ class EventBuffer:
         self._taken_bypass = 0
         self._taken_seq = 0
         self._urgent_seq = 0
-        self._lock = threading.Lock()
-        self._not_full = threading.Condition(self._lock)
-        self._waiters = 0
+        self._lock = self._room.lock
         self._last_seq = 0
-        self.loop_thread: int | None = None
         self._high_water = 0
-        self._rejected_full = 0
 
     # -- emit side (any thread) ------------------------------------------------------------
     def put_item(self, item: Item, timeout: float | None = None, on_seq: Callable[[int], None] | None = None) -> int:
@@ -86,57 +99,54 @@ class EventBuffer:
 
         Raises:
             BufferFullError: the buffer is full (after waiting up to ``timeout``).
+            BatcherClosedError: the buffer is closed (also while waiting for room).
         """
         # The hot path: one tuple unpacked, locals only, no per-event counters beyond what the lock
         # must protect. Taking the item whole, not as arguments, spares emit() a call with *item.
         type_, source, data, priority, key, batched, urgent, idempotency_key = item
-        with self._lock:
-            events = self._events
-            if len(events) + len(self._bypass) >= self._capacity:
-                self._wait_for_room(timeout)
+        nbytes = len(data)
+        room = self._room
+        lock = room.lock
+        if not lock.acquire(False):
+            # Contended: give up the GIL once before blocking, so the holder can run to its release.
+            # Blocking at once makes a convoy, the GIL and the lock handed back and forth between
+            # threads each emit (see bench/RESULTS.md, 'Emit throughput').
+            _sleep(0)
+            lock.acquire()
+        try:
+            if room.events >= room.event_limit or room.bytes + nbytes > room.byte_limit:
+                room.wait(1, nbytes, timeout)
+            room.events += 1
+            room.bytes += nbytes
             seq = self._last_seq = self._last_seq + 1
             if on_seq is not None:
                 on_seq(seq)  # under the lock: no flush can take the event before its waiter exists
-            now = _now()
+            now = _time_ns() // 1_000_000 / 1000  # _now(), written out: this is the hot path
             if batched:
+                events = self._events
                 events.append(Event(type_, source, seq, now, _Raw(data), priority, key, True, idempotency_key))
                 depth = len(events)
                 wake = depth == 1 or depth == self._batch_size
                 if urgent or priority != NORMAL:
                     self._urgent_seq = seq
                     wake = True
-                if self._deadlines.add(type_, seq, _mono()):
+                stamps = self._stamps.get(type_)
+                if stamps is None:
+                    stamps = self._deadlines.queue_of(type_)
+                    if len(self._stamps) < _STAMP_CACHE_LIMIT:
+                        self._stamps[type_] = stamps
+                stamps.append((seq, _mono()))
+                if len(stamps) == 1:  # its class was empty: the earliest deadline may have moved
                     wake = True
-                depth += len(self._bypass)
             else:
                 bypass = self._bypass
                 bypass.append(Event(type_, source, seq, now, _Raw(data), priority, key, False, idempotency_key))
                 wake = len(bypass) == 1
-                depth = len(events) + len(bypass)
-            if depth > self._high_water:
-                self._high_water = depth
+        finally:
+            lock.release()
         if wake:
             self._wake()
         return seq
-
-    def _wait_for_room(self, timeout: float | None) -> None:
-        # Called with the lock held; Condition.wait releases it while waiting. The event loop's
-        # own thread never waits: it is the thread whose flush would make room.
-        if not timeout or timeout <= 0 or threading.get_ident() == self.loop_thread:
-            self._rejected_full += 1
-            raise BufferFullError(f"buffer full ({self._capacity} events waiting); retry later")
-        deadline = time.monotonic() + timeout
-        self._waiters += 1
-        try:
-            while len(self._events) + len(self._bypass) >= self._capacity:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._not_full.wait(remaining):
-                    if len(self._events) + len(self._bypass) < self._capacity:
-                        break
-                    self._rejected_full += 1
-                    raise BufferFullError(f"buffer still full after waiting {timeout:g} s; retry later")
-        finally:
-            self._waiters -= 1
 
     def put_many(self, items: list[Item], on_seq: Callable[[int], None] | None = None) -> list[int]:
         """Append validated items, all or none: (type, source, data, priority, key, batched, urgent, idempotency key).
@@ -145,14 +155,15 @@ class EventBuffer:
 
         Raises:
             BufferFullError: they do not all fit; none was appended.
+            BatcherClosedError: the buffer is closed; none was appended.
         """
         now, mono = _now(), _mono()
-        with self._lock:
+        nbytes = sum(len(item[2]) for item in items)
+        room = self._room
+        with room.lock:
+            room.wait(len(items), nbytes, None)
+            room.add(len(items), nbytes)
             events, bypass = self._events, self._bypass
-            room = self._capacity - len(events) - len(bypass)
-            if len(items) > room:
-                self._rejected_full += len(items)
-                raise BufferFullError(f"buffer has room for {room} events, not {len(items)}; retry later")
             was_empty, bypass_was_empty = not events, not bypass
             seqs = []
             seq = self._last_seq
@@ -172,7 +183,6 @@ class EventBuffer:
                 if self._deadlines.add(type_, seq, mono):
                     rearm = True
             self._last_seq = seq
-            self._high_water = max(self._high_water, len(events) + len(bypass))
             wake = (
                 rearm
                 or (was_empty and bool(events))
@@ -189,24 +199,47 @@ class EventBuffer:
         with self._lock:
             events = self._events
             n = min(limit, len(events))
+            # The depth only grows between takes, so its high-water mark is read here, not per emit.
+            self._high_water = max(self._high_water, self._room.events)
             batch = [events.popleft() for _ in range(n)]
             if batch:
                 self._taken_seq = batch[-1].seq
                 self._taken += n
                 self._deadlines.drop_through(self._taken_seq)
-            if self._waiters and n:
-                self._not_full.notify_all()
+                self._room.release(n, _data_bytes(batch))
         return batch
 
     def take_bypass(self) -> list[Event]:
         """Remove and return every waiting bypass event (batching off), oldest first."""
         with self._lock:
+            self._high_water = max(self._high_water, self._room.events)
             batch = list(self._bypass)
             self._bypass.clear()
             self._taken_bypass += len(batch)
-            if self._waiters and batch:
-                self._not_full.notify_all()
+            if batch:
+                self._room.release(len(batch), _data_bytes(batch))
         return batch
+
+    def close(self) -> None:
+        """Accept nothing more, and wake every emitter waiting for room with ``BatcherClosedError``.
+
+        What is held stays, for the shutdown to take. Idempotent.
+        """
+        self._room.close()
+
+    @property
+    def room(self) -> Room:
+        """The room counter: ``aemit`` waits on it (:meth:`Room.wait_async`) while the buffer is full."""
+        return self._room
+
+    @property
+    def loop_thread(self) -> int | None:
+        """The event loop's thread, which never waits for room (its flush is what makes room)."""
+        return self._room.loop_thread
+
+    @loop_thread.setter
+    def loop_thread(self, ident: int | None) -> None:
+        self._room.loop_thread = ident
 
     def marks(self) -> tuple[int, int]:
         """How many batched and bypass events have been accepted so far (for ``flush()``).
@@ -241,7 +274,16 @@ class EventBuffer:
 
     @property
     def capacity(self) -> int:
-        return self._capacity
+        return self._room.max_events
+
+    @property
+    def max_bytes(self) -> int:
+        return self._room.max_bytes
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of encoded data held now."""
+        return self._room.bytes
 
     def __len__(self) -> int:
         return len(self._events) + len(self._bypass)
@@ -264,7 +306,8 @@ class EventBuffer:
 
     @property
     def high_water(self) -> int:
-        return self._high_water
+        """The most events held at once so far."""
+        return max(self._high_water, self._room.events)
 
     @property
     def emitted(self) -> int:
@@ -273,4 +316,11 @@ class EventBuffer:
 
     @property
     def rejected_full(self) -> int:
-        return self._rejected_full
+        return self._room.rejected
+
+
+def _data_bytes(events: list[Event]) -> int:
+    total = 0
+    for event in events:
+        total += len(event.data)
+    return total

@@ -61,7 +61,8 @@ class SSEEventBatcher(BatcherCore):
 
         Raises:
             EventValidationError: a field broke its rule; nothing was accepted.
-            BufferFullError: the buffer is full; nothing was accepted.
+            BufferFullError: the buffer is full, or batches are held in memory because the store and
+                the dead-letter file both refuse (raised at once then); nothing was accepted.
             BatcherClosedError: the batcher is closing or closed.
             AckTimeoutError: ``wait``: not committed in time (``kept`` says whether it is on disk).
             BatcherError: ``wait`` on the event loop's thread (it would block the flush it waits for).
@@ -69,12 +70,12 @@ class SSEEventBatcher(BatcherCore):
         if wait:
             if threading.get_ident() == self._buffer.loop_thread:
                 raise BatcherError("emit(wait=True) would block the event loop; use await aemit(..., wait=True)")
-            if self._refusing:
-                raise BatcherClosedError("batcher is closed; no more events are accepted")
+            if self._refusing or self._writer.refusing:
+                raise self._intake_refused()
             item = self._intake.item(type, data, source, priority, key, batched)
             return put_and_block(self._buffer, self._tracker, item, self._wait_limit(timeout))
-        if self._refusing:
-            raise BatcherClosedError("batcher is closed; no more events are accepted")
+        if self._refusing or self._writer.refusing:
+            raise self._intake_refused()
         return self._buffer.put_item(self._intake.item(type, data, source, priority, key, batched), timeout)
 
     def _wait_limit(self, timeout: float | None) -> float:
@@ -98,18 +99,20 @@ class SSEEventBatcher(BatcherCore):
 
         Raises:
             EventValidationError: a field broke its rule.
-            BatcherClosedError: the batcher closed while waiting.
+            BatcherClosedError: the batcher is closing or closed, or closed while this waited for room.
             AckTimeoutError: ``wait``: not committed within ``timeout`` (default: the shutdown timeout).
         """
+        if self._refusing:
+            raise BatcherClosedError("batcher is closed; no more events are accepted")
+        item = self._intake.item(type, data, source, priority, key, batched)
+        buffer = self._buffer
         while True:
-            room = self._loop.room
             try:
                 if not wait:
-                    return self.emit(type, data, source=source, priority=priority, key=key, batched=batched)
-                item = self._intake.item(type, data, source, priority, key, batched)
+                    return buffer.put_item(item)
                 return (await self._put_and_wait([item], timeout))[0]
             except BufferFullError:
-                await room.wait()
+                await buffer.room.wait_async(1, len(item[2]))
 
     def emit_many(
         self,
@@ -128,8 +131,8 @@ class SSEEventBatcher(BatcherCore):
             BufferFullError: they do not all fit; none was accepted.
             BatcherClosedError: the batcher is closing or closed.
         """
-        if self._refusing:
-            raise BatcherClosedError("batcher is closed; no more events are accepted")
+        if self._refusing or self._writer.refusing:
+            raise self._intake_refused()
         return self._buffer.put_many(self._intake.items(events, default_source, idempotency_key))
 
     async def publish(
@@ -156,7 +159,52 @@ class SSEEventBatcher(BatcherCore):
             raise BatcherClosedError("batcher is closed; no more events are accepted")
         return await self._put_and_wait(self._intake.items(events, default_source, idempotency_key), timeout)
 
+    # -- in two steps, for a caller that must check several batchers before it applies to any ------
+    def prepare_many(
+        self, events: Sequence[dict[str, Any]], *, default_source: str | None = None, idempotency_key: str | None = None
+    ) -> list[Item]:
+        """Check events as :meth:`emit_many` would and that they fit now, accepting nothing.
+
+        The split's first step: it applies the items (:meth:`emit_prepared`, :meth:`publish_prepared`)
+        only once every arm has said yes.
+
+        Raises:
+            EventValidationError: an event is invalid (``index`` names which).
+            BufferFullError: they do not all fit now.
+            BatcherClosedError: the batcher is closing or closed.
+        """
+        if self._refusing or self._writer.refusing:
+            raise self._intake_refused()
+        items = self._intake.items(events, default_source, idempotency_key)
+        room = self._buffer.capacity - len(self._buffer)
+        if len(items) > room:
+            self._refused_early += 1
+            raise BufferFullError(f"{len(items)} events do not fit: room for {room} of {self._buffer.capacity}")
+        return items
+
+    def emit_prepared(self, items: list[Item]) -> list[int]:
+        """Accept items from :meth:`prepare_many`, all or nothing, as :meth:`emit_many` does.
+
+        Raises:
+            BufferFullError: they no longer fit (another emitter took the room since); none was accepted.
+            BatcherClosedError: the batcher is closing or closed.
+        """
+        if self._refusing or self._writer.refusing:
+            raise self._intake_refused()
+        return self._buffer.put_many(items)
+
+    async def publish_prepared(self, items: list[Item], *, timeout: float | None = None) -> list[int]:
+        """Accept items from :meth:`prepare_many` and wait until all are committed, as :meth:`publish` does.
+
+        Raises:
+            BufferFullError: they no longer fit; none was accepted.
+            BatcherClosedError: the batcher is closing or closed.
+            StoreRejectedError: PostgreSQL refused one of them.
+            AckTimeoutError: not all committed within ``timeout`` (default: the shutdown timeout).
+        """
+        return await self._put_and_wait(items, timeout)
+
     async def _put_and_wait(self, items: list[Item], timeout: float | None) -> list[int]:
-        if self._refusing:
-            raise BatcherClosedError("batcher is closed; no more events are accepted")
+        if self._refusing or self._writer.refusing:
+            raise self._intake_refused()
         return await put_and_wait(self._buffer, self._tracker, items, self._wait_limit(timeout))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.events import Event, Message
 from sse_batcher.batcher.pipeline.aggregate import aggregate
 from sse_batcher.batcher.pipeline.buffer import EventBuffer
 from sse_batcher.batcher.pipeline.tracker import FlushTracker
@@ -63,19 +63,20 @@ class FlushLoop:
         origin: str,
         rules: AggregationRules,
         batch_timeout_seconds: float,
+        max_message_bytes: int | None = None,
     ) -> None:
         self._buffer = buffer
         self._writer = writer
         self._tracker = tracker
         self._origin = origin
         self._rules = rules
+        self._max_message_bytes = max_message_bytes
         self.batch_timeout = batch_timeout_seconds
         self.closing = False
         self.manual = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake_event: asyncio.Event | None = None
-        self._room = anyio.Event()
         self.done = anyio.Event()
         self.listeners: list[Listener] = []
         self.observers: list[Callable[[FlushReport], None]] = []
@@ -95,11 +96,6 @@ class FlushLoop:
         self._loop_thread = self._buffer.loop_thread = threading.get_ident()
         self._wake_event = asyncio.Event()
 
-    @property
-    def room(self) -> anyio.Event:
-        """Set the next time a flush takes events out of the buffer (``aemit`` waits on it)."""
-        return self._room
-
     def wake(self) -> None:
         """Ask the loop to look again; safe from any thread, cheap (the buffer calls it)."""
         loop, event = self._loop, self._wake_event
@@ -116,7 +112,7 @@ class FlushLoop:
     async def run(self) -> None:
         """Flush until closing and empty; the dead-letter file left by an earlier run goes first."""
         try:
-            if self._writer.on_disk:
+            if self._writer.behind:
                 self._pass_on(await self._writer.write_back())
             while True:
                 reason = await self._next_reason()
@@ -161,7 +157,7 @@ class FlushLoop:
             if self.manual:
                 # flush() was asked while nothing was buffered: nothing to flush, so answer it here.
                 self.manual = False
-                self._tracker.release_flush_waiters(self._writer.on_disk)
+                self._tracker.release_flush_waiters(self._writer.behind)
             now = time.monotonic()
             deadline = self._buffer.next_deadline(self.batch_timeout)
             write_back_at = self._writer.next_write_back_at
@@ -177,15 +173,13 @@ class FlushLoop:
         # Bypass events first, whatever the reason: they are the ones that must not wait.
         bypass = buffer.bypass_waiting
         events = buffer.take_bypass() if bypass else buffer.take(buffer.batch_size)
-        room, self._room = self._room, anyio.Event()
-        room.set()
         if reason == "manual" and len(buffer) == 0:
             self.manual = False
         if not events:
             return
         self.flushes[reason] += 1
         self.batch_hist.observe(len(events))
-        messages = aggregate(events, self._origin, self._rules)
+        messages = self._aggregate(events)
         self._count(len(events), messages)
         started = time.perf_counter()
         written = await self._writer.write(messages, closing=self.closing)
@@ -207,16 +201,18 @@ class FlushLoop:
         next start harmless.
         """
         buffer = self._buffer
-        leftovers = []
-        inflight = self._writer.take_inflight()
-        if inflight:
-            leftovers.append(inflight)
+        leftovers = self._writer.take_unwritten()
         bypass = buffer.take_bypass()
         if bypass:
-            leftovers.append(aggregate(bypass, self._origin, self._rules))
+            leftovers.append(self._aggregate(bypass))
         while len(buffer):
-            leftovers.append(aggregate(buffer.take(len(buffer)), self._origin, self._rules))
-        await self._writer.keep_on_disk(leftovers)
+            leftovers.append(self._aggregate(buffer.take(len(buffer))))
+        kept = await self._writer.keep_on_disk(leftovers)
+        # Their waiters are answered "kept" when the tracker closes: a retry would store them twice.
+        self._tracker.settle(Written(kept=[message for batch in kept for message in batch]))
+
+    def _aggregate(self, events: list[Event]) -> list[Message]:
+        return aggregate(events, self._origin, self._rules, max_message_bytes=self._max_message_bytes)
 
     def _count(self, events: int, messages: list[Message]) -> None:
         for message in messages:
@@ -230,7 +226,7 @@ class FlushLoop:
     def _pass_on(self, written: Written) -> None:
         """Settle waiters, then hand what committed downstream, in id order."""
         self._tracker.settle(written)
-        self._tracker.release_flush_waiters(self._writer.on_disk)
+        self._tracker.release_flush_waiters(self._writer.behind)
         stored = written.stored
         if not stored:
             return

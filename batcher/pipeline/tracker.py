@@ -10,6 +10,10 @@ Two kinds of waiter, both resolved by the flush loop from what the writer return
   the buffer's lock at the moment its event gets its seq (``expect``), so no flush can commit the
   event first. An event belongs to the message of its (source, type) whose seq range holds it: a
   batch's aggregates are cut per (source, type) in seq order, so ranges of one group never overlap.
+  Seqs restart with every batcher run, so a message answers waiters only when it carries this run's
+  ``origin``: the write-back of a dead-letter file left by an earlier run resolves nothing here.
+  An event a rule superseded or folded is named in its message's ``absorbed`` seqs instead, which
+  are taken first, since such a seq can lie inside the range of another part of its group.
 
 Waiters are ``concurrent.futures.Future`` objects, so a worker thread can block on one while the
 event loop resolves it. The caller's side, putting events with waiters and waiting for them, is
@@ -49,7 +53,8 @@ class Ack:
 class FlushTracker:
     """Flush waiters (loop only) and acknowledgement waiters (any thread registers, the loop resolves)."""
 
-    def __init__(self) -> None:
+    def __init__(self, origin: str) -> None:
+        self._origin = origin
         self._handled = (0, 0)  # batched and bypass events stored or kept on disk so far
         self._flush_waiters: list[tuple[tuple[int, int], anyio.Event]] = []
         self._lock = threading.Lock()
@@ -63,23 +68,24 @@ class FlushTracker:
         normal, bypassed = self._handled
         self._handled = (normal, bypassed + events) if bypass else (normal + events, bypassed)
 
-    def reached(self, target: tuple[int, int], on_disk: bool) -> bool:
-        """Whether everything up to the buffer marks ``target`` is handled, none of it left on disk."""
+    def reached(self, target: tuple[int, int], behind: bool) -> bool:
+        """Whether everything up to the buffer marks ``target`` is handled, none of it still waiting for
+        the store (``behind``: on disk, or held in memory)."""
         handled = self._handled
-        return handled[0] >= target[0] and handled[1] >= target[1] and not on_disk
+        return handled[0] >= target[0] and handled[1] >= target[1] and not behind
 
     def add_flush_waiter(self, target: tuple[int, int]) -> anyio.Event:
         done = anyio.Event()
         self._flush_waiters.append((target, done))
         return done
 
-    def release_flush_waiters(self, on_disk: bool, *, closed: bool = False) -> None:
+    def release_flush_waiters(self, behind: bool, *, closed: bool = False) -> None:
         """Wake every flush() whose target is reached (all of them when ``closed``)."""
         if not self._flush_waiters:
             return
         keep = []
         for target, done in self._flush_waiters:
-            if closed or self.reached(target, on_disk):
+            if closed or self.reached(target, behind):
                 done.set()
             else:
                 keep.append((target, done))
@@ -123,25 +129,30 @@ class FlushTracker:
         committed.sort(key=lambda pair: pair[0].event_count != 1)
         with self._lock:
             # Refusals first: a key conflict shares its key with the stored message it conflicts with.
-            for refused in written.rejected:
-                error = (
+            refusals = [
+                (
+                    refused.message,
                     IdempotencyConflictError(refused.reason, refused.message.idem_key)
                     if refused.conflict
-                    else StoreRejectedError(f"PostgreSQL refused the event: {refused.reason}")
+                    else StoreRejectedError(f"PostgreSQL refused the event: {refused.reason}"),
                 )
-                for ack in self._take(refused.message):
-                    if not ack.future.done():
-                        ack.future.set_exception(error)
-            for message, message_id in committed:
-                for ack in self._take(message):
-                    if not ack.future.done():
-                        ack.future.set_result(message_id)
+                for refused in written.rejected
+            ]
+            for take in (self._take_absorbed, self._take):
+                for message, error in refusals:
+                    for ack in take(message):
+                        if not ack.future.done():
+                            ack.future.set_exception(error)
+                for message, message_id in committed:
+                    for ack in take(message):
+                        if not ack.future.done():
+                            ack.future.set_result(message_id)
             for message in written.kept:
                 for ack in self._find(message):
                     ack.state = KEPT
 
     def close(self) -> None:
-        """Fail every waiter left: the batcher closed (what it held went to the dead-letter file)."""
+        """Fail every waiter left: the batcher closed. Those kept on disk keep their ``kept`` state."""
         with self._lock:
             groups, self._acks, self._ack_count = self._acks, {}, 0
         for _, acks in groups.values():
@@ -150,6 +161,8 @@ class FlushTracker:
                     ack.future.set_exception(BatcherClosedError("the batcher closed before the event was stored"))
 
     def _range(self, message: Message) -> tuple[list[int], dict[int, Ack], int, int] | None:
+        if message.origin != self._origin:
+            return None  # another run's message: its seqs are not this run's
         group = self._acks.get((message.source, message.event_type))
         if group is None:
             return None
@@ -163,7 +176,26 @@ class FlushTracker:
         if found is None:
             return []
         seqs, acks, lo, hi = found
-        return [acks[s] for s in seqs[lo:hi]]
+        absorbed = [acks[s] for s in message.absorbed if s in acks]
+        return [acks[s] for s in seqs[lo:hi]] + absorbed
+
+    def _take_absorbed(self, message: Message) -> list[Ack]:
+        if not message.absorbed:
+            return []
+        found = self._range(message)
+        if found is None:
+            return []
+        seqs, acks, _, _ = found
+        taken = []
+        for seq in message.absorbed:
+            ack = acks.pop(seq, None)
+            if ack is not None:
+                del seqs[bisect.bisect_left(seqs, seq)]
+                taken.append(ack)
+        self._ack_count -= len(taken)
+        if not seqs:
+            del self._acks[(message.source, message.event_type)]
+        return taken
 
     def _take(self, message: Message) -> list[Ack]:
         found = self._range(message)

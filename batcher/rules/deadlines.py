@@ -38,6 +38,18 @@ class DeadlineClock:
         queue.append((seq, ts))
         return len(queue) == 1
 
+    def queue_of(self, event_type: str) -> deque[tuple[int, float]]:
+        """The queue of ``event_type``'s class, for a hot path that appends ``(seq, monotonic)`` itself.
+
+        Appending there is :meth:`add` without its call; the class was empty when the queue's
+        length is 1 after the append.
+        """
+        timeout = self._timeouts.get(event_type)
+        queue = self._queues.get(timeout)
+        if queue is None:
+            queue = self._queues[timeout] = deque()
+        return queue
+
     def drop_through(self, seq: int) -> None:
         """Forget every event with seq <= ``seq`` (they were taken from the buffer's head)."""
         for queue in self._queues.values():

@@ -18,11 +18,17 @@ __all__ = ["GroupPart", "shape_group"]
 
 @dataclass(frozen=True, slots=True)
 class GroupPart:
-    """One message's worth of a group after its rule: the events kept, their counts, what was dropped."""
+    """One message's worth of a group after its rule: the events kept, their counts, what was dropped.
+
+    ``absorbed`` are the seqs of the events this part stands for without carrying them (superseded
+    by a later event of the same key, or folded into an identical one): their acknowledgements are
+    answered with this part's message, whose seq range need not hold them.
+    """
 
     events: list[Event]
     counts: list[int] | None
     superseded: int
+    absorbed: tuple[int, ...] = ()
 
     @property
     def event_count(self) -> int:
@@ -39,9 +45,15 @@ def shape_group(events: list[Event], rule: TypeRule) -> list[GroupPart]:
     count goes with the first part, so it is reported once.
     """
     superseded = 0
+    absorbed: dict[int, list[int]] = {}  # seq of a kept event -> seqs of the events it stands for
     if rule.coalesce == "key":
         latest = {event.key: index for index, event in enumerate(events) if event.key is not None}
-        kept = [event for index, event in enumerate(events) if event.key is None or latest[event.key] == index]
+        kept = []
+        for position, event in enumerate(events):
+            if event.key is None or latest[event.key] == position:
+                kept.append(event)
+            else:
+                absorbed.setdefault(events[latest[event.key]].seq, []).append(event.seq)
         superseded = len(events) - len(kept)
         events = kept
     counts: list[int] | None = None
@@ -58,9 +70,17 @@ def shape_group(events: list[Event], rule: TypeRule) -> list[GroupPart]:
                 counts.append(1)
             else:
                 counts[index] += 1
+                into = absorbed.setdefault(unique[index].seq, [])
+                into.append(event.seq)
+                into.extend(absorbed.pop(event.seq, ()))
         events = unique
     size = rule.max_group_size or len(events) or 1
     return [
-        GroupPart(events[i : i + size], None if counts is None else counts[i : i + size], superseded if i == 0 else 0)
+        GroupPart(
+            events[i : i + size],
+            None if counts is None else counts[i : i + size],
+            superseded if i == 0 else 0,
+            tuple(sorted(s for e in events[i : i + size] for s in absorbed.get(e.seq, ()))),
+        )
         for i in range(0, len(events), size)
     ]

@@ -107,12 +107,20 @@ class ArmMeter:
 
 
 def summed_stats(a: BatcherStats, b: BatcherStats) -> BatcherStats:
-    """Both arms' counters added up; size, timeout, capacity, state and breaker are arm A's."""
+    """Both arms' counters added up; size, timeout, capacity, state and breaker are arm A's.
+
+    A flag is true when either arm's is (``kept_on_disk`` in arm B is as real as in arm A), and an
+    error is either arm's (arm A's first).
+    """
     merged: dict[str, Any] = {}
     for f in fields(a):
         x, y = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(x, bool) or f.name in ("batch_size", "batch_timeout_seconds", "buffer_capacity"):
+        if isinstance(x, bool):
+            merged[f.name] = x or y
+        elif f.name in ("batch_size", "batch_timeout_seconds", "buffer_capacity"):
             merged[f.name] = x
+        elif f.name == "dead_letter_error":
+            merged[f.name] = x if x is not None else y
         elif isinstance(x, int):
             merged[f.name] = x + y
         elif isinstance(x, HistogramSnapshot):

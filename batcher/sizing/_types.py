@@ -5,7 +5,7 @@ Apart from ``sse_batcher.batcher.sizing.strategies`` so that module holds the po
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sse_batcher import constants
 from sse_batcher.batcher.config import STRATEGY_NAMES, require_non_negative, require_positive
@@ -33,18 +33,18 @@ class SizingConfig:
         ConfigError: a value is out of range, or the strategy is unknown (the choices are named).
     """
 
-    enabled: bool = constants.SSE_DYNAMIC_BATCHING
-    strategy: str = constants.SSE_BATCH_STRATEGY
-    min_size: int = constants.SSE_BATCH_SIZE_MIN
-    max_size: int = constants.SSE_BATCH_SIZE_MAX
-    low_load_percent: float = constants.SSE_LOAD_LOW_PERCENT
-    high_load_percent: float = constants.SSE_LOAD_HIGH_PERCENT
-    high_loop_lag_seconds: float = constants.SSE_LOAD_LOOP_LAG_HIGH_SECONDS
-    sample_seconds: float = constants.SSE_LOAD_SAMPLE_SECONDS
-    cooldown_seconds: float = constants.SSE_BATCH_ADJUST_COOLDOWN_SECONDS
-    min_timeout_seconds: float = constants.SSE_BATCH_TIMEOUT_MIN_SECONDS
-    latency_target_seconds: float = constants.SSE_BATCH_LATENCY_TARGET_SECONDS
-    age_target_seconds: float = constants.SSE_BATCH_AGE_TARGET_SECONDS
+    enabled: bool = field(default_factory=lambda: constants.SSE_DYNAMIC_BATCHING)
+    strategy: str = field(default_factory=lambda: constants.SSE_BATCH_STRATEGY)
+    min_size: int = field(default_factory=lambda: constants.SSE_BATCH_SIZE_MIN)
+    max_size: int = field(default_factory=lambda: constants.SSE_BATCH_SIZE_MAX)
+    low_load_percent: float = field(default_factory=lambda: constants.SSE_LOAD_LOW_PERCENT)
+    high_load_percent: float = field(default_factory=lambda: constants.SSE_LOAD_HIGH_PERCENT)
+    high_loop_lag_seconds: float = field(default_factory=lambda: constants.SSE_LOAD_LOOP_LAG_HIGH_SECONDS)
+    sample_seconds: float = field(default_factory=lambda: constants.SSE_LOAD_SAMPLE_SECONDS)
+    cooldown_seconds: float = field(default_factory=lambda: constants.SSE_BATCH_ADJUST_COOLDOWN_SECONDS)
+    min_timeout_seconds: float = field(default_factory=lambda: constants.SSE_BATCH_TIMEOUT_MIN_SECONDS)
+    latency_target_seconds: float = field(default_factory=lambda: constants.SSE_BATCH_LATENCY_TARGET_SECONDS)
+    age_target_seconds: float = field(default_factory=lambda: constants.SSE_BATCH_AGE_TARGET_SECONDS)
     increase_step: int = 5
     decrease_factor: float = 0.9
     backlog_flushes: int = 4
@@ -52,8 +52,8 @@ class SizingConfig:
     learned_min_samples: int = 8
     learned_explore: float = 0.15
     seed: int | None = None
-    strategy_b: str | None = constants.SSE_BATCH_STRATEGY_B
-    ab_split: float = constants.SSE_AB_SPLIT
+    strategy_b: str | None = field(default_factory=lambda: constants.SSE_BATCH_STRATEGY_B)
+    ab_split: float = field(default_factory=lambda: constants.SSE_AB_SPLIT)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:

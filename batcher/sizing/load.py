@@ -18,7 +18,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -116,7 +116,7 @@ class LoadMonitorConfig:
         ConfigError: a value is out of range.
     """
 
-    sample_seconds: float = constants.SSE_LOAD_SAMPLE_SECONDS
+    sample_seconds: float = field(default_factory=lambda: constants.SSE_LOAD_SAMPLE_SECONDS)
     stale_after_samples: int = 3
 
     def __post_init__(self) -> None:

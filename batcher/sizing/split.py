@@ -8,9 +8,13 @@ listeners. A source is routed by blake2b of its name (not Python's ``hash()``, w
 process), so it never changes arm during a run, or between runs, and its events keep their order.
 
 :class:`SplitBatcher` has the batcher's surface the server and the workers use
-(:class:`EventBatcher`). It departs from one batcher in one place: ``emit_many`` is all or nothing
-per arm, not across arms (an invalid or refused event in arm B's share leaves arm A's share
-accepted); the server's publish endpoint then answers with the error as usual.
+(:class:`EventBatcher`). ``emit_many`` and ``publish`` check both arms' shares first (valid, open,
+room in each buffer) and apply them only once both pass, so an invalid event or a full arm refuses
+the whole request. One race remains: an emitter (a worker thread, another request) can take an
+arm's room between the check and the apply, or the batcher can start closing or refusing intake
+there; arm B's share is then refused after arm A's was accepted. The server answers that with an
+error like any refusal; a retry with the same idempotency key stores nothing twice, one without a key
+stores arm A's share again.
 
 What it measures per arm, for /api/stats ``ab``, is in ``_arm_stats.py``.
 """
@@ -29,7 +33,7 @@ from sse_batcher.batcher.errors import ConfigError, EventValidationError
 from sse_batcher.batcher.events import NORMAL
 from sse_batcher.batcher.lifecycle import Service, State
 from sse_batcher.batcher.pipeline.facade import SSEEventBatcher
-from sse_batcher.batcher.pipeline.intake import request_scoped_key
+from sse_batcher.batcher.pipeline.intake import Item, request_scoped_key
 from sse_batcher.batcher.protocols import EventStore, Listener
 from sse_batcher.batcher.sizing._arm_stats import ArmMeter, ArmStats, summed_stats
 from sse_batcher.batcher.stats import BatcherStats
@@ -177,23 +181,31 @@ class SplitBatcher(Service):
         default_source: str | None = None,
         idempotency_key: str | None = None,
     ) -> list[int]:
-        """Emit each arm's share with that arm's ``emit_many``: all or nothing per arm, seqs in input order.
+        """Emit each arm's share once both arms have checked theirs: all or nothing, seqs in input order.
 
         Raises:
-            EventValidationError: an event is invalid; ``index`` names it in ``events``.
-            BufferFullError: an arm's share did not fit; that share was not accepted.
+            EventValidationError: an event is invalid; ``index`` names it in ``events``; nothing was accepted.
+            BufferFullError: an arm's share did not fit; nothing was accepted (but see the module's race).
             BatcherClosedError: the batcher is closing or closed.
         """
-        fallback, shares = self._shares(events, default_source, idempotency_key)
         seqs = [0] * len(events)
-        for arm, indices, chosen in shares:
-            try:
-                accepted = arm.emit_many(chosen, default_source=fallback)
-            except EventValidationError as exc:
-                raise self._reindexed(exc, indices) from None
-            for i, seq in zip(indices, accepted, strict=True):
+        for arm, indices, items in self._prepared(events, default_source, idempotency_key):
+            for i, seq in zip(indices, arm.emit_prepared(items), strict=True):
                 seqs[i] = seq
         return seqs
+
+    def _prepared(
+        self, events: Sequence[dict[str, Any]], default_source: str | None, idempotency_key: str | None
+    ) -> list[tuple[SSEEventBatcher, list[int], list[Item]]]:
+        """Each arm's share checked by that arm (nothing accepted yet): both pass, or this raises."""
+        fallback, shares = self._shares(events, default_source, idempotency_key)
+        prepared = []
+        for arm, indices, chosen in shares:
+            try:
+                prepared.append((arm, indices, arm.prepare_many(chosen, default_source=fallback)))
+            except EventValidationError as exc:
+                raise self._reindexed(exc, indices) from None
+        return prepared
 
     async def publish(
         self,
@@ -206,22 +218,19 @@ class SplitBatcher(Service):
         """Publish each arm's share on that arm and wait for both commits; ids in input order.
 
         Raises:
-            EventValidationError: an event is invalid (``index`` names it in ``events``).
-            BufferFullError: an arm's share did not fit.
+            EventValidationError: an event is invalid (``index`` names it in ``events``); nothing was accepted.
+            BufferFullError: an arm's share did not fit; nothing was accepted (but see the module's race).
             BatcherClosedError: the batcher is closing or closed.
             AckTimeoutError: not all committed within ``timeout``.
         """
-        fallback, shares = self._shares(events, default_source, idempotency_key)
+        prepared = self._prepared(events, default_source, idempotency_key)
         ids = [0] * len(events)
 
         failures: list[Exception] = []
 
-        async def one(arm: SSEEventBatcher, indices: list[int], chosen: list[dict[str, Any]]) -> None:
+        async def one(arm: SSEEventBatcher, indices: list[int], items: list[Item]) -> None:
             try:
-                got = await arm.publish(chosen, timeout=timeout, default_source=fallback)
-            except EventValidationError as exc:
-                failures.append(self._reindexed(exc, indices))
-                return
+                got = await arm.publish_prepared(items, timeout=timeout)
             except Exception as exc:  # raised as it is, below, not wrapped in an ExceptionGroup
                 failures.append(exc)
                 return
@@ -229,8 +238,8 @@ class SplitBatcher(Service):
                 ids[i] = message_id
 
         async with anyio.create_task_group() as tg:
-            for arm, indices, chosen in shares:
-                tg.start_soon(one, arm, indices, chosen)
+            for arm, indices, items in prepared:
+                tg.start_soon(one, arm, indices, items)
         if failures:
             raise failures[0]
         return ids
@@ -258,7 +267,7 @@ class SplitBatcher(Service):
         return remove
 
     def statistics(self) -> BatcherStats:
-        """Both arms' counters added up; size, timeout, state and breaker are arm A's."""
+        """Both arms' counters added up, flags OR'ed; size, timeout, state and breaker are arm A's."""
         return summed_stats(*(arm.statistics() for arm in self._arms))
 
     def get_stats(self) -> dict[str, Any]:

@@ -8,7 +8,8 @@ Mounting: Starlette (and FastAPI) do not run a mounted app's lifespan, so the pa
 The lifespan ignores the app it is handed (Starlette hands it the *parent*) and keeps its state on
 the app it was made for, so this works as written, and inside a parent lifespan as
 ``async with live.router.lifespan_context(live): ...``. The dashboard uses relative URLs, so it
-works under any prefix.
+works under any prefix. Under uvicorn, Ctrl-C ends the open streams (see
+:mod:`sse_batcher.server.app.host_exit`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -32,12 +34,13 @@ from sse_batcher import frontend
 from sse_batcher.server._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
 from sse_batcher.server.app.metrics import metrics, new_registry
 from sse_batcher.server.app.publish import publish_events
-from sse_batcher.server.app.runtime import runtime_of
+from sse_batcher.server.app.runtime import RuntimeNotReady, runtime_of
+from sse_batcher.server.app.starting import Phase, RuntimeStarter
 from sse_batcher.server.app.stats import health, stats
 from sse_batcher.server.app.stream import stream_events
 from sse_batcher.server.app.stream_token import issue_stream_token
-from sse_batcher.server.app.wiring import open_runtime
 from sse_batcher.server.config import ServerConfig
+from sse_batcher.server.security.errors import http_exception, server_error
 from sse_batcher.server.security.guard import Guard, guard_of
 from sse_batcher.server.security.hosts import HostCheckMiddleware, allowed_hosts
 from sse_batcher.server.security.middleware import CORSMiddleware, SecurityHeadersMiddleware
@@ -83,7 +86,7 @@ async def demo_burst(request: Request) -> Response:
     if guard_of(request).publisher(request) is None:
         return error(401, "a valid publish token is required", {"WWW-Authenticate": "Bearer"})
     if runtime.farm is None:
-        return error(404, "the demo workers are not running (the server was started with --no-demo)")
+        return error(404, "the demo is off (sse-batcher serve --demo turns it on)")
     try:
         check_json_content_type(request)
         body = decode_json(await read_body(request, _MAX_BURST_BODY_BYTES))
@@ -101,10 +104,16 @@ async def demo_burst(request: Request) -> Response:
     return json_response({"requested": count}, 202)
 
 
-def create_app(config: ServerConfig | None = None) -> Starlette:
-    """Build the app; its lifespan starts the database, store, batcher, hub and demo workers.
+async def not_ready(request: Request, exc: Exception) -> Response:
+    """Any endpoint while the runtime is not open: 503 with ``Retry-After``, saying why."""
+    return error(503, str(exc), {"Retry-After": "2"})
 
-    ``config`` defaults to :meth:`ServerConfig.from_env`. Mountable (see the module docstring).
+
+def create_app(config: ServerConfig | None = None) -> Starlette:
+    """Build the app; its lifespan starts the database, store, batcher and hub (and the demo, if asked).
+
+    ``config`` defaults to :meth:`ServerConfig.from_env`, which leaves the demo off: a mounted app
+    never writes simulated jobs unless ``demo=True`` says so. Mountable (see the module docstring).
     """
     config = config or ServerConfig.from_env()
     app: Starlette
@@ -113,13 +122,19 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     async def lifespan(_parent: Any) -> AsyncIterator[None]:
         # Made first: an unreadable tokens file stops the start before PostgreSQL is started.
         app.state.guard = Guard(config)
-        async with open_runtime(config) as runtime:
-            app.state.runtime = runtime
+        starter = RuntimeStarter(config, lambda runtime: setattr(app.state, "runtime", runtime))
+        app.state.starting = starter
+        async with anyio.create_task_group() as tasks:
+            # Returns once the runtime is open, or once the database was found away (the server
+            # then answers 503 while the starter keeps trying: server.app.starting).
+            await tasks.start(starter.run)
             try:
                 yield
             finally:
                 # Shutting down: /healthz and the endpoints answer 503 from the runtime's state.
-                logger.info("shutting down")
+                if starter.phase is Phase.RUNNING:
+                    logger.info("shutting down")
+                starter.stop()
         app.state.runtime = None
 
     routes = [
@@ -140,8 +155,15 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     ]
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, origins=config.cors_origins))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        # Every error answer is JSON with the security headers, Starlette's own included.
+        exception_handlers={RuntimeNotReady: not_ready, HTTPException: http_exception, Exception: server_error},
+    )
     app.state.config = config
     app.state.runtime = None
+    app.state.starting = None
     app.state.metrics_registry = new_registry(lambda: app.state.runtime)
     return app

@@ -167,9 +167,12 @@ class SSEBatcherCollector(Collector):
             for field in _WORKER_FIELDS:
                 values = {str(worker.get("name", "?")): float(worker.get(field, 0)) for worker in workers}
                 yield f.labelled_gauge(f"worker_{field}", f"Demo worker {field}.", "worker", values)
+        # None when the OS refused to say (no file descriptor left): the family is then left out.
         process = stats["process"]
-        yield f.gauge("process_cpu_percent", "CPU use since the last reading.", process["cpu_percent"])
-        yield f.gauge("process_rss_bytes", "Resident memory.", process["rss_bytes"])
+        if process["cpu_percent"] is not None:
+            yield f.gauge("process_cpu_percent", "CPU use since the last reading.", process["cpu_percent"])
+        if process["rss_bytes"] is not None:
+            yield f.gauge("process_rss_bytes", "Resident memory.", process["rss_bytes"])
         yield from _node_metrics(f, stats)
 
 

@@ -37,7 +37,7 @@ from sse_batcher.server.nodes.node import NodeFigures, NodeHeartbeat
 from sse_batcher.server.stream.hub import Hub
 from sse_batcher.server.stream.latency import DeliveryLatency
 
-__all__ = ["DemoFarmLike", "Runtime", "runtime_of"]
+__all__ = ["DemoFarmLike", "Runtime", "RuntimeNotReady", "StartingLike", "runtime_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,19 @@ class DemoFarmLike(Protocol):
     def worker_stats(self) -> list[dict[str, Any]]: ...
 
     async def wind_down(self) -> None: ...
+
+
+class StartingLike(Protocol):
+    """What :func:`runtime_of` needs of ``sse_batcher.server.app.starting.RuntimeStarter``."""
+
+    def describe(self) -> str: ...
+
+
+class RuntimeNotReady(RuntimeError):
+    """The lifespan ran but the runtime is not open: the database is away, or the server is shutting down.
+
+    The app answers it with a 503 and ``Retry-After``; the message says why.
+    """
 
 
 class Runtime:
@@ -168,10 +181,14 @@ def runtime_of(request: HTTPConnection) -> Runtime:
     """The runtime the app's lifespan started.
 
     Raises:
+        RuntimeNotReady: the lifespan ran, but the runtime is not open (yet, or any more).
         RuntimeError: the lifespan never ran (a mounted app whose parent does not run it).
     """
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None:
+        starting: StartingLike | None = getattr(request.app.state, "starting", None)
+        if starting is not None:
+            raise RuntimeNotReady(starting.describe())
         raise RuntimeError(
             "sse-batcher's lifespan has not run; when mounting the app, give the parent "
             "lifespan=app.router.lifespan_context (see docs/guide.md)"

@@ -35,6 +35,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import psutil
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -42,7 +43,7 @@ from sse_batcher.batcher import BatcherError, State
 from sse_batcher.batcher.sizing import SplitBatcher
 from sse_batcher.server._http import json_response
 from sse_batcher.server.app.digests import digest_stats
-from sse_batcher.server.app.runtime import Runtime, runtime_of
+from sse_batcher.server.app.runtime import Runtime, RuntimeNotReady, runtime_of
 from sse_batcher.server.nodes.node import lag
 from sse_batcher.server.security.guard import guard_of
 
@@ -77,8 +78,7 @@ def snapshot(runtime: Runtime, *, show_groups: bool = False) -> dict[str, Any]:
         "follower": {**render(follower), "lag": follower.lag},
         "ab": _ab(runtime),
         "workers": runtime.farm.worker_stats() if runtime.farm is not None else [],
-        # CPU percent since the last call, and resident memory.
-        "process": {"cpu_percent": process.cpu_percent(None), "rss_bytes": process.memory_info().rss},
+        "process": _process(process),
         # The dashboard shows the burst control only when this says the demo runs.
         "demo": {"enabled": runtime.farm is not None},
         "node": _this_node(runtime, events_in=batcher.get("events_emitted", 0), hub=hub),
@@ -89,6 +89,23 @@ def snapshot(runtime: Runtime, *, show_groups: bool = False) -> dict[str, Any]:
         },
         "digests": digest_stats(runtime.digester, show_groups=show_groups),
     }
+
+
+def _process(process: psutil.Process) -> dict[str, float | int | None]:
+    """CPU percent since the last call, and resident memory; None where the OS refused to say.
+
+    psutil reads /proc files: with every file descriptor in use (``EMFILE``) it raises ``OSError``,
+    and the stats must still answer then, when they matter most.
+    """
+    try:
+        cpu_percent: float | None = process.cpu_percent(None)
+    except OSError:
+        cpu_percent = None
+    try:
+        rss_bytes: int | None = process.memory_info().rss
+    except OSError:
+        rss_bytes = None
+    return {"cpu_percent": cpu_percent, "rss_bytes": rss_bytes}
 
 
 def _this_node(runtime: Runtime, *, events_in: int, hub: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +164,14 @@ async def stats(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """GET /healthz: 200 when the store answers and the batcher runs, else 503 naming what is down."""
-    runtime = runtime_of(request)
+    """GET /healthz: 200 when the store answers, the batcher runs and its dead-letter file takes writes,
+    else 503 naming what is down (``deadletter`` names the file and its error)."""
+    try:
+        runtime = runtime_of(request)
+    except RuntimeNotReady as exc:
+        # Started, but waiting for the database (or shutting down): say so, naming the store.
+        body = {"status": "unavailable", "store": f"unavailable: {exc}", "batcher": "new", "follower": "down"}
+        return json_response(body, 503, {"Cache-Control": "no-store", "Retry-After": "2"})
     store = "ok"
     try:
         with anyio.fail_after(_PING_TIMEOUT_SECONDS):
@@ -161,9 +184,14 @@ async def health(request: Request) -> Response:
     draining = not runtime.accepting and state is State.RUNNING
     batcher = "draining" if draining else state.value
     follower = "ok" if runtime.follower.connected else "down: reconnecting to PostgreSQL"
-    healthy = store == "ok" and batcher == State.RUNNING.value and follower == "ok"
+    statistics = runtime.batcher.statistics()
+    # Batches held in memory because the dead-letter file refuses writes: intake is refused meanwhile.
+    deadletter = "ok" if statistics.dead_letter_error is None else f"unavailable: {statistics.dead_letter_error}"
+    healthy = store == "ok" and batcher == State.RUNNING.value and follower == "ok" and deadletter == "ok"
     body = {"status": "ok" if healthy else "unavailable", "store": store, "batcher": batcher, "follower": follower}
-    breaker = runtime.batcher.statistics().breaker
+    if deadletter != "ok":
+        body["deadletter"] = deadletter
+    breaker = statistics.breaker
     if breaker is not None:
         # An open breaker means batches go to the dead-letter file: late, not lost, but worth seeing.
         body["breaker"] = breaker.state

@@ -19,6 +19,7 @@ The last hop of the data flow: hub -> subscriber queue -> the response -> the so
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 import msgspec
 from starlette.requests import Request
@@ -59,16 +60,25 @@ def parse_last_event_id(value: str) -> int:
     return int(text)
 
 
-def _last_event_id(request: Request) -> int | None:
+class _Malformed:
+    """A Last-Event-ID that is not an id: the stream starts as for an id out of range."""
+
+
+_MALFORMED: Final = _Malformed()
+
+
+def _last_event_id(request: Request) -> int | _Malformed | None:
     # The header wins: a reconnecting EventSource keeps the URL it started with (and so any
     # ?last_event_id= in it) but sends the id it actually got last in the header.
-    header = request.headers.get("last-event-id")
-    if header:
-        return parse_last_event_id(header)
-    query = request.query_params.get("last_event_id")
-    if query:
-        return parse_last_event_id(query)
-    return None
+    value = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if not value:
+        return None
+    try:
+        return parse_last_event_id(value)
+    except BadStreamRequest:
+        # Not a 400: EventSource stops reconnecting for good on any 4xx, so a browser that stored a
+        # bad id (or a proxy that mangled it) would never stream again.
+        return _MALFORMED
 
 
 def _names(request: Request, param: str, check: Callable[[object], str]) -> frozenset[str] | None:
@@ -85,14 +95,14 @@ def _names(request: Request, param: str, check: Callable[[object], str]) -> froz
     return frozenset(names)
 
 
-def _truncated(first_available_id: int | None, last_event_id: int) -> bytes:
+def _truncated(first_available_id: int | None, last_event_id: int | None) -> bytes:
     data = msgspec.json.encode(
         {"type": "HISTORY_TRUNCATED", "first_available_id": first_available_id, "last_event_id": last_event_id}
     )
     return b"event: HISTORY_TRUNCATED\ndata: %s\n\n" % data
 
 
-async def _resume_point(runtime: Runtime, last_event_id: int | None) -> tuple[bytes, int | None]:
+async def _resume_point(runtime: Runtime, last_event_id: int | _Malformed | None) -> tuple[bytes, int | None]:
     """Return what to send before any message, and the id to replay after (None: live only).
 
     Raises:
@@ -101,6 +111,9 @@ async def _resume_point(runtime: Runtime, last_event_id: int | None) -> tuple[by
     if last_event_id is None:
         return b"", None
     first, last = await runtime.store.bounds()
+    if isinstance(last_event_id, _Malformed):
+        # Start live, from the newest stored message, after saying so (``last_event_id``: null).
+        return _truncated(first, None), last or 0
     if last is None or last_event_id > last:
         if last is None and last_event_id == 0:
             return b"", 0  # nothing stored, nothing missed
@@ -153,7 +166,7 @@ async def _open_stream(
     runtime: Runtime,
     types: frozenset[str] | None,
     sources: frozenset[str] | None,
-    last_event_id: int | None,
+    last_event_id: int | _Malformed | None,
     expires_after: float | None,
     on_close: Callable[[], None],
     *,

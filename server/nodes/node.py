@@ -138,6 +138,24 @@ class NodeSlot:
             return slot
         raise OSError(f"all {_MAX_SLOTS} slots under {root} are taken")
 
+    @classmethod
+    def try_take(cls, data_dir: Path, index: int) -> NodeSlot | None:
+        """Lock slot ``index`` if it exists and no process holds it; None otherwise. Adopts nothing.
+
+        Raises:
+            OSError: the lock file cannot be opened.
+        """
+        directory = data_dir / "slots" / f"slot-{index}"
+        if not directory.is_dir():
+            return None
+        fd = os.open(directory / "slot.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return cls(index, directory, fd)
+
     def _adopt_legacy(self, legacy: Path) -> None:
         target = self.directory / _DEADLETTER_DIR
         for name in _LEGACY_FILES:

@@ -24,7 +24,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CONTENT_SECURITY_POLICY", "CORSMiddleware", "SecurityHeadersMiddleware"]
+__all__ = ["CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "CORSMiddleware", "SecurityHeadersMiddleware"]
 
 # uPlot sets element styles through the CSSOM (el.style.x = ...), which style-src 'self' allows; the
 # dashboard has no inline <script>, <style> or style= attribute. The favicon is a data: URL.
@@ -42,7 +42,7 @@ CONTENT_SECURITY_POLICY: Final = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
-_SECURITY_HEADERS: Final = (
+SECURITY_HEADERS: Final = (
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
@@ -71,7 +71,7 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in _SECURITY_HEADERS:
+                for name, value in SECURITY_HEADERS:
                     headers.setdefault(name, value)
             await send(message)
 

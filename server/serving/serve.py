@@ -28,7 +28,7 @@ from sse_batcher.server.app.factory import create_app
 from sse_batcher.server.app.runtime import Runtime
 from sse_batcher.server.config import ServerConfig
 
-__all__ = ["GracefulServer", "configure_logging", "run", "startup_line", "uvicorn_config"]
+__all__ = ["GracefulServer", "configure_logging", "demo_line", "run", "startup_line", "uvicorn_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,17 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
     @property
+    def start_failure(self) -> str | None:
+        """The line saying why the app's runtime never opened (the database stayed away), or None."""
+        starting = getattr(self._app.state, "starting", None)
+        failure: str | None = getattr(starting, "failure", None)
+        return failure
+
+    async def on_tick(self, counter: int) -> bool:
+        # A start that gave up waiting for its database ends the server (``run`` then exits 1).
+        return await super().on_tick(counter) or self.start_failure is not None
+
+    @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
         for server in self.servers:
@@ -81,13 +92,32 @@ class GracefulServer(uvicorn.Server):
 
 
 def uvicorn_config(app: Starlette, config: ServerConfig, **overrides: object) -> uvicorn.Config:
-    """uvicorn settings for ``app``: uvloop and httptools when installed, no access log below debug."""
+    """uvicorn settings for ``app``: uvloop when installed, httptools with the connection limits of
+    :mod:`.protocol`, no access log below debug.
+
+    Without httptools uvicorn's h11 protocol runs with h11's own header limit and no read timeouts;
+    a warning says so.
+    """
     debug = config.log_level in ("debug", "trace")
+    http: object
+    if importlib.util.find_spec("httptools"):
+        from sse_batcher.server.serving.protocol import ConnectionLimits, guarded_protocol
+
+        limits = ConnectionLimits(
+            header_timeout_seconds=config.header_timeout_seconds,
+            body_timeout_seconds=config.body_timeout_seconds,
+            max_header_bytes=config.max_header_bytes,
+        )
+        http = guarded_protocol(limits)
+    else:
+        logger.warning("httptools is not installed: no header or body read timeouts (install uvicorn[standard])")
+        http = "h11"
     options: dict[str, object] = {
         "host": config.host,
         "port": config.port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": http,
+        "h11_max_incomplete_event_size": config.max_header_bytes,
         "lifespan": "on",
         "log_level": config.log_level if debug else "warning",
         "access_log": debug,
@@ -107,6 +137,15 @@ def startup_line(host: str, port: int, database: str, *, workers: int = 1) -> st
         shown = "127.0.0.1"
     line = f"sse-batcher: dashboard at http://{shown}:{port}/  database: {database}"
     return f"{line}  workers: {workers}" if workers > 1 else line
+
+
+def demo_line(config: ServerConfig) -> str:
+    """The line ``serve`` prints after the startup line when the demo runs: what it writes, how to stop it."""
+    where = "the embedded database" if config.database_url is None else "your database"
+    return (
+        f"sse-batcher: demo on: a simulated render farm writes jobs into {where}, "
+        f"about {config.demo_rate:g} a second, some failing on purpose (--no-demo turns it off)"
+    )
 
 
 def configure_logging(config: ServerConfig) -> None:
@@ -138,6 +177,8 @@ def run(
         runtime = server.runtime
         database = runtime.database if runtime is not None else config.describe_database()
         print(startup_line(config.host, server.port, database), flush=True)
+        if config.demo:
+            print(demo_line(config), flush=True)
 
     server = GracefulServer(
         uvicorn_config(app, config),
@@ -149,6 +190,8 @@ def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     server.run(sockets=sockets)
+    if server.start_failure is not None:
+        return 1  # the starter logged its one line
     if not server.started:
         print("sse-batcher: the server did not start (see the log above)", file=sys.stderr)
         return 1

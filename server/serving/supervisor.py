@@ -9,8 +9,8 @@ The parent does what must happen once, then only watches:
    a worker restarts, the others take its share (the backlog belongs to the socket, not to a process).
 3. It starts the workers with multiprocessing's ``spawn`` context (a fresh interpreter: no event
    loop, pool or lock is inherited half-copied from the parent). Worker ``i`` prefers slot ``i``
-   and, alone, worker 0 runs the demo. Each worker is the single-process server of
-   :mod:`sse_batcher.server.serving.serve`, with its graceful drain.
+   and each runs its share of the demo (``demo_rate / N``, job ids of its own). Each worker is the
+   single-process server of :mod:`sse_batcher.server.serving.serve`, with its graceful drain.
 4. A worker that exits unasked (a crash, ``kill -9``) is started again after a backoff that
    doubles while it keeps failing, so a crash loop cannot spin; the others keep serving. A worker
    that fails before the first start completed fails the whole command (a bad setting, not a crash).
@@ -48,10 +48,11 @@ from typing import Final
 
 import anyio
 
-from sse_batcher.batcher import BatcherError, PostgresStore
+from sse_batcher.batcher import BatcherError, PostgresStore, StoreUnavailableError
+from sse_batcher.server.app.starting import DatabaseWait
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.node import SCHEMA as NODES_SCHEMA
-from sse_batcher.server.serving.serve import GracefulServer, configure_logging, startup_line
+from sse_batcher.server.serving.serve import GracefulServer, configure_logging, demo_line, startup_line
 from sse_batcher.server.serving.serve import run as serve_one
 
 __all__ = ["Supervisor", "restart_delay", "run_workers", "share_limits"]
@@ -143,7 +144,8 @@ class Supervisor:
                 dsn = embedded.start()
             if self._stopping:
                 return 0
-            anyio.run(_migrate, self._config, dsn)
+            if not anyio.run(self._migrate_when_reachable, dsn):
+                return 0 if self._stopping else 1  # the wait logged its one line
             if self._stopping:
                 return 0
             # One key for every worker, drawn once: a restarted worker still accepts the tokens of the others.
@@ -157,12 +159,31 @@ class Supervisor:
             return 1
         finally:
             if embedded is not None:
-                embedded.stop()
+                embedded.release()
             signal.set_wakeup_fd(previous_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._wake_read.close()
             self._wake_write.close()
+
+    async def _migrate_when_reachable(self, dsn: str) -> bool:
+        """Create the tables, waiting (as a single server does) while the database is unreachable.
+
+        Returns False when the wait ran out (its final line is logged) or a signal came first.
+        """
+        waiting = DatabaseWait(self._config)
+        while not self._stopping:
+            try:
+                await _migrate(self._config, dsn)
+                return True
+            except StoreUnavailableError as exc:
+                pause = waiting.failed(exc)
+            if pause is None:
+                return False
+            # A signal writes to the wake-up socket: stop waiting at once.
+            with anyio.move_on_after(pause):
+                await anyio.wait_readable(self._wake_read)
+        return False
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         # The wakeup fd has already woken the wait in _serve; this only says why.
@@ -194,6 +215,8 @@ class Supervisor:
                 if not announced and all(w.started_at for w in self._workers):
                     announced = True
                     print(self._startup_line(sock), flush=True)
+                    if self._config.demo:
+                        print(demo_line(self._config), flush=True)
             return 0
         finally:
             self._stop_all()
@@ -240,7 +263,9 @@ class Supervisor:
         node_id = config.node_id
         if node_id is not None and config.workers > 1:
             node_id = f"{node_id}-{worker.index}"
-        child_config = replace(config, demo=config.demo and worker.index == 0, slot=worker.index, node_id=node_id)
+        # Every worker runs a share of the demo, so a burst works on whichever worker takes the request
+        # and every page load shows the same dashboard.
+        child_config = replace(config, demo_rate=config.demo_rate / config.workers, slot=worker.index, node_id=node_id)
         ready_read, ready_write = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_worker_main,

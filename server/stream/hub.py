@@ -71,6 +71,8 @@ class HubStats:
     pings_sent: int
     fanout_interval_seconds: float
     closing: bool
+    replay_pages_in_use: int = 0
+    replays_waiting: int = 0
 
 
 class Hub:
@@ -78,6 +80,7 @@ class Hub:
 
     Run :meth:`run` in a task group: it sends the staged fan-outs, the pings and the send timeouts.
     ``on_fanout`` (optional) sees each message once, when it first goes out to subscribers.
+    ``replay_pages`` bounds the replay pages in memory across streams (:mod:`.delivery`).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Hub:
         on_fanout: FanoutObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         hold_back: Callable[[StoredMessage], bool] | None = None,
+        replay_pages: int | None = None,
     ) -> None:
         # A digest rule's ``live = false``: such messages are stored (and replayed) but not streamed live.
         self._hold_back = hold_back
@@ -114,7 +118,7 @@ class Hub:
         self._last_fanout = -math.inf
         self._wake = anyio.Event()
         self._closing = False
-        self._delivery = Delivery(store, rejoin=self._join)
+        self._delivery = Delivery(store, rejoin=self._join, replay_pages=replay_pages)
         self._clients_total = 0
         self._clients_refused = 0
         self._keepalive = KeepAlive(ping_seconds=ping_seconds, send_timeout_seconds=send_timeout_seconds)
@@ -283,4 +287,6 @@ class Hub:
             pings_sent=self._keepalive.pings,
             fanout_interval_seconds=self._interval,
             closing=self._closing,
+            replay_pages_in_use=self._delivery.replay_pages_in_use,
+            replays_waiting=self._delivery.replays_waiting,
         )

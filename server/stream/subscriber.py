@@ -56,7 +56,8 @@ class Subscriber:
         self._waiter: asyncio.Future[None] | None = None
         self.lagged = False
         self.closing = False
-        # The last id this subscriber was given (None until it was given one, or told where to start).
+        # The last id this subscriber was given; until then, where it starts: the resume id, or the
+        # id before its first live message (None while it has neither).
         self.last_id: int | None = None
         # Kept by its stream: when it last wrote (for pings) and since when a write is stuck.
         self.last_write = 0.0
@@ -82,11 +83,12 @@ class Subscriber:
 
     def push(self, frame: Frame) -> bool:
         """Queue ``frame`` and wake the stream; False (and lagged) when it does not fit."""
+        if self.last_id is None:
+            # A live-only subscriber's resume point is just before its first live message: should it
+            # lag before writing anything (its queue may hold only a ping), it catches up from there.
+            self.last_id = frame.first_id - 1
         if self._queued + len(frame.ids) > self._limit:
             self.lagged = True
-            if self.last_id is None and not self._queue:
-                # Never given anything: it catches up from just before the first frame it missed.
-                self.last_id = frame.first_id - 1
             self._wake()
             return False
         self._queue.append(frame)

@@ -25,6 +25,11 @@ def test_batch_size_must_fit_the_buffer() -> None:
         BatcherConfig(batch_size=11, max_buffered_events=10)
 
 
+def test_an_event_must_fit_the_buffer_in_bytes() -> None:
+    with pytest.raises(ConfigError, match="max_event_bytes must not exceed max_buffered_bytes"):
+        BatcherConfig(max_event_bytes=2048, max_buffered_bytes=1024)
+
+
 def test_store_config_needs_a_dsn_and_a_positive_pool() -> None:
     with pytest.raises(ConfigError, match="dsn"):
         StoreConfig(dsn="")

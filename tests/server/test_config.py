@@ -29,7 +29,7 @@ def test_from_env_fills_every_field_a_setting_names() -> None:
         if s.type is bool:
             raw, value = ("false", False) if s.default else ("true", True)
         elif s.type is int:
-            number = int(s.maximum) if s.maximum is not None and s.maximum < 1000 else 777
+            number = int(s.maximum) if s.maximum is not None and s.maximum < 1000 else max(777, int(s.minimum or 0) + 1)
             raw, value = str(number), number
         elif s.type is float:
             raw = "0.75"

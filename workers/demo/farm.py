@@ -174,13 +174,14 @@ class DemoFarm:
     def __init__(
         self,
         batcher: EventBatcher,
-        rate: float = constants.SSE_DEMO_RATE,
+        rate: float | None = None,
         *,
         seed: int | None = None,
         speed: float = 1.0,
         failure_rate: float = 0.04,
         job_ids: JobIdAllocator | None = None,
     ) -> None:
+        rate = constants.SSE_DEMO_RATE if rate is None else rate
         if not (math.isfinite(rate) and rate >= 0):
             raise ValueError(f"rate must be a number of jobs per second >= 0, got {rate!r}")
         if not (math.isfinite(speed) and speed > 0):

@@ -23,6 +23,11 @@ _VARIANTS: Final = ("hero 4:5", "square 1:1", "banner 16:9", "story 9:16", "thum
 _NODES: Final = ("gpu-1", "gpu-2", "gpu-3", "gpu-4", "cpu-7")
 
 
+# Every failure the demo makes up says so, in the log line and in the JOB_FAILED event's error_message,
+# so that nobody takes "No space left on device" for their own disk.
+SIMULATED: Final = "simulated: "
+
+
 @dataclass(frozen=True, slots=True)
 class JobPlan:
     """One simulated job: a name, its steps with their seconds, and (maybe) where it fails."""
@@ -85,9 +90,12 @@ def thumbnail_job(rng: random.Random, failure_rate: float, album: str | None = N
         plan,
         failure_rate,
         [
-            ("upload", lambda: OSError(28, "No space left on device", tile)),
-            ("decode", lambda: ValueError("unsupported colour profile 'CMYK'")),
-            ("decode", lambda: OSError(f"image file is truncated ({rng.randint(12, 900)} bytes not processed)")),
+            ("upload", lambda: OSError(28, f"{SIMULATED}No space left on device", tile)),
+            ("decode", lambda: ValueError(f"{SIMULATED}unsupported colour profile 'CMYK'")),
+            (
+                "decode",
+                lambda: OSError(f"{SIMULATED}image file is truncated ({rng.randint(12, 900)} bytes not processed)"),
+            ),
         ],
     )
 
@@ -111,8 +119,8 @@ def overlay_job(rng: random.Random, failure_rate: float) -> JobPlan:
         plan,
         failure_rate,
         [
-            ("render", lambda: TimeoutError(f"render node {node} did not answer in 30 s")),
-            ("layout", lambda: LookupError("font 'Inter Display Bold' has no glyph for U+1F600")),
+            ("render", lambda: TimeoutError(f"{SIMULATED}render node {node} did not answer in 30 s")),
+            ("layout", lambda: LookupError(f"{SIMULATED}font 'Inter Display Bold' has no glyph for U+1F600")),
         ],
     )
 
@@ -137,8 +145,11 @@ def scene_job(rng: random.Random, failure_rate: float) -> JobPlan:
         plan,
         failure_rate,
         [
-            ("publish", lambda: ConnectionResetError(104, "Connection reset by peer")),
-            ("render", lambda: TimeoutError(f"render node {node} did not answer in 30 s")),
-            ("fetch", lambda: FileNotFoundError(2, "No such file or directory", f"/mnt/assets/{sku}/master.tif")),
+            ("publish", lambda: ConnectionResetError(104, f"{SIMULATED}Connection reset by peer")),
+            ("render", lambda: TimeoutError(f"{SIMULATED}render node {node} did not answer in 30 s")),
+            (
+                "fetch",
+                lambda: FileNotFoundError(2, f"{SIMULATED}No such file or directory", f"/mnt/assets/{sku}/master.tif"),
+            ),
         ],
     )

@@ -117,3 +117,16 @@ def test_quarantined_messages_keep_their_reason_and_are_never_written_back(tmp_p
     assert deadletter.quarantined() == [*refused, Rejected(message=message(2), reason="other")]
     assert deadletter.count_batches() == 0
     assert deadletter.rejected_path == tmp_path / "rejected.jsonl"
+
+
+def test_adopting_a_file_moves_its_readable_batches_behind_ours_and_empties_it(tmp_path: Path) -> None:
+    mine, orphan = DeadLetterFile(tmp_path / "mine"), DeadLetterFile(tmp_path / "orphan")
+    first = [Message("k1", "T", "T", "s", 1, 1, 1, 1.0, b"{}")]
+    second = [Message("k2", "T", "T", "s", 1, 2, 2, 1.0, b"{}")]
+    mine.append(first)
+    orphan.append(second)
+    with orphan.path.open("ab") as file:
+        file.write(b'[{"idem_key": "torn')  # a crash mid-append: never acknowledged
+    assert mine.adopt(orphan) == 1
+    assert mine.batches() == [first, second]
+    assert orphan.count_batches() == 0

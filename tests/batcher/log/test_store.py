@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import asyncpg
@@ -35,8 +37,10 @@ def message(
     )
 
 
-async def replay_all(store: PostgresStore, after_id: int = 0, **filters: list[str]) -> list[StoredMessage]:
-    return [stored async for stored in store.replay(after_id, **filters)]
+async def replay_all(
+    store: PostgresStore, after_id: int = 0, *, types: list[str] | None = None, sources: list[str] | None = None
+) -> list[StoredMessage]:
+    return [stored async for stored in store.replay(after_id, types=types, sources=sources)]
 
 
 async def test_write_assigns_increasing_ids_in_message_order(store: PostgresStore) -> None:
@@ -218,3 +222,24 @@ async def test_empty_write_is_a_no_op(store: PostgresStore) -> None:
     result = await store.write([])
     assert (result.stored, result.rejected) == ([], [])
     assert store.statistics().writes == 0
+
+
+async def test_a_replay_page_stops_at_the_byte_bound_and_a_larger_row_goes_alone(dsn: str) -> None:
+    async with started_store(dsn, replay_page_size=500, replay_page_bytes=25_000) as store:
+        blob = "x" * 10_000
+        sizes = [1, 1, 1, 4, 1, 1, 1, 1]  # in blobs of 10 KB: the fourth row alone is over the bound
+        batch = [message(i, payload=json.dumps({"blob": blob * n}).encode()) for i, n in enumerate(sizes, 1)]
+        ids = [s.id for s in (await store.write(batch)).stored]
+        pages: list[list[int]] = []
+
+        @asynccontextmanager
+        async def page_permit() -> AsyncIterator[None]:
+            pages.append([])
+            yield
+
+        async for replayed in store.replay(0, page_permit=page_permit):
+            pages[-1].append(replayed.id)
+    # A row is in a page while the bytes before it in the page are under the bound: three rows of
+    # 10 KB, then the 40 KB row alone (it starts a page). After a page cut by bytes the next asks
+    # for twice as many rows as fitted (two), then a page runs to the end.
+    assert pages == [ids[0:3], ids[3:4], ids[4:6], ids[6:8]]

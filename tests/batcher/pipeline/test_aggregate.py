@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 
+from sse_batcher.batcher import PostgresStore, SSEEventBatcher
 from sse_batcher.batcher.events import Event
 from sse_batcher.batcher.pipeline.aggregate import aggregate, aggregate_type
+from sse_batcher.batcher.rules import AggregationRules, TypeRule
 from sse_batcher.server.client import unroll
+from tests.batcher.pipeline.test_facade import stored_rows, stored_seqs
+from tests.collect import batcher_config
 
 
 def _event(seq: int, type_: str = "JOB_STARTED", source: str = "thumbnail", **kw: object) -> Event:
@@ -119,6 +125,36 @@ def test_an_event_travelling_alone_in_the_middle_of_its_group_keeps_the_emit_ord
     that held the events on both sides of it, so a client reading in id order saw 1, 3, 2."""
     messages = aggregate([_event(1), _event(2, priority="critical"), _event(3)], "o")
     assert [e["seq"] for m in messages for e in unroll(m.payload)] == [1, 2, 3]
+
+
+def test_a_group_larger_than_the_message_bound_is_cut_into_messages_under_it() -> None:
+    def big(seq: int, **kw: object) -> Event:
+        data = msgspec.json.encode({"job_id": "j" * 300 + str(seq), "blob": "x" * 2000})
+        return Event("JOB_PROGRESS", "w", seq, 1733500000.123, msgspec.Raw(data), **kw)  # type: ignore[arg-type]
+
+    events = [big(seq, key=f"k{seq % 7}" * 20) for seq in range(1, 201)]
+    for rules in (None, AggregationRules(types={"JOB_PROGRESS": TypeRule(group_identical=True)})):
+        messages = aggregate(events, "o", rules, max_message_bytes=16_384)
+        assert len(messages) > 1
+        assert max(len(m.payload) for m in messages) <= 16_384
+        assert [e["seq"] for m in messages for e in unroll(m.payload)] == list(range(1, 201))
+    # Unbounded, they stay one aggregate; a single event larger than the bound still travels.
+    assert len(aggregate(events, "o")) == 1
+    [alone] = aggregate(events[:1], "o", max_message_bytes=100)
+    assert alone.event_count == 1
+
+
+async def test_every_stored_message_stays_under_the_configured_bound(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    cfg = batcher_config(tmp_path, max_message_bytes=8192)
+    async with SSEEventBatcher(store, cfg) as batcher:
+        for i in range(100):
+            batcher.emit("T", {"i": i, "pad": "p" * 500}, source="s")
+        assert await batcher.flush(timeout=10)
+    rows = await stored_rows(dsn)
+    assert len(rows) > 1 and max(len(row["data"].encode()) for row in rows) <= 8192
+    assert stored_seqs(rows) == list(range(1, 101))
 
 
 def test_a_keyed_event_keeps_its_key_beside_the_message_never_in_its_payload() -> None:

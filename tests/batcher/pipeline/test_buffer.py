@@ -213,3 +213,56 @@ def test_event_stamps_are_whole_milliseconds_so_they_encode_with_at_most_three_d
     for event in buffer.take(10):
         assert len(repr(event.ts).partition(".")[2]) <= 3
         assert event.ts == round(event.ts, 3)
+
+
+def test_buffer_is_bounded_in_bytes_and_a_thread_waits_for_bytes_to_leave() -> None:
+    buffer = EventBuffer(capacity=100, batch_size=10, wake=_Wakes(), max_bytes=10)
+    put(buffer, "T", "s", b"12345678")
+    with pytest.raises(BufferFullError, match="bytes"):
+        put(buffer, "T", "s", b"123")
+    assert buffer.held_bytes == 8 and buffer.rejected_full == 1
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(put(buffer, "T", "s", b"123", timeout=30)))
+    thread.start()
+    while buffer.room.waiting == 0:
+        thread.join(0.001)
+    assert [e.seq for e in buffer.take(10)] == [1]
+    thread.join()
+    assert result == [2] and buffer.held_bytes == 3
+
+
+def test_put_many_is_refused_whole_when_its_bytes_do_not_fit() -> None:
+    buffer = EventBuffer(capacity=100, batch_size=10, wake=_Wakes(), max_bytes=10)
+    with pytest.raises(BufferFullError):
+        buffer.put_many([("T", "s", b"1234", "normal", None, True, False, None)] * 3)
+    assert len(buffer) == 0 and buffer.held_bytes == 0
+    assert buffer.put_many([("T", "s", b"1234", "normal", None, True, False, None)] * 2) == [1, 2]
+
+
+def test_contended_puts_keep_each_threads_order_and_each_source_and_types_order() -> None:
+    buffer = EventBuffer(capacity=100_000, batch_size=10_000, wake=_Wakes())
+    per_thread = 5000
+    barrier = threading.Barrier(4)
+
+    def emitter(n: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            # Each thread has a source of its own and two types; one (source, type) is shared by all.
+            put(buffer, f"T{i % 2}", f"w{n}", b'{"i":%d}' % i)
+            put(buffer, "SHARED", "all", b'{"n":%d,"i":%d}' % (n, i))
+
+    threads = [threading.Thread(target=emitter, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events = buffer.take(len(buffer))
+    assert [e.seq for e in events] == list(range(1, 8 * per_thread + 1))
+    for n in range(4):
+        mine = [int(bytes(e.data)[5:-1]) for e in events if e.source == f"w{n}"]
+        assert mine == list(range(per_thread))
+        shared = [e for e in events if e.source == "all" and bytes(e.data).startswith(b'{"n":%d,' % n)]
+        assert [int(bytes(e.data).split(b'"i":')[1][:-1]) for e in shared] == list(range(per_thread))
+    for group in {(e.source, e.type) for e in events}:
+        seqs = [e.seq for e in events if (e.source, e.type) == group]
+        assert seqs == sorted(seqs)

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from sse_batcher.batcher import (
+    BatcherClosedError,
     BatcherConfig,
     BufferFullError,
     EventValidationError,
@@ -219,3 +220,32 @@ async def test_emits_before_start_are_flushed_once_started(store: PostgresStore,
     batcher.add_listener(collected)
     async with batcher:
         await collected.wait_for_events(1)
+
+
+@pytest.mark.parametrize("wait", [False, True])
+async def test_aemit_waiting_for_room_raises_batcher_closed_when_closed(
+    store: PostgresStore, tmp_path: Path, wait: bool
+) -> None:
+    hung = FaultyStore(store, ["hang"])
+    batcher = SSEEventBatcher(hung, config(tmp_path, batch_size=2, max_buffered_events=2))
+    outcome: list[str] = []
+
+    async def waiter() -> None:
+        with pytest.raises(BatcherClosedError):
+            await batcher.aemit("T", {"i": 4}, wait=wait, timeout=60)
+        outcome.append("closed")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await batcher.start()  # its task group nests in this one, so aclose() below may end it
+            for i in range(2):
+                batcher.emit("T", {"i": i})
+            await anyio.wait_all_tasks_blocked()  # the flush loop holds these two in its hung write
+            for i in range(2, 4):
+                batcher.emit("T", {"i": i})  # now the buffer is full
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            await batcher.aclose(timeout=0.2)
+    assert outcome == ["closed"]
+    with pytest.raises(BatcherClosedError):
+        await batcher.aemit("T", {"i": 5}, wait=wait)

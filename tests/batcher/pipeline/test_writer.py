@@ -10,12 +10,14 @@ import asyncpg
 import msgspec
 import pytest
 
-from sse_batcher.batcher import Message, PostgresStore, StoreUnavailableError, WriteResult
+from sse_batcher.batcher import BufferFullError, Message, PostgresStore, StoreUnavailableError, WriteResult
 from sse_batcher.batcher.events import Event
 from sse_batcher.batcher.log._sql import WRITE_LOCK
 from sse_batcher.batcher.log.deadletter import DeadLetterFile
 from sse_batcher.batcher.pipeline.aggregate import aggregate
 from sse_batcher.batcher.pipeline.writer import BatchWriter
+from tests.batcher.pipeline.test_facade import FaultyStore, config, running, stored_rows, stored_seqs
+from tests.server.live import until
 
 
 def batch(first_seq: int, n: int = 3) -> list[Message]:
@@ -109,7 +111,62 @@ async def test_a_write_cancelled_while_the_file_is_written_back_keeps_its_batch(
         new = batch(10)
         with anyio.move_on_after(0.5):
             await writer.write(new)
-        assert writer.take_inflight() == new
+        assert writer.take_unwritten() == [new]
         await transaction.rollback()
     finally:
         await blocker.close()
+
+
+async def test_a_dead_letter_file_that_cannot_be_written_holds_the_batch_and_refuses_intake_until_it_can(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    down = FaultyStore(store, ["fail"] * 10_000)
+    cfg = config(tmp_path, max_retries=0, batch_size=2, retry_delay_seconds=0.01)
+    async with running(down, cfg) as (batcher, _):
+        blocker = tmp_path / "deadletter"
+        blocker.write_text("a file where the dead-letter directory should be")
+        batcher.emit("T", {"i": 1}, source="s")
+        batcher.emit("T", {"i": 2}, source="s")
+        assert not await batcher.flush(timeout=0.5)
+        stats = batcher.statistics()
+        assert stats.dead_letter_error is not None and str(blocker) in stats.dead_letter_error
+        assert (stats.held_batches, stats.kept_on_disk) == (1, False)
+        with pytest.raises(BufferFullError, match="dead-letter"):
+            batcher.emit("T", {"i": 3}, source="s")
+        with pytest.raises(BufferFullError):
+            await batcher.publish([{"type": "T", "data": {"i": 3}}], timeout=1)
+        blocker.unlink()  # the disk is back, the store is not: the held batch goes to the file
+        await until(lambda: batcher.statistics().kept_on_disk)
+        assert (batcher.statistics().dead_letter_error, batcher.statistics().held_batches) == (None, 0)
+        batcher.emit("T", {"i": 3}, source="s")
+        down.plan.clear()
+        assert await batcher.flush(timeout=10)
+    assert stored_seqs(await stored_rows(dsn)) == [1, 2, 3]
+
+
+async def test_a_batch_held_in_memory_is_stored_once_the_store_answers_though_the_disk_still_refuses(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    down = FaultyStore(store, ["fail"] * 10_000)
+    cfg = config(tmp_path, max_retries=0, batch_size=2, retry_delay_seconds=0.01)
+    async with running(down, cfg) as (batcher, _):
+        (tmp_path / "deadletter").write_text("not a directory")
+        batcher.emit("T", {"i": 1}, source="s")
+        batcher.emit("T", {"i": 2}, source="s")
+        assert not await batcher.flush(timeout=0.3)
+        down.plan.clear()
+        assert await batcher.flush(timeout=10)
+        assert batcher.statistics().dead_letter_error is None
+        batcher.emit("T", {"i": 3}, source="s")
+    assert stored_seqs(await stored_rows(dsn)) == [1, 2, 3]
+
+
+async def test_a_file_where_the_dead_letter_directory_should_be_at_start_stops_nothing_while_the_store_answers(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    (tmp_path / "deadletter").write_text("not a directory")
+    async with running(store, config(tmp_path)) as (batcher, _):
+        batcher.emit("T", {"i": 1}, source="s")
+        assert await batcher.flush(timeout=10)
+        assert batcher.statistics().dead_letter_error is None
+    assert stored_seqs(await stored_rows(dsn)) == [1]

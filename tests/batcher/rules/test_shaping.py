@@ -67,3 +67,16 @@ def test_unbatched_type_travels_alone_inside_aggregate() -> None:
     events = [event(1, "JOB_FAILED"), event(2, "JOB_FAILED")]
     assert [m.event_count for m in aggregate(events, "o", AggregationRules())] == [1, 1]
     assert [m.event_count for m in aggregate(events, "o")] == [2]  # without rules, JOB_FAILED groups like any type
+
+
+def test_a_message_names_the_seqs_it_absorbed_by_key_and_by_identical_data() -> None:
+    rules = AggregationRules(types={"JOB_PROGRESS": TypeRule(coalesce="key", group_identical=True)})
+    same = {"p": 1}
+    events = [event(1, key="a", data=same), event(2, key="b", data=same), event(3, key="a", data={"p": 2})]
+    [message] = aggregate(events, "o", rules)
+    # 1 is superseded by 3; what is left differs, so nothing is folded.
+    assert message.absorbed == (1,)
+    events = [event(1, data=same), event(2, key="k", data={"p": 2}), event(3, data=same), event(4, key="k", data=same)]
+    [message] = aggregate(events, "o", rules)
+    # 2 superseded by 4, and 4 (with what it stands for) folded into 1, as 3 is.
+    assert sorted(message.absorbed) == [2, 3, 4]

@@ -13,6 +13,7 @@ import pytest
 
 from sse_batcher.batcher import (
     BatcherConfig,
+    BufferFullError,
     EventValidationError,
     Message,
     PostgresStore,
@@ -144,3 +145,35 @@ def test_a_request_key_leaves_an_empty_event_key_to_be_refused_as_one_batcher_do
     with pytest.raises(EventValidationError) as caught:
         split.emit_many(events, idempotency_key="req")
     assert (caught.value.field, caught.value.index) == ("idempotency_key", 1)
+
+
+def small_b(tmp_path: Path) -> SplitBatcher:
+    a = SSEEventBatcher(UnusedStore(), BatcherConfig(data_dir=tmp_path / "a"))
+    b = SSEEventBatcher(UnusedStore(), BatcherConfig(max_buffered_events=2, batch_size=2, data_dir=tmp_path / "b"))
+    return SplitBatcher(a, b, share_b=0.5)
+
+
+def test_emit_many_refused_in_one_arms_share_accepts_nothing_in_the_other(tmp_path: Path) -> None:
+    split = small_b(tmp_path)
+    on_a = next(name for name in NAMES if arm_of(name, 0.5) == 0)
+    on_b = next(name for name in NAMES if arm_of(name, 0.5) == 1)
+    with pytest.raises(EventValidationError):
+        split.emit_many([{"type": "OK", "data": {}, "source": on_a}, {"type": "bad", "data": {}, "source": on_b}])
+    split.emit_many([{"type": "OK", "data": {}, "source": on_b}] * 2)  # arm B is full now
+    with pytest.raises(BufferFullError):
+        split.emit_many([{"type": "OK", "data": {}, "source": on_a}, {"type": "OK", "data": {}, "source": on_b}])
+    assert [arm.backlog for arm in split.arms] == [0, 2]
+
+
+async def test_publish_refused_in_one_arms_share_accepts_nothing_in_the_other(tmp_path: Path) -> None:
+    split = small_b(tmp_path)
+    on_a = next(name for name in NAMES if arm_of(name, 0.5) == 0)
+    on_b = next(name for name in NAMES if arm_of(name, 0.5) == 1)
+    with pytest.raises(EventValidationError):
+        await split.publish([{"type": "OK", "data": {}, "source": on_a}, {"type": "bad", "data": {}, "source": on_b}])
+    split.emit_many([{"type": "OK", "data": {}, "source": on_b}] * 2)
+    with pytest.raises(BufferFullError):
+        await split.publish(
+            [{"type": "OK", "data": {}, "source": on_a}, {"type": "OK", "data": {}, "source": on_b}], timeout=0.5
+        )
+    assert [arm.backlog for arm in split.arms] == [0, 2]

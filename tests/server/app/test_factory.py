@@ -27,6 +27,12 @@ async def test_dashboard_and_its_static_files_are_served(live: LiveServer) -> No
         assert (await client.get("/static/nope.js")).status_code == 404
 
 
+def test_create_app_runs_no_demo_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert create_app().state.config.demo is False
+    assert ServerConfig().demo is False
+
+
 async def test_demo_burst_is_404_when_the_demo_is_off(live: LiveServer) -> None:
     async with live.client() as client:
         response = await client.post("/api/demo/burst", json={"count": 5})

@@ -155,6 +155,18 @@ async def test_full_buffer_is_503_with_retry_after_and_nothing_accepted(dsn: str
         assert _emitted(live) == 9
 
 
+async def test_buffer_full_in_bytes_is_503_with_retry_after_and_nothing_accepted(dsn: str, tmp_path: Path) -> None:
+    batcher = {"max_buffered_bytes": 1000, "max_event_bytes": 500, "batch_size": 10, "batch_timeout_seconds": 60}
+    config = make_config(dsn, tmp_path, batcher=batcher)
+    big = {"type": "A", "data": {"blob": "x" * 400}}  # about 400 bytes encoded: two fit, three do not
+    async with serving(config) as live, live.client() as client:
+        assert (await client.post("/api/events", json=[big, big])).status_code == 202
+        response = await client.post("/api/events", json=big)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert _emitted(live) == 2
+
+
 async def test_publish_during_drain_is_503(live: LiveServer) -> None:
     live.runtime.request_drain()
     await until(lambda: live.runtime.hub.closing)

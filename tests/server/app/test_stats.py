@@ -3,9 +3,11 @@ names what is down or draining."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 
-from tests.server.live import LiveServer
+from tests.server.live import LiveServer, make_config, serving, until
 from tests.server.sse import publish, subscribed
 
 
@@ -88,3 +90,23 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
     } <= set(stats["sizing"])
     assert stats["workers"] == []
     assert stats["process"]["rss_bytes"] > 0 and "cpu_percent" in stats["process"]
+
+
+async def test_healthz_names_the_dead_letter_file_and_publishes_get_503_while_it_refuses_writes(
+    dsn: str, tmp_path: Path
+) -> None:
+    config = make_config(dsn, tmp_path, batcher={"max_retries": 0, "retry_delay_seconds": 0.01})
+    async with serving(config) as live, live.client() as client:
+        runtime = live.runtime
+        blocker = runtime.batcher.config.data_dir / "deadletter"
+        await runtime.store.aclose()  # the store is down, and so is the disk behind it
+        blocker.write_text("a file where the dead-letter directory should be")
+        assert (await client.post("/api/events", json={"type": "T", "data": {}})).status_code == 202
+        await until(lambda: runtime.batcher.statistics().held_batches == 1)
+        refused = await client.post("/api/events", json={"type": "T", "data": {}})
+        health = await client.get("/healthz")
+        assert (refused.status_code, refused.headers["Retry-After"]) == (503, "1")
+        assert health.status_code == 503 and str(blocker) in health.json()["deadletter"]
+        blocker.unlink()  # the held batch goes to the file: nothing is lost at shutdown
+        await until(lambda: runtime.batcher.statistics().kept_on_disk)
+        assert "deadletter" not in (await client.get("/healthz")).json()

@@ -102,3 +102,20 @@ async def test_create_database_with_replace_starts_it_afresh(pg_server: Embedded
 
     assert pg_server.create_database("replaced_db", replace=True) == dsn
     assert await query(dsn, "SELECT to_regclass('leftover')::text") is None
+
+
+async def test_release_stops_the_server_only_when_the_last_user_leaves(tmp_path: Path) -> None:
+    first = EmbeddedPostgres(tmp_path / "data")
+    second = EmbeddedPostgres(tmp_path / "data")
+    try:
+        dsn = first.start()
+        assert second.start() == dsn
+
+        assert first.release() is False
+        assert await query(dsn, "SELECT 1") == 1
+        assert first.release() is False  # a second call does nothing
+
+        assert second.release() is True
+        assert not second.running
+    finally:
+        second.stop()

@@ -140,3 +140,83 @@ def test_sigterm_lets_demo_jobs_in_progress_finish_and_delivers_their_endings(
     ended = {(e["source"], e["data"]["job_id"]) for e in delivered if e["type"] in ("JOB_COMPLETED", "JOB_FAILED")}
     assert started, "the client saw no job start"
     assert started <= ended, f"jobs whose ending never reached the client: {sorted(started - ended)[:5]}"
+
+
+async def test_a_second_serve_on_the_same_data_dir_leaves_the_first_publishing_and_streaming(tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    data_dir.mkdir()
+    first = ServerProcess(None, data_dir, demo=False)
+    second = ServerProcess(None, data_dir, demo=False)
+    try:
+        await anyio.to_thread.run_sync(first.start)
+        await anyio.to_thread.run_sync(second.start)
+        assert await anyio.to_thread.run_sync(second.stop) == 0
+
+        async with httpx.AsyncClient(base_url=first.url, timeout=10) as client, anyio.create_task_group() as tg:
+            received = Received()
+            tg.start_soon(lambda: read_until(client, received))
+            with anyio.fail_after(10):
+                await received.connected.wait()
+            answer = await client.post("/api/events?wait=stored", json={"type": "AFTER_SECOND_LEFT", "data": {"n": 1}})
+            assert answer.status_code == 201, answer.text
+            await received.wait_for(lambda r: any(e["type"] == "AFTER_SECOND_LEFT" for e in events_of(r.messages)))
+            assert (await client.get("/healthz")).status_code == 200
+            tg.cancel_scope.cancel()
+    finally:
+        second.stop()
+        assert await anyio.to_thread.run_sync(first.stop) == 0
+    # The last one out stopped the database.
+    assert not EmbeddedPostgres(data_dir).running
+
+
+async def _read_lines(process: Process, buffer: bytes, count: int) -> bytes:
+    """Read stdout onto ``buffer`` until it holds ``count`` lines."""
+    assert process.stdout is not None
+    with anyio.fail_after(60):
+        while buffer.count(b"\n") < count:
+            buffer += await process.stdout.receive()
+    return buffer
+
+
+async def _demo_of(port: int, args: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, Any]]:
+    """Run ``serve`` with ``args``; return its first stdout lines and /api/stats' demo, then stop it."""
+    command = [sys.executable, "-m", "sse_batcher.server", "serve", "--port", str(port), *args]
+    async with await anyio.open_process(command, cwd=ROOT, env=env, stderr=None) as process:
+        try:
+            printed = await _read_lines(process, b"", 1)
+            async with httpx.AsyncClient(timeout=10) as client:
+                stats = (await client.get(f"http://127.0.0.1:{port}/api/stats")).json()
+            if stats["demo"]["enabled"]:
+                printed = await _read_lines(process, printed, 2)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                await process.wait()
+    return printed.decode().splitlines(), stats["demo"]
+
+
+def _serve_env(tmp_path: Path, dsn: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("SSE_")}
+    env["SSE_DATA_DIR"] = str(tmp_path)
+    if dsn is not None:
+        env["DATABASE_URL"] = dsn
+    return env
+
+
+async def test_serve_on_the_embedded_database_runs_the_demo_and_says_so_first(tmp_path: Path) -> None:
+    lines, demo = await _demo_of(_free_port(), [], _serve_env(tmp_path, None))
+
+    assert demo == {"enabled": True}
+    assert lines[0].startswith("sse-batcher: dashboard at")
+    assert lines[1].startswith("sse-batcher: demo on: a simulated render farm writes jobs into the embedded database")
+    assert "--no-demo" in lines[1]
+
+
+async def test_serve_with_database_url_runs_the_demo_only_when_asked(dsn: str, tmp_path: Path) -> None:
+    lines, demo = await _demo_of(_free_port(), [], _serve_env(tmp_path, dsn))
+    assert demo == {"enabled": False}
+    assert len(lines) == 1
+
+    lines, demo = await _demo_of(_free_port(), ["--demo"], _serve_env(tmp_path, dsn))
+    assert demo == {"enabled": True}
+    assert "into your database" in lines[1]

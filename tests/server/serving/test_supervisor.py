@@ -91,7 +91,7 @@ def _env(tmp_path: Path, dsn: str | None, **extra: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def serving_workers(env: dict[str, str], workers: int = 2) -> AsyncIterator[Workers]:
+async def serving_workers(env: dict[str, str], workers: int = 2, *, demo: bool = False) -> AsyncIterator[Workers]:
     """``serve --workers N`` until the block ends; SIGTERM then, unless the test stopped it itself."""
     port = free_port()
     command = [
@@ -99,7 +99,7 @@ async def serving_workers(env: dict[str, str], workers: int = 2) -> AsyncIterato
         "-m",
         "sse_batcher.server",
         "serve",
-        "--no-demo",
+        "--demo" if demo else "--no-demo",
         "--workers",
         str(workers),
         "--port",
@@ -459,6 +459,21 @@ def test_a_worker_that_keeps_dying_is_restarted_ever_more_slowly_up_to_30_second
     assert delays[-1] == 30.0
     # A worker that had run a while before it died starts over from the shortest delay.
     assert restart_delay(0) == 0.5
+
+
+async def test_with_workers_every_worker_runs_the_demo_and_takes_a_burst(dsn: str, tmp_path: Path) -> None:
+    env = _env(tmp_path, dsn)
+    async with serving_workers(env, workers=2, demo=True) as served:
+        answered_by: set[int] = set()
+        with anyio.fail_after(60):
+            while len(answered_by) < 2:
+                # A new connection each time, so the kernel spreads the requests over both workers.
+                async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
+                    stats = (await client.get("/api/stats")).json()
+                    assert stats["demo"] == {"enabled": True}, stats["node"]
+                    answer = await client.post("/api/demo/burst", json={"count": 3})
+                    assert answer.status_code == 202, answer.text
+                    answered_by.add(stats["node"]["pid"])
 
 
 def test_each_worker_gets_its_share_of_the_per_client_limits_rounded_down_and_at_least_1() -> None:

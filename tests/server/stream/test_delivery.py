@@ -10,11 +10,22 @@ from pathlib import Path
 
 import anyio
 
-from tests.server.live import make_config, serving
+from sse_batcher.batcher.events import Message
+from sse_batcher.server.stream.hub import Hub
+from tests.pg import started_store
+from tests.server.live import make_config, serving, until
 from tests.server.sse import publish, subscribed
 from tests.server.stream.test_hub import _BURST, _unread_stream
 
 _ID = re.compile(rb"\nid: (\d+)\n")
+
+
+def _message(seq: int, blob: str) -> Message:
+    payload = b'{"type":"A","source":"s","seq":%d,"data":{"blob":"%s"}}' % (seq, blob.encode())
+    return Message(
+        idem_key=f"p:{seq}", type="A", event_type="A", source="s", event_count=1,
+        first_seq=seq, last_seq=seq, ts=1.0, payload=payload,
+    )  # fmt: skip
 
 
 async def _read_ids(sock: socket.socket, want: int, timeout: float = 20) -> list[int]:
@@ -50,3 +61,62 @@ async def test_stalled_client_catches_up_from_the_store_without_slowing_a_fast_o
             assert live.runtime.hub.statistics().replayed_messages > 0  # it caught up from the store
         tg.cancel_scope.cancel()
     assert ids == fast.ids  # every message, in order: no gap, no duplicate
+
+
+async def test_replays_hold_no_more_pages_than_the_budget_however_many_clients_stall(dsn: str) -> None:
+    blob = "x" * 10_000
+    async with started_store(dsn, replay_page_bytes=20_000) as store:
+        messages = [_message(i, blob) for i in range(1, 21)]  # 20 rows of 10 KB: ten pages each
+        ids = [s.id for s in (await store.write(messages)).stored]
+        hub = Hub(store, queue_size=100, max_clients=10, replay_pages=2)
+        resume = [anyio.Event() for _ in range(5)]
+        got: list[list[int]] = [[] for _ in range(5)]
+        peak = 0
+
+        async def stalled_reader(i: int) -> None:
+            subscriber = hub.open()
+            body = hub.follow(subscriber, 0)
+            try:
+                async for chunk in body:
+                    got[i] += [int(x) for x in _ID.findall(b"\n" + chunk)]
+                    if not resume[i].is_set():
+                        await resume[i].wait()  # a client that reads nothing for a while
+                    if got[i][-1] == ids[-1]:
+                        return
+            finally:
+                await body.aclose()
+                hub.release(subscriber)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(stalled_reader, i)
+            await until(lambda: hub.statistics().replays_waiting == 3)
+            assert hub.statistics().replay_pages_in_use == 2
+            for event in resume:
+                event.set()
+                stats = hub.statistics()
+                peak = max(peak, stats.replay_pages_in_use)
+        assert peak <= 2 and hub.statistics().replay_pages_in_use == 0
+        assert got == [ids] * 5  # every stalled client got everything, in order, once it read
+
+
+async def test_a_stream_closed_mid_replay_gives_its_page_back_at_once(dsn: str) -> None:
+    async with started_store(dsn, replay_page_bytes=20_000) as store:
+        # 600 KB: more than one replay chunk, so the stream stops mid-replay holding a page.
+        ids = [s.id for s in (await store.write([_message(i, "x" * 10_000) for i in range(1, 61)])).stored]
+        hub = Hub(store, queue_size=100, max_clients=10, replay_pages=1)
+        stuck = hub.open()
+        body = hub.follow(stuck, 0)
+        await anext(body)
+        assert hub.statistics().replay_pages_in_use == 1
+        await body.aclose()  # as when a stuck client is cancelled at the send timeout
+        hub.release(stuck)
+        assert hub.statistics().replay_pages_in_use == 0
+        reader = hub.open()
+        got: list[int] = []
+        with anyio.fail_after(10):
+            async for chunk in hub.follow(reader, 0):
+                got += [int(x) for x in _ID.findall(b"\n" + chunk)]
+                if got[-1] == ids[-1]:
+                    break
+        assert got == ids

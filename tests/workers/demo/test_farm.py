@@ -81,7 +81,9 @@ async def test_farm_runs_three_workers_side_by_side_and_stops_with_everything_fl
     for name, s in stats.items():
         assert s["events"] == len(collected.events(name))
         assert s["jobs_failed"] == sum(1 for t in _jobs(collected, name).values() if t[-1] == "JOB_FAILED")
-    failures = Counter(e["data"]["error_type"] for e in collected.events() if e["type"] == "JOB_FAILED")
+    failed = [e["data"] for e in collected.events() if e["type"] == "JOB_FAILED"]
+    assert all("simulated: " in data["error_message"] for data in failed)
+    failures = Counter(data["error_type"] for data in failed)
     assert failures and set(failures) <= {
         "OSError",
         "ValueError",

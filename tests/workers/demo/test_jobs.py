@@ -25,15 +25,19 @@ def test_jobs_look_like_a_render_farm_3_to_10_steps_of_0_2_to_3_seconds() -> Non
             assert plan.error is None and plan.result
 
 
-def test_a_few_percent_fail_with_realistic_errors() -> None:
+def test_a_few_percent_fail_with_realistic_errors_that_say_they_are_simulated() -> None:
     rng = random.Random(2)
     plans = [make(rng, 0.04) for _ in range(3000) for make in MAKERS]
     failing = [p for p in plans if p.error is not None]
     assert 0.025 < len(failing) / len(plans) < 0.055
     assert all(p.fail_at is not None and 0 <= p.fail_at < len(p.steps) for p in failing)
     messages = {f"{type(p.error).__name__}: {p.error}" for p in failing}
-    assert any(m.startswith("OSError: [Errno 28] No space left on device: '/var/cache/thumbs/") for m in messages)
-    assert "ValueError: unsupported colour profile 'CMYK'" in messages
     assert any(
-        m.startswith("TimeoutError: render node gpu-") and m.endswith("did not answer in 30 s") for m in messages
+        m.startswith("OSError: [Errno 28] simulated: No space left on device: '/var/cache/thumbs/") for m in messages
     )
+    assert "ValueError: simulated: unsupported colour profile 'CMYK'" in messages
+    assert any(
+        m.startswith("TimeoutError: simulated: render node gpu-") and m.endswith("did not answer in 30 s")
+        for m in messages
+    )
+    assert all("simulated: " in m for m in messages)
