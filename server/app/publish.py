@@ -10,6 +10,7 @@ Every status a client can cause is a 4xx or 503 with a JSON ``{"error": ...}`` b
   refused whole: a schema 422, or a 503 for a full buffer or a shutdown; a 201, 202, 504 or a
   PostgreSQL refusal is not refunded);
 - 400 malformed JSON; 422 a schema error, naming the event ``index`` and the ``field``;
+- 409 an idempotency key this publisher used before for other content (see below);
 - 503 with ``Retry-After`` when the buffer is full, when batches are held in memory because
   PostgreSQL and the dead-letter file both refuse writes, or when the server is shutting down.
 
@@ -26,10 +27,11 @@ storage key is the client's, so a retried publish stores nothing twice and answe
 on any node, for as long as the row is retained (SSE_RETENTION_SECONDS). Keys are scoped per
 publisher (its token's digest; its address when publishing is open), so no publisher can claim
 another's key, and kept beside the row, never in the payload subscribers read. The same key with
-other content (type, source, data, priority, key) is refused: with ``?wait=stored``, 409 naming
-the event's ``index`` and key; without, the 202 is already answered, and the event is left out
-with a warning in the log. Without ``wait``, 202 as soon as the events are buffered: accepted
-but not yet committed events are lost on kill -9 or power loss.
+other content (type, source, data, priority, key) is refused with 409 naming the event's ``index``
+and key, nothing of the request emitted, when the first is stored already; when the two race
+before either is stored, the write finds it: 409 with ``?wait=stored``, and without ``wait`` (the
+202 already sent) the event is left out with a warning in the log. Without ``wait``, 202 as soon
+as the events are buffered: accepted but not yet committed events are lost on kill -9 or power loss.
 
 An empty list is accepted (202, ``accepted: 0``): there is nothing wrong in it to refuse, and a
 client that batches by time may well send one.
@@ -37,8 +39,7 @@ client that batches by time may well send one.
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any, Final
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -48,58 +49,22 @@ from sse_batcher.batcher import (
     BatcherClosedError,
     BufferFullError,
     EventValidationError,
+    StoreError,
     StoreRejectedError,
 )
 from sse_batcher.batcher.errors import IdempotencyConflictError
 from sse_batcher.batcher.events import check_idempotency_key
-from sse_batcher.batcher.pipeline.intake import request_scoped_key
 from sse_batcher.server._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
+from sse_batcher.server.app._keys import ScopedKeys
 from sse_batcher.server.app.runtime import runtime_of
 from sse_batcher.server.security.guard import guard_of
 
-__all__ = ["publish_events", "scoped_key"]
-
-# Longest key the batcher takes (check_idempotency_key).
-_MAX_KEY_CHARS: Final = 200
+__all__ = ["publish_events"]
 
 
-def scoped_key(publisher: str, key: str) -> str:
-    """``key`` in ``publisher``'s namespace: a digest of the publisher's rate-limit key, then the key.
-
-    A key too long to fit with the prefix is replaced by its own digest (still one per key).
-    """
-    scope = hashlib.sha256(publisher.encode()).hexdigest()[:16]
-    scoped = f"{scope}:{key}"
-    if len(scoped) > _MAX_KEY_CHARS:
-        scoped = f"{scope}:#{hashlib.sha256(key.encode()).hexdigest()}"
-    return scoped
-
-
-def _scope_keys(
-    events: list[Any], request_key: str | None, publisher: str
-) -> tuple[list[Any], dict[str, tuple[int, str]]]:
-    """The events with their keys (own or from the header) scoped to ``publisher``, and for each
-    storage key the event's index and the client's key (to name it in a 409).
-
-    A key that is not valid is left as it is, for the batcher's checks to refuse in their order.
-    """
-    scoped_events: list[Any] = []
-    keys: dict[str, tuple[int, str]] = {}
-    for index, event in enumerate(events):
-        key = request_scoped_key(event.get("idempotency_key"), request_key, index) if isinstance(event, dict) else None
-        try:
-            valid = check_idempotency_key(key)
-        except EventValidationError:
-            # The batcher refuses it, with its index and after the event's other fields.
-            scoped_events.append({**event, "idempotency_key": key})
-            continue
-        if valid is None:
-            scoped_events.append(event)
-            continue
-        storage = scoped_key(publisher, valid)
-        keys[f"k:{storage}"] = (index, valid)
-        scoped_events.append({**event, "idempotency_key": storage})
-    return scoped_events, keys
+def _conflict(index: int | None, key: str) -> Response:
+    message = f"idempotency key {key!r:.220} was used before for other content; send a new key"
+    return error(409, f"event {index}: {message}", index=index, field="idempotency_key")
 
 
 async def publish_events(request: Request) -> Response:
@@ -139,14 +104,23 @@ async def publish_events(request: Request) -> Response:
         return (
             json_response({"accepted": 0, "ids": []}, 201) if wait else json_response({"accepted": 0, "seqs": []}, 202)
         )
-    # A drain may have begun while the body was read: an event accepted now might miss the
-    # final flush that connected streams are given.
-    if not runtime.accepting:
-        return error(503, "the server is shutting down", {"Retry-After": "1"})
     refused = guard.charge(publisher, len(events))
     if refused is not None:
         return refused
-    events, keys = _scope_keys(events, request_key, publisher)
+    keys = ScopedKeys(events, request_key, publisher)
+    events = keys.events
+    try:
+        conflict = await keys.stored_conflict(runtime.store, config.batcher.default_source)
+    except (StoreError, BatcherClosedError):
+        conflict = None  # unknown for now: the write finds it (a 409 with wait, a warning without)
+    if conflict is not None:
+        guard.refund(publisher, len(events))  # refused whole
+        return _conflict(*conflict)
+    # A drain may have begun while the body was read: an event accepted now might miss the
+    # final flush that connected streams are given.
+    if not runtime.accepting:
+        guard.refund(publisher, len(events))
+        return error(503, "the server is shutting down", {"Retry-After": "1"})
     # Refunded only when the request is refused whole; one that reached the pipeline (committed,
     # timed out, refused by PostgreSQL) used the capacity the limit protects.
     refused_whole = True
@@ -166,9 +140,7 @@ async def publish_events(request: Request) -> Response:
         return error(504, str(exc), state=exc.state, kept=exc.kept, ids=exc.ids)
     except IdempotencyConflictError as exc:
         refused_whole = False
-        index, key = keys.get(exc.idem_key, (None, "?"))
-        message = f"idempotency key {key!r:.220} was used before for other content; send a new key"
-        return error(409, f"event {index}: {message}", index=index, field="idempotency_key")
+        return _conflict(*keys.named(exc.idem_key))
     except StoreRejectedError as exc:
         refused_whole = False
         return error(422, str(exc), field="data")

@@ -341,3 +341,36 @@ async def test_a_reused_idempotency_key_with_other_content_is_a_409_naming_it(li
     assert changed.status_code == 409 and changed.json()["index"] == 1 and "req-7#1" in changed.json()["error"]
     stored = [data for _, data in await _stored_rows(dsn, "ORDER")]
     assert len(stored) == 3 and not any('"n": 2' in d or '"n": 5' in d for d in stored)
+
+
+async def test_a_key_reused_with_other_content_is_a_409_without_wait_once_the_first_is_stored(
+    live: LiveServer, dsn: str
+) -> None:
+    first = {"type": "ORDER", "data": {"n": 1}, "idempotency_key": "order-1"}
+    async with live.client() as client:
+        assert (await client.post("/api/events?wait=stored", json=first)).status_code == 201
+        other = await client.post("/api/events", json=[{"type": "ORDER", "data": {}}, {**first, "data": {"n": 2}}])
+        retry = await client.post("/api/events", json=first)
+        moved = await client.post("/api/events", json={**first, "source": "elsewhere"})
+    assert other.status_code == 409 and other.json()["index"] == 1 and "order-1" in other.json()["error"]
+    assert retry.status_code == 202
+    assert moved.status_code == 409
+    assert await live.runtime.batcher.flush()
+    assert len(await _stored_rows(dsn, "ORDER")) == 1  # the 409 stored nothing, the retry nothing twice
+
+
+async def test_one_key_twice_in_a_request_with_other_content_is_a_409_found_by_the_write(
+    live: LiveServer, dsn: str
+) -> None:
+    # Nothing is stored under the key yet, so only the write can see the conflict.
+    twice = [
+        {"type": "ORDER", "data": {"n": 1}, "idempotency_key": "order-1"},
+        {"type": "ORDER", "data": {"n": 2}, "idempotency_key": "order-1"},
+    ]
+    async with live.client() as client:
+        response = await client.post("/api/events?wait=stored", json=twice)
+    assert response.status_code == 409, response.text
+    assert response.json()["index"] == 1 and "order-1" in response.json()["error"]
+    stored = [data for _, data in await _stored_rows(dsn, "ORDER")]
+    assert len(stored) == 1 and '"n": 1' in stored[0]
+    assert live.runtime.batcher.statistics().rejected_messages == 0  # a conflict is not quarantined
