@@ -27,6 +27,7 @@ __all__ = [
     "SSE_BATCH_ADJUST_COOLDOWN_SECONDS",
     "SSE_BATCH_AGE_TARGET_SECONDS",
     "SSE_BATCH_LATENCY_TARGET_SECONDS",
+    "SSE_BATCH_LEADING_EDGE",
     "SSE_BATCH_MAX_RETRIES",
     "SSE_BATCH_RETRY_DELAY",
     "SSE_BATCH_SIZE",
@@ -228,6 +229,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_BATCH_RETRY_DELAY", float, 0.5, _B, "first retry backoff in seconds (doubles, with jitter)",
        "batcher.retry_delay_seconds", minimum=0),
     _s("SSE_BATCHING_ENABLED", bool, True, _B, "false: every event travels alone", "batcher.batching_enabled"),
+    _s("SSE_BATCH_LEADING_EDGE", bool, True, _B,
+       "an idle writer takes what is queued at once; false: a batch waits for its size or timeout",
+       "batcher.leading_edge"),
     _s("SSE_MAX_BUFFERED_EVENTS", int, 100_000, _B, "buffer bound (back-pressure beyond it)",
        "batcher.max_buffered_events", minimum=1),
     _s("SSE_MAX_EVENT_BYTES", int, 64 * 1024, _B, "largest encoded `data` of one event", "batcher.max_event_bytes",
@@ -248,7 +252,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_AB_SPLIT", float, 0.5, _Z, "live A/B: the share of sources routed to the second arm",
        "sizing.ab_split", minimum=0, maximum=1),
     _s("SSE_BATCH_SIZE_MIN", int, 5, _Z, "smallest adaptive batch size", "sizing.min_size", minimum=1),
-    _s("SSE_BATCH_SIZE_MAX", int, 500, _Z, "largest adaptive batch size", "sizing.max_size", minimum=1),
+    _s("SSE_BATCH_SIZE_MAX", int, 500, _Z, "largest adaptive batch size; a backlog leaves in batches this large",
+       "sizing.max_size", "batcher.max_batch_size", minimum=1),
     _s("SSE_BATCH_TIMEOUT_MIN_SECONDS", float, 0.02, _Z, "shortest adaptive timeout (idle server)",
        "sizing.min_timeout_seconds", positive=True),
     _s("SSE_BATCH_LATENCY_TARGET_SECONDS", float, 0.1, _Z, "store write latency the sizing strategies aim under",
@@ -404,6 +409,7 @@ SSE_BATCH_TIMEOUT_SECONDS: Final[float] = _default("SSE_BATCH_TIMEOUT_SECONDS")
 SSE_BATCH_MAX_RETRIES: Final[int] = _default("SSE_BATCH_MAX_RETRIES")
 SSE_BATCH_RETRY_DELAY: Final[float] = _default("SSE_BATCH_RETRY_DELAY")
 SSE_BATCHING_ENABLED: Final[bool] = _default("SSE_BATCHING_ENABLED")
+SSE_BATCH_LEADING_EDGE: Final[bool] = _default("SSE_BATCH_LEADING_EDGE")
 SSE_MAX_BUFFERED_EVENTS: Final[int] = _default("SSE_MAX_BUFFERED_EVENTS")
 SSE_MAX_EVENT_BYTES: Final[int] = _default("SSE_MAX_EVENT_BYTES")
 SSE_EMIT_TIMEOUT_SECONDS: Final[float] = _default("SSE_EMIT_TIMEOUT_SECONDS")

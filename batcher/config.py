@@ -53,6 +53,8 @@ class BatcherConfig:
     max_retries: int = constants.SSE_BATCH_MAX_RETRIES
     retry_delay_seconds: float = constants.SSE_BATCH_RETRY_DELAY
     batching_enabled: bool = constants.SSE_BATCHING_ENABLED
+    leading_edge: bool = constants.SSE_BATCH_LEADING_EDGE
+    max_batch_size: int = constants.SSE_BATCH_SIZE_MAX
     max_buffered_events: int = constants.SSE_MAX_BUFFERED_EVENTS
     max_event_bytes: int = constants.SSE_MAX_EVENT_BYTES
     shutdown_timeout_seconds: float = constants.SSE_SHUTDOWN_TIMEOUT_SECONDS
@@ -61,6 +63,7 @@ class BatcherConfig:
 
     def __post_init__(self) -> None:
         require_positive("batch_size", self.batch_size)
+        require_positive("max_batch_size", self.max_batch_size)
         require_positive("batch_timeout_seconds", self.batch_timeout_seconds)
         require_non_negative("max_retries", self.max_retries)
         require_non_negative("retry_delay_seconds", self.retry_delay_seconds)

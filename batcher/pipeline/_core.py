@@ -80,6 +80,8 @@ class BatcherCore(Service):
             origin=secrets.token_hex(8),
             rules=rules,
             batch_timeout_seconds=config.batch_timeout_seconds,
+            leading_edge=config.leading_edge,
+            max_batch_size=config.max_batch_size,
         )
         self._stack: AsyncExitStack | None = None
         self._task_group: anyio.abc.TaskGroup | None = None

@@ -6,6 +6,14 @@ the first of: an event that must leave at once (bypass or critical), a flush() r
 reaching the batch size, the oldest event reaching its timeout, the dead-letter file being due for
 write-back, or shutdown. Deadlines are monotonic.
 
+With the leading edge on (the default), the loop does not wait for a timeout when the writer is
+idle: it takes what is queued at once (flush reason ``idle``), and what arrives while that write is
+in flight forms the next batch (smart batching). A lone event then costs one commit, about a
+millisecond, instead of a timeout; under load the batches grow by themselves with the write time.
+Whatever the reason, a flush takes up to the largest batch (``max_batch_size``), so a backlog
+drains in as few transactions as that allows. Without it, a batch waits for its size or its
+timeout, as a time-windowed batcher does.
+
 Hop 3 of the data flow. Data flows one way: buffer -> this loop -> aggregate -> writer (-> store).
 What the writer returns goes on to the tracker (flush() and acknowledgement waiters) and downstream
 to the listeners (the log follower's local-commit wake-up, library callbacks) and the flush
@@ -63,6 +71,8 @@ class FlushLoop:
         origin: str,
         rules: AggregationRules,
         batch_timeout_seconds: float,
+        leading_edge: bool = True,
+        max_batch_size: int = 500,
     ) -> None:
         self._buffer = buffer
         self._writer = writer
@@ -70,6 +80,8 @@ class FlushLoop:
         self._origin = origin
         self._rules = rules
         self.batch_timeout = batch_timeout_seconds
+        self.leading_edge = leading_edge
+        self.max_batch_size = max_batch_size
         self.closing = False
         self.manual = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,6 +154,9 @@ class FlushLoop:
             return "manual"
         if depth >= buffer.batch_size:
             return "size"
+        if self.leading_edge:
+            # Asked only between writes: the writer is idle, so what is queued goes now.
+            return "idle"
         deadline = buffer.next_deadline(self.batch_timeout)
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
@@ -176,7 +191,9 @@ class FlushLoop:
         buffer = self._buffer
         # Bypass events first, whatever the reason: they are the ones that must not wait.
         bypass = buffer.bypass_waiting
-        events = buffer.take_bypass() if bypass else buffer.take(buffer.batch_size)
+        # The batch size is when a batch is due, not how much it may take: a backlog leaves in as
+        # few transactions as the largest batch allows.
+        events = buffer.take_bypass() if bypass else buffer.take(max(buffer.batch_size, self.max_batch_size))
         room, self._room = self._room, anyio.Event()
         room.set()
         if reason == "manual" and len(buffer) == 0:

@@ -134,7 +134,7 @@ async def test_a_flush_leaving_two_batches_behind_brings_a_decision_before_the_n
         if any(m.type == "BATCH_SIZE_ADJUSTED" for m in messages):
             decided.set()
 
-    batcher = make_batcher(tmp_path, store)
+    batcher = make_batcher(tmp_path, store, max_batch_size=10)
     for i in range(400):  # taken ten at a time: the first flush leaves 390 behind
         batcher.emit("JOB_PROGRESS", {"i": i}, source="w")
     config = replace(SIZING, sample_seconds=3600)  # the tick never comes within the test
