@@ -25,9 +25,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from sse_batcher import frontend
 from sse_batcher.server._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
+from sse_batcher.server.app.events_route import EventsRoute
 from sse_batcher.server.app.metrics import metrics, new_registry
 from sse_batcher.server.app.publish import publish_events
 from sse_batcher.server.app.runtime import runtime_of
@@ -77,6 +79,14 @@ async def demo_burst(request: Request) -> Response:
     return json_response({"requested": count}, 202)
 
 
+class _App(Starlette):
+    """Starlette with GET /events served ahead of its middleware stack (:mod:`.events_route`)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        config: ServerConfig = self.state.config
+        return EventsRoute(super().build_middleware_stack(), config.cors_origins)
+
+
 def create_app(config: ServerConfig | None = None) -> Starlette:
     """Build the app; its lifespan starts the database, store, batcher, hub and demo workers.
 
@@ -100,6 +110,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
 
     routes = [
         Route("/", index, methods=["GET"]),
+        # Served by EventsRoute ahead of the middleware; listed for OPTIONS, other methods and the docs.
         Route("/events", stream_events, methods=["GET"]),
         Route("/api/events", publish_events, methods=["POST"]),
         Route("/api/stream-token", issue_stream_token, methods=["POST"]),
@@ -113,7 +124,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     middleware = [Middleware(SecurityHeadersMiddleware)]
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, origins=config.cors_origins))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = _App(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.config = config
     app.state.runtime = None
     app.state.metrics_registry = new_registry(lambda: app.state.runtime)
