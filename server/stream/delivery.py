@@ -30,7 +30,7 @@ class Delivery:
     One per hub: ``rejoin`` puts a lagged subscriber back into the hub's live fan-out.
     """
 
-    __slots__ = ("_rejoin", "_store", "bytes_sent", "messages_sent", "replayed")
+    __slots__ = ("_rejoin", "_store", "bytes_sent", "messages_sent", "replayed", "writes")
 
     def __init__(self, store: EventStore, rejoin: Callable[[Subscriber], None]) -> None:
         self._store = store
@@ -38,6 +38,8 @@ class Delivery:
         self.messages_sent = 0
         self.bytes_sent = 0
         self.replayed = 0
+        # Chunks handed to the socket (live and replayed): writes per delivered message is the fan-out's cost.
+        self.writes = 0
 
     async def follow(
         self, subscriber: Subscriber, after_id: int | None, prelude: bytes = b""
@@ -75,6 +77,7 @@ class Delivery:
                     chunk = parts[0] if len(parts) == 1 else b"".join(parts)
                     self.messages_sent += count
                     self.bytes_sent += len(chunk)
+                    self.writes += 1
                     yield chunk
                 continue
             if subscriber.lagged:
@@ -112,4 +115,5 @@ class Delivery:
         self.messages_sent += count
         self.replayed += count
         self.bytes_sent += size
+        self.writes += 1
         return b"".join(parts)
