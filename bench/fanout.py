@@ -120,7 +120,8 @@ def measure(
         result["server_cpu_seconds"] = tree_cpu_seconds(server.pid) - cpu_before
         result["pg_cpu_seconds"] = (tree_cpu_seconds(pg_pid) - pg_before) if pg_pid else 0.0
         hub_after = _hub(server)
-    seconds = max(point.count / point.rate, 0.1)
+    # Over the seconds publishing took (the offered duration when the server keeps up).
+    seconds = max(result.get("publish_seconds") or point.count / point.rate, 0.1)
     if kind == "nchan":  # one message per POST, relayed as it came
         result["frames_per_second"] = result["accepted"] / point.batch_per_request / seconds
     elif "fanouts" in hub_after:
