@@ -25,6 +25,7 @@ import asyncio
 import time
 from typing import Any
 
+import asyncpg
 import httpx
 
 from bench._pg import machine, postgres
@@ -52,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(args.warmup)
                     count = max(1, round(rate * args.seconds))
                     r = loadtest(server, clients=1, rate=rate, count=count, batch_per_request=1, settle_seconds=3)
-                    crowd = asyncio.run(_crowd(server, args.crowd)) if kind == "sse-batcher" and args.crowd else None
+                    crowd = (
+                        asyncio.run(_crowd(server, dsn, args.crowd))
+                        if dsn and kind == "sse-batcher" and args.crowd
+                        else None
+                    )
                 print(
                     f"{kind:<12} {rate:>5.0f} {r['accepted']:>6} {r['delivered_fraction']:>9.4f} "
                     f"{r['latency_p50_ms']!s:>7} {r['latency_p99_ms']!s:>7} {r['latency_max_ms']!s:>7}",
@@ -68,25 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _crowd(server: Running, posts: int) -> tuple[int, int]:
-    """POST ``posts`` single events at once over 10 connections; return (events stored, messages stored)."""
+async def _crowd(server: Running, dsn: str, posts: int) -> tuple[int, int]:
+    """POST ``posts`` single events at once over 10 connections; return (events stored, messages stored).
 
-    async def stored(client: httpx.AsyncClient) -> tuple[int, int]:
-        batcher: dict[str, Any] = (await client.get("/api/stats")).json()["batcher"]
-        return batcher["events_stored"], batcher["messages_stored"]
-
+    Counted in the database, by the crowd's own source, so the sizer's own events are left out.
+    """
     clients = [httpx.AsyncClient(base_url=server.url, limits=httpx.Limits(max_connections=1)) for _ in range(10)]
+    conn = await asyncpg.connect(dsn)
+    query = "SELECT coalesce(sum(event_count), 0), count(*) FROM sse_events WHERE source = 'crowd'"
     try:
-        events_before, messages_before = await stored(clients[0])
         body = {"type": "CROWD", "data": {}, "source": "crowd"}
         await asyncio.gather(*(clients[i % 10].post("/api/events", json=body) for i in range(posts)))
         deadline = time.monotonic() + 10
-        events, messages = await stored(clients[0])
-        while events - events_before < posts and time.monotonic() < deadline:
+        row: Any = await conn.fetchrow(query)
+        while row[0] < posts and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            events, messages = await stored(clients[0])
-        return events - events_before, messages - messages_before
+            row = await conn.fetchrow(query)
+        return int(row[0]), int(row[1])
     finally:
+        await conn.close()
         for client in clients:
             await client.aclose()
 
