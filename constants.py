@@ -230,7 +230,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "batcher.retry_delay_seconds", minimum=0),
     _s("SSE_BATCHING_ENABLED", bool, True, _B, "false: every event travels alone", "batcher.batching_enabled"),
     _s("SSE_BATCH_LEADING_EDGE", bool, True, _B,
-       "an idle writer takes what is queued at once; false: a batch waits for its size or timeout",
+       "a writer idle for a batch timeout takes what is queued at once; false: a batch waits for its size or timeout",
        "batcher.leading_edge"),
     _s("SSE_MAX_BUFFERED_EVENTS", int, 100_000, _B, "buffer bound (back-pressure beyond it)",
        "batcher.max_buffered_events", minimum=1),

@@ -7,12 +7,15 @@ reaching the batch size, the oldest event reaching its timeout, the dead-letter 
 write-back, or shutdown. Deadlines are monotonic.
 
 With the leading edge on (the default), the loop does not wait for a timeout when the writer is
-idle: it takes what is queued at once (flush reason ``idle``), and what arrives while that write is
-in flight forms the next batch (smart batching). A lone event then costs one commit, about a
-millisecond, instead of a timeout; under load the batches grow by themselves with the write time.
+idle, that is when no write ended within the last batch timeout: it takes what is queued at once
+(flush reason ``idle``). What arrives while that write is in flight, or soon after it, forms the
+next batch, which leaves on its size or its timeout: the timeout bounds the wait under load
+instead of imposing it when idle, as the hub's fan-out interval does. A lone event then costs one
+commit instead of a timeout, and a steady flow still pays one commit per timeout, not one per
+request (measured against leaving at once after every write: bench/RESULTS.md, "Leading edge").
 Whatever the reason, a flush takes up to the largest batch (``max_batch_size``), so a backlog
-drains in as few transactions as that allows. Without it, a batch waits for its size or its
-timeout, as a time-windowed batcher does.
+drains in as few transactions as that allows. Without the leading edge, a batch always waits for
+its size or its timeout.
 
 Hop 3 of the data flow. Data flows one way: buffer -> this loop -> aggregate -> writer (-> store).
 What the writer returns goes on to the tracker (flush() and acknowledgement waiters) and downstream
@@ -81,6 +84,7 @@ class FlushLoop:
         self._rules = rules
         self.batch_timeout = batch_timeout_seconds
         self.leading_edge = leading_edge
+        self._last_flush_end = -math.inf
         self.max_batch_size = max_batch_size
         self.closing = False
         self.manual = False
@@ -154,11 +158,12 @@ class FlushLoop:
             return "manual"
         if depth >= buffer.batch_size:
             return "size"
-        if self.leading_edge:
-            # Asked only between writes: the writer is idle, so what is queued goes now.
+        now = time.monotonic()
+        if self.leading_edge and now - self._last_flush_end >= self.batch_timeout:
+            # Asked only between writes, and none ended within a timeout: the writer is idle.
             return "idle"
         deadline = buffer.next_deadline(self.batch_timeout)
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and now >= deadline:
             return "timeout"
         return None
 
@@ -208,6 +213,7 @@ class FlushLoop:
         written = await self._writer.write(messages, closing=self.closing)
         elapsed = time.perf_counter() - started
         self._tracker.handled(len(events), bypass=bypass)
+        self._last_flush_end = time.monotonic()
         self._pass_on(written)
         report = FlushReport(reason, len(events), len(messages), elapsed, not written.kept, len(buffer))
         for observer in self.observers:

@@ -176,3 +176,21 @@ async def test_a_backlog_drains_in_as_few_transactions_as_the_largest_batch_allo
     assert [e["data"]["i"] for e in collected.events()] == list(range(250))
     assert len(collected.messages) == 3
     assert stats.flushes["size"] == 3
+
+
+async def test_events_soon_after_a_write_wait_for_their_batch_instead_of_leaving_one_by_one(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    """The writer is idle only when no write ended within the timeout: a steady flow right after a
+    write leaves on its size (or timeout), in one commit, not one commit per event."""
+    async with running(store, config(tmp_path, batch_size=10, batch_timeout_seconds=30)) as (batcher, collected):
+        batcher.emit("JOB_PROGRESS", {"i": 0}, source="render")
+        await collected.wait_for_events(1, timeout=10)
+        for i in range(1, 11):
+            batcher.emit("JOB_PROGRESS", {"i": i}, source="render")
+            await anyio.wait_all_tasks_blocked()  # the loop runs, and would write now if it took every event
+        await collected.wait_for_events(11, timeout=10)
+        stats = batcher.statistics()
+    assert [e["data"]["i"] for e in collected.events()] == list(range(11))
+    assert len(collected.messages) == 2
+    assert (stats.flushes["idle"], stats.flushes["size"]) == (1, 1)
