@@ -28,6 +28,7 @@ __all__ = [
     "SSE_BATCH_ADJUST_COOLDOWN_SECONDS",
     "SSE_BATCH_AGE_TARGET_SECONDS",
     "SSE_BATCH_LATENCY_TARGET_SECONDS",
+    "SSE_BATCH_LEADING_EDGE",
     "SSE_BATCH_MAX_RETRIES",
     "SSE_BATCH_RETRY_DELAY",
     "SSE_BATCH_SIZE",
@@ -237,6 +238,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_BATCH_RETRY_DELAY", float, 0.5, _B, "first retry backoff in seconds (doubles, with jitter)",
        "batcher.retry_delay_seconds", minimum=0),
     _s("SSE_BATCHING_ENABLED", bool, True, _B, "false: every event travels alone", "batcher.batching_enabled"),
+    _s("SSE_BATCH_LEADING_EDGE", bool, True, _B,
+       "a writer idle for a batch timeout takes what is queued at once; false: a batch waits for its size or timeout",
+       "batcher.leading_edge"),
     _s("SSE_MAX_BUFFERED_EVENTS", int, 100_000, _B, "buffer bound (back-pressure beyond it)",
        "batcher.max_buffered_events", minimum=1),
     _s("SSE_MAX_BUFFERED_BYTES", int, 256 * 1024 * 1024, _B,
@@ -262,7 +266,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("SSE_AB_SPLIT", float, 0.5, _Z, "live A/B: the share of sources routed to the second arm",
        "sizing.ab_split", minimum=0, maximum=1),
     _s("SSE_BATCH_SIZE_MIN", int, 5, _Z, "smallest adaptive batch size", "sizing.min_size", minimum=1),
-    _s("SSE_BATCH_SIZE_MAX", int, 500, _Z, "largest adaptive batch size", "sizing.max_size", minimum=1),
+    _s("SSE_BATCH_SIZE_MAX", int, 500, _Z, "largest adaptive batch size; a backlog leaves in batches this large",
+       "sizing.max_size", "batcher.max_batch_size", minimum=1),
     _s("SSE_BATCH_TIMEOUT_MIN_SECONDS", float, 0.02, _Z, "shortest adaptive timeout (idle server)",
        "sizing.min_timeout_seconds", positive=True),
     _s("SSE_BATCH_LATENCY_TARGET_SECONDS", float, 0.1, _Z, "store write latency the sizing strategies aim under",
@@ -506,6 +511,7 @@ if TYPE_CHECKING:
     SSE_HEADER_TIMEOUT_SECONDS: float
     SSE_BODY_TIMEOUT_SECONDS: float
     SSE_MAX_HEADER_BYTES: int
+    SSE_BATCH_LEADING_EDGE: bool
 
 
 def __getattr__(name: str) -> Any:

@@ -58,11 +58,14 @@ class BatcherConfig:
     shutdown_timeout_seconds: float = field(default_factory=lambda: constants.SSE_SHUTDOWN_TIMEOUT_SECONDS)
     max_message_bytes: int = field(default_factory=lambda: constants.SSE_MAX_MESSAGE_BYTES)
     max_buffered_bytes: int = field(default_factory=lambda: constants.SSE_MAX_BUFFERED_BYTES)
+    leading_edge: bool = field(default_factory=lambda: constants.SSE_BATCH_LEADING_EDGE)
+    max_batch_size: int = field(default_factory=lambda: constants.SSE_BATCH_SIZE_MAX)
     data_dir: Path = field(default_factory=lambda: Path(constants.SSE_DATA_DIR))
     default_source: str = "app"
 
     def __post_init__(self) -> None:
         require_positive("batch_size", self.batch_size)
+        require_positive("max_batch_size", self.max_batch_size)
         require_positive("batch_timeout_seconds", self.batch_timeout_seconds)
         require_non_negative("max_retries", self.max_retries)
         require_non_negative("retry_delay_seconds", self.retry_delay_seconds)

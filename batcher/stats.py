@@ -10,7 +10,7 @@ __all__ = ["BatcherStats", "BreakerStats", "FlushReason", "Histogram", "Histogra
 
 # Flush reasons, in the order the dashboard lists them.
 FlushReason = str
-FLUSH_REASONS: tuple[FlushReason, ...] = ("size", "timeout", "manual", "critical", "bypass", "shutdown")
+FLUSH_REASONS: tuple[FlushReason, ...] = ("idle", "size", "timeout", "manual", "critical", "bypass", "shutdown")
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
 LATENCY_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)

@@ -18,8 +18,23 @@ per delivered event says as much as the throughput. Then the ratios sse-batcher 
 Each point is bounded: publishing stops after its duration (x 1.2) plus ``--settle``, and delivery
 is waited for at most ``--settle`` more.
 
-Run: ``python -m bench.fanout --workload a`` (1,000 clients, 50,000 events at 25,000/s),
-``--workload b`` (200 clients, 100,000 events at 60,000/s), ``--workload ab`` (both), or
+Also per server: frames per second (fan-outs: one frame is one bytes object queued to every
+subscriber; nchan relays one message per POST) and, for sse-batcher, socket writes per delivered
+event (all streams together). ``srv+PG CPU s/M`` is the figure the targets compare: server and
+PostgreSQL CPU-seconds per million delivered events.
+
+Workloads (``--workload``, comma-separated):
+
+- ``steady``: 1,000 clients, 500 events/s in requests of 10, 10 s;
+- ``burst``: 1,000 clients, bursts of 500 events (one POST) once a second, 10 s;
+- ``lone``: 1,000 clients, single events 5 times a second, 10 s;
+- ``a``: 1,000 clients, 50,000 events at 25,000/s in requests of 100 (saturation);
+- ``b``: 200 clients, 100,000 events at 60,000/s in requests of 250 (saturation).
+
+``--scale`` multiplies the clients of every workload (the machine is 2 shared cores: ``--scale
+0.2`` runs 200 clients where a workload names 1,000), and ``--count-scale`` the events.
+
+Run: ``python -m bench.fanout --workload steady,burst,lone --scale 0.2``, ``--workload a``, or
 ``--clients 1,50,200 --rate 20000 --count 160000``.
 """
 
@@ -28,13 +43,16 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from bench._pg import machine
 from bench._servers import (
     SERVERS,
+    Running,
     loadtest,
     postmaster_pid,
     raise_open_files,
@@ -60,11 +78,24 @@ class Point:
         return f"{self.clients} clients, {self.count:,} events at {self.rate:,.0f}/s, {self.batch_per_request} per POST"
 
 
-# The two fan-out workloads of bench/RESULTS.md ('Fan-out after the rewrite').
 WORKLOADS = {
+    "steady": Point(clients=1000, count=5_000, rate=500.0, batch_per_request=10),
+    "burst": Point(clients=1000, count=5_000, rate=500.0, batch_per_request=500),
+    "lone": Point(clients=1000, count=50, rate=5.0, batch_per_request=1),
     "a": Point(clients=1000, count=50_000, rate=25_000.0, batch_per_request=100),
     "b": Point(clients=200, count=100_000, rate=60_000.0, batch_per_request=250),
 }
+
+
+def _hub(server: Running) -> dict[str, Any]:
+    """The server's fan-out counters (sse-batcher and the probe report them; nchan has none)."""
+    if server.kind == "nchan":
+        return {}
+    try:
+        hub: dict[str, Any] = httpx.get(server.url + "/api/stats", timeout=10).json().get("hub", {})
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return hub
 
 
 def measure(
@@ -75,6 +106,7 @@ def measure(
     dsn = pg.create_database("bench_" + kind.replace("-", "_"), replace=True) if uses_db else None
     pg_pid = postmaster_pid(pg.pgdata)
     with running(kind, dsn=dsn, data_dir=data_dir / kind, asgi=asgi) as server:
+        hub_before = _hub(server)
         cpu_before = tree_cpu_seconds(server.pid)
         pg_before = tree_cpu_seconds(pg_pid) if pg_pid else 0.0
         result = loadtest(
@@ -87,6 +119,15 @@ def measure(
         )
         result["server_cpu_seconds"] = tree_cpu_seconds(server.pid) - cpu_before
         result["pg_cpu_seconds"] = (tree_cpu_seconds(pg_pid) - pg_before) if pg_pid else 0.0
+        hub_after = _hub(server)
+    # Over the seconds publishing took (the offered duration when the server keeps up).
+    seconds = max(result.get("publish_seconds") or point.count / point.rate, 0.1)
+    if kind == "nchan":  # one message per POST, relayed as it came
+        result["frames_per_second"] = result["accepted"] / point.batch_per_request / seconds
+    elif "fanouts" in hub_after:
+        result["frames_per_second"] = (hub_after["fanouts"] - hub_before.get("fanouts", 0)) / seconds
+    if "writes" in hub_after and result.get("delivered_events"):
+        result["writes_per_delivery"] = (hub_after["writes"] - hub_before.get("writes", 0)) / result["delivered_events"]
     return result
 
 
@@ -106,7 +147,7 @@ def _fmt(value: float | None, spec: str) -> str:
 _HEADER = (
     f"{'clients':>7} {'server':<12} {'accepted':>8} {'in s':>5} {'ev/s/client':>11} {'delivered':>9} "
     f"{'p50 ms':>8} {'p99 ms':>8} "
-    f"{'B/event':>7} {'srv CPU s/M':>11} {'PG CPU s/M':>10} {'tool CPU s/M':>12} {'srv CPU s':>9}"
+    f"{'B/event':>7} {'srv+PG CPU s/M':>14} {'PG CPU s/M':>10} {'tool CPU s/M':>12} {'frames/s':>8} {'writes/dlv':>10}"
 )
 
 
@@ -117,9 +158,10 @@ def _row(kind: str, r: dict[str, Any]) -> str:
         f"{r['events_per_second_per_client']:>11.0f} {r['delivered_fraction']:>9.4f} "
         f"{_fmt(r['latency_p50_ms'], '.1f'):>8} {_fmt(r['latency_p99_ms'], '.1f'):>8} "
         f"{r.get('sse_bytes_per_event', 0.0):>7.1f} "
-        f"{_fmt(_per_million(r['server_cpu_seconds'], delivered), '.2f'):>11} "
+        f"{_fmt(cpu_per_million(r), '.2f'):>14} "
         f"{_fmt(_per_million(r['pg_cpu_seconds'], delivered), '.2f'):>10} "
-        f"{_fmt(_per_million(r['loadtool_cpu_seconds'], delivered), '.2f'):>12} {r['server_cpu_seconds']:>9.1f}"
+        f"{_fmt(_per_million(r['loadtool_cpu_seconds'], delivered), '.2f'):>12} "
+        f"{_fmt(r.get('frames_per_second'), '.1f'):>8} {_fmt(r.get('writes_per_delivery'), '.4f'):>10}"
     )
 
 
@@ -137,9 +179,11 @@ def _ratios(results: dict[str, dict[str, Any]]) -> list[str]:
         speed = ours["events_per_second_per_client"] / rate if rate else None
         their_cpu = cpu_per_million(theirs)
         cpu = ours_cpu / their_cpu if ours_cpu and their_cpu else None
+        p99s = ours["latency_p99_ms"], theirs["latency_p99_ms"]
+        tail = p99s[0] / p99s[1] if p99s[0] is not None and p99s[1] else None
         lines.append(
             f"  sse-batcher / {peer:<6} ev/s per client {_fmt(speed, '.2f')}x, "
-            f"CPU per delivered event (server + PG) {_fmt(cpu, '.2f')}x"
+            f"CPU per delivered event (server + PG) {_fmt(cpu, '.2f')}x, p99 {_fmt(tail, '.2f')}x"
         )
     return lines
 
@@ -147,7 +191,11 @@ def _ratios(results: dict[str, dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the tables; exit code 0."""
     parser = argparse.ArgumentParser(prog="bench.fanout", description=__doc__)
-    parser.add_argument("--workload", default=None, help="a, b or ab: the issue's workloads (overrides the below)")
+    parser.add_argument(
+        "--workload", default=None, help=f"comma-separated, any of {','.join(WORKLOADS)} (overrides the below)"
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every workload's clients")
+    parser.add_argument("--count-scale", type=float, default=1.0, help="multiply every workload's events")
     parser.add_argument("--clients", default="1,50,200,1000", help="comma-separated client counts")
     parser.add_argument("--rate", type=float, default=10_000.0, help="events per second offered")
     parser.add_argument("--count", type=int, default=100_000, help="events offered per point")
@@ -160,7 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.workload:
-        points = [WORKLOADS[name] for name in args.workload]
+        names = [n for name in args.workload.split(",") for n in (name if name in ("ab", "ba") else [name])]
+        unknown = [name for name in names if name not in WORKLOADS]
+        if unknown:
+            parser.error(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
+        points = [
+            replace(
+                WORKLOADS[name],
+                clients=max(1, round(WORKLOADS[name].clients * args.scale)),
+                count=max(1, round(WORKLOADS[name].count * args.count_scale)),
+            )
+            for name in names
+        ]
     else:
         points = [Point(int(c), args.count, args.rate, args.batch_per_request) for c in args.clients.split(",")]
     kinds = args.servers.split(",")
@@ -192,8 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         "\naccepted: fraction of the offered events the server accepted (202) in time, in s: seconds it took;"
         "\ndelivered: events received / (accepted x clients), above 1 when POSTs still in flight at the"
         "\ndeadline were cancelled (uncounted) but the server had taken them;"
-        "\ns/M: CPU-seconds per million delivered events (srv: the server's process tree; PG: PostgreSQL's;"
-        " tool: the load tool's)"
+        "\ns/M: CPU-seconds per million delivered events (srv+PG: the server's process tree and PostgreSQL's;"
+        " PG: PostgreSQL's alone; tool: the load tool's);"
+        "\nframes/s: fan-outs per second of publishing (one bytes object shared by every subscriber);"
+        "\nwrites/dlv: socket writes per delivered event, all streams together (sse-batcher only)"
     )
     return 0
 

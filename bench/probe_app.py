@@ -43,7 +43,7 @@ def create_probe_app() -> Starlette:
     queues: set[asyncio.Queue[bytes]] = set()
     pending: dict[tuple[str, str], list[dict[str, Any]]] = {}
     seqs, ids = itertools.count(1), itertools.count(1)
-    emitted = [0]
+    emitted, frames = [0], [0]
 
     async def tick() -> None:
         while True:
@@ -58,6 +58,7 @@ def create_probe_app() -> Starlette:
                     b"id: %d\nevent: %s\ndata: %s\n\n" % (next(ids), name.encode(), msgspec.json.encode(data))
                 )
             if chunks:
+                frames[0] += 1
                 message = b"".join(chunks)
                 for queue in queues:
                     queue.put_nowait(message)
@@ -83,7 +84,8 @@ def create_probe_app() -> Starlette:
         return _Stream(queues)
 
     async def stats(request: Request) -> Response:
-        return JSONResponse({"batcher": {"events_emitted": emitted[0]}, "hub": {"clients": len(queues)}})
+        hub = {"clients": len(queues), "fanouts": frames[0]}
+        return JSONResponse({"batcher": {"events_emitted": emitted[0]}, "hub": hub})
 
     routes = [
         Route("/events", stream, methods=["GET"]),

@@ -90,6 +90,8 @@ class BatcherCore(Service):
             rules=rules,
             batch_timeout_seconds=config.batch_timeout_seconds,
             max_message_bytes=config.max_message_bytes,
+            leading_edge=config.leading_edge,
+            max_batch_size=config.max_batch_size,
         )
         self._stack: AsyncExitStack | None = None
         self._task_group: anyio.abc.TaskGroup | None = None

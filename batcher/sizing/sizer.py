@@ -4,8 +4,8 @@ The sizer gathers what the batcher reports after each flush (events, whether it 
 batch, write time, failures) and the CPU this process used, reads the load monitor, and once per
 sample interval asks its :class:`~sse_batcher.batcher.sizing.strategies.SizingStrategy` (named by
 ``SizingConfig.strategy``) for a decision about the period that ended. A burst does not wait for
-the next tick: a flush that leaves two batches or more behind wakes the sizer's task at once (the
-cooldown still applies).
+the next tick: a flush that leaves two batches or more behind wakes the sizer's task at once, and
+while a backlog waits, growth steps take no cooldown.
 
 Deciding and applying are kept apart, so data flows one way: the flush loop only hands its report
 to :meth:`BatchSizer.observe_flush`, which records it (and may wake the task) but never acts from
@@ -186,7 +186,7 @@ class BatchSizer(Service):
             self._write_total += report.write_seconds
         else:
             self._errors += 1
-        if report.backlog >= 2 * self._batcher.batch_size and self._strategy.ready(self._clock()):
+        if report.backlog >= 2 * self._batcher.batch_size:
             self._decide_now.set()
 
     def decide(self) -> Decision | None:
@@ -199,7 +199,8 @@ class BatchSizer(Service):
             return None
         now = self._clock()
         load = self._monitor.latest() if self._monitor.healthy else None
-        if load is not None and not self._strategy.ready(now):
+        backlogged = self._strategy.backlogged(self._batcher.batch_size, self._batcher.backlog)
+        if load is not None and not backlogged and not self._strategy.ready(now):
             return None  # keep gathering: the period of the next decision spans the cooldown
         short = self._write_total / self._writes if self._writes else None
         period = now - self._period_start

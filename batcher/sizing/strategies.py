@@ -4,7 +4,9 @@ Every strategy sees the same inputs (:class:`Signals`: the load sample, the back
 write time and how full the flushes of the last period were) and returns the batch size and
 timeout to use next; :class:`SizingStrategy` supplies what they share: the bounds, the cooldown
 between two changes and the fallback to the configured size and timeout when the load monitor is
-failing or stale (no cooldown for that one). ``SSE_BATCH_STRATEGY`` picks one by name:
+failing or stale (no cooldown for that one). Nor does a growth step wait for the cooldown while
+a backlog (more than one batch) is waiting: a burst would otherwise drain at the old size.
+``SSE_BATCH_STRATEGY`` picks one by name:
 
 ``fixed``
     The configured size and timeout, always.
@@ -81,13 +83,19 @@ class SizingStrategy:
         last = self._last_change
         return last is None or now - last >= self._config.cooldown_seconds
 
+    @staticmethod
+    def backlogged(size: int, backlog: int) -> bool:
+        """True when more than one batch is waiting: growth then takes no cooldown."""
+        return backlog > size
+
     def decide(self, size: int, timeout_seconds: float, signals: Signals, now: float) -> Decision | None:
         """Learn from the period that ended, then return the change to make now, or None."""
         self.learn(size, timeout_seconds, signals)
         new_size, new_timeout, reason = self.target(size, timeout_seconds, signals)
         if new_size == size and math.isclose(new_timeout, timeout_seconds, rel_tol=1e-9):
             return None
-        if reason != "fallback" and not self.ready(now):
+        growing_through_backlog = new_size > size and self.backlogged(size, signals.backlog)
+        if reason != "fallback" and not growing_through_backlog and not self.ready(now):
             return None
         self._last_change = now
         return Decision(size=new_size, timeout_seconds=new_timeout, reason=reason, load=signals.load)

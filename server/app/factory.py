@@ -28,10 +28,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import ASGIApp, Scope
 
 from sse_batcher import frontend
 from sse_batcher.server._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
+from sse_batcher.server.app.events_route import EventsRoute
 from sse_batcher.server.app.history import stats_history
 from sse_batcher.server.app.metrics import metrics, new_registry
 from sse_batcher.server.app.publish import publish_events
@@ -110,6 +111,19 @@ async def not_ready(request: Request, exc: Exception) -> Response:
     return error(503, str(exc), {"Retry-After": "2"})
 
 
+class _App(Starlette):
+    """Starlette with GET /events served ahead of its middleware stack (:mod:`.events_route`).
+
+    The Host check stays outermost, so no path, ``/events`` included, answers a foreign ``Host``;
+    it looks at the request once and never wraps ``send``.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        config: ServerConfig = self.state.config
+        events = EventsRoute(super().build_middleware_stack(), config.cors_origins)
+        return HostCheckMiddleware(events, allowed=allowed_hosts(config.allowed_hosts, config.host))
+
+
 def create_app(config: ServerConfig | None = None) -> Starlette:
     """Build the app; its lifespan starts the database, store, batcher and hub (and the demo, if asked).
 
@@ -140,6 +154,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
 
     routes = [
         Route("/", index, methods=["GET"]),
+        # Served by EventsRoute ahead of the middleware; listed for OPTIONS, other methods and the docs.
         Route("/events", stream_events, methods=["GET"]),
         Route("/api/events", publish_events, methods=["POST"]),
         Route("/api/stream-token", issue_stream_token, methods=["POST"]),
@@ -150,14 +165,12 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         Route("/healthz", health, methods=["GET"]),
         Mount("/static", app=DashboardFiles(directory=FRONTEND_DIR), name="static"),
     ]
-    # Outermost first: the security headers land on CORS preflight answers and Host refusals too.
-    middleware = [
-        Middleware(SecurityHeadersMiddleware),
-        Middleware(HostCheckMiddleware, allowed=allowed_hosts(config.allowed_hosts, config.host)),
-    ]
+    # Outermost first: the security headers land on CORS preflight answers too. The Host check
+    # wraps all of it (_App).
+    middleware = [Middleware(SecurityHeadersMiddleware)]
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, origins=config.cors_origins))
-    app = Starlette(
+    app = _App(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,

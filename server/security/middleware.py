@@ -24,7 +24,12 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "CORSMiddleware", "SecurityHeadersMiddleware"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "SECURITY_HEADERS",
+    "CORSMiddleware",
+    "SecurityHeadersMiddleware",
+]
 
 # uPlot sets element styles through the CSSOM (el.style.x = ...), which style-src 'self' allows; the
 # dashboard has no inline <script>, <style> or style= attribute. The favicon is a data: URL.
@@ -49,6 +54,8 @@ SECURITY_HEADERS: Final = (
     ("X-Frame-Options", "DENY"),
 )
 _CORS_METHODS: Final = frozenset({"GET", "POST"})
+
+
 # What a browser client sends: a bearer token, a JSON body, and the resume point when it reconnects.
 _CORS_HEADERS: Final = ("Authorization", "Content-Type", "Last-Event-ID")
 _CORS_MAX_AGE_SECONDS: Final = 600
@@ -95,6 +102,13 @@ class CORSMiddleware:
             return {"Access-Control-Allow-Origin": "*"}
         return {}
 
+    def response_headers(self, origin: str | None) -> dict[str, str]:
+        """The ``Access-Control-*`` headers of an answer (not a preflight) to a request from ``origin``."""
+        allow = self.allowed(origin) if origin is not None else {}
+        if allow:
+            allow["Access-Control-Expose-Headers"] = "Retry-After"
+        return allow
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -104,9 +118,7 @@ class CORSMiddleware:
         if scope["method"] == "OPTIONS" and origin is not None and "access-control-request-method" in request_headers:
             await self._preflight(origin, request_headers)(scope, receive, send)
             return
-        allow = self.allowed(origin) if origin is not None else {}
-        if allow:
-            allow["Access-Control-Expose-Headers"] = "Retry-After"
+        allow = self.response_headers(origin)
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":

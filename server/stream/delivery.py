@@ -41,7 +41,7 @@ class Delivery:
     ``replay_pages`` replay pages are in memory at once across its streams (None: no bound).
     """
 
-    __slots__ = ("_pages", "_rejoin", "_store", "bytes_sent", "messages_sent", "replayed")
+    __slots__ = ("_pages", "_rejoin", "_store", "bytes_sent", "messages_sent", "replayed", "writes")
 
     def __init__(
         self, store: EventStore, rejoin: Callable[[Subscriber], None], replay_pages: int | None = None
@@ -52,6 +52,8 @@ class Delivery:
         self.messages_sent = 0
         self.bytes_sent = 0
         self.replayed = 0
+        # Chunks handed to the socket (live and replayed): writes per delivered message is the fan-out's cost.
+        self.writes = 0
 
     async def follow(
         self, subscriber: Subscriber, after_id: int | None, prelude: bytes = b""
@@ -90,6 +92,7 @@ class Delivery:
                     chunk = parts[0] if len(parts) == 1 else b"".join(parts)
                     self.messages_sent += count
                     self.bytes_sent += len(chunk)
+                    self.writes += 1
                     yield chunk
                 continue
             if subscriber.lagged:
@@ -147,4 +150,5 @@ class Delivery:
         self.messages_sent += count
         self.replayed += count
         self.bytes_sent += size
+        self.writes += 1
         return b"".join(parts)

@@ -57,13 +57,18 @@ class HubClosedError(HubError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HubStats:
-    """Counters of the fan-out since start; ``lagged``: subscribers that fell behind and caught up from the store."""
+    """Counters of the fan-out since start; ``lagged``: subscribers that fell behind and caught up from the store.
+
+    ``fanouts`` counts frames (one per tick, shared by every subscriber), ``writes`` the chunks
+    handed to sockets, all streams together.
+    """
 
     clients: int
     clients_total: int
     clients_refused: int
     messages_sent: int
     bytes_sent: int
+    writes: int
     replayed_messages: int
     lagged: int
     send_timeouts: int
@@ -280,6 +285,7 @@ class Hub:
             clients_refused=self._clients_refused,
             messages_sent=self._delivery.messages_sent,
             bytes_sent=self._delivery.bytes_sent,
+            writes=self._delivery.writes,
             replayed_messages=self._delivery.replayed,
             lagged=self._lagged,
             send_timeouts=self._keepalive.send_timeouts,

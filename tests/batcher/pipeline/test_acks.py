@@ -39,7 +39,7 @@ async def test_not_committed_in_time_says_kept(store: PostgresStore, tmp_path: P
 
 
 async def test_not_committed_in_time_while_still_buffered_is_not_kept(store: PostgresStore, tmp_path: Path) -> None:
-    async with running(store, config(tmp_path, batch_timeout_seconds=30)) as (batcher, _):
+    async with running(store, config(tmp_path, batch_timeout_seconds=30, leading_edge=False)) as (batcher, _):
         with pytest.raises(AckTimeoutError) as caught:
             await batcher.publish([{"type": "T", "data": {}}], timeout=0.1)
     assert (caught.value.state, caught.value.kept) == ("buffered", False)

@@ -15,7 +15,10 @@ from tests.collect import Collected
 
 
 async def test_lone_event_is_flushed_by_the_timeout_not_held(store: PostgresStore, tmp_path: Path) -> None:
-    async with running(store, config(tmp_path, batch_timeout_seconds=0.05)) as (batcher, collected):
+    async with running(store, config(tmp_path, batch_timeout_seconds=0.05, leading_edge=False)) as (
+        batcher,
+        collected,
+    ):
         batcher.emit("JOB_STARTED", {"job_id": 1}, source="thumb")
         await collected.wait_for_events(1)
         stats = batcher.statistics()
@@ -40,7 +43,7 @@ async def test_timeout_counts_from_the_oldest_event_so_steady_emits_cannot_hold_
     all three are checked.
     """
     timeout = 0.2
-    cfg = config(tmp_path, batch_size=1000, batch_timeout_seconds=timeout)
+    cfg = config(tmp_path, batch_size=1000, batch_timeout_seconds=timeout, leading_edge=False)
     collected = Collected()
     async with SSEEventBatcher(store, cfg, rules=rules) as batcher:
         batcher.add_listener(collected)
@@ -121,7 +124,73 @@ async def test_a_wall_clock_step_neither_stalls_nor_hurries_the_timeout(
     import sse_batcher.batcher.pipeline.buffer as buffer_module
 
     monkeypatch.setattr(buffer_module, "_now", lambda: time_module.time() + 3600.0)
-    async with running(store, config(tmp_path, batch_timeout_seconds=0.05)) as (batcher, collected):
+    async with running(store, config(tmp_path, batch_timeout_seconds=0.05, leading_edge=False)) as (
+        batcher,
+        collected,
+    ):
         batcher.emit("T", {}, source="s")
         await collected.wait_for_events(1, timeout=10)
         assert batcher.statistics().flushes["timeout"] == 1
+
+
+async def test_a_lone_event_on_an_idle_writer_leaves_at_once_not_after_its_timeout(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    """The leading edge: with a 30 s timeout, the event is stored long before the timeout could fire
+    (the test's own timeout bounds the wait), and the flush is counted as ``idle``."""
+    async with running(store, config(tmp_path, batch_timeout_seconds=30)) as (batcher, collected):
+        batcher.emit("JOB_STARTED", {"job_id": 1}, source="thumb")
+        await collected.wait_for_events(1, timeout=10)
+        stats = batcher.statistics()
+    assert stats.flushes["idle"] == 1
+    assert stats.flushes["timeout"] == 0
+
+
+async def test_a_burst_of_50_emits_from_one_thread_in_one_source_leaves_in_at_most_3_messages(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    """Coalescing survives the leading edge: the first emit may leave alone, what comes while it is
+    written forms the next batch, and that batch may take all the rest (up to the largest batch)."""
+    async with running(store, config(tmp_path, batch_timeout_seconds=30)) as (batcher, collected):
+
+        def burst() -> None:
+            for i in range(50):
+                batcher.emit("JOB_PROGRESS", {"job_id": 1, "i": i}, source="render")
+
+        await anyio.to_thread.run_sync(burst)
+        await collected.wait_for_events(50, timeout=10)
+    assert [e["data"]["i"] for e in collected.events()] == list(range(50))
+    assert len(collected.messages) <= 3
+
+
+async def test_a_backlog_drains_in_as_few_transactions_as_the_largest_batch_allows(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    """250 events queued behind a batch size of 10 leave in three writes of at most 100, not 25 of 10."""
+    cfg = config(tmp_path, batch_size=10, max_batch_size=100, batch_timeout_seconds=30, leading_edge=False)
+    async with running(store, cfg) as (batcher, collected):
+        for i in range(250):
+            batcher.emit("JOB_PROGRESS", {"job_id": 1, "i": i}, source="render")
+        await collected.wait_for_events(250, timeout=10)
+        stats = batcher.statistics()
+    assert [e["data"]["i"] for e in collected.events()] == list(range(250))
+    assert len(collected.messages) == 3
+    assert stats.flushes["size"] == 3
+
+
+async def test_events_soon_after_a_write_wait_for_their_batch_instead_of_leaving_one_by_one(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    """The writer is idle only when no write ended within the timeout: a steady flow right after a
+    write leaves on its size (or timeout), in one commit, not one commit per event."""
+    async with running(store, config(tmp_path, batch_size=10, batch_timeout_seconds=30)) as (batcher, collected):
+        batcher.emit("JOB_PROGRESS", {"i": 0}, source="render")
+        await collected.wait_for_events(1, timeout=10)
+        for i in range(1, 11):
+            batcher.emit("JOB_PROGRESS", {"i": i}, source="render")
+            await anyio.wait_all_tasks_blocked()  # the loop runs, and would write now if it took every event
+        await collected.wait_for_events(11, timeout=10)
+        stats = batcher.statistics()
+    assert [e["data"]["i"] for e in collected.events()] == list(range(11))
+    assert len(collected.messages) == 2
+    assert (stats.flushes["idle"], stats.flushes["size"]) == (1, 1)

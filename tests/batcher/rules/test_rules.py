@@ -147,7 +147,7 @@ async def test_a_type_with_a_short_batch_timeout_is_not_held_behind_an_older_eve
 ) -> None:
     rules = AggregationRules(types={"JOB_STARTED": TypeRule(timeout_seconds=0.05)})
     collected = Collected()
-    async with SSEEventBatcher(store, config(tmp_path), rules=rules) as batcher:
+    async with SSEEventBatcher(store, config(tmp_path, leading_edge=False), rules=rules) as batcher:
         batcher.add_listener(collected)
         batcher.emit("JOB_PROGRESS", {"job_id": 1}, source="w")
         await anyio.wait_all_tasks_blocked()  # the flush loop is waiting on the 30 s deadline

@@ -131,10 +131,10 @@ async def test_a_flush_leaving_two_batches_behind_brings_a_decision_before_the_n
     decided = anyio.Event()
 
     def on_commit(messages: Sequence[Any]) -> None:
-        if any(m.type == "BATCH_SIZE_ADJUSTED" for m in messages):
+        if any(m.type.startswith("BATCH_SIZE_ADJUSTED") for m in messages):  # alone or aggregated
             decided.set()
 
-    batcher = make_batcher(tmp_path, store)
+    batcher = make_batcher(tmp_path, store, max_batch_size=10)
     for i in range(400):  # taken ten at a time: the first flush leaves 390 behind
         batcher.emit("JOB_PROGRESS", {"i": i}, source="w")
     config = replace(SIZING, sample_seconds=3600)  # the tick never comes within the test
@@ -279,3 +279,16 @@ def test_learned_strategy_gets_periods_with_duration_and_cpu_time_and_shows_its_
     best = state["arms"][0]  # 50 events per 0.05 CPU-s, 0.2 s old: within the age target
     assert (best["band"], best["size"], best["samples"]) == (">=10/s", 13, 3)  # 13: the grid size nearest 10
     assert best["reward"] == pytest.approx(1000.0)
+
+
+def test_a_backlog_grows_the_batch_in_steps_without_waiting_for_the_cooldown(tmp_path: Path) -> None:
+    batcher, monitor, clock = make_batcher(tmp_path), FakeMonitor(cpu=60), FakeClock()
+    sizer = BatchSizer(batcher, monitor=monitor, config=SIZING, clock=clock)
+    for i in range(400):
+        batcher.emit("JOB_PROGRESS", {"i": i}, source="w")
+    sizer.evaluate()
+    assert batcher.batch_size == 100
+    for i in range(4000):
+        batcher.emit("JOB_PROGRESS", {"i": i}, source="w")
+    sizer.evaluate()  # the clock has not moved: the cooldown has not passed
+    assert batcher.batch_size == 500

@@ -53,8 +53,9 @@ def test_the_split_routes_about_the_share_and_the_extremes_route_everything_one_
 
 
 def arms(store: Any, tmp_path: Path, share_b: float = 0.5) -> SplitBatcher:
-    a = SSEEventBatcher(store, BatcherConfig(batch_size=7, batch_timeout_seconds=0.05, data_dir=tmp_path / "a"))
-    b = SSEEventBatcher(store, BatcherConfig(batch_size=50, batch_timeout_seconds=0.2, data_dir=tmp_path / "b"))
+    a_config = BatcherConfig(batch_size=7, max_batch_size=7, batch_timeout_seconds=0.05, data_dir=tmp_path / "a")
+    b_config = BatcherConfig(batch_size=50, max_batch_size=50, batch_timeout_seconds=0.2, data_dir=tmp_path / "b")
+    a, b = SSEEventBatcher(store, a_config), SSEEventBatcher(store, b_config)
     return SplitBatcher(a, b, share_b=share_b)
 
 

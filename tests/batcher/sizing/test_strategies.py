@@ -187,11 +187,14 @@ def test_every_strategy_falls_back_to_the_configured_size_at_once_even_in_cooldo
 
 @pytest.mark.parametrize("name", [n for n in STRATEGY_NAMES if n != "fixed"])
 def test_every_moving_strategy_waits_out_the_cooldown_between_two_changes(name: str) -> None:
+    """Growth through a backlog is the one change that skips it; a back-off after it waits."""
     strategy = named(name)
     backlog = Signals(load=load(), backlog=4000, flushes=4, full_flushes=4, events=40)
-    assert strategy.decide(10, 0.5, backlog, now=100.0) is not None
-    assert strategy.decide(100, 0.5, Signals(load=load(), backlog=40_000), now=101.9) is None
-    assert strategy.decide(100, 0.5, Signals(load=load(), backlog=40_000), now=102.0) is not None
+    grown = strategy.decide(10, 0.5, backlog, now=100.0)
+    assert grown is not None
+    failing = Signals(load=load(), backlog=0, flushes=4, events=40, errors=1)
+    assert strategy.decide(grown.size, 0.5, failing, now=101.9) is None
+    assert strategy.decide(grown.size, 0.5, failing, now=102.0) is not None
 
 
 def test_fixed_never_leaves_the_configured_size_and_timeout() -> None:
@@ -247,3 +250,18 @@ def test_a_busy_host_does_not_make_an_idle_server_wait_out_the_full_timeout() ->
     assert (timeout, reason) == (0.02, "idle")
     starved = replace(busy_host, loop_lag_seconds=0.2)  # starved by the others: the loop lag shows it
     assert controller().target(10, 0.02, Signals(load=starved, backlog=0))[2] == "high_load"
+
+
+def test_growth_takes_no_cooldown_while_a_backlog_waits() -> None:
+    """A burst grows the batch at once, and again at once while it still waits behind a larger backlog."""
+    c = controller()
+    first = c.decide(10, 0.5, Signals(load=load(), backlog=400), now=100.0)
+    assert first is not None and first.size == 100
+    second = c.decide(100, 0.5, Signals(load=load(), backlog=4000), now=100.1)
+    assert second is not None and second.size == 500 and second.reason == "backlog"
+
+
+def test_shrinking_still_waits_for_the_cooldown_with_a_backlog() -> None:
+    c = controller()
+    assert c.decide(10, 0.5, Signals(load=load(cpu=95), backlog=0, flushes=4, full_flushes=4, events=40), now=100.0)
+    assert c.decide(15, 0.5, Signals(load=load(), backlog=400, errors=1), now=100.5) is None

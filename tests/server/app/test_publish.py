@@ -145,7 +145,7 @@ async def test_publish_token_is_required_and_checked(dsn: str, tmp_path: Path) -
 
 
 async def test_full_buffer_is_503_with_retry_after_and_nothing_accepted(dsn: str, tmp_path: Path) -> None:
-    batcher = {"max_buffered_events": 10, "batch_size": 10, "batch_timeout_seconds": 60}
+    batcher = {"max_buffered_events": 10, "batch_size": 10, "batch_timeout_seconds": 60, "leading_edge": False}
     config = make_config(dsn, tmp_path, batcher=batcher)
     async with serving(config) as live, live.client() as client:
         assert (await client.post("/api/events", json=[{"type": "A", "data": {}}] * 9)).status_code == 202
@@ -374,3 +374,30 @@ async def test_one_key_twice_in_a_request_with_other_content_is_a_409_found_by_t
     stored = [data for _, data in await _stored_rows(dsn, "ORDER")]
     assert len(stored) == 1 and '"n": 1' in stored[0]
     assert live.runtime.batcher.statistics().rejected_messages == 0  # a conflict is not quarantined
+
+
+async def test_60_single_event_posts_at_once_from_10_connections_leave_in_at_most_12_messages(
+    dsn: str, tmp_path: Path
+) -> None:
+    """The leading edge sends a lone event at once but still coalesces a crowd: what arrives while
+    a write is in flight goes in the next one. The timeout (30 s here) never fires in this test."""
+    config = make_config(dsn, tmp_path, batcher={"batch_timeout_seconds": 30.0})
+    async with serving(config) as live:
+        clients = [live.client(limits=httpx.Limits(max_connections=1)) for _ in range(10)]
+        try:
+
+            async def post(client: httpx.AsyncClient, i: int) -> None:
+                response = await client.post("/api/events", json={"type": "JOB_DONE", "data": {"i": i}, "source": "w"})
+                assert response.status_code == 202
+
+            async with anyio.create_task_group() as tg:
+                for i in range(60):
+                    tg.start_soon(post, clients[i % 10], i)
+        finally:
+            for client in clients:
+                await client.aclose()
+        batcher = live.runtime.batcher
+        await until(lambda: batcher.statistics().events_stored == 60)
+        stats = batcher.statistics()
+    assert stats.messages_stored <= 12
+    assert stats.flushes["timeout"] == 0

@@ -72,7 +72,7 @@ async def test_stats_have_the_shape_the_dashboard_reads(live: LiveServer) -> Non
         "batching_enabled",
     ):
         assert key in batcher, key
-    assert set(batcher["flushes"]) == {"size", "timeout", "manual", "critical", "bypass", "shutdown"}
+    assert set(batcher["flushes"]) == {"idle", "size", "timeout", "manual", "critical", "bypass", "shutdown"}
     assert batcher["events_emitted"] == 3 and batcher["events_saved"] == 2
     hub = stats["hub"]
     assert (hub["clients"], hub["messages_sent"]) == (1, 1) and hub["bytes_sent"] > 0, hub
