@@ -27,6 +27,7 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
+import asyncpg
 from anyio.abc import TaskStatus
 
 from sse_batcher.batcher import StoreUnavailableError
@@ -146,6 +147,7 @@ class RuntimeStarter:
         self._stop = anyio.Event()
         self._phase = Phase.STARTING
         self._wait: DatabaseWait | None = None
+        self._attempt: anyio.CancelScope | None = None
         self.address = database_address(config)
         self.failure: str | None = None
 
@@ -168,6 +170,8 @@ class RuntimeStarter:
     def stop(self) -> None:
         """Stop waiting, or close the runtime :meth:`run` opened. Idempotent."""
         self._stop.set()
+        if self._phase is Phase.WAITING and self._attempt is not None:
+            self._attempt.cancel()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Open the runtime (waiting for the database), keep it until :meth:`stop`, then close it.
@@ -206,14 +210,42 @@ class RuntimeStarter:
                 self._phase = Phase.STOPPED
             self._on_runtime(None)
 
+    async def _probe(self) -> None:
+        """Return once the database accepts a connection; :meth:`stop` cancels the wait.
+
+        Retries connect here first, under a cancel scope of their own, because against a partitioned
+        host a connect hangs for the store timeout, and a shutdown must not wait that long. (The
+        runtime itself cannot open under such a scope: its task groups outlive the attempt.)
+
+        Raises:
+            StoreUnavailableError: it does not.
+        """
+        dsn = self._config.database_url
+        if dsn is None:
+            return
+        with anyio.CancelScope() as self._attempt:
+            try:
+                conn = await asyncpg.connect(dsn, timeout=self._config.store.timeout_seconds)
+            except Exception as exc:  # any refusal is a reason to wait: the bound ends it
+                raise StoreUnavailableError(f"cannot connect: {exc!r}") from exc
+            await conn.close(timeout=self._config.store.timeout_seconds)
+        self._attempt = None
+
     async def _open(self, stack: AsyncExitStack, report: Callable[[], None]) -> Runtime | None:
         """Open the runtime on ``stack``, trying again while the database is unreachable; None: gave up or stopped."""
         wait = self._wait = DatabaseWait(self._config, clock=self._clock)
         while True:
+            pause: float | None = None
             try:
+                if wait.attempts:
+                    await self._probe()
+                    if self._stop.is_set():
+                        return None
                 return await stack.enter_async_context(open_runtime(self._config))
             except StoreUnavailableError as exc:
                 pause = wait.failed(exc)
+            if self._stop.is_set():
+                return None
             if pause is None:
                 self._phase = Phase.FAILED
                 self.failure = wait.failure

@@ -3,6 +3,7 @@ one log line per attempt, serves once the database answers, and gives up after S
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,10 @@ import pytest
 
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log.deadletter import DeadLetterFile
+from sse_batcher.server.app.starting import Phase, RuntimeStarter
+from sse_batcher.server.config import StoreSettings
 from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
+from tests.server.live import make_config
 from tests.server_process import ServerProcess, free_port
 
 
@@ -103,3 +107,26 @@ def test_a_node_whose_database_never_answers_exits_1_after_one_line_per_attempt(
     assert 2 <= len(lines) <= 6, done.stderr
     assert all(address in line for line in lines), done.stderr
     assert "SSE_DB_WAIT_SECONDS" in lines[-1]
+
+
+async def test_stopping_while_an_attempt_hangs_on_a_silent_database_ends_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    config = make_config(dsn, tmp_path, db_wait_seconds=60, store=StoreSettings(timeout_seconds=30))
+    starter = RuntimeStarter(config, lambda _runtime: None)
+    silent = socket.socket()
+    try:
+        # Without the cancel, the task group would wait out the hanging attempt (the 30 s timeout).
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                await tg.start(starter.run)  # the first attempt was refused: nothing listened yet
+                assert starter.phase is Phase.WAITING
+                # As behind a partition: connections are taken and never answered.
+                silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                silent.bind(("127.0.0.1", port))
+                silent.listen(8)
+                await anyio.sleep(1.0)  # past the first pause (0.5 s): the next attempt hangs
+                starter.stop()
+    finally:
+        silent.close()
+    assert starter.phase is Phase.STOPPED
