@@ -46,11 +46,12 @@ class Publish:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Received:
-    """One message a stream delivered: its id, ``event:`` and the exact ``data:`` line."""
+    """One message a stream delivered: its id, ``event:``, the exact ``data:`` line, and when it came."""
 
     id: int
     event: str
     data: str
+    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
