@@ -51,7 +51,7 @@ class Received:
     id: int
     event: str
     data: str
-    at: float = 0.0
+    at: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

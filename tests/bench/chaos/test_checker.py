@@ -51,7 +51,7 @@ def _message(id_: int, *markers: str, at: float = 11.0, event_type: str = "T", k
 
 
 def _received(id_: int) -> Received:
-    return Received(id=id_, event="T_BATCH", data=json.dumps({"id": id_}))
+    return Received(id=id_, event="T_BATCH", data=json.dumps({"id": id_}), at=15.0)
 
 
 def _clean() -> History:
@@ -137,14 +137,14 @@ def test_a_stream_that_skips_repeats_or_restarts_is_flagged() -> None:
 
 def test_history_truncated_for_a_held_id_is_flagged() -> None:
     history = _clean()
-    truncated = Received(id=1, event="HISTORY_TRUNCATED", data="{}")
+    truncated = Received(id=1, event="HISTORY_TRUNCATED", data="{}", at=10.0)
     history.streams = [Stream(node="n1", started=9, ended=20, resume_id=0, status=200, messages=(truncated,))]
     assert _kinds(history) == ["stream-gap"]
 
 
 def test_two_nodes_sending_different_bytes_for_one_id_are_flagged() -> None:
     history = _clean()
-    other = Received(id=2, event="T_BATCH", data='{"id": 2, "x": 1}')
+    other = Received(id=2, event="T_BATCH", data='{"id": 2, "x": 1}', at=13.0)
     history.streams[1] = Stream(node="n2", started=12, ended=20, resume_id=1, status=200, messages=(other,))
     assert _kinds(history) == ["stream-bytes"]
 
