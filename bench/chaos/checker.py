@@ -20,6 +20,8 @@ What it holds the cluster to (each check names the anomaly kind it reports):
   twice). Delivery, not ``created_at``, dates the commit: ``created_at`` is when the transaction
   began, and a partition can hold a COMMIT for seconds;
 - ``node-exit``: no node process exits unless the campaign stopped or killed it;
+- ``node-stuck``: no node stays unhealthy once every fault is undone (a live process that no longer
+  serves is worse than an exit: no supervisor restarts it);
 - ``memory-growth``: within each run of a node process, resident memory stays flat.
 """
 
@@ -89,6 +91,10 @@ def check(history: History, limits: Limits | None = None) -> CheckResult:
     anomalies += [
         Anomaly(kind="node-exit", at=e.at, node=e.node, detail=f"exit code {e.returncode}: {e.log_tail}")
         for e in history.exits
+    ]
+    anomalies += [
+        Anomaly(kind="node-stuck", at=s.at, node=s.node, detail=f"unhealthy after the faults ended: {s.log_tail}")
+        for s in history.stuck
     ]
     anomalies += _memory(history, limits)
     anomalies.sort(key=lambda a: a.at)

@@ -21,6 +21,7 @@ __all__ = [
     "StoredEvent",
     "StoredMessage",
     "Stream",
+    "Stuck",
 ]
 
 
@@ -104,6 +105,15 @@ class NodeExit:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Stuck:
+    """A node whose process lived on but stayed unhealthy after every fault was undone; it was restarted."""
+
+    node: str
+    at: float
+    log_tail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Fault:
     """One injected fault: its kind, its target, when it began and when it was undone."""
 
@@ -136,6 +146,7 @@ class History:
     stored: list[StoredMessage] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
     exits: list[NodeExit] = field(default_factory=list)
+    stuck: list[Stuck] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     memory: list[MemorySample] = field(default_factory=list)
     coalesced_types: frozenset[str] = frozenset()

@@ -16,6 +16,7 @@ from bench.chaos.history import (
     StoredEvent,
     StoredMessage,
     Stream,
+    Stuck,
 )
 
 
@@ -182,3 +183,9 @@ def test_an_unplanned_exit_and_growing_memory_are_flagged() -> None:
     assert _kinds(history) == ["node-exit"]
     history.memory += [MemorySample(node="n1", run=0, at=float(t), rss_bytes=400 * 2**20) for t in range(10, 20)]
     assert _kinds(history) == ["node-exit", "memory-growth"]
+
+
+def test_a_node_left_unhealthy_after_the_faults_is_flagged() -> None:
+    history = _clean()
+    history.stuck.append(Stuck(node="n2", at=30, log_tail="Cancelled via cancel scope"))
+    assert _kinds(history) == ["node-stuck"]
