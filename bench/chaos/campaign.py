@@ -22,7 +22,7 @@ from bench.chaos.checker import CheckResult, check
 from bench.chaos.clients import PublisherSpec, SubscriberSpec, publish_loop, subscribe_loop
 from bench.chaos.cluster import COALESCED_TYPE, Cluster, Node, cluster
 from bench.chaos.faults import FAULT_KINDS, run_faults
-from bench.chaos.history import History, StoredEvent, StoredMessage
+from bench.chaos.history import History, StoredEvent, StoredMessage, Stuck
 from sse_batcher.server.client import unroll
 
 __all__ = ["CampaignResult", "run_campaign"]
@@ -41,6 +41,7 @@ SUBSCRIBERS = (
     SubscriberSpec(name="live", resume=False),
 )
 _SETTLE_SECONDS = 45.0
+_STUCK_SECONDS = 15.0
 _CLIENT_STOP_SECONDS = 40.0
 
 
@@ -113,7 +114,11 @@ def _collect(nodes: list[Node], logs: Path | None) -> dict[str, int]:
 
 
 async def _heal(the_cluster: Cluster) -> None:
-    """Undo whatever fault may be left, bring every node back and wait until they are healthy."""
+    """Undo whatever fault may be left, bring every node back and wait until they are healthy.
+
+    A node still unhealthy after ``_STUCK_SECONDS`` is recorded as stuck and restarted (SIGTERM), as
+    a supervisor with a health check would, so that its dead-letter files are written back.
+    """
     if not the_cluster.pg.running:
         await asyncio.to_thread(the_cluster.pg.start_again)
     for node in the_cluster.nodes:
@@ -122,6 +127,12 @@ async def _heal(the_cluster: Cluster) -> None:
         if node.process is None or node.process.poll() is not None:
             node.down = True
             node.process = None
+            node.start()
+    await the_cluster.wait_healthy(timeout=_STUCK_SECONDS)
+    for node in the_cluster.nodes:
+        if not await node.healthy(the_cluster.http):
+            the_cluster.history.stuck.append(Stuck(node=node.name, at=time.time(), log_tail=node.log_tail()))
+            await node.stop()
             node.start()
     await the_cluster.wait_healthy(timeout=60)
 

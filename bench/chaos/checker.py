@@ -15,9 +15,13 @@ What it holds the cluster to (each check names the anomaly kind it reports):
 - ``stream-bytes``: every connection, on every node, got the same ``event:`` and ``data:`` for an id;
 - ``server-error``: no 5xx but a 503 with a JSON ``{"error"}`` body and a 504 with the documented
   ``{"error", "state", "kept", "ids"}`` body;
-- ``timeout-but-stored``: a 504 for events that were all committed well before it was sent
-  (the waiter missed its commit; a client that retries without a key then stores them twice);
+- ``timeout-but-stored``: a 504 for events whose messages a stream had already delivered well before
+  it was sent (the waiter missed its commit; a client that retries without a key then stores them
+  twice). Delivery, not ``created_at``, dates the commit: ``created_at`` is when the transaction
+  began, and a partition can hold a COMMIT for seconds;
 - ``node-exit``: no node process exits unless the campaign stopped or killed it;
+- ``node-stuck``: no node stays unhealthy once every fault is undone (a live process that no longer
+  serves is worse than an exit: no supervisor restarts it);
 - ``memory-growth``: within each run of a node process, resident memory stays flat.
 """
 
@@ -42,7 +46,7 @@ class Limits:
     """How much slack the checks allow."""
 
     loss_window_seconds: float = 30.0  # a kill this long after a 202 may lose its events
-    commit_slack_seconds: float = 1.0  # a 504 for events committed earlier than this is a miss
+    commit_slack_seconds: float = 1.0  # a 504 for events delivered earlier than this is a miss
     memory_growth_factor: float = 1.5  # last quarter's median over the first quarter's
     memory_slack_bytes: int = 64 * 2**20
     memory_min_samples: int = 8
@@ -88,6 +92,10 @@ def check(history: History, limits: Limits | None = None) -> CheckResult:
         Anomaly(kind="node-exit", at=e.at, node=e.node, detail=f"exit code {e.returncode}: {e.log_tail}")
         for e in history.exits
     ]
+    anomalies += [
+        Anomaly(kind="node-stuck", at=s.at, node=s.node, detail=f"unhealthy after the faults ended: {s.log_tail}")
+        for s in history.stuck
+    ]
     anomalies += _memory(history, limits)
     anomalies.sort(key=lambda a: a.at)
     return CheckResult(
@@ -126,6 +134,10 @@ def _publishes(
             attempts[marker].append(publish)
     acked_201 = acked_202 = window_losses = 0
     lost: list[str] = []
+    first_delivery: dict[int, float] = {}
+    for stream in history.streams:
+        for received in stream.messages:
+            first_delivery[received.id] = min(received.at, first_delivery.get(received.id, received.at))
     kills: dict[str, list[float]] = defaultdict(list)
     for kill in history.kills:
         kills[kill.node].append(kill.at)
@@ -151,14 +163,16 @@ def _publishes(
                     )
                 )
         elif publish.status == 504 and all(stored_in.get(m) for m in publish.markers):
-            committed = max(by_id[stored_in[m][0]].created_at for m in publish.markers)
+            delivered = [first_delivery.get(stored_in[m][0]) for m in publish.markers]
+            known = [at for at in delivered if at is not None]
+            committed = max(known) if len(known) == len(delivered) else publish.ended
             if committed < publish.ended - limits.commit_slack_seconds:
                 anomalies.append(
                     Anomaly(
                         kind="timeout-but-stored",
                         at=publish.ended,
                         node=publish.node,
-                        detail=f"504 {publish.body} for {list(publish.markers)}, all committed by "
+                        detail=f"504 {publish.body} for {list(publish.markers)}, all streamed "
                         f"{publish.ended - committed:.1f} s before the answer",
                     )
                 )

@@ -171,7 +171,9 @@ async def _read(response: httpx.Response, messages: list[Received], stop: asynci
         if not line:
             if "data" in fields and "id" in fields:
                 messages.append(
-                    Received(id=int(fields["id"]), event=fields.get("event", "message"), data=fields["data"])
+                    Received(
+                        id=int(fields["id"]), event=fields.get("event", "message"), data=fields["data"], at=time.time()
+                    )
                 )
             fields = {}
             continue

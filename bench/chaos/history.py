@@ -21,6 +21,7 @@ __all__ = [
     "StoredEvent",
     "StoredMessage",
     "Stream",
+    "Stuck",
 ]
 
 
@@ -46,11 +47,12 @@ class Publish:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Received:
-    """One message a stream delivered: its id, ``event:`` and the exact ``data:`` line."""
+    """One message a stream delivered: its id, ``event:``, the exact ``data:`` line, and when it came."""
 
     id: int
     event: str
     data: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +105,15 @@ class NodeExit:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Stuck:
+    """A node whose process lived on but stayed unhealthy after every fault was undone; it was restarted."""
+
+    node: str
+    at: float
+    log_tail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Fault:
     """One injected fault: its kind, its target, when it began and when it was undone."""
 
@@ -135,6 +146,7 @@ class History:
     stored: list[StoredMessage] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
     exits: list[NodeExit] = field(default_factory=list)
+    stuck: list[Stuck] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     memory: list[MemorySample] = field(default_factory=list)
     coalesced_types: frozenset[str] = frozenset()

@@ -57,11 +57,25 @@ def render(history: History, result: CheckResult, kinds: list[str]) -> str:
     by_kind = Counter(a.kind for a in result.anomalies)
     if by_kind:
         lines.append("anomalies by kind: " + ", ".join(f"{k} {n}" for k, n in by_kind.most_common()))
-    lines += [_line(a, history) for a in result.anomalies]
+    lines += [_line(group, history) for group in _groups(result.anomalies)]
     return "\n".join(lines)
 
 
-def _line(anomaly: Anomaly, history: History) -> str:
-    offset = anomaly.at - history.started
-    during = attribute(anomaly.at, history.faults)
-    return f"- t+{offset:6.1f} s {anomaly.kind:<18} {anomaly.node or '-':<3} [{during}] {anomaly.detail[:400]}"
+def _groups(anomalies: tuple[Anomaly, ...]) -> list[list[Anomaly]]:
+    """Runs of one kind on one node within a second, so a burst of lost events reads as one line."""
+    groups: list[list[Anomaly]] = []
+    for anomaly in anomalies:
+        last = groups[-1][-1] if groups else None
+        if last is not None and (last.kind, last.node) == (anomaly.kind, anomaly.node) and anomaly.at - last.at < 1.0:
+            groups[-1].append(anomaly)
+        else:
+            groups.append([anomaly])
+    return groups
+
+
+def _line(group: list[Anomaly], history: History) -> str:
+    first = group[0]
+    offset = first.at - history.started
+    during = attribute(first.at, history.faults)
+    more = f" (and {len(group) - 1} more like it)" if len(group) > 1 else ""
+    return f"- t+{offset:6.1f} s {first.kind:<18} {first.node or '-':<3} [{during}] {first.detail[:400]}{more}"

@@ -16,6 +16,7 @@ from bench.chaos.history import (
     StoredEvent,
     StoredMessage,
     Stream,
+    Stuck,
 )
 
 
@@ -51,7 +52,7 @@ def _message(id_: int, *markers: str, at: float = 11.0, event_type: str = "T", k
 
 
 def _received(id_: int) -> Received:
-    return Received(id=id_, event="T_BATCH", data=json.dumps({"id": id_}))
+    return Received(id=id_, event="T_BATCH", data=json.dumps({"id": id_}), at=15.0)
 
 
 def _clean() -> History:
@@ -137,14 +138,14 @@ def test_a_stream_that_skips_repeats_or_restarts_is_flagged() -> None:
 
 def test_history_truncated_for_a_held_id_is_flagged() -> None:
     history = _clean()
-    truncated = Received(id=1, event="HISTORY_TRUNCATED", data="{}")
+    truncated = Received(id=1, event="HISTORY_TRUNCATED", data="{}", at=10.0)
     history.streams = [Stream(node="n1", started=9, ended=20, resume_id=0, status=200, messages=(truncated,))]
     assert _kinds(history) == ["stream-gap"]
 
 
 def test_two_nodes_sending_different_bytes_for_one_id_are_flagged() -> None:
     history = _clean()
-    other = Received(id=2, event="T_BATCH", data='{"id": 2, "x": 1}')
+    other = Received(id=2, event="T_BATCH", data='{"id": 2, "x": 1}', at=13.0)
     history.streams[1] = Stream(node="n2", started=12, ended=20, resume_id=1, status=200, messages=(other,))
     assert _kinds(history) == ["stream-bytes"]
 
@@ -161,11 +162,17 @@ def test_only_documented_503_and_504_bodies_pass() -> None:
     assert _kinds(history) == ["server-error", "server-error", "server-error"]
 
 
-def test_a_504_for_events_committed_long_before_it_is_flagged() -> None:
+def test_a_504_for_events_streamed_long_before_it_is_flagged() -> None:
     history = _clean()
     answer = {"error": "timeout", "state": "buffered", "kept": False, "ids": [None]}
     history.publishes.append(_publish(("x",), 504, answer, at=20.0))
     history.stored.append(_message(3, "x", at=12.0))
+    assert _kinds(history) == []  # begun long before, but a partition may have held its COMMIT
+    late = Received(id=3, event="T", data="{}", at=19.9)
+    history.streams.append(Stream(node="n2", started=12, ended=20, resume_id=2, status=200, messages=(late,)))
+    assert _kinds(history) == []  # streamed just before the answer: the waiter may not have heard yet
+    early = Received(id=3, event="T", data="{}", at=14.0)
+    history.streams.append(Stream(node="n3", started=12, ended=20, resume_id=2, status=200, messages=(early,)))
     assert _kinds(history) == ["timeout-but-stored"]
 
 
@@ -176,3 +183,9 @@ def test_an_unplanned_exit_and_growing_memory_are_flagged() -> None:
     assert _kinds(history) == ["node-exit"]
     history.memory += [MemorySample(node="n1", run=0, at=float(t), rss_bytes=400 * 2**20) for t in range(10, 20)]
     assert _kinds(history) == ["node-exit", "memory-growth"]
+
+
+def test_a_node_left_unhealthy_after_the_faults_is_flagged() -> None:
+    history = _clean()
+    history.stuck.append(Stuck(node="n2", at=30, log_tail="Cancelled via cancel scope"))
+    assert _kinds(history) == ["node-stuck"]
