@@ -157,10 +157,17 @@ class LogFollower(Service):
         return self.last_id >= target
 
     def poke(self, messages: Sequence[StoredMessage] = ()) -> None:
-        """A local commit happened: read now rather than wait for its notification (a batcher listener)."""
+        """A local commit happened: read now rather than wait for its notification (a batcher listener).
+
+        A commit arrives twice, as this poke and as its own notification; whichever comes second
+        finds its id already known (``head_id``) and wakes nothing, so a commit costs one read.
+        """
         self._local_commits += 1
         if messages:
-            self._head_id = max(self._head_id, messages[-1].id)
+            newest = messages[-1].id
+            if newest <= self._head_id:
+                return
+            self._head_id = newest
         self._set_wake()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -260,9 +267,15 @@ class LogFollower(Service):
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._notifications += 1
         try:
-            self._head_id = max(self._head_id, int(payload))
+            head = int(payload)
         except ValueError:
-            pass  # not ours to trust; the read that follows finds what is there
+            self._set_wake()  # not ours to trust; the read that follows finds what is there
+            return
+        # Known already (a local poke, or a later notification): a read that covers it is done
+        # or due, because every raise of head_id sets the wake-up, and ids commit in order.
+        if head <= self._head_id:
+            return
+        self._head_id = head
         self._set_wake()
 
     def _terminated(self, _conn: Any) -> None:

@@ -106,3 +106,27 @@ async def test_starts_after_the_newest_row_so_history_stays_with_the_store(store
         await store.write(batch("new", 100))
         await seen.wait_for(1)
     assert [m.source for m in seen.messages] == ["new"]
+
+
+async def test_a_local_commit_costs_one_read_not_a_second_on_its_own_notification(
+    store: PostgresStore, dsn: str
+) -> None:
+    """Each commit is poked and notified; the second of the two finds its id known and wakes nothing.
+
+    A last write that is only notified shows every earlier wake-up has been served.
+    """
+    seen = Seen()
+    async with LogFollower(store_config(dsn), seen, poll_seconds=60.0) as follower:
+        await store.write(batch("warm", 1))
+        await seen.wait_for(1)
+        reads_before = follower.statistics().reads
+        for i in range(10):
+            result = await store.write(batch("local", 10 + i * 10))
+            follower.poke(result.stored)
+            await seen.wait_for(2 + i)
+        await store.write(batch("last", 500))
+        await seen.wait_for(12)
+        stats = follower.statistics()
+    assert stats.notifications >= 11
+    # One read per commit (11); a notification racing a read in flight may add one or two.
+    assert stats.reads - reads_before <= 13
