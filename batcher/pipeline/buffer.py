@@ -124,7 +124,7 @@ class EventBuffer:
                     wake = True
                 stamps = self._stamps.get(type_)
                 if stamps is None:
-                    stamps = self._deadlines.queue_of(type_)  # remembered in _stamps from now on (bounded)
+                    stamps = self._deadlines.queue_of(type_)  # and remembered in _stamps (bounded)
                 stamps.append((seq, mono))
                 if len(stamps) == 1:  # its class was empty: the earliest deadline may have moved
                     wake = True
