@@ -20,7 +20,10 @@ __all__ = [
     "decode_json",
     "error",
     "json_response",
+    "publish_token_required",
     "read_body",
+    "read_json",
+    "shutting_down",
 ]
 
 _ENCODER: Final = msgspec.json.Encoder()
@@ -36,6 +39,16 @@ def json_response(body: Any, status_code: int = 200, headers: Mapping[str, str] 
 def error(status_code: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
     """Return ``{"error": message, **extra}`` with ``status_code``."""
     return json_response({"error": message, **extra}, status_code, headers)
+
+
+def publish_token_required() -> Response:
+    """401 asking for the publish token (``WWW-Authenticate: Bearer``): every endpoint that publishes says it so."""
+    return error(401, "a valid publish token is required", {"WWW-Authenticate": "Bearer"})
+
+
+def shutting_down() -> Response:
+    """503 with ``Retry-After: 1``: the server is draining and accepts nothing new."""
+    return error(503, "the server is shutting down", {"Retry-After": "1"})
 
 
 def bearer_token(request: Request) -> str | None:
@@ -110,3 +123,13 @@ def decode_json(body: bytes) -> Any:
         if reason == "Input data was truncated" and _UNPAIRED_HIGH_SURROGATE.search(body):
             reason = "unpaired surrogate: a \\uD800-\\uDBFF escape must be followed by a \\uDC00-\\uDFFF one"
         raise BodyError(400, f"malformed JSON: {reason}") from None
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The decoded JSON body: :func:`check_json_content_type`, then :func:`read_body` and :func:`decode_json`.
+
+    Raises:
+        BodyError: 415 not JSON, 413 over ``limit`` bytes, 400 malformed or cut short.
+    """
+    check_json_content_type(request)
+    return decode_json(await read_body(request, limit))

@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 
-__all__ = ["ServerProcess", "free_port"]
+__all__ = ["ServerProcess", "free_port", "until_healthy"]
 
 
 def free_port() -> int:
@@ -20,6 +21,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def until_healthy(client: httpx.AsyncClient, base: str, timeout: float) -> None:
+    """Wait until ``{base}/healthz`` answers 200, through a server that may not listen yet.
+
+    Raises:
+        TimeoutError: not healthy within ``timeout`` seconds.
+    """
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                if (await client.get(f"{base}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await anyio.sleep(0.1)
 
 
 class ServerProcess:

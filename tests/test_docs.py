@@ -34,7 +34,7 @@ from sse_batcher.batcher import AggregationRules
 from sse_batcher.server.client import unroll
 from tests.frontend.browser import in_ci, require_node
 from tests.server.live import make_config, serving
-from tests.server_process import free_port
+from tests.server_process import free_port, until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -226,12 +226,7 @@ async def test_mount_example_serves_and_ctrl_c_ends_its_open_stream(program: Pro
     async with await anyio.open_process([sys.executable, "-c", text], cwd=tmp_path, env=env, stdout=None) as process:
         try:
             async with httpx.AsyncClient(timeout=10) as client:
-                with anyio.fail_after(60):
-                    while True:
-                        with contextlib.suppress(httpx.TransportError):
-                            if (await client.get(f"{base}/healthz")).status_code == 200:
-                                break
-                        await anyio.sleep(0.1)
+                await until_healthy(client, base, 60)
                 async with client.stream("GET", f"{base}/events", timeout=None) as stream:
                     lines = stream.aiter_lines()
                     with anyio.fail_after(10):

@@ -156,10 +156,14 @@ class BatcherCore(Service):
                 await stack.aclose()
             await self._loop.keep_leftovers()
         finally:
-            self._state = State.CLOSED
-            self._tracker.release_flush_waiters(self._writer.behind, closed=True)
-            self._tracker.close()
-            self._closed.set()
+            self._closed_now()
+
+    def _closed_now(self) -> None:
+        """The end of every close, however it went: CLOSED, and every waiter answered."""
+        self._state = State.CLOSED
+        self._tracker.release_flush_waiters(self._writer.behind, closed=True)
+        self._tracker.close()
+        self._closed.set()
 
     async def _close_unstarted(self, limit: float) -> None:
         """Close a batcher that never ran (never started, or start() failed): what was emitted before
@@ -174,10 +178,7 @@ class BatcherCore(Service):
                     await self._loop.run()
                 await self._loop.keep_leftovers()
         finally:
-            self._state = State.CLOSED
-            self._tracker.release_flush_waiters(self._writer.behind, closed=True)
-            self._tracker.close()
-            self._closed.set()
+            self._closed_now()
 
     def _wake(self) -> None:
         self._loop.wake()
@@ -265,8 +266,8 @@ class BatcherCore(Service):
             flushes=dict(loop.flushes),
             buffer_depth=len(buffer),
             buffer_high_water=buffer.high_water,
-            buffer_capacity=buffer.capacity,
-            rejected_full=buffer.rejected_full + self._refused_early,
+            buffer_capacity=buffer.room.max_events,
+            rejected_full=buffer.room.rejected + self._refused_early,
             retries=writer.retries,
             failed_writes=writer.failed_writes,
             dead_lettered_batches=writer.dead_lettered,

@@ -178,7 +178,7 @@ def aggregate(
     groups: dict[object, list[Event]] = {}
     # The open group of each (source, type). An event that travels alone closes its group: the
     # events after it start a new one, so reading the messages in order keeps the emit order of
-    # the (source, type) (a critical event in the middle no longer trails the aggregate around it).
+    # the (source, type) (a critical event in the middle does not trail the aggregate around it).
     open_groups: dict[tuple[str, str], list[Event]] = {}
     for event in events:
         name = (event.source, event.type)
@@ -223,7 +223,7 @@ def _cut_by_bytes(groups: dict[object, list[Event]], limit: int) -> dict[object,
             part.append(event)
             size += cost
         out[part[0].seq] = part
-    # The parts of one group can now interleave with the next group: keep first-seq order.
+    # A group cut in parts can interleave with the next group: keep first-seq order.
     return dict(sorted(out.items(), key=lambda item: item[1][0].seq)) if cut else out
 
 

@@ -19,36 +19,22 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Final
 
 import msgspec
 
-from sse_batcher.batcher.events import NORMAL, Event
+from sse_batcher.batcher.events import NORMAL, Event, event_ts
 from sse_batcher.batcher.pipeline.intake import Item
 from sse_batcher.batcher.pipeline.room import Room
 from sse_batcher.batcher.rules.deadlines import DeadlineClock
 
 __all__ = ["EventBuffer"]
 
+# Wall clock, an event's ts; the hot path writes _now() out with _time_ns, bound once.
+_now = event_ts
 _time_ns = time.time_ns
-
-
-def _now() -> float:
-    """Wall time in whole milliseconds: an event's ``ts``.
-
-    The full float repr costs four more bytes per event on the wire and in every stored row, for
-    sub-millisecond precision nothing downstream reads. Integer arithmetic, because
-    round(time.time(), 3) takes two and a half times as long (see bench/RESULTS.md, 'Bytes on the
-    wire per event').
-    """
-    return _time_ns() // 1_000_000 / 1000
-
-
 # Deadlines: scheduling uses the monotonic clock, so a clock step can neither stall nor hurry a flush.
 _mono = time.monotonic
 _sleep = time.sleep
-# How many types' deadline queues put_item() remembers; past this, it looks them up each time.
-_STAMP_CACHE_LIMIT: Final = 4096
 _Raw = msgspec.Raw
 
 
@@ -72,8 +58,8 @@ class EventBuffer:
         self._room = Room(capacity, sys.maxsize if max_bytes is None else max_bytes)
         # Deadlines by timeout class (a type's own timeout, or the batch timeout), on the monotonic clock.
         self._deadlines = DeadlineClock(timeouts or {})
-        # Each type's deadline queue, looked up once per type instead of once per event (bounded).
-        self._stamps: dict[str, deque[tuple[int, float]]] = {}
+        # Each type's deadline queue, as the clock remembers it: one dict lookup per event.
+        self._stamps = self._deadlines.by_type
         self._batch_size = batch_size
         self._wake = wake
         self._events: deque[Event] = deque()
@@ -138,9 +124,7 @@ class EventBuffer:
                     wake = True
                 stamps = self._stamps.get(type_)
                 if stamps is None:
-                    stamps = self._deadlines.queue_of(type_)
-                    if len(self._stamps) < _STAMP_CACHE_LIMIT:
-                        self._stamps[type_] = stamps
+                    stamps = self._deadlines.queue_of(type_)  # and remembered in _stamps (bounded)
                 stamps.append((seq, mono))
                 if len(stamps) == 1:  # its class was empty: the earliest deadline may have moved
                     wake = True
@@ -235,7 +219,11 @@ class EventBuffer:
 
     @property
     def room(self) -> Room:
-        """The room counter: ``aemit`` waits on it (:meth:`Room.wait_async`) while the buffer is full."""
+        """The room counter: ``aemit`` waits on it (:meth:`Room.wait_async`) while the buffer is full.
+
+        Its bounds (``max_events``, ``max_bytes``), what it holds (``events``, ``bytes``) and the
+        events refused for lack of room (``rejected``) are read there.
+        """
         return self._room
 
     @property
@@ -278,19 +266,6 @@ class EventBuffer:
     def batch_size(self) -> int:
         return self._batch_size
 
-    @property
-    def capacity(self) -> int:
-        return self._room.max_events
-
-    @property
-    def max_bytes(self) -> int:
-        return self._room.max_bytes
-
-    @property
-    def held_bytes(self) -> int:
-        """Bytes of encoded data held now."""
-        return self._room.bytes
-
     def __len__(self) -> int:
         return len(self._events) + len(self._bypass)
 
@@ -319,10 +294,6 @@ class EventBuffer:
     def emitted(self) -> int:
         """Events accepted so far: seqs are handed out one per event, from 1."""
         return self._last_seq
-
-    @property
-    def rejected_full(self) -> int:
-        return self._room.rejected
 
 
 def _data_bytes(events: list[Event]) -> int:

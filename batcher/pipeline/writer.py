@@ -1,10 +1,10 @@
 """BatchWriter: get each batch into the store or, failing that, onto disk; in order, never twice.
 
 The flush loop hands every batch here and gets back a :class:`Written` saying what committed and
-what went to disk; the writer never calls back up. A write is retried with jittered backoff; a batch
+what went to disk; the writer never calls back up. A write is retried with jittered backoff, short-cut
+by the circuit breaker (:class:`~sse_batcher.batcher.pipeline._retrying.StoreRetries`); a batch
 that still fails is appended (fsync'ed) to the dead-letter file, and so is every later batch until
-the file has been written back, so order is kept while the store is down. The circuit breaker, when
-given, short-cuts the retries while the store is known to be down. Idempotency keys make every
+the file has been written back, so order is kept while the store is down. Idempotency keys make every
 rewrite (a retry after a lost COMMIT answer, a write-back after a crash) harmless.
 
 When the dead-letter file refuses too (disk full, read-only, a file where its directory should be),
@@ -33,13 +33,13 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from sse_batcher.batcher.errors import StoreError
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log.deadletter import DeadLetterFile
+from sse_batcher.batcher.pipeline._retrying import StoreRetries
 from sse_batcher.batcher.pipeline._written import Written
-from sse_batcher.batcher.pipeline.breaker import BreakerState, CircuitBreaker
+from sse_batcher.batcher.pipeline.breaker import CircuitBreaker
 from sse_batcher.batcher.protocols import EventStore, WriteResult
-from sse_batcher.batcher.stats import LATENCY_BUCKETS, Histogram
+from sse_batcher.batcher.stats import Histogram
 
 __all__ = ["BatchWriter", "Written"]
 
@@ -68,14 +68,18 @@ class BatchWriter:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.5),
     ) -> None:
-        self._store = store
+        self._retries = StoreRetries(
+            store,
+            max_retries=max_retries,
+            retry_delay_seconds=retry_delay_seconds,
+            breaker=breaker,
+            sleep=sleep,
+            jitter=jitter,
+        )
         self._deadletter = deadletter
-        self._max_retries = max_retries
         self._retry_delay = retry_delay_seconds
         self._breaker = breaker
         self._clock = clock
-        self._sleep = sleep
-        self._jitter = jitter
         # Held until handled: if shutdown cancels the write, the batch is kept on disk, not lost.
         self._inflight: list[Message] | None = None
         # Batches neither stored nor on disk (the file refused), oldest first.
@@ -87,15 +91,27 @@ class BatchWriter:
         self._next_write_back_at = math.inf  # when to write the file back next (monotonic)
         self._written = 0  # batches of the file already stored by this process
         self._delay = retry_delay_seconds or 0.1
-        self.retries = 0
-        self.failed_writes = 0
         self.dead_lettered = 0
         self.rejected = 0
-        self.latency = Histogram(LATENCY_BUCKETS)
 
     @property
     def breaker(self) -> CircuitBreaker | None:
         return self._breaker
+
+    @property
+    def retries(self) -> int:
+        """Store writes retried after a failed attempt."""
+        return self._retries.retries
+
+    @property
+    def failed_writes(self) -> int:
+        """Store write attempts that failed, write-backs of the dead-letter file included."""
+        return self._retries.failed_writes
+
+    @property
+    def latency(self) -> Histogram:
+        """How long each successful store write took."""
+        return self._retries.latency
 
     @property
     def on_disk(self) -> bool:
@@ -144,7 +160,7 @@ class BatchWriter:
         if self.behind:
             await self._keep(messages, done)
         else:
-            result = await self._write_with_retries(messages, closing)
+            result = await self._retries.write(messages, closing=closing)
             if result is None:
                 await self._keep(messages, done)
             else:
@@ -160,38 +176,6 @@ class BatchWriter:
             batches.append(self._inflight)
         self._inflight = None
         return batches
-
-    async def _write_with_retries(self, messages: list[Message], closing: bool) -> WriteResult | None:
-        breaker = self._breaker
-        if breaker is not None and not breaker.allow():
-            return None  # breaker open: straight to the dead-letter file, no waiting on retries
-        # The breaker's probe, like shutdown, gets one attempt.
-        attempts = 1 if closing or (breaker is not None and breaker.probing) else self._max_retries + 1
-        for attempt in range(attempts):
-            started = time.perf_counter()
-            try:
-                result = await self._store.write(messages)
-            except StoreError as exc:
-                self.failed_writes += 1
-                logger.warning("store write failed (attempt %d of %d): %s", attempt + 1, attempts, exc)
-            except Exception:
-                # Not a store error we know: still never lose the batch. Counted and logged here,
-                # at the task boundary.
-                self.failed_writes += 1
-                logger.exception("store write raised unexpectedly (attempt %d of %d)", attempt + 1, attempts)
-            else:
-                self.latency.observe(time.perf_counter() - started)
-                if breaker is not None:
-                    breaker.record_success()
-                return result
-            if breaker is not None:
-                breaker.record_failure()
-                if breaker.state is BreakerState.OPEN:
-                    return None
-            if attempt + 1 < attempts:
-                self.retries += 1
-                await self._sleep(self._retry_delay * (2**attempt) * self._jitter())
-        return None
 
     async def _handle_result(self, result: WriteResult, messages: list[Message]) -> Written:
         # A key conflict is the client's mistake, answered to its waiter; quarantining it would let
@@ -271,7 +255,7 @@ class BatchWriter:
         had_held = bool(self._held)
         while self._held:
             batch = self._held[0]
-            result = None if self._on_disk else await self._write_with_retries(batch, closing=True)
+            result = None if self._on_disk else await self._retries.write(batch, closing=True)
             if result is not None:
                 done.extend(await self._handle_result(result, batch))
             elif await self._dead_letter(batch):
@@ -299,11 +283,11 @@ class BatchWriter:
             return
         for batch in batches[self._written :]:
             try:
-                result = await self._store.write(batch)
+                result = await self._retries.store.write(batch)
             except Exception as exc:
                 if breaker is not None:
                     breaker.record_failure()
-                self.failed_writes += 1
+                self._retries.failed_writes += 1
                 logger.warning("dead-letter write-back failed, will retry: %s", exc)
                 self._retry_later()
                 return

@@ -12,8 +12,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
+from typing import Final
 
 __all__ = ["DeadlineClock"]
+
+# How many types' queues :meth:`DeadlineClock.queue_of` remembers; past this, it looks them up each
+# time, so a client inventing a type per event cannot grow the table without bound.
+_TYPE_CACHE_LIMIT: Final = 4096
 
 
 class DeadlineClock:
@@ -23,18 +28,18 @@ class DeadlineClock:
     holds. Its methods are called under the buffer's lock.
     """
 
-    __slots__ = ("_timeouts", "_queues")
+    __slots__ = ("_timeouts", "_queues", "by_type")
 
     def __init__(self, timeouts: Mapping[str, float]) -> None:
         self._timeouts = dict(timeouts)
         self._queues: dict[float | None, deque[tuple[int, float]]] = {}
+        # Each type's class queue, remembered by :meth:`queue_of` (bounded): a hot path looks a type
+        # up here, once per event, and calls :meth:`queue_of` only on a miss.
+        self.by_type: dict[str, deque[tuple[int, float]]] = {}
 
     def add(self, event_type: str, seq: int, ts: float) -> bool:
         """Record an event; True when its class was empty, so the earliest deadline may have moved."""
-        timeout = self._timeouts.get(event_type)
-        queue = self._queues.get(timeout)
-        if queue is None:
-            queue = self._queues[timeout] = deque()
+        queue = self.queue_of(event_type)
         queue.append((seq, ts))
         return len(queue) == 1
 
@@ -44,10 +49,15 @@ class DeadlineClock:
         Appending there is :meth:`add` without its call; the class was empty when the queue's
         length is 1 after the append.
         """
+        queue = self.by_type.get(event_type)
+        if queue is not None:
+            return queue
         timeout = self._timeouts.get(event_type)
         queue = self._queues.get(timeout)
         if queue is None:
             queue = self._queues[timeout] = deque()
+        if len(self.by_type) < _TYPE_CACHE_LIMIT:
+            self.by_type[event_type] = queue
         return queue
 
     def drop_through(self, seq: int) -> None:

@@ -4,8 +4,8 @@ Each arm is a whole :class:`SSEEventBatcher` (its own buffer, batch size, timeou
 dead-letter directory), so the events of arm B's sources really are batched under arm B's size
 and timeout, and each arm gets its own :class:`~sse_batcher.batcher.sizing.sizer.BatchSizer`. Both write to the same
 store, whose write lock keeps ids in commit order across them, and hand their commits to the same
-listeners. A source is routed by blake2b of its name (not Python's ``hash()``, which is salted per
-process), so it never changes arm during a run, or between runs, and its events keep their order.
+listeners. Which arm a source goes to, and how a request is cut into the arms' shares, is in
+``_routing.py``.
 
 :class:`SplitBatcher` has the batcher's surface the server and the workers use
 (:class:`EventBatcher`). ``emit_many`` and ``publish`` check both arms' shares first (valid, open,
@@ -21,7 +21,6 @@ What it measures per arm, for /api/stats ``ab``, is in ``_arm_stats.py``.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,18 +32,13 @@ from sse_batcher.batcher.errors import ConfigError, EventValidationError
 from sse_batcher.batcher.events import NORMAL
 from sse_batcher.batcher.lifecycle import Service, State
 from sse_batcher.batcher.pipeline.facade import SSEEventBatcher
-from sse_batcher.batcher.pipeline.intake import Item, request_scoped_key
+from sse_batcher.batcher.pipeline.intake import Item
 from sse_batcher.batcher.protocols import EventStore, Listener
 from sse_batcher.batcher.sizing._arm_stats import ArmMeter, ArmStats, summed_stats
+from sse_batcher.batcher.sizing._routing import arm_of, reindexed, shares_of
 from sse_batcher.batcher.stats import BatcherStats
 
 __all__ = ["ArmStats", "SplitBatcher", "arm_of"]
-
-
-def arm_of(source: str, share_b: float) -> int:
-    """0 (arm A) or 1 (arm B) for ``source``: stable across processes, B for a ``share_b`` of sources."""
-    digest = hashlib.blake2b(source.encode(), digest_size=8).digest()
-    return 1 if int.from_bytes(digest, "big") / 2**64 < share_b else 0
 
 
 class SplitBatcher(Service):
@@ -74,12 +68,16 @@ class SplitBatcher(Service):
     def arm_for(self, source: object) -> SSEEventBatcher:
         """The arm ``source`` (None: the default source) is routed to; an invalid one goes to arm A,
         whose ``emit`` refuses it."""
+        return self._arms[self._route(source)]
+
+    def _route(self, source: object) -> int:
+        """The index of :meth:`arm_for`'s arm, counting ``source`` in that arm's meter."""
         name = source if source is not None else self.config.default_source
         if not isinstance(name, str):
-            return self._arms[0]
+            return 0
         index = arm_of(name, self._share_b)
         self._meters[index].saw(name)
-        return self._arms[index]
+        return index
 
     # -- the batcher's surface ---------------------------------------------------------------
     @property
@@ -142,38 +140,6 @@ class SplitBatcher(Service):
             type, data, source=source, priority=priority, key=key, batched=batched, wait=wait, timeout=timeout
         )
 
-    def _shares(
-        self, events: Sequence[dict[str, Any]], default_source: str | None, idempotency_key: str | None
-    ) -> tuple[str, list[tuple[SSEEventBatcher, list[int], list[dict[str, Any]]]]]:
-        """Each arm's events (with their indices in ``events``); a request's key becomes per-event keys
-        here, so event ``i`` gets ``<key>#<i>`` whichever arm it lands in."""
-        fallback = default_source or self.config.default_source
-        shares: tuple[list[int], list[int]] = ([], [])
-        for index, event in enumerate(events):
-            source = event.get("source") if isinstance(event, dict) else None
-            arm = self.arm_for(fallback if source is None else source)
-            shares[self._arms.index(arm)].append(index)
-        out = []
-        for arm, indices in zip(self._arms, shares, strict=True):
-            if not indices:
-                continue
-            chosen = [events[i] for i in indices]
-            if idempotency_key is not None:
-                chosen = [
-                    {**e, "idempotency_key": request_scoped_key(e.get("idempotency_key"), idempotency_key, i)}
-                    if isinstance(e, dict)
-                    else e
-                    for e, i in zip(chosen, indices, strict=True)
-                ]
-            out.append((arm, indices, chosen))
-        return fallback, out
-
-    @staticmethod
-    def _reindexed(exc: EventValidationError, indices: list[int]) -> EventValidationError:
-        where = exc.index
-        index = indices[where] if where is not None and 0 <= where < len(indices) else where
-        return EventValidationError(exc.field, str(exc).split(": ", 1)[-1], index=index)
-
     def emit_many(
         self,
         events: Sequence[dict[str, Any]],
@@ -198,13 +164,14 @@ class SplitBatcher(Service):
         self, events: Sequence[dict[str, Any]], default_source: str | None, idempotency_key: str | None
     ) -> list[tuple[SSEEventBatcher, list[int], list[Item]]]:
         """Each arm's share checked by that arm (nothing accepted yet): both pass, or this raises."""
-        fallback, shares = self._shares(events, default_source, idempotency_key)
+        fallback = default_source or self.config.default_source
         prepared = []
-        for arm, indices, chosen in shares:
+        for index, indices, chosen in shares_of(events, fallback, idempotency_key, self._route):
+            arm = self._arms[index]
             try:
                 prepared.append((arm, indices, arm.prepare_many(chosen, default_source=fallback)))
             except EventValidationError as exc:
-                raise self._reindexed(exc, indices) from None
+                raise reindexed(exc, indices) from None
         return prepared
 
     async def publish(

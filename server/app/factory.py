@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Scope
 
 from sse_batcher import frontend
-from sse_batcher.server._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
+from sse_batcher.server._http import BodyError, error, json_response, publish_token_required, read_json
 from sse_batcher.server.app.events_route import EventsRoute
 from sse_batcher.server.app.history import stats_history
 from sse_batcher.server.app.metrics import metrics, new_registry
@@ -86,12 +86,11 @@ async def demo_burst(request: Request) -> Response:
     """
     runtime = runtime_of(request)
     if guard_of(request).publisher(request) is None:
-        return error(401, "a valid publish token is required", {"WWW-Authenticate": "Bearer"})
+        return publish_token_required()
     if runtime.farm is None:
         return error(404, "the demo is off (sse-batcher serve --demo turns it on)")
     try:
-        check_json_content_type(request)
-        body = decode_json(await read_body(request, _MAX_BURST_BODY_BYTES))
+        body = await read_json(request, _MAX_BURST_BODY_BYTES)
     except BodyError as exc:
         return error(exc.status, str(exc))
     count = body.get("count") if isinstance(body, dict) else None

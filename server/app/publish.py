@@ -54,7 +54,7 @@ from sse_batcher.batcher import (
 )
 from sse_batcher.batcher.errors import IdempotencyConflictError
 from sse_batcher.batcher.events import check_idempotency_key
-from sse_batcher.server._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
+from sse_batcher.server._http import BodyError, error, json_response, publish_token_required, read_json, shutting_down
 from sse_batcher.server.app._keys import ScopedKeys
 from sse_batcher.server.app.runtime import runtime_of
 from sse_batcher.server.security.guard import guard_of
@@ -74,7 +74,7 @@ async def publish_events(request: Request) -> Response:
     guard = guard_of(request)
     publisher = guard.publisher(request)
     if publisher is None:
-        return error(401, "a valid publish token is required", {"WWW-Authenticate": "Bearer"})
+        return publish_token_required()
     request_key = request.headers.get("idempotency-key")
     if request_key is not None:
         try:
@@ -85,10 +85,9 @@ async def publish_events(request: Request) -> Response:
     if wait not in (None, "stored"):
         return error(400, f"wait must be 'stored' (or absent), got {wait!r:.40}", field="wait")
     if not runtime.accepting:
-        return error(503, "the server is shutting down", {"Retry-After": "1"})
+        return shutting_down()
     try:
-        check_json_content_type(request)
-        decoded = decode_json(await read_body(request, config.max_request_bytes))
+        decoded = await read_json(request, config.max_request_bytes)
     except BodyError as exc:
         return error(exc.status, str(exc))
     events: list[Any]
@@ -120,7 +119,7 @@ async def publish_events(request: Request) -> Response:
     # final flush that connected streams are given.
     if not runtime.accepting:
         guard.refund(publisher, len(events))
-        return error(503, "the server is shutting down", {"Retry-After": "1"})
+        return shutting_down()
     # Refunded only when the request is refused whole; one that reached the pipeline (committed,
     # timed out, refused by PostgreSQL) used the capacity the limit protects.
     refused_whole = True
@@ -151,7 +150,7 @@ async def publish_events(request: Request) -> Response:
             return error(503, f"{reason}; retry shortly", {"Retry-After": "1"})
         return error(503, "the event buffer is full; retry shortly", {"Retry-After": "1"})
     except BatcherClosedError:
-        return error(503, "the server is shutting down", {"Retry-After": "1"})
+        return shutting_down()
     finally:
         if refused_whole:
             guard.refund(publisher, len(events))

@@ -11,7 +11,7 @@ the database answers, and with it the batcher, which writes back what its dead-l
 
 The wait is bounded by ``SSE_DB_WAIT_SECONDS``; past it the starter logs one line and records
 :attr:`RuntimeStarter.failure`, which ``sse-batcher serve`` turns into exit status 1. Any other
-error of the first attempt (a bad rules file, say) fails the start at once, as it always did.
+error of the first attempt (a bad rules file, say) fails the start at once.
 """
 
 from __future__ import annotations

@@ -16,7 +16,15 @@ from starlette.responses import Response
 
 from sse_batcher.batcher import EventValidationError
 from sse_batcher.batcher.events import check_source, check_type
-from sse_batcher.server._http import BodyError, check_json_content_type, decode_json, error, json_response, read_body
+from sse_batcher.server._http import (
+    BodyError,
+    check_json_content_type,
+    decode_json,
+    error,
+    json_response,
+    publish_token_required,
+    read_body,
+)
 from sse_batcher.server.security.guard import NotAllowed, guard_of
 
 __all__ = ["issue_stream_token"]
@@ -49,7 +57,7 @@ async def issue_stream_token(request: Request) -> Response:
     if not guard.publish_tokens.required:
         return error(403, "stream tokens are issued only with a publish token configured (SSE_PUBLISH_TOKEN)")
     if guard.publisher(request) is None:
-        return error(401, "a valid publish token is required", {"WWW-Authenticate": "Bearer"})
+        return publish_token_required()
     try:
         raw = await read_body(request, _MAX_TOKEN_REQUEST_BYTES)
         if raw.strip():

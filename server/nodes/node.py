@@ -123,11 +123,8 @@ class NodeSlot:
         for index in [*range(preferred, _MAX_SLOTS), *range(preferred)]:
             directory = root / f"slot-{index}"
             directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(directory / "slot.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = _lock(directory)
+            if fd is None:
                 continue
             # For a human looking at the directory: which process holds it.
             os.ftruncate(fd, 0)
@@ -148,13 +145,8 @@ class NodeSlot:
         directory = data_dir / "slots" / f"slot-{index}"
         if not directory.is_dir():
             return None
-        fd = os.open(directory / "slot.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return cls(index, directory, fd)
+        fd = _lock(directory)
+        return None if fd is None else cls(index, directory, fd)
 
     def _adopt_legacy(self, legacy: Path) -> None:
         target = self.directory / _DEADLETTER_DIR
@@ -272,6 +264,21 @@ class NodeHeartbeat:
     def nodes(self) -> list[dict[str, Any]]:
         """Every node's row as of the last beat, newest first, each with ``alive`` and ``lag``."""
         return list(self._nodes)
+
+
+def _lock(directory: Path) -> int | None:
+    """The open, exclusively locked ``slot.lock`` of ``directory``; None while another process holds it.
+
+    Raises:
+        OSError: the lock file cannot be opened.
+    """
+    fd = os.open(directory / "slot.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _node_row(row: Any) -> dict[str, Any]:

@@ -17,9 +17,10 @@ The parent does what must happen once, then only watches:
 5. Without SSE_STREAM_TOKEN_SECRET, it draws one random stream-token key and gives it to every
    worker (inside the config multiprocessing pickles down the pipe to each child; never in a file
    or the environment), so a token one worker signed opens a stream on any other.
-6. The per-client limits are divided among the workers (:func:`share_limits`): each worker keeps
-   its own buckets and counters, and a client's connections land on any of them, so a worker
-   allowed the whole limit would let N times it through.
+6. The per-client limits are divided among the workers (:func:`share_limits`, in ``_worker.py``
+   with the rest of what each worker gets): each worker keeps its own buckets and counters, and a
+   client's connections land on any of them, so a worker allowed the whole limit would let N times
+   it through.
 7. SIGTERM or SIGINT: every worker is sent SIGTERM and drains (stores and delivers what it
    accepted), the parent waits for each, then stops PostgreSQL and exits 0, leaving no process.
 
@@ -38,7 +39,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -52,8 +52,8 @@ from sse_batcher.batcher import BatcherError, PostgresStore, StoreUnavailableErr
 from sse_batcher.server.app.starting import DatabaseWait
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.node import SCHEMA as NODES_SCHEMA
-from sse_batcher.server.serving.serve import GracefulServer, configure_logging, demo_line, startup_line
-from sse_batcher.server.serving.serve import run as serve_one
+from sse_batcher.server.serving._worker import share_limits, worker_config, worker_main
+from sse_batcher.server.serving.serve import configure_logging, demo_line, startup_line
 
 __all__ = ["Supervisor", "restart_delay", "run_workers", "share_limits"]
 
@@ -63,7 +63,6 @@ _BACKOFF_FIRST_SECONDS: Final = 0.5
 _BACKOFF_MAX_SECONDS: Final = 30.0
 # A worker that ran this long before it died is not crash-looping: its backoff starts over.
 _HEALTHY_AFTER_SECONDS: Final = 30.0
-_PARENT_CHECK_SECONDS: Final = 1.0
 
 
 def restart_delay(failures: int) -> float:
@@ -73,32 +72,6 @@ def restart_delay(failures: int) -> float:
     (a broken disk, a database refusing it), costs the host a start every 30 s, not a busy loop.
     """
     return min(_BACKOFF_MAX_SECONDS, _BACKOFF_FIRST_SECONDS * 2.0 ** max(0, failures - 1))
-
-
-def share_limits(config: ServerConfig) -> ServerConfig:
-    """The config of one of ``config.workers`` workers: the per-client limits divided among them.
-
-    The publish rate and burst, and the open streams per address, are each divided by the number
-    of workers, rounded down, and at least 1 (the rate is divided exactly). Together the workers then
-    let a client no more than the configured limit. The price: a client may be refused before it
-    reaches it, when its connections crowd one worker, and a request may carry at most a worker's
-    share of the burst (413 beyond).
-    """
-    workers = config.workers
-    if workers == 1:
-        return config
-    burst = config.publish_rate_burst
-    if config.publish_rate_limit > 0:
-        burst = max(1, config.publish_burst // workers)
-    per_address = config.max_clients_per_ip
-    if per_address is not None:
-        per_address = max(1, per_address // workers)
-    return replace(
-        config,
-        publish_rate_limit=config.publish_rate_limit / workers,
-        publish_rate_burst=burst,
-        max_clients_per_ip=per_address,
-    )
 
 
 def run_workers(config: ServerConfig) -> int:
@@ -260,16 +233,10 @@ class Supervisor:
         return True
 
     def _start(self, worker: _Worker, config: ServerConfig, sock: socket.socket) -> None:
-        node_id = config.node_id
-        if node_id is not None and config.workers > 1:
-            node_id = f"{node_id}-{worker.index}"
-        # Every worker runs a share of the demo, so a burst works on whichever worker takes the request
-        # and every page load shows the same dashboard.
-        child_config = replace(config, demo_rate=config.demo_rate / config.workers, slot=worker.index, node_id=node_id)
         ready_read, ready_write = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=_worker_main,
-            args=(child_config, sock, ready_write, os.getpid()),
+            target=worker_main,
+            args=(worker_config(config, worker.index), sock, ready_write, os.getpid()),
             name=f"sse-batcher-worker-{worker.index}",
         )
         process.start()
@@ -322,22 +289,3 @@ def _bind(host: str, port: int) -> Iterator[socket.socket]:
         yield sock
     finally:
         sock.close()
-
-
-def _worker_main(config: ServerConfig, sock: socket.socket, ready: Connection, parent_pid: int) -> None:
-    """A worker process: the single-process server on the parent's socket."""
-    os.setpgrp()
-    threading.Thread(target=_stop_when_orphaned, args=(parent_pid,), daemon=True, name="parent-watch").start()
-
-    def started(_server: GracefulServer) -> None:
-        ready.send(os.getpid())
-        ready.close()
-
-    sys.exit(serve_one(config, sockets=[sock], on_started=started))
-
-
-def _stop_when_orphaned(parent_pid: int) -> None:
-    """Drain and exit (SIGTERM to itself) once the parent is gone, so no worker is left behind."""
-    while os.getppid() == parent_pid:
-        time.sleep(_PARENT_CHECK_SECONDS)
-    os.kill(os.getpid(), signal.SIGTERM)

@@ -43,7 +43,7 @@ def test_full_buffer_raises_and_accepts_nothing() -> None:
     with pytest.raises(BufferFullError, match="full"):
         put(buffer, "T", "s", b"{}")
     assert len(buffer) == 3
-    assert buffer.rejected_full == 1
+    assert buffer.room.rejected == 1
     assert buffer.last_seq == 3
 
 
@@ -220,7 +220,7 @@ def test_buffer_is_bounded_in_bytes_and_a_thread_waits_for_bytes_to_leave() -> N
     put(buffer, "T", "s", b"12345678")
     with pytest.raises(BufferFullError, match="bytes"):
         put(buffer, "T", "s", b"123")
-    assert buffer.held_bytes == 8 and buffer.rejected_full == 1
+    assert buffer.room.bytes == 8 and buffer.room.rejected == 1
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(put(buffer, "T", "s", b"123", timeout=30)))
     thread.start()
@@ -228,14 +228,14 @@ def test_buffer_is_bounded_in_bytes_and_a_thread_waits_for_bytes_to_leave() -> N
         thread.join(0.001)
     assert [e.seq for e in buffer.take(10)] == [1]
     thread.join()
-    assert result == [2] and buffer.held_bytes == 3
+    assert result == [2] and buffer.room.bytes == 3
 
 
 def test_put_many_is_refused_whole_when_its_bytes_do_not_fit() -> None:
     buffer = EventBuffer(capacity=100, batch_size=10, wake=_Wakes(), max_bytes=10)
     with pytest.raises(BufferFullError):
         buffer.put_many([("T", "s", b"1234", "normal", None, True, False, None)] * 3)
-    assert len(buffer) == 0 and buffer.held_bytes == 0
+    assert len(buffer) == 0 and buffer.room.bytes == 0
     assert buffer.put_many([("T", "s", b"1234", "normal", None, True, False, None)] * 2) == [1, 2]
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -10,7 +11,14 @@ import asyncpg
 import msgspec
 import pytest
 
-from sse_batcher.batcher import BufferFullError, Message, PostgresStore, StoreUnavailableError, WriteResult
+from sse_batcher.batcher import (
+    BufferFullError,
+    Message,
+    PostgresStore,
+    SSEEventBatcher,
+    StoreUnavailableError,
+    WriteResult,
+)
 from sse_batcher.batcher.events import Event
 from sse_batcher.batcher.log._sql import WRITE_LOCK
 from sse_batcher.batcher.log.deadletter import DeadLetterFile
@@ -117,16 +125,27 @@ async def test_a_write_cancelled_while_the_file_is_written_back_keeps_its_batch(
         await blocker.close()
 
 
-async def test_a_dead_letter_file_that_cannot_be_written_holds_the_batch_and_refuses_intake_until_it_can(
-    store: PostgresStore, dsn: str, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def store_and_disk_refusing(
+    store: PostgresStore, tmp_path: Path
+) -> AsyncIterator[tuple[SSEEventBatcher, FaultyStore]]:
+    """A running batcher whose store fails every write and whose dead-letter directory is a file,
+    with events 1 and 2 emitted: one batch of two, which neither takes. ``down.plan.clear()`` brings
+    the store back; removing ``tmp_path / "deadletter"`` brings the disk back."""
     down = FaultyStore(store, ["fail"] * 10_000)
     cfg = config(tmp_path, max_retries=0, batch_size=2, retry_delay_seconds=0.01)
     async with running(down, cfg) as (batcher, _):
-        blocker = tmp_path / "deadletter"
-        blocker.write_text("a file where the dead-letter directory should be")
+        (tmp_path / "deadletter").write_text("a file where the dead-letter directory should be")
         batcher.emit("T", {"i": 1}, source="s")
         batcher.emit("T", {"i": 2}, source="s")
+        yield batcher, down
+
+
+async def test_a_dead_letter_file_that_cannot_be_written_holds_the_batch_and_refuses_intake_until_it_can(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "deadletter"
+    async with store_and_disk_refusing(store, tmp_path) as (batcher, down):
         assert not await batcher.flush(timeout=0.5)
         stats = batcher.statistics()
         assert stats.dead_letter_error is not None and str(blocker) in stats.dead_letter_error
@@ -147,12 +166,7 @@ async def test_a_dead_letter_file_that_cannot_be_written_holds_the_batch_and_ref
 async def test_a_batch_held_in_memory_is_stored_once_the_store_answers_though_the_disk_still_refuses(
     store: PostgresStore, dsn: str, tmp_path: Path
 ) -> None:
-    down = FaultyStore(store, ["fail"] * 10_000)
-    cfg = config(tmp_path, max_retries=0, batch_size=2, retry_delay_seconds=0.01)
-    async with running(down, cfg) as (batcher, _):
-        (tmp_path / "deadletter").write_text("not a directory")
-        batcher.emit("T", {"i": 1}, source="s")
-        batcher.emit("T", {"i": 2}, source="s")
+    async with store_and_disk_refusing(store, tmp_path) as (batcher, down):
         assert not await batcher.flush(timeout=0.3)
         down.plan.clear()
         assert await batcher.flush(timeout=10)
@@ -175,13 +189,8 @@ async def test_a_file_where_the_dead_letter_directory_should_be_at_start_stops_n
 async def test_aemit_waits_while_batches_are_held_and_is_accepted_once_the_disk_takes_them(
     store: PostgresStore, dsn: str, tmp_path: Path
 ) -> None:
-    down = FaultyStore(store, ["fail"] * 10_000)
-    cfg = config(tmp_path, max_retries=0, batch_size=2, retry_delay_seconds=0.01)
-    async with running(down, cfg) as (batcher, _):
-        blocker = tmp_path / "deadletter"
-        blocker.write_text("a file where the dead-letter directory should be")
-        batcher.emit("T", {"i": 1}, source="s")
-        batcher.emit("T", {"i": 2}, source="s")
+    blocker = tmp_path / "deadletter"
+    async with store_and_disk_refusing(store, tmp_path) as (batcher, down):
         await until(lambda: batcher.statistics().held_batches == 1)
         seqs: list[int] = []
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from sse_batcher.server.app.host_exit import host_server
-from tests.server_process import free_port
+from tests.server_process import free_port, until_healthy
 
 ROOT = Path(__file__).resolve().parents[3]
 SHUTDOWN_TIMEOUT_SECONDS = 10
@@ -56,14 +56,7 @@ async def test_sigint_to_uvicorn_ends_an_open_stream_and_exits_0(host: str, dsn:
     async with await anyio.open_process(command, cwd=tmp_path, env=env, stdout=None, stderr=None) as process:
         try:
             async with httpx.AsyncClient(timeout=10) as client:
-                with anyio.fail_after(30):
-                    while True:
-                        try:
-                            if (await client.get(f"{base}/healthz")).status_code == 200:
-                                break
-                        except httpx.TransportError:
-                            pass
-                        await anyio.sleep(0.1)
+                await until_healthy(client, base, 30)
                 async with client.stream("GET", f"{base}/events", timeout=None) as stream:
                     lines = stream.aiter_lines()
                     with anyio.fail_after(10):
