@@ -38,6 +38,7 @@ class StoreSettings:
     replay_page_size: int = constants.SSE_REPLAY_PAGE_SIZE
     retention_seconds: float = constants.SSE_RETENTION_SECONDS
     retention_interval_seconds: float = constants.SSE_RETENTION_INTERVAL_SECONDS
+    state_max_keys: int = constants.SSE_STATE_MAX_KEYS
 
     def store_config(self, dsn: str) -> StoreConfig:
         """Return the store configuration for ``dsn``.
@@ -52,6 +53,7 @@ class StoreSettings:
             replay_page_size=self.replay_page_size,
             retention_seconds=self.retention_seconds,
             retention_interval_seconds=self.retention_interval_seconds,
+            state_max_keys=self.state_max_keys,
         )
 
 

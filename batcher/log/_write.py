@@ -6,6 +6,8 @@
 - Ids are strictly increasing in commit order: the transaction takes the write lock
   (``_sql.WRITE_LOCK``, transaction-scoped and advisory, so it holds across processes) before
   its first insert, so a reader never sees id N+1 before N.
+- The latest state (``state.py``) is updated in the same transaction, one upsert per key per
+  batch, so it never runs ahead of or behind the log.
 - A row PostgreSQL refuses (invalid JSON, ``\\u0000``, bad UTF-8, ...) is left out with its reason,
   in ``WriteResult.rejected``; the rows around it still commit, in order, in the same transaction.
 
@@ -18,11 +20,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log import _sql as sql
+from sse_batcher.batcher.log.state import StateKeeper
 from sse_batcher.batcher.protocols import Rejected, WriteResult
 
 __all__ = ["CommittedWrite", "write_batch"]
@@ -37,10 +41,16 @@ class CommittedWrite:
     result: WriteResult
     inserted: int
     accepted: int
+    # Keys the state's bound evicted in this transaction.
+    state_displaced: int = 0
 
 
-async def write_batch(conn: asyncpg.Connection, messages: Sequence[Message]) -> CommittedWrite:
+async def write_batch(
+    conn: asyncpg.Connection, messages: Sequence[Message], state: StateKeeper | None = None
+) -> CommittedWrite:
     """Store ``messages`` on ``conn`` in one transaction; row by row if PostgreSQL refuses one.
+
+    ``state``, when given, applies the stored messages to the latest state in that transaction.
 
     Raises:
         Exception: one of ``_sql.UNAVAILABLE``: nothing of this write was committed.
@@ -55,13 +65,26 @@ async def write_batch(conn: asyncpg.Connection, messages: Sequence[Message]) -> 
                 await conn.execute(sql.NOTIFY, str(rows[-1][0]))
             if inserted < len(messages):
                 rows = await conn.fetch(sql.SELECT_BY_KEYS, list(by_key))
+            displaced = await _apply_state(conn, state, rows, by_key)
     except sql.ROW_ERRORS as exc:
         logger.warning("PostgreSQL refused a row of a batch of %s; writing row by row: %s", len(messages), exc)
-        return await _write_isolating(conn, messages)
-    return CommittedWrite(WriteResult(stored=sql.stored_messages(rows, by_key), rejected=[]), inserted, len(messages))
+        return await _write_isolating(conn, messages, state)
+    result = WriteResult(stored=sql.stored_messages(rows, by_key), rejected=[])
+    return CommittedWrite(result, inserted, len(messages), displaced)
 
 
-async def _write_isolating(conn: asyncpg.Connection, messages: Sequence[Message]) -> CommittedWrite:
+async def _apply_state(
+    conn: asyncpg.Connection, state: StateKeeper | None, rows: Sequence[Any], by_key: dict[str, Message]
+) -> int:
+    """Apply the stored rows to the latest state, in the caller's transaction; return the keys evicted."""
+    if state is None:
+        return 0
+    return await state.apply(conn, rows, by_key)
+
+
+async def _write_isolating(
+    conn: asyncpg.Connection, messages: Sequence[Message], state: StateKeeper | None
+) -> CommittedWrite:
     """Write row by row, each in a savepoint, so a refused row cannot take the others down."""
     by_key: dict[str, Message] = {}
     rejected: list[Rejected] = []
@@ -82,7 +105,8 @@ async def _write_isolating(conn: asyncpg.Connection, messages: Sequence[Message]
         if inserted:
             await conn.execute(sql.NOTIFY, str(newest))
         rows = await conn.fetch(sql.SELECT_BY_KEYS, list(by_key)) if by_key else []
+        displaced = await _apply_state(conn, state, rows, by_key)
     for refused in rejected:
         logger.warning("PostgreSQL refused message %s: %s", refused.message.idem_key, refused.reason)
     result = WriteResult(stored=sql.stored_messages(rows, by_key), rejected=rejected)
-    return CommittedWrite(result, inserted, len(messages) - len(rejected))
+    return CommittedWrite(result, inserted, len(messages) - len(rejected), displaced)

@@ -43,12 +43,15 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
             dsn = await anyio.to_thread.run_sync(embedded.start)
             stack.push_async_callback(_stop_embedded, embedded)
         store_config = config.store.store_config(dsn)
+        rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
+        # The rules say which types close a key in the latest state, which the store keeps.
+        final_types = (rules or AggregationRules()).final_types()
+        store_config = replace(store_config, state_final_types=final_types)
         store = await stack.enter_async_context(PostgresStore(store_config))
         # A slot of its own under data_dir, so this node's dead-letter file is its own; taken before
         # the batcher starts (which writes back what the slot holds) and released after it closed.
         slot = stack.enter_context(NodeSlot.take(config.data_dir, config.slot))
         batcher_config = replace(config.batcher, data_dir=slot.directory)
-        rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
         if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
             cap = config.batcher.batch_timeout_seconds
             rules = pin_rule_timeouts(rules, config.sizing, max_timeout_seconds=cap)
