@@ -73,12 +73,31 @@ _KEY_FIELD: Final = b'"key":'
 
 @dataclass(frozen=True, slots=True)
 class Latest:
-    """One key's latest event in a batch: its message id, seq, type and whole JSON text."""
+    """One key's latest event in a batch: its message id, seq and type, and where its text comes from.
+
+    ``inner`` is the event inside an aggregate, None for a single event (whose payload is the
+    event). The text is made only by :meth:`text`, so a key closed in the same batch, or overtaken
+    by a later event, never costs an encoding.
+    """
 
     message_id: int
     seq: int
-    event_type: str
-    text: str
+    message: Message
+    inner: _Inner | None
+
+    @property
+    def event_type(self) -> str:
+        return self.message.event_type
+
+    def text(self) -> str:
+        """The whole event as JSON text, ``message_id`` included."""
+        message = self.message
+        inner = self.inner
+        if inner is None:
+            return (message.payload[:-1] + b',"message_id":%d}' % self.message_id).decode()
+        source, seq, data = message.source, inner.seq, inner.data
+        whole = _Whole(message.event_type, source, seq, inner.ts, data, inner.priority, inner.key, self.message_id)
+        return _ENCODE(whole).decode()
 
 
 def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tuple[str, str], Latest]:
@@ -88,40 +107,28 @@ def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tu
     is skipped unread, so keyless traffic costs a substring search per message.
     """
     latest: dict[tuple[str, str], Latest] = {}
-    for row in rows:
-        message_id, idem = row[0], row[1]
-        message = by_key[idem]
+    # Newest first: a key's first sighting is its latest event, and the events it overtook cost
+    # one dict lookup each, never an object.
+    for row in reversed(rows):
+        message_id = row[0]
+        message = by_key[row[1]]
         payload = message.payload
         if _KEY_FIELD not in payload:
             continue
+        source = message.source
         try:
             if message.type == message.event_type:
                 single = _KEYED.decode(payload)
-                if single.key is not None:
-                    text = payload[:-1] + b',"message_id":%d}' % message_id
-                    latest[(message.source, single.key)] = Latest(
-                        message_id, single.seq, message.event_type, text.decode()
-                    )
+                if single.key is not None and (source, single.key) not in latest:
+                    latest[(source, single.key)] = Latest(message_id, single.seq, message, None)
                 continue
             group = _GROUP.decode(payload)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except msgspec.DecodeError:
             continue  # not an event of this wire format (a digest, say): it keys nothing
-        for inner in group.events:
-            if inner.key is None:
-                continue
-            whole = _Whole(
-                message.event_type,
-                message.source,
-                inner.seq,
-                inner.ts,
-                inner.data,
-                inner.priority,
-                inner.key,
-                message_id,
-            )
-            latest[(message.source, inner.key)] = Latest(
-                message_id, inner.seq, message.event_type, _ENCODE(whole).decode()
-            )
+        for inner in reversed(group.events):
+            key = inner.key
+            if key is not None and (source, key) not in latest:
+                latest[(source, key)] = Latest(message_id, inner.seq, message, inner)
     return latest
 
 
@@ -157,15 +164,18 @@ class StateKeeper:
             keys: int = await conn.fetchval(state_sql.KEYS, newest)
         else:
             final = self.final_types
+            items = list(latest.values())
+            closes = [item.message.event_type in final for item in items]
             keys = await conn.fetchval(
                 state_sql.APPLY,
                 [source for source, _ in latest],
                 [key for _, key in latest],
-                [item.message_id for item in latest.values()],
-                [item.seq for item in latest.values()],
-                [item.event_type for item in latest.values()],
-                [item.text for item in latest.values()],
-                [item.event_type in final for item in latest.values()],
+                [item.message_id for item in items],
+                [item.seq for item in items],
+                [item.message.event_type for item in items],
+                # A closed key is deleted: its text is never needed.
+                ["" if closing else item.text() for item, closing in zip(items, closes, strict=True)],
+                closes,
                 newest,
             )
         if keys <= self.max_keys:
