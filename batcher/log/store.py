@@ -6,6 +6,8 @@
 - Payloads go in and out of the ``jsonb`` column as bytes, through a binary codec: no JSON is
   parsed or re-encoded in Python. PostgreSQL normalises ``jsonb`` (key order, spacing), so a
   replayed payload is the same JSON value as the one written, not the same bytes.
+- The latest state (``state.py``) is kept in each write's transaction; :meth:`~PostgresStore.snapshot`
+  reads it with the id it is consistent with.
 - Every statement runs with ``timeout_seconds`` and one retry after a lost connection
   (``_pool.py``), so a PostgreSQL restart costs a caller nothing but the reconnect.
 
