@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from sse_batcher.batcher.log._sql import CHANNEL
+
 __all__ = ["APPLY", "EVICT", "EXPIRE", "KEYS", "SCHEMA", "SNAPSHOT"]
 
 SCHEMA: Final = """
@@ -39,7 +41,7 @@ INSERT INTO sse_state_meta (one) VALUES (true) ON CONFLICT DO NOTHING;
 # its latest event. Open keys are upserted, keys whose latest event is final are deleted, and the
 # key count moves by the difference. ``message_id <=`` on both sides makes a retried batch (whose
 # first attempt committed) unable to move a key back to an older event or to close a reopened one.
-APPLY: Final = """
+APPLY: Final = f"""
 WITH incoming AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bool[])
         AS t(source, key, message_id, seq, event_type, event, final)
@@ -59,10 +61,15 @@ WITH incoming AS (
 UPDATE sse_state_meta
 SET keys = keys + (SELECT count(*) FROM upserted WHERE fresh) - (SELECT count(*) FROM closed),
     upto_id = greatest(upto_id, $8)
-RETURNING keys
+RETURNING keys, (SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', $9::text) WHERE $9::text IS NOT NULL) n)
 """
-# A write that touched no key still moves ``upto_id``.
-KEYS: Final = "UPDATE sse_state_meta SET upto_id = greatest(upto_id, $1) RETURNING keys"
+# A write that touched no key still moves ``upto_id``. Both statements also send the commit's
+# NOTIFY (``_sql.NOTIFY``'s, when ``notify`` is not null), so keeping the state costs the write no
+# round trip of its own.
+KEYS: Final = (
+    "UPDATE sse_state_meta SET upto_id = greatest(upto_id, $1) RETURNING keys, "
+    f"(SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', $2::text) WHERE $2::text IS NOT NULL) n)"
+)
 # Past the bound: the keys idle longest leave first. A key's latest message id is its last touch
 # (ids commit in id order), so "idle longest" is "smallest message id".
 EVICT: Final = """

@@ -151,17 +151,23 @@ class StateKeeper:
     def enabled(self) -> bool:
         return self.max_keys > 0
 
-    async def apply(self, conn: asyncpg.Connection, rows: Sequence[Any], by_key: Mapping[str, Message]) -> int:
+    async def apply(
+        self, conn: asyncpg.Connection, rows: Sequence[Any], by_key: Mapping[str, Message], notify: str | None
+    ) -> int:
         """Upsert or close every key of the batch on ``conn`` (inside its transaction); return the keys evicted.
 
+        ``notify`` (the commit's NOTIFY payload, None for none) is sent by the same statement.
         The caller adds the returned number to :attr:`displaced` once the transaction committed.
+
+        Raises:
+            ValueError: the state is off or ``rows`` is empty (the caller sends its NOTIFY itself).
         """
         if not self.enabled or not rows:
-            return 0
+            raise ValueError("apply() needs the state on and at least one stored row")
         newest = max(row[0] for row in rows)
         latest = latest_by_key(rows, by_key)
         if not latest:
-            keys: int = await conn.fetchval(state_sql.KEYS, newest)
+            keys: int = await conn.fetchval(state_sql.KEYS, newest, notify)
         else:
             final = self.final_types
             items = list(latest.values())
@@ -177,6 +183,7 @@ class StateKeeper:
                 ["" if closing else item.text() for item, closing in zip(items, closes, strict=True)],
                 closes,
                 newest,
+                notify,
             )
         if keys <= self.max_keys:
             return 0

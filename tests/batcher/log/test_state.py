@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
 
 from sse_batcher.batcher import AggregationRules, BatcherConfig, SSEEventBatcher
@@ -156,3 +157,20 @@ async def test_max_keys_zero_keeps_no_state(dsn: str, tmp_path: Path) -> None:
 
 def test_the_rules_and_the_store_agree_on_the_default_final_types() -> None:
     assert AggregationRules().final_types() == DEFAULT_FINAL_TYPES
+
+
+async def test_the_state_statement_still_sends_the_commits_notify(dsn: str, tmp_path: Path) -> None:
+    heard: list[str] = []
+    got = anyio.Event()
+    listener = await asyncpg.connect(dsn)
+    try:
+        await listener.add_listener("sse_events", lambda *args: (heard.append(args[-1]), got.set()))
+        async with started_store(dsn) as store:
+            await emit_all(store, tmp_path, [("JOB_STARTED", "s", "a")])
+            _, last = await store.bounds()
+            with anyio.fail_after(10):
+                await got.wait()
+    finally:
+        await listener.close()
+
+    assert heard == [str(last)]
