@@ -88,6 +88,7 @@ __all__ = [
     "SSE_RETRY_MILLISECONDS",
     "SSE_RULES_FILE",
     "SSE_SHUTDOWN_TIMEOUT_SECONDS",
+    "SSE_STATE_MAX_KEYS",
     "SSE_STORE_TIMEOUT_SECONDS",
     "SSE_STREAM_TOKEN_MAX_SECONDS",
     "SSE_STREAM_TOKEN_SECRET",
@@ -310,6 +311,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "store.retention_seconds", positive=True),
     _s("SSE_RETENTION_INTERVAL_SECONDS", float, 60.0, _D, "how often retention runs",
        "store.retention_interval_seconds", positive=True),
+    _s("SSE_STATE_MAX_KEYS", int, 100_000, _D,
+       "open keys kept in the latest state (`/events?snapshot=1`); past it the keys idle longest leave (0: off)",
+       "store.state_max_keys", minimum=0),
     # Server
     _s("SSE_HOST", str, "127.0.0.1", _S, "address `sse-batcher serve` listens on", "host"),
     _s("SSE_PORT", int, 8000, _S, "port `sse-batcher serve` listens on", "port", minimum=0, maximum=65535),
@@ -512,6 +516,7 @@ if TYPE_CHECKING:
     SSE_BODY_TIMEOUT_SECONDS: float
     SSE_MAX_HEADER_BYTES: int
     SSE_BATCH_LEADING_EDGE: bool
+    SSE_STATE_MAX_KEYS: int
 
 
 def __getattr__(name: str) -> Any:

@@ -13,11 +13,22 @@ from typing import Final
 from sse_batcher import constants
 from sse_batcher.batcher.errors import ConfigError
 
-__all__ = ["STRATEGY_NAMES", "BatcherConfig", "StoreConfig", "require_non_negative", "require_positive"]
+__all__ = [
+    "DEFAULT_FINAL_TYPES",
+    "STRATEGY_NAMES",
+    "BatcherConfig",
+    "StoreConfig",
+    "require_non_negative",
+    "require_positive",
+]
 
 # The sizing strategies by name. Here rather than in ``sizing`` because a rule may name one
 # (``TypeRule.strategy``), and the rules sit below the sizing in the data flow.
 STRATEGY_NAMES: Final[tuple[str, ...]] = ("fixed", "conservative", "balanced", "aggressive", "adaptive", "learned")
+
+# The types whose event closes its key in the latest state (``log/state.py``). The rules' defaults
+# say the same (``final = true`` in ``rules.DEFAULT_TYPE_RULES``); a test keeps the two in step.
+DEFAULT_FINAL_TYPES: Final[frozenset[str]] = frozenset({"JOB_COMPLETED", "JOB_FAILED"})
 
 
 def require_positive(name: str, value: float) -> None:
@@ -96,6 +107,10 @@ class StoreConfig:
     retention_interval_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_INTERVAL_SECONDS)
     replay_page_bytes: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_BYTES)
     retention_delete_batch: int = 5000
+    # The latest-state table: at most this many open keys (0: no state is kept), and the event
+    # types that close a key.
+    state_max_keys: int = constants.SSE_STATE_MAX_KEYS
+    state_final_types: frozenset[str] = DEFAULT_FINAL_TYPES
 
     def __post_init__(self) -> None:
         if not self.dsn:
@@ -107,3 +122,4 @@ class StoreConfig:
         require_positive("retention_seconds", self.retention_seconds)
         require_positive("retention_interval_seconds", self.retention_interval_seconds)
         require_positive("retention_delete_batch", self.retention_delete_batch)
+        require_non_negative("state_max_keys", self.state_max_keys)

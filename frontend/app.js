@@ -96,14 +96,21 @@ function main() {
   panels = [connection, totals, load, workers, nodes, digests, batchsize, throughput, latency, jobs, log, burst, ab];
   const statsConsumers = [throughput, latency, batchsize, load, totals, workers, nodes, digests, burst, ab];
 
+  // With a snapshot, the stream starts with the latest event of every open key: the jobs panel
+  // shows every job already running at once, not only the ones that happen to speak next.
   const subscription = subscribe(EVENTS_URL, {
     token,
+    snapshot: true,
     onState(state, info) {
       connection.setState(state, info);
       requestRender();
     },
     onMessage(msg) {
       connection.ingestMessage(msg);
+      if (msg.type === "STATE_SNAPSHOT") {
+        requestRender();
+        return; // the current state, not traffic: it counts for no throughput
+      }
       const data = msg.data;
       let count = 0;
       if (data && typeof data === "object") {
@@ -115,6 +122,10 @@ function main() {
       requestRender();
     },
     onEvent(event, msg, index) {
+      if (event.snapshot) {
+        jobs.ingestEvent(event);
+        return;
+      }
       log.ingestEvent(event, msg, index);
       jobs.ingestEvent(event);
       batchsize.ingestEvent(event);

@@ -15,6 +15,8 @@
  *   // Aggregates arrive unrolled: one onEvent per original event, in order, each a full event
  *   // (type and source restored: aggregates say them once on the wire).
  *   // sub.lastEventId is the resume point; sub.close() stops for good.
+ *   // With `snapshot: true` a fresh stream starts with the latest event of every open key: one
+ *   // onEvent each, flagged `snapshot: true` (with its own `message_id`), then the live events.
  *
  * Why fetch and not EventSource: EventSource dispatches by event name and only fires `onmessage`
  * for unnamed events, so a client cannot listen to types it does not know in advance. This module
@@ -34,6 +36,8 @@
 
 /** Types that are control messages, not original events: they reach onMessage only. */
 const CONTROL_TYPES = new Set(["HISTORY_TRUNCATED"]);
+/** The first message of a stream opened with `snapshot: true`. */
+const SNAPSHOT_TYPE = "STATE_SNAPSHOT";
 
 const DEFAULT_RETRY_MS = 1000;
 const DEFAULT_MAX_DELAY_MS = 10000;
@@ -54,6 +58,9 @@ const FATAL_STATUSES = new Set([400, 401, 403, 404, 405, 406, 410, 413, 414, 422
  * @property {string[]|string} [types]  only these original types (`?types=`, server-side filter)
  * @property {string} [source]          only this source (`?source=`, server-side filter)
  * @property {number|string} [lastEventId]  resume after this id (sent as `Last-Event-ID`)
+ * @property {boolean} [snapshot]  start from the latest state (`?snapshot=1`): the STATE_SNAPSHOT
+ *   message is unrolled into one onEvent per open key, each flagged `snapshot: true`; then live.
+ *   A resume (after a reconnect) goes on from its id and gets no second snapshot.
  * @property {(event: object, msg: SSEMessage, index: number) => void} [onEvent]
  *   called once per original event, in order: each item of an aggregate's `events`, or the
  *   message data itself for a single event; `index` is the position inside the aggregate (0 for a
@@ -90,6 +97,7 @@ export function subscribe(url, options = {}) {
     onMessage,
     onState,
     token,
+    snapshot,
     maxDelayMs = DEFAULT_MAX_DELAY_MS,
     idleTimeoutMs = DEFAULT_IDLE_TIMEOUT_MS,
   } = options;
@@ -119,6 +127,8 @@ export function subscribe(url, options = {}) {
     if (source) u.searchParams.set("source", source);
     if (lastId !== null && lastId !== "") u.searchParams.set("last_event_id", String(lastId));
     else u.searchParams.delete("last_event_id");
+    if (snapshot && lastId === null) u.searchParams.set("snapshot", "1");
+    else u.searchParams.delete("snapshot");
     return u.toString();
   }
 
@@ -132,6 +142,14 @@ export function subscribe(url, options = {}) {
       if (typeof first === "number") lastId = first - 1;
       else lastId = message.hasOwnId ? message.id : 0;
       if (onMessage) safeCall(onMessage, message);
+      return;
+    }
+    if (message.type === SNAPSHOT_TYPE) {
+      // The latest event of every open key, consistent with its id: live goes on after it.
+      if (message.hasOwnId) lastId = message.id;
+      if (onMessage) safeCall(onMessage, message);
+      const events = data && Array.isArray(data.events) ? data.events : [];
+      if (onEvent) for (let i = 0; i < events.length; i++) safeCall(onEvent, { ...events[i], snapshot: true }, message, i);
       return;
     }
     if (message.hasOwnId) {

@@ -42,6 +42,7 @@ class StoreSettings:
     retention_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_SECONDS)
     retention_interval_seconds: float = field(default_factory=lambda: constants.SSE_RETENTION_INTERVAL_SECONDS)
     replay_page_bytes: int = field(default_factory=lambda: constants.SSE_REPLAY_PAGE_BYTES)
+    state_max_keys: int = field(default_factory=lambda: constants.SSE_STATE_MAX_KEYS)
 
     def store_config(self, dsn: str) -> StoreConfig:
         """Return the store configuration for ``dsn``.
@@ -57,6 +58,7 @@ class StoreSettings:
             replay_page_bytes=self.replay_page_bytes,
             retention_seconds=self.retention_seconds,
             retention_interval_seconds=self.retention_interval_seconds,
+            state_max_keys=self.state_max_keys,
         )
 
 

@@ -101,7 +101,7 @@ class ThreadWorker(Worker):
 
     def _emit(self, event_type: str, data: dict[str, Any], spec: JobSpec) -> None:
         try:
-            self._broadcaster.emit(event_type, data)
+            self._broadcaster.emit(event_type, data, key=str(spec.job_id))
         except BatcherError as exc:
             self._deliver_failed(exc, event_type, spec.job_id)
 
@@ -132,7 +132,7 @@ class AsyncWorker(Worker):
                 spec, time.monotonic() - started, "JobCancelled", "the worker stopped before the job finished"
             )
             try:
-                self._broadcaster.emit(JOB_FAILED, data)
+                self._broadcaster.emit(JOB_FAILED, data, key=str(spec.job_id))
             except BatcherError as exc:
                 self._deliver_failed(exc, JOB_FAILED, spec.job_id)
             raise
@@ -146,6 +146,6 @@ class AsyncWorker(Worker):
 
     async def _aemit(self, event_type: str, data: dict[str, Any], spec: JobSpec) -> None:
         try:
-            await self._broadcaster.aemit(event_type, data)
+            await self._broadcaster.aemit(event_type, data, key=str(spec.job_id))
         except BatcherError as exc:
             self._deliver_failed(exc, event_type, spec.job_id)

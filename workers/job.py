@@ -180,7 +180,7 @@ class Job(_JobBase):
         """
         data = _progress_data(self.id, percent, step)
         try:
-            self._broadcaster.emit(JOB_PROGRESS, data)
+            self._broadcaster.emit(JOB_PROGRESS, data, key=str(self.id))
         except BatcherError as exc:
             self._progress_lost(exc)
 
@@ -200,6 +200,6 @@ class AsyncJob(_JobBase):
         """
         data = _progress_data(self.id, percent, step)
         try:
-            await self._broadcaster.aemit(JOB_PROGRESS, data)
+            await self._broadcaster.aemit(JOB_PROGRESS, data, key=str(self.id))
         except BatcherError as exc:
             self._progress_lost(exc)

@@ -8,7 +8,8 @@ Leaves: committed rows, read back in id order by each node's :class:`LogFollower
 Inside: :mod:`.store` (the store's API and counters), with ``_write`` (what one write does in
 PostgreSQL), ``_pool`` (the timeout and retry every statement runs under) and ``_sql`` (the
 statements); :mod:`.deadletter` (the dead-letter file and the quarantine of refused rows);
-:mod:`.follower` (the log read back in id order).
+:mod:`.follower` (the log read back in id order); :mod:`.state` (the latest event of every open
+key, updated in each write's transaction, read as one consistent snapshot).
 Next: the server's hub (``sse_batcher.server.stream``), which the follower feeds.
 """
 

@@ -19,6 +19,7 @@ import asyncpg
 from sse_batcher.batcher.config import StoreConfig
 from sse_batcher.batcher.errors import StoreUnavailableError
 from sse_batcher.batcher.log import _sql as sql
+from sse_batcher.batcher.log import _state_sql as state_sql
 
 __all__ = ["StorePool"]
 
@@ -61,6 +62,7 @@ class StorePool:
                 # Two processes starting at once would race on CREATE ... IF NOT EXISTS.
                 await conn.execute(sql.MIGRATION_LOCK)
                 await conn.execute(sql.SCHEMA)
+                await conn.execute(state_sql.SCHEMA)
         except sql.UNAVAILABLE as exc:
             if pool is not None:
                 pool.terminate()

@@ -6,6 +6,8 @@
 - Payloads go in and out of the ``jsonb`` column as bytes, through a binary codec: no JSON is
   parsed or re-encoded in Python. PostgreSQL normalises ``jsonb`` (key order, spacing), so a
   replayed payload is the same JSON value as the one written, not the same bytes.
+- The latest state (``state.py``) is kept in each write's transaction; :meth:`~PostgresStore.snapshot`
+  reads it with the id it is consistent with.
 - Every statement runs with ``timeout_seconds`` and one retry after a lost connection
   (``_pool.py``), so a PostgreSQL restart costs a caller nothing but the reconnect.
 
@@ -33,6 +35,7 @@ from sse_batcher.batcher.lifecycle import Service, State
 from sse_batcher.batcher.log import _sql as sql
 from sse_batcher.batcher.log._pool import StorePool
 from sse_batcher.batcher.log._write import write_batch
+from sse_batcher.batcher.log.state import StateKeeper, StateSnapshot, read_snapshot
 from sse_batcher.batcher.protocols import WriteResult
 
 __all__ = ["PostgresStore", "StoreStats"]
@@ -53,6 +56,11 @@ class StoreStats:
     retention_deleted: int
     retention_errors: int
     connected: bool
+    # The latest state: keys evicted past SSE_STATE_MAX_KEYS, keys that left with retention, and
+    # snapshots read.
+    state_displaced: int = 0
+    state_expired: int = 0
+    state_snapshots: int = 0
 
 
 class PostgresStore(Service):
@@ -75,6 +83,7 @@ class PostgresStore(Service):
         self._replays = 0
         self._retention_deleted = 0
         self._retention_errors = 0
+        self._state_keeper = StateKeeper(max_keys=config.state_max_keys, final_types=config.state_final_types)
 
     def __del__(self) -> None:
         if self._state is State.RUNNING:
@@ -130,10 +139,11 @@ class PostgresStore(Service):
 
     async def _write_once(self, pool: asyncpg.Pool, messages: Sequence[Message]) -> WriteResult:
         async with pool.acquire(timeout=self._config.timeout_seconds) as conn:
-            written = await write_batch(conn, messages)
+            written = await write_batch(conn, messages, self._state_keeper)
             # Counted at commit, before the connection goes back: a follower may hand the rows on
             # (and a client see them) while the pool is still resetting the connection.
             self._rows_written += written.inserted
+            self._state_keeper.displaced += written.state_displaced
             self._rows_skipped += written.accepted - written.inserted
         return written.result
 
@@ -180,6 +190,33 @@ class PostgresStore(Service):
             # vary), so PostgreSQL does not render hundreds of large rows to send a few.
             limit = min(page_size, 2 * count) if size >= page_bytes else page_size
 
+    async def snapshot(
+        self, *, types: Collection[str] | None = None, sources: Collection[str] | None = None
+    ) -> StateSnapshot:
+        """Return the latest event of every open key whose latest event matches the filters.
+
+        ``upto_id`` is the newest id committed when it was read: the snapshot holds exactly the
+        state after every message up to it, so a stream that goes on after ``upto_id`` misses and
+        repeats nothing. ``types`` filters on the event type, ``sources`` on the source, both
+        applied to each key's latest event.
+
+        Raises:
+            BatcherClosedError: the store is not started, or closed.
+            StoreUnavailableError: PostgreSQL did not answer.
+        """
+        pool = self._require_pool()
+
+        async def read(conn_pool: asyncpg.Pool) -> StateSnapshot:
+            async with conn_pool.acquire(timeout=self._config.timeout_seconds) as conn:
+                return await read_snapshot(conn, types, sources)
+
+        try:
+            snapshot = await pool.run(read)
+        except sql.UNAVAILABLE as exc:
+            raise StoreUnavailableError(f"the state snapshot failed: {exc!r}") from exc
+        self._state_keeper.snapshots += 1
+        return snapshot
+
     async def bounds(self) -> tuple[int | None, int | None]:
         """Return the first and last stored ids, ``(None, None)`` when empty.
 
@@ -224,6 +261,7 @@ class PostgresStore(Service):
         cutoff = await pool.fetch(sql.EXPIRED_CUTOFF, self._config.retention_seconds)
         if not cutoff:
             return 0
+        await self._expire_state(pool, cutoff[0][0])
         batch = self._config.retention_delete_batch
         total = 0
         while True:
@@ -233,6 +271,20 @@ class PostgresStore(Service):
             self._retention_deleted += deleted
             if deleted < batch:
                 return total
+
+    async def _expire_state(self, pool: StorePool, upto_id: int) -> None:
+        """Retention's part in the state: a key whose latest event is expiring leaves with it."""
+        if not self._state_keeper.enabled:
+            return
+
+        async def expire(conn_pool: asyncpg.Pool) -> int:
+            async with conn_pool.acquire(timeout=self._config.timeout_seconds) as conn:
+                return await self._state_keeper.expire(conn, upto_id)
+
+        try:
+            await pool.run(expire)
+        except sql.UNAVAILABLE as exc:
+            raise StoreUnavailableError(f"expiring the state failed: {exc!r}") from exc
 
     async def run_retention(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Call :meth:`delete_expired` every ``retention_interval_seconds`` until cancelled or closed.
@@ -269,6 +321,9 @@ class PostgresStore(Service):
             retention_deleted=self._retention_deleted,
             retention_errors=self._retention_errors,
             connected=self._pool is not None and self._pool.connected,
+            state_displaced=self._state_keeper.displaced,
+            state_expired=self._state_keeper.expired,
+            state_snapshots=self._state_keeper.snapshots,
         )
 
     def _require_pool(self) -> StorePool:

@@ -11,7 +11,8 @@ not wait behind a timeout); ``JOB_PROGRESS`` has an infinite batch timeout, so i
 configured timeout, while the other types follow the adaptive one: when the server is idle and the
 timeout shrinks so that a lone ``JOB_STARTED`` leaves in milliseconds, progress still waits and
 groups. Critical events bypass batching whatever their type (the buffer and aggregation see to
-that).
+that). ``JOB_COMPLETED`` and ``JOB_FAILED`` are ``final``: their event closes its key in the latest
+state (``sse_batcher.batcher.log.state``); a rule sets ``final = true`` or ``false`` for any type.
 
 The TOML file overrides the defaults field by field::
 
@@ -25,6 +26,9 @@ The TOML file overrides the defaults field by field::
 
     [types.JOB_STARTED]
     strategy = "conservative"   # wait as that strategy's timeout policy says
+
+    [types.JOB_CANCELLED]
+    final = true                # its event closes the job's key in the latest state
 
 ``strategy`` names a sizing strategy (:mod:`sse_batcher.batcher.sizing.strategies`) whose timeout
 policy the type's batch timeout follows, when the rule sets no ``timeout_seconds`` of its own:
@@ -70,7 +74,8 @@ _MAX_DIGESTED_TYPE_CHARS = 64 - len("_DIGEST")
 
 DEFAULT_TYPE_RULES: Mapping[str, TypeRule] = MappingProxyType(
     {
-        "JOB_FAILED": TypeRule(batched=False),
+        "JOB_COMPLETED": TypeRule(final=True),
+        "JOB_FAILED": TypeRule(batched=False, final=True),
         "JOB_PROGRESS": TypeRule(timeout_seconds=math.inf),
     }
 )
@@ -101,6 +106,8 @@ class AggregationRules:
                 raise ConfigError(f"the rule for {name} must be a TypeRule, got {type(rule).__name__}")
         if not self.default.batched:
             raise ConfigError("the default rule must be batched; SSE_BATCHING_ENABLED=false turns batching off")
+        if self.default.final:
+            raise ConfigError("final belongs in [types.NAME], not in [default]: it would close every key at once")
         if self.default.digest_seconds is not None or not self.default.live:
             raise ConfigError("digest_seconds and live belong in [types.NAME], not in [default]")
         for name, rule in self.types.items():
@@ -124,6 +131,10 @@ class AggregationRules:
     def digests(self) -> Mapping[str, TypeRule]:
         """The digested types and their rules, sorted by name."""
         return self._digests
+
+    def final_types(self) -> frozenset[str]:
+        """The types whose event closes its key in the latest state."""
+        return frozenset(name for name, rule in self.types.items() if rule.final)
 
     def timeouts(self, cap_seconds: float) -> dict[str, float]:
         """Each type with its own batch timeout, capped at ``cap_seconds`` (the configured batch timeout)."""

@@ -13,6 +13,8 @@ Fields, by what they change:
   (only the latest event per ``key`` within a flush) and ``group_identical`` (events with the same
   data folded into one entry with a count). Both drop information a consumer might want
   (intermediate progress, individual seqs), so they are off unless a rule turns them on.
+- The latest state: ``final = true`` makes an event of the type close its key (the key leaves
+  the state when the event is stored); by default ``JOB_COMPLETED`` and ``JOB_FAILED`` are final.
 - Digests: ``digest_seconds`` makes the type digested; ``max_items``, ``group_by``, ``align``,
   ``keep`` and ``live`` mean something only then.
 """
@@ -51,6 +53,7 @@ class TypeRule:
     coalesce: Coalesce | None = None
     group_identical: bool = False
     strategy: str | None = None
+    final: bool = False
     digest_seconds: float | None = None
     max_items: int = 10
     group_by: str | None = None
@@ -73,6 +76,8 @@ class TypeRule:
             raise ConfigError(f'coalesce must be "key" or absent, got {self.coalesce!r}')
         if not isinstance(self.group_identical, bool):
             raise ConfigError(f"group_identical must be true or false, got {self.group_identical!r}")
+        if not isinstance(self.final, bool):
+            raise ConfigError(f"final must be true or false, got {self.final!r}")
         if self.strategy is not None and self.strategy not in STRATEGY_NAMES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGY_NAMES)}, got {self.strategy!r}")
         self._check_digest()

@@ -3,7 +3,8 @@
  * JOB_PROGRESS sets data.percent (0..100) and data.step, JOB_COMPLETED / JOB_FAILED fade the job
  * out and then remove it. At most 50 jobs are shown, running ones first (oldest started first, as
  * they finish soonest); at most 2,000 are tracked, the oldest dropped first, so a lost
- * JOB_COMPLETED cannot grow memory.
+ * JOB_COMPLETED cannot grow memory. The dashboard subscribes with a snapshot, so the jobs already
+ * running when the page opens arrive first (each job's latest event), then the live ones.
  *
  * @module panels/jobs
  */

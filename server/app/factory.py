@@ -38,6 +38,7 @@ from sse_batcher.server.app.metrics import metrics, new_registry
 from sse_batcher.server.app.publish import publish_events
 from sse_batcher.server.app.runtime import RuntimeNotReady, runtime_of
 from sse_batcher.server.app.starting import Phase, RuntimeStarter
+from sse_batcher.server.app.state import latest_state
 from sse_batcher.server.app.stats import health, stats
 from sse_batcher.server.app.stream import stream_events
 from sse_batcher.server.app.stream_token import issue_stream_token
@@ -159,6 +160,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         Route("/api/stream-token", issue_stream_token, methods=["POST"]),
         Route("/api/stats", stats, methods=["GET"]),
         Route("/api/history", stats_history, methods=["GET"]),
+        Route("/api/state", latest_state, methods=["GET"]),
         Route("/api/demo/burst", demo_burst, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),

@@ -56,6 +56,12 @@ _HUB_COUNTERS = (
     ("lagged", "Clients that fell a queue behind and caught up from PostgreSQL."),
     ("send_timeouts", "Streams closed because the peer accepted nothing in time."),
 )
+# The latest state's counters, from the store's statistics; exported as counters, not gauges.
+_STATE_COUNTERS = (
+    ("state_displaced", "Keys evicted from the latest state past SSE_STATE_MAX_KEYS, idle longest first."),
+    ("state_expired", "Keys that left the latest state with their last event, at retention."),
+    ("state_snapshots", "State snapshots read (/events?snapshot=1 and /api/state)."),
+)
 _WORKER_FIELDS = ("events", "jobs_running", "jobs_done", "jobs_failed")
 
 
@@ -99,6 +105,13 @@ class _Families:
         for name, value in values.items():
             family.add_metric([self.node, name], value)
         return family
+
+
+def _state_counters(f: _Families, store: dict[str, Any]) -> Iterator[Metric]:
+    """The latest state's counters, as counters."""
+    for key, doc in _STATE_COUNTERS:
+        if key in store:
+            yield f.counter(key, doc, store[key])
 
 
 class SSEBatcherCollector(Collector):
@@ -145,9 +158,11 @@ class SSEBatcherCollector(Collector):
         yield f.gauge("clients", "Open SSE streams.", hub["clients"])
         for key, doc in _HUB_COUNTERS:
             yield f.counter(key, doc, hub[key])
+        state_keys = {key for key, _ in _STATE_COUNTERS}
         for key, value in stats["store"].items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if isinstance(value, int | float) and not isinstance(value, bool) and key not in state_keys:
                 yield f.gauge(f"store_{key}", f"Store statistic {key}.", value)
+        yield from _state_counters(f, stats["store"])
         sizing = stats["sizing"]
         yield f.gauge("dynamic_sizing", "1 when the batch size adapts to load.", 1.0 if sizing["dynamic"] else 0.0)
         breaker = sizing.get("breaker")

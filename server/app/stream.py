@@ -33,8 +33,9 @@ from sse_batcher.server.security.guard import NotAllowed, guard_of
 from sse_batcher.server.security.tokens import InvalidStreamToken
 from sse_batcher.server.stream.hub import HubClosedError, HubFullError
 from sse_batcher.server.stream.response import HubStreamResponse
+from sse_batcher.server.stream.snapshot import parse_snapshot_flag, state_snapshot
 
-__all__ = ["BadStreamRequest", "parse_last_event_id", "stream_events"]
+__all__ = ["BadStreamRequest", "parse_last_event_id", "request_filters", "stream_events", "wants_snapshot"]
 
 # Ids are PostgreSQL bigints.
 _MAX_ID = 2**63 - 1
@@ -95,6 +96,27 @@ def _names(request: Request, param: str, check: Callable[[object], str]) -> froz
     return frozenset(names)
 
 
+def request_filters(request: Request) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """The request's ``types`` and ``source`` filters (None: not filtered).
+
+    Raises:
+        BadStreamRequest: a name is invalid.
+    """
+    return _names(request, "types", check_type), _names(request, "source", check_source)
+
+
+def wants_snapshot(request: Request) -> bool:
+    """True when the request asks to start with the latest state (``snapshot=1``).
+
+    Raises:
+        BadStreamRequest: the value is not a flag.
+    """
+    try:
+        return parse_snapshot_flag(request.query_params.get("snapshot"))
+    except ValueError as exc:
+        raise BadStreamRequest("snapshot", str(exc)) from None
+
+
 def _truncated(first_available_id: int | None, last_event_id: int | None) -> bytes:
     data = msgspec.json.encode(
         {"type": "HISTORY_TRUNCATED", "first_available_id": first_available_id, "last_event_id": last_event_id}
@@ -137,6 +159,8 @@ async def stream_events(request: Request) -> Response:
         types = _names(request, "types", check_type)
         sources = _names(request, "source", check_source)
         last_event_id = _last_event_id(request)
+        # A resume goes on from its Last-Event-ID; only a fresh stream starts from the state.
+        snapshot = wants_snapshot(request) and last_event_id is None
     except BadStreamRequest as exc:
         return error(400, str(exc), field=exc.field)
     try:
@@ -152,7 +176,7 @@ async def stream_events(request: Request) -> Response:
         lifetime = guard.stream_lifetime(grant)
         still_allowed = guard.still_subscribed(request)
         response = await _open_stream(
-            runtime, types, sources, last_event_id, lifetime, release_slot, still_allowed=still_allowed
+            runtime, types, sources, last_event_id, lifetime, release_slot, snapshot, still_allowed=still_allowed
         )
     except BaseException:
         release_slot()
@@ -169,6 +193,7 @@ async def _open_stream(
     last_event_id: int | _Malformed | None,
     expires_after: float | None,
     on_close: Callable[[], None],
+    snapshot: bool = False,
     *,
     still_allowed: Callable[[], bool] | None = None,
 ) -> Response:
@@ -179,8 +204,12 @@ async def _open_stream(
         return error(503, str(exc), {"Retry-After": "5"})
     except HubClosedError as exc:
         return error(503, str(exc), {"Retry-After": "1"})
+    after_id: int | None
     try:
-        extra, after_id = await _resume_point(runtime, last_event_id)
+        if snapshot:
+            extra, after_id = await state_snapshot(runtime.store, types, sources)
+        else:
+            extra, after_id = await _resume_point(runtime, last_event_id)
     except StoreError as exc:
         runtime.hub.release(client)
         return error(503, f"the store is unavailable: {exc}", {"Retry-After": "1"})

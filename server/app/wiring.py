@@ -47,6 +47,10 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         if dsn is None:  # shared with every other server and program on this data directory
             dsn = await stack.enter_async_context(embedded_database(config.data_dir))
         store_config = config.store.store_config(dsn)
+        rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
+        # The rules say which types close a key in the latest state, which the store keeps.
+        final_types = (rules or AggregationRules()).final_types()
+        store_config = replace(store_config, state_final_types=final_types)
         store = await stack.enter_async_context(PostgresStore(store_config))
         # A slot of its own under data_dir, so this node's dead-letter file is its own; taken before
         # the batcher starts (which writes back what the slot holds) and released after it closed.
@@ -56,7 +60,6 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         ab = config.sizing.strategy_b is not None
         await anyio.to_thread.run_sync(lambda: adopt_orphans(slot, config.data_dir, ab=ab, workers=config.workers))
         batcher_config = replace(config.batcher, data_dir=slot.directory)
-        rules = AggregationRules.from_toml(config.rules_file) if config.rules_file is not None else None
         if rules is not None:  # a rule naming a strategy waits as that strategy's timeout says
             cap = config.batcher.batch_timeout_seconds
             rules = pin_rule_timeouts(rules, config.sizing, max_timeout_seconds=cap)

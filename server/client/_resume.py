@@ -17,7 +17,7 @@ import msgspec
 from httpx_sse import ServerSentEvent
 
 from sse_batcher.batcher.errors import BatcherError
-from sse_batcher.server.client.events import CONTROL_TYPES, StreamEvent, stream_events
+from sse_batcher.server.client.events import CONTROL_TYPES, SNAPSHOT_TYPE, StreamEvent, snapshot_events, stream_events
 
 __all__ = ["DEFAULT_RETRY_SECONDS", "RECONNECT_ERRORS", "Resume", "Retryable", "StreamRefusedError"]
 
@@ -66,8 +66,12 @@ class Resume:
         last_event_id: int | None,
         retry_seconds: float,
         max_delay_seconds: float,
+        snapshot: bool = False,
     ) -> None:
         self._params: dict[str, str] = {}
+        if snapshot:
+            # Only a fresh stream starts from the state: a resume (Last-Event-ID) ignores it.
+            self._params["snapshot"] = "1"
         type_list = types if isinstance(types, str) else ",".join(types or ())
         if type_list:
             self._params["types"] = type_list
@@ -126,6 +130,10 @@ class Resume:
         # httpx-sse repeats the last id on a message without one; every message of this server
         # that is not a control message has its own.
         message_id = _int_id(message.id)
+        if message.event == SNAPSHOT_TYPE and message_id is not None:
+            # The live stream goes on after the id the snapshot is consistent with.
+            self.last_id = message_id
+            return snapshot_events(body)
         if message_id is not None:
             if self.last_id is not None and message_id <= self.last_id:
                 return []  # a duplicate after a resume

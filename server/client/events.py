@@ -15,10 +15,12 @@ from typing import Any, Final, TypeGuard
 
 import msgspec
 
-__all__ = ["CONTROL_TYPES", "StreamEvent", "stream_events", "unroll"]
+__all__ = ["CONTROL_TYPES", "SNAPSHOT_TYPE", "StreamEvent", "snapshot_events", "stream_events", "unroll"]
 
 # Messages about the stream itself, which carry no event.
 CONTROL_TYPES: Final = frozenset({"HISTORY_TRUNCATED"})
+# The first message of a stream opened with ``snapshot=1``: the latest event of every open key.
+SNAPSHOT_TYPE: Final = "STATE_SNAPSHOT"
 _DECODER: Final = msgspec.json.Decoder()
 
 
@@ -35,6 +37,8 @@ class StreamEvent:
     data: dict[str, Any] = field(hash=False)
     priority: str = "normal"
     key: str | None = None
+    # True for an event that came in the state snapshot a stream started with (not live).
+    snapshot: bool = False
 
 
 def unroll(payload: bytes | str | Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -74,7 +78,20 @@ def stream_events(body: Any, message_id: int | None) -> list[StreamEvent]:
     return [event for event in events if event is not None]
 
 
-def _stream_event(event: Mapping[str, Any], message_id: int | None) -> StreamEvent | None:
+def snapshot_events(body: Any) -> list[StreamEvent]:
+    """The events of a ``STATE_SNAPSHOT`` body, each flagged ``snapshot`` with its own ``message_id``."""
+    inner = body.get("events") if isinstance(body, Mapping) else None
+    if not isinstance(inner, list):
+        return []
+    events = (
+        _stream_event(event, message_id if _is_int(message_id := event.get("message_id")) else None, snapshot=True)
+        for event in inner
+        if isinstance(event, Mapping)
+    )
+    return [event for event in events if event is not None]
+
+
+def _stream_event(event: Mapping[str, Any], message_id: int | None, *, snapshot: bool = False) -> StreamEvent | None:
     type_, source, seq, ts = event.get("type"), event.get("source"), event.get("seq"), event.get("ts")
     data, priority, key = event.get("data"), event.get("priority", "normal"), event.get("key")
     if not (isinstance(type_, str) and isinstance(source, str) and isinstance(data, dict)):
@@ -90,6 +107,7 @@ def _stream_event(event: Mapping[str, Any], message_id: int | None) -> StreamEve
         data=data,
         priority=priority,
         key=key if isinstance(key, str) else None,
+        snapshot=snapshot,
     )
 
 

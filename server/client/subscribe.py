@@ -4,6 +4,8 @@
 with httpx-sse and yield one :class:`StreamEvent` per original event, whether it arrived alone or
 inside an aggregate, in order. They do what the browser helper (``frontend/sse-batcher.js``) does:
 
+- with ``snapshot=True``, start from the latest state: the ``STATE_SNAPSHOT`` message is unrolled
+  into one event per open key (flagged ``snapshot``), then the stream goes on live after its id;
 - resume with ``Last-Event-ID`` after every reconnect, and drop any message whose id is not greater
   than the last one delivered, so a resume never yields a duplicate; a ``HISTORY_TRUNCATED``
   message resets that watermark to the first id the server still has (ids may restart after the
@@ -53,11 +55,13 @@ def subscribe(
     max_delay_seconds: float = 10.0,
     idle_timeout_seconds: float | None = 45.0,
     client: httpx.Client | None = None,
+    snapshot: bool = False,
 ) -> Generator[StreamEvent, None, None]:
     """Yield every original event of the stream at ``url`` (e.g. ``http://host:8000/events``), forever.
 
     ``types`` and ``source`` are the server-side filters; ``token`` is sent as a bearer token;
-    ``last_event_id`` resumes after that message. Reconnects on any network error, server error or
+    ``last_event_id`` resumes after that message; ``snapshot`` starts with the latest event of every
+    open key (events flagged ``snapshot``), then goes on live. Reconnects on any network error, server error or
     end of stream. ``client`` (default: one of its own, closed at the end) lets you set transports,
     proxies or certificates; its read timeout is then yours.
 
@@ -65,7 +69,7 @@ def subscribe(
         StreamRefusedError: the server refused the stream: 204, a redirect left unfollowed, a 4xx
             other than 408/425/429, or an answer that is not an event stream.
     """
-    resume = Resume(types, source, token, last_event_id, retry_seconds, max_delay_seconds)
+    resume = Resume(types, source, token, last_event_id, retry_seconds, max_delay_seconds, snapshot)
     owned: AbstractContextManager[httpx.Client] = (
         httpx.Client(timeout=_timeout(idle_timeout_seconds), follow_redirects=True)
         if client is None
@@ -95,6 +99,7 @@ async def asubscribe(
     max_delay_seconds: float = 10.0,
     idle_timeout_seconds: float | None = 45.0,
     client: httpx.AsyncClient | None = None,
+    snapshot: bool = False,
 ) -> AsyncGenerator[StreamEvent, None]:
     """The async twin of :func:`subscribe`; leave it through ``contextlib.aclosing``.
 
@@ -102,7 +107,7 @@ async def asubscribe(
         StreamRefusedError: the server refused the stream: 204, a redirect left unfollowed, a 4xx
             other than 408/425/429, or an answer that is not an event stream.
     """
-    resume = Resume(types, source, token, last_event_id, retry_seconds, max_delay_seconds)
+    resume = Resume(types, source, token, last_event_id, retry_seconds, max_delay_seconds, snapshot)
     owned: AbstractAsyncContextManager[httpx.AsyncClient] = (
         httpx.AsyncClient(timeout=_timeout(idle_timeout_seconds), follow_redirects=True)
         if client is None

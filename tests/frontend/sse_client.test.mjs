@@ -245,3 +245,28 @@ test("onEvent is handed full events from a compact aggregate, as if each had tra
   assert.deepEqual(full, unroll(JSON.parse(WIRE_AGGREGATE)));
   assert.deepEqual(full[1], fullStarted(1008, 1763870000.124, 124));
 });
+
+test("snapshot: true asks once, unrolls the state flagged snapshot, then resumes after its id", async () => {
+  const state = {
+    type: "STATE_SNAPSHOT",
+    upto_id: 7,
+    count: 2,
+    events: [
+      { type: "JOB_STARTED", source: "s", seq: 1, ts: 1, data: { job_id: 1 }, key: "1", message_id: 3 },
+      { type: "JOB_PROGRESS", source: "s", seq: 4, ts: 1, data: { job_id: 2 }, key: "2", message_id: 7 },
+    ],
+  };
+  const flagged = [];
+  const { sub, got, calls } = collect(
+    "http://x/events",
+    [{ body: [`id: 7\nevent: STATE_SNAPSHOT\ndata: ${JSON.stringify(state)}\n\n`, single(8, 80)] }, { body: [single(9, 90)] }],
+    { snapshot: true, onEvent: (e, m, i) => { got.events.push([m.id, i, e.seq]); flagged.push(e.snapshot === true); } },
+  );
+  await until(() => got.events.length === 4);
+  sub.close();
+  assert.deepEqual(got.events, [[7, 0, 1], [7, 1, 4], [8, 0, 80], [9, 0, 90]]);
+  assert.deepEqual(flagged, [true, true, false, false]);
+  assert.equal(new URL(calls[0].url).searchParams.get("snapshot"), "1");
+  assert.equal(new URL(calls[1].url).searchParams.get("snapshot"), null); // a resume: no second snapshot
+  assert.equal(calls[1].headers["Last-Event-ID"], "8");
+});

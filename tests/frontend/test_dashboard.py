@@ -272,3 +272,40 @@ def test_charts_open_with_the_last_minutes_the_server_kept(
                 browser.close()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def quiet_server(browser_ready: None, pg_server: EmbeddedPostgres, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server without the demo: only what the test publishes is in the log."""
+    dsn = pg_server.create_database(f"ui_{uuid.uuid4().hex[:12]}")
+    process = ServerProcess(dsn, tmp_path, demo=False)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_dashboard_opened_mid_run_shows_every_job_already_running_at_once(quiet_server: ServerProcess) -> None:
+    def job(type_: str, job_id: int, **data: Any) -> dict[str, Any]:
+        return {"type": type_, "source": "render", "key": str(job_id), "data": {"job_id": job_id, **data}}
+
+    events = [job("JOB_STARTED", i) for i in range(30)]
+    events += [job("JOB_PROGRESS", i, percent=40, step="tile 2/5") for i in range(0, 30, 2)]
+    events += [job("JOB_COMPLETED", i) for i in range(25, 30)] + [job("JOB_FAILED", i) for i in range(22, 25)]
+    stored = httpx.post(f"{quiet_server.url}api/events", params={"wait": "stored"}, json=events, timeout=20)
+    assert stored.status_code == 201
+    # Nothing is published from here on: only the snapshot can tell the page what is running.
+    with require_playwright().sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(quiet_server.url)
+            page.wait_for_function("() => document.querySelectorAll('#jobs li.job').length === 22", timeout=15_000)
+            shown = page.eval_on_selector_all("#jobs li.job", "rows => rows.map(r => Number(r.dataset.jobId))")
+            percent = page.text_content("#jobs li.job[data-job-id='4'] .job-pct")
+            count = page.text_content("#jobs-count")
+        finally:
+            browser.close()
+    assert sorted(shown) == list(range(22))
+    assert percent == "40 %" and count == "22 running"

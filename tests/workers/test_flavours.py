@@ -4,9 +4,10 @@ import threading
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
-from sse_batcher.batcher import SSEEventBatcher
+from sse_batcher.batcher import PostgresStore, SSEEventBatcher
 from sse_batcher.workers import AsyncJob, AsyncWorker, Job, ThreadWorker, Worker, WorkerConfig
 from tests.collect import Collected
 
@@ -210,3 +211,29 @@ async def test_stop_past_the_timeout_abandons_a_thread_job_which_still_reports_l
     release.set()  # a thread cannot be killed: the abandoned job finishes on its own and says so
     await collected.wait_until(lambda: len(collected.of_job(job_id)) == 2)
     assert _types(collected.of_job(job_id)) == ["JOB_STARTED", "JOB_COMPLETED"]
+
+
+@pytest.mark.parametrize("kind", FLAVOURS)
+async def test_every_job_event_is_keyed_by_its_job_id_so_the_state_holds_the_running_jobs(
+    env: tuple[SSEEventBatcher, Collected], store: PostgresStore, kind: str
+) -> None:
+    batcher, collected = env
+    new_event: Any = threading.Event if kind == "thread" else anyio.Event
+    gate = (new_event(), new_event())
+    async with FLAVOURS[kind](batcher, "thumbnail", config=WorkerConfig(concurrency=4)) as worker:
+        done = worker.submit("ok")
+        failed = worker.submit("fail")
+        await worker.wait_idle()
+        running = worker.submit(gate)
+        if kind == "thread":
+            assert await anyio.to_thread.run_sync(gate[0].wait, 20)
+        else:
+            await gate[0].wait()
+        assert await batcher.flush(timeout=20)
+        snapshot = await store.snapshot()
+        gate[1].set()
+        await worker.wait_idle()
+    for job_id in (done, failed, running):
+        assert {e.get("key") for e in collected.of_job(job_id)} == {str(job_id)}
+    body = msgspec.json.decode(snapshot.body)
+    assert [(e["key"], e["type"]) for e in body["events"]] == [(str(running), "JOB_STARTED")]

@@ -178,3 +178,18 @@ async def test_rules_from_toml_coalesce_progress_in_a_running_batcher_and_stats_
     assert ready.type == "THUMBNAIL_READY"
     assert stats.events_superseded == 9
     assert stats.events_stored == 3
+
+
+def test_final_types_default_to_completed_and_failed_and_a_toml_rule_changes_them(tmp_path: Path) -> None:
+    text = "[types.JOB_CANCELLED]\nfinal = true\n\n[types.JOB_COMPLETED]\nfinal = false\n"
+    rules = AggregationRules.from_toml(rules_file(tmp_path, text))
+
+    assert AggregationRules().final_types() == {"JOB_COMPLETED", "JOB_FAILED"}
+    assert rules.final_types() == {"JOB_CANCELLED", "JOB_FAILED"}
+
+
+def test_final_in_the_default_rule_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="final belongs in"):
+        AggregationRules.from_toml(rules_file(tmp_path, "[default]\nfinal = true\n"))
+    with pytest.raises(ConfigError, match="final must be true or false"):
+        AggregationRules.from_toml(rules_file(tmp_path, '[types.X]\nfinal = "yes"\n'))

@@ -231,3 +231,32 @@ async def test_history_truncated_resets_the_watermark_so_newer_ids_are_not_dropp
             seqs = await publish(client, {"type": "NEW", "data": {"n": 1}})
     assert [(e.type, e.seq) for e in after] == [("NEW", seqs[0])]
     assert after[0].message_id is not None and after[0].message_id < 10**9
+
+
+async def test_snapshot_yields_each_open_keys_latest_event_flagged_then_live_events(live: LiveServer) -> None:
+    def job(type_: str, key: str) -> dict[str, Any]:
+        return {"type": type_, "source": "render", "key": key, "data": {"job_id": key}}
+
+    received: list[StreamEvent] = []
+    async with live.client() as client:
+        stored = await client.post(
+            "/api/events",
+            params={"wait": "stored"},
+            json=[
+                job("JOB_STARTED", "a"),
+                job("JOB_STARTED", "b"),
+                job("JOB_PROGRESS", "a"),
+                job("JOB_COMPLETED", "b"),
+            ],  # fmt: skip
+        )
+        assert stored.status_code == 201
+        stream = asubscribe(f"{live.url}/events", snapshot=True, types="JOB_STARTED,JOB_PROGRESS")
+        async with aclosing(stream) as events:
+            await _take(events, 1, received)
+            await publish(client, job("JOB_STARTED", "c"))
+            await _take(events, 2, received)
+
+    snapshot, live_event = received
+    assert (snapshot.snapshot, snapshot.key, snapshot.type) == (True, "a", "JOB_PROGRESS")
+    assert snapshot.message_id in stored.json()["ids"]
+    assert (live_event.snapshot, live_event.key) == (False, "c")

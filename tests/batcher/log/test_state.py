@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+
+from sse_batcher.batcher import AggregationRules, BatcherConfig, SSEEventBatcher
+from sse_batcher.batcher.config import DEFAULT_FINAL_TYPES
+from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.log.store import PostgresStore
+from tests.pg import started_store
+
+
+async def emit_all(store: PostgresStore, tmp_path: Path, events: list[tuple[str, str, str | None]]) -> None:
+    """Emit ``(type, source, key)`` events through a real batcher and wait until they are stored."""
+    async with SSEEventBatcher(store, BatcherConfig(data_dir=tmp_path, batch_size=500)) as batcher:
+        for i, (type_, source, key) in enumerate(events):
+            batcher.emit(type_, {"job_id": key, "i": i}, source=source, key=key)
+        assert await batcher.flush(timeout=30)
+
+
+def snapshot_events(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    decoded = json.loads(body)
+    return decoded, decoded["events"]
+
+
+async def test_snapshot_holds_exactly_the_latest_event_of_each_open_key(store: PostgresStore, tmp_path: Path) -> None:
+    await emit_all(
+        store,
+        tmp_path,
+        [
+            ("JOB_STARTED", "thumbnail", "a"),
+            ("JOB_STARTED", "thumbnail", "b"),
+            ("JOB_STARTED", "overlay", "a"),  # another source: another key
+            ("JOB_STARTED", "thumbnail", "c"),
+            ("JOB_PROGRESS", "thumbnail", "a"),
+            ("JOB_PROGRESS", "thumbnail", "a"),
+            ("JOB_COMPLETED", "thumbnail", "b"),
+            ("JOB_FAILED", "thumbnail", "c"),
+            ("NOTE", "thumbnail", None),  # no key: not part of the state
+        ],
+    )
+    snapshot = await store.snapshot()
+    body, events = snapshot_events(snapshot.body)
+    _, last = await store.bounds()
+
+    assert body["type"] == "STATE_SNAPSHOT" and body["upto_id"] == snapshot.upto_id == last
+    assert body["count"] == snapshot.count == 2
+    by_key = {(e["source"], e["key"]): e for e in events}
+    assert set(by_key) == {("thumbnail", "a"), ("overlay", "a")}
+    latest_a = by_key[("thumbnail", "a")]
+    assert latest_a["type"] == "JOB_PROGRESS" and latest_a["data"] == {"job_id": "a", "i": 5}
+    assert {"seq", "ts", "message_id"} <= set(latest_a)
+    assert [e["message_id"] for e in events] == sorted(e["message_id"] for e in events)
+    # Each event's message_id is the stored message that carried it.
+    stored = [m async for m in store.replay(0)]
+    carrier = next(m for m in stored if m.id == latest_a["message_id"])
+    assert carrier.event_type == "JOB_PROGRESS"
+
+
+async def test_filters_apply_to_each_keys_latest_event(store: PostgresStore, tmp_path: Path) -> None:
+    await emit_all(
+        store,
+        tmp_path,
+        [("JOB_STARTED", "thumbnail", "a"), ("JOB_STARTED", "thumbnail", "b"), ("JOB_PROGRESS", "thumbnail", "a")],
+    )
+    _, started = snapshot_events((await store.snapshot(types=["JOB_STARTED"])).body)
+    _, overlay = snapshot_events((await store.snapshot(sources=["overlay"])).body)
+
+    assert [e["key"] for e in started] == ["b"]  # a's latest event is a progress
+    assert overlay == []
+
+
+async def test_a_retried_batch_moves_no_key_back(store: PostgresStore, tmp_path: Path) -> None:
+    async with SSEEventBatcher(store, BatcherConfig(data_dir=tmp_path)) as batcher:
+        batcher.emit("JOB_STARTED", {"n": 1}, source="s", key="k")
+        assert await batcher.flush(timeout=30)
+    first = [m async for m in store.replay(0)]
+    batcher_messages = await _messages_of(store)
+    await emit_all(store, tmp_path / "2", [("JOB_PROGRESS", "s", "k")])
+
+    await store.write(batcher_messages)  # the first batch again, as after a lost COMMIT answer
+
+    _, events = snapshot_events((await store.snapshot()).body)
+    assert [e["type"] for e in events] == ["JOB_PROGRESS"] and events[0]["message_id"] > first[0].id
+
+
+async def _messages_of(store: PostgresStore) -> list[Message]:
+    rows = await store.fetch("SELECT idem_key, type, event_type, source, event_count, data FROM sse_events ORDER BY id")
+    return [
+        Message(
+            idem_key=r[0],
+            type=r[1],
+            event_type=r[2],
+            source=r[3],
+            event_count=r[4],
+            first_seq=0,
+            last_seq=0,
+            ts=0.0,
+            payload=r[5],
+        )
+        for r in rows
+    ]
+
+
+async def test_the_bound_on_keys_evicts_the_keys_idle_longest_and_counts_them(dsn: str, tmp_path: Path) -> None:
+    async with started_store(dsn, state_max_keys=3) as store:
+        for i in range(10):
+            await emit_all(store, tmp_path / str(i), [("JOB_STARTED", "s", f"k{i}")])
+        snapshot = await store.snapshot()
+        _, events = snapshot_events(snapshot.body)
+
+        assert [e["key"] for e in events] == ["k7", "k8", "k9"]
+        assert store.statistics().state_displaced == 7
+        keys = await store.fetch("SELECT keys FROM sse_state_meta")
+        assert keys[0][0] == 3 == len(await store.fetch("SELECT 1 FROM sse_state"))
+
+
+async def test_a_restart_keeps_the_state(dsn: str, tmp_path: Path) -> None:
+    async with started_store(dsn) as store:
+        await emit_all(store, tmp_path, [("JOB_STARTED", "s", "a"), ("JOB_PROGRESS", "s", "b")])
+        before = await store.snapshot()
+    async with started_store(dsn) as store:
+        after = await store.snapshot()
+
+    assert after == before and after.count == 2
+
+
+async def test_retention_takes_a_key_out_with_its_last_event(dsn: str, tmp_path: Path) -> None:
+    async with started_store(dsn, retention_seconds=3600) as store:
+        await emit_all(store, tmp_path / "old", [("JOB_STARTED", "s", "old")])
+        await store.fetch("UPDATE sse_events SET created_at = now() - interval '2 hours'")
+        await emit_all(store, tmp_path / "new", [("JOB_STARTED", "s", "new")])
+
+        await store.delete_expired()
+
+        _, events = snapshot_events((await store.snapshot()).body)
+        assert [e["key"] for e in events] == ["new"]
+        assert store.statistics().state_expired == 1
+
+
+async def test_max_keys_zero_keeps_no_state(dsn: str, tmp_path: Path) -> None:
+    async with started_store(dsn, state_max_keys=0) as store:
+        await emit_all(store, tmp_path, [("JOB_STARTED", "s", "a")])
+        snapshot = await store.snapshot()
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetchval("SELECT count(*) FROM sse_state")
+        finally:
+            await conn.close()
+
+    assert snapshot.count == 0 and rows == 0 and snapshot.upto_id > 0
+
+
+def test_the_rules_and_the_store_agree_on_the_default_final_types() -> None:
+    assert AggregationRules().final_types() == DEFAULT_FINAL_TYPES
+
+
+async def test_the_state_statement_still_sends_the_commits_notify(dsn: str, tmp_path: Path) -> None:
+    heard: list[str] = []
+    got = anyio.Event()
+    listener = await asyncpg.connect(dsn)
+    try:
+        await listener.add_listener("sse_events", lambda *args: (heard.append(args[-1]), got.set()))
+        async with started_store(dsn) as store:
+            await emit_all(store, tmp_path, [("JOB_STARTED", "s", "a")])
+            _, last = await store.bounds()
+            with anyio.fail_after(10):
+                await got.wait()
+    finally:
+        await listener.close()
+
+    assert heard == [str(last)]
