@@ -156,7 +156,13 @@ async def test_full_buffer_is_503_with_retry_after_and_nothing_accepted(dsn: str
 
 
 async def test_buffer_full_in_bytes_is_503_with_retry_after_and_nothing_accepted(dsn: str, tmp_path: Path) -> None:
-    batcher = {"max_buffered_bytes": 1000, "max_event_bytes": 500, "batch_size": 10, "batch_timeout_seconds": 60}
+    batcher = {
+        "max_buffered_bytes": 1000,
+        "max_event_bytes": 500,
+        "batch_size": 10,
+        "batch_timeout_seconds": 60,
+        "leading_edge": False,  # the first two stay buffered: an idle writer would take them at once
+    }
     config = make_config(dsn, tmp_path, batcher=batcher)
     big = {"type": "A", "data": {"blob": "x" * 400}}  # about 400 bytes encoded: two fit, three do not
     async with serving(config) as live, live.client() as client:
