@@ -269,7 +269,14 @@ async def test_a_signal_drains_both_workers_then_exits_0_leaving_no_process(
     dsn: str, tmp_path: Path, signum: signal.Signals
 ) -> None:
     # Nothing flushes on its own: only each worker's shutdown flush stores what it accepted.
-    env = _env(tmp_path, dsn, SSE_BATCH_SIZE="5000", SSE_BATCH_TIMEOUT_SECONDS="60", SSE_DYNAMIC_BATCHING="false")
+    env = _env(
+        tmp_path,
+        dsn,
+        SSE_BATCH_SIZE="5000",
+        SSE_BATCH_TIMEOUT_SECONDS="60",
+        SSE_DYNAMIC_BATCHING="false",
+        SSE_BATCH_LEADING_EDGE="false",  # an idle writer would store the first event at once
+    )
     async with serving_workers(env) as workers:
         await _until(lambda: _two_live(dsn))
         pids = workers.worker_pids()
