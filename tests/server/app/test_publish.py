@@ -157,13 +157,9 @@ async def test_full_buffer_is_503_with_retry_after_and_nothing_accepted(dsn: str
 
 
 async def test_buffer_full_in_bytes_is_503_with_retry_after_and_nothing_accepted(dsn: str, tmp_path: Path) -> None:
-    batcher = {
-        "max_buffered_bytes": 1000,
-        "max_event_bytes": 500,
-        "batch_size": 10,
-        "batch_timeout_seconds": 60,
-        "leading_edge": False,  # the first two stay buffered: an idle writer would take them at once
-    }
+    # No leading edge: the two accepted events must stay in the buffer for the third to find it full.
+    batcher = {"max_buffered_bytes": 1000, "max_event_bytes": 500, "batch_size": 10, "batch_timeout_seconds": 60}
+    batcher["leading_edge"] = False
     config = make_config(dsn, tmp_path, batcher=batcher)
     big = {"type": "A", "data": {"blob": "x" * 400}}  # about 400 bytes encoded: two fit, three do not
     async with serving(config) as live, live.client() as client:
@@ -387,11 +383,9 @@ async def test_60_single_event_posts_at_once_from_10_connections_leave_in_at_mos
     dsn: str, tmp_path: Path
 ) -> None:
     """The leading edge sends a lone event at once but still coalesces a crowd: what arrives while
-    a write is in flight joins the next batch. That batch leaves on its size or its timeout (30 s
-    here); whatever a partial leading-edge write leaves short of a full batch at the end is flushed
-    by the test, so the timeout never fires."""
-    # Sizing off: under load the sizer resizes the batch and its BATCH_SIZE_ADJUSTED events join the counts.
-    config = make_config(dsn, tmp_path, sizing=SizingConfig(enabled=False), batcher={"batch_timeout_seconds": 30.0})
+    a write is in flight, or soon after, goes in a later batch. Sizing is off, so the 30 s timeout
+    stays and never fires here, however slowly a loaded machine sends the 60 requests."""
+    config = make_config(dsn, tmp_path, batcher={"batch_timeout_seconds": 30.0}, sizing=SizingConfig(enabled=False))
     async with serving(config) as live:
         clients = [live.client(limits=httpx.Limits(max_connections=1)) for _ in range(10)]
         try:
@@ -407,6 +401,7 @@ async def test_60_single_event_posts_at_once_from_10_connections_leave_in_at_mos
             for client in clients:
                 await client.aclose()
         batcher = live.runtime.batcher
+        # A partial leading-edge write can leave the last events short of a full batch: flush them.
         assert await batcher.flush(timeout=20)
         await until(lambda: batcher.statistics().events_stored == 60)
         stats = batcher.statistics()

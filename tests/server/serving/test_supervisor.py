@@ -25,9 +25,8 @@ from anyio.abc import Process
 
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log import DeadLetterFile
-from sse_batcher.server import ServerConfig
 from sse_batcher.server.client import unroll
-from sse_batcher.server.serving.supervisor import restart_delay, share_limits
+from sse_batcher.server.serving.supervisor import restart_delay
 from tests.server.sse import Received, events_of, read_until
 from tests.server_process import free_port
 
@@ -275,7 +274,7 @@ async def test_a_signal_drains_both_workers_then_exits_0_leaving_no_process(
         SSE_BATCH_SIZE="5000",
         SSE_BATCH_TIMEOUT_SECONDS="60",
         SSE_DYNAMIC_BATCHING="false",
-        SSE_BATCH_LEADING_EDGE="false",  # an idle writer would store the first event at once
+        SSE_BATCH_LEADING_EDGE="false",
     )
     async with serving_workers(env) as workers:
         await _until(lambda: _two_live(dsn))
@@ -481,14 +480,3 @@ async def test_with_workers_every_worker_runs_the_demo_and_takes_a_burst(dsn: st
                     answer = await client.post("/api/demo/burst", json={"count": 3})
                     assert answer.status_code == 202, answer.text
                     answered_by.add(stats["node"]["pid"])
-
-
-def test_each_worker_gets_its_share_of_the_per_client_limits_rounded_down_and_at_least_1() -> None:
-    config = ServerConfig(workers=4, publish_rate_limit=10.0, max_clients_per_ip=10)
-    share = share_limits(config)
-    assert (share.publish_rate_limit, share.publish_burst, share.max_clients_per_ip) == (2.5, 5, 2)
-    tiny = share_limits(ServerConfig(workers=4, publish_rate_limit=1.0, publish_rate_burst=2, max_clients_per_ip=3))
-    assert (tiny.publish_burst, tiny.max_clients_per_ip) == (1, 1)
-    unlimited = share_limits(ServerConfig(workers=4))
-    assert (unlimited.publish_rate_limit, unlimited.max_clients_per_ip) == (0.0, None)
-    assert share_limits(ServerConfig(workers=1, publish_rate_limit=10.0)).publish_rate_limit == 10.0

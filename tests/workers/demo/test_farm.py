@@ -28,7 +28,7 @@ def _finished(collected: Collected, source: str) -> int:
 async def test_burst_starts_every_job_at_once_and_the_starts_arrive_as_one_aggregate(
     store: PostgresStore, tmp_path: Path
 ) -> None:
-    # No leading edge: an idle writer would store the first JOB_STARTED at once, alone.
+    # No leading edge: an idle writer would send the first start alone, before the others joined it.
     async with running_batcher(store, tmp_path, leading_edge=False) as (batcher, collected):
         # No failures: JOB_FAILED travels alone and at once, which would flush early.
         # speed=2: a job lasts 0.25-1.5 s, long enough for all 60 to be under way before one ends.
