@@ -54,7 +54,8 @@ class Collected:
 
 
 def batcher_config(tmp_path: Path, **overrides: Any) -> BatcherConfig:
-    """A batcher that flushes only when asked or by size (30 s timeout), unless overridden."""
+    """A batcher with a 30 s timeout: an idle writer still takes a lone event at once (the leading
+    edge); pass ``leading_edge=False`` to hold events until asked, by size, or the timeout."""
     values: dict[str, Any] = {
         "batch_size": 1000,
         "batch_timeout_seconds": 30.0,
