@@ -170,18 +170,22 @@ class StateKeeper:
             keys: int = await conn.fetchval(state_sql.KEYS, newest, notify)
         else:
             final = self.final_types
-            items = list(latest.values())
-            closes = [item.message.event_type in final for item in items]
+            opened: list[tuple[str, str, Latest]] = []
+            closed: list[tuple[str, str, Latest]] = []
+            for (source, key), item in latest.items():
+                (closed if item.message.event_type in final else opened).append((source, key, item))
             keys = await conn.fetchval(
                 state_sql.APPLY,
-                [source for source, _ in latest],
-                [key for _, key in latest],
-                [item.message_id for item in items],
-                [item.seq for item in items],
-                [item.message.event_type for item in items],
+                [source for source, _, _ in opened],
+                [key for _, key, _ in opened],
+                [item.message_id for _, _, item in opened],
+                [item.seq for _, _, item in opened],
+                [item.message.event_type for _, _, item in opened],
+                [item.text() for _, _, item in opened],
                 # A closed key is deleted: its text is never needed.
-                ["" if closing else item.text() for item, closing in zip(items, closes, strict=True)],
-                closes,
+                [source for source, _, _ in closed],
+                [key for _, key, _ in closed],
+                [item.message_id for _, _, item in closed],
                 newest,
                 notify,
             )
