@@ -41,10 +41,12 @@ INSERT INTO sse_state_meta (one) VALUES (true) ON CONFLICT DO NOTHING;
 # its latest event. Open keys ($1-$6) are upserted, keys whose latest event is final ($7-$9) are
 # deleted, and the key count moves by the difference. ``message_id <=`` on both sides makes a
 # retried batch (whose first attempt committed) unable to move a key back to an older event or to
-# close a reopened one. The closed keys come as arrays of their own, joined straight from
-# ``unnest``: the planner then knows how many there are and probes the primary key once for each,
-# where a filtered shared CTE let it misjudge them and hash-join against a scan of the whole table,
-# a cost that grew with the state instead of with the batch.
+# close a reopened one. The closed keys come as arrays of their own, and each finds its row by one
+# probe of the primary key (a scalar subquery per key, which the planner cannot turn into a join):
+# as a join, the planner prices an index probe as a disk read and hash-joins the batch's keys
+# against a scan of the whole table once it holds a few thousand keys, so a batch's close would
+# cost what the state holds instead of what the batch holds. The rows found are deleted by their
+# ctid, in the same statement, under the write lock that serialises every write.
 APPLY: Final = f"""
 WITH upserted AS (
     INSERT INTO sse_state AS s (source, key, message_id, seq, event_type, event)
@@ -55,8 +57,12 @@ WITH upserted AS (
         WHERE s.message_id <= EXCLUDED.message_id
     RETURNING (xmax = 0) AS fresh
 ), closed AS (
-    DELETE FROM sse_state s USING unnest($7::text[], $8::text[], $9::bigint[]) AS c(source, key, message_id)
-    WHERE s.source = c.source AND s.key = c.key AND s.message_id <= c.message_id
+    DELETE FROM sse_state
+    WHERE ctid = ANY (ARRAY(
+        SELECT (SELECT s.ctid FROM sse_state s
+                WHERE s.source = c.source AND s.key = c.key AND s.message_id <= c.message_id)
+        FROM unnest($7::text[], $8::text[], $9::bigint[]) AS c(source, key, message_id)
+    ))
     RETURNING 1
 )
 UPDATE sse_state_meta
