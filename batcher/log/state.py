@@ -101,14 +101,19 @@ class Latest:
 
 
 def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tuple[str, str], Latest]:
-    """Each (source, key) of the stored messages with its latest event, walking ``rows`` in id order.
+    """Each (source, key) of the stored messages with its latest event.
 
-    ``rows`` are ``(id, idem_key, ...)`` as the write returns them. A payload without a ``"key":``
-    is skipped unread, so keyless traffic costs a substring search per message.
+    ``rows`` are ``(id, idem_key, ...)`` as the write returns them. Between two messages of one
+    batcher run (the same ``origin``), the later event is the one with the higher seq, whatever
+    the message ids: messages are ordered by their first seq, so an aggregate can be stored before
+    another that holds an older event of the same key (a job's ``JOB_COMPLETED`` grouped with an
+    earlier job's, then its own ``JOB_PROGRESS`` alone after it). Between runs, seqs restart, and
+    the message id decides. A payload without a ``"key":`` is skipped unread, so keyless traffic
+    costs a substring search per message.
     """
     latest: dict[tuple[str, str], Latest] = {}
-    # Newest first: a key's first sighting is its latest event, and the events it overtook cost
-    # one dict lookup each, never an object.
+    # Newest message first: a key's first sighting is usually its latest event, and the events it
+    # overtook cost a dict lookup and a comparison each, never an object.
     for row in reversed(rows):
         message_id = row[0]
         message = by_key[row[1]]
@@ -119,17 +124,26 @@ def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tu
         try:
             if message.type == message.event_type:
                 single = _KEYED.decode(payload)
-                if single.key is not None and (source, single.key) not in latest:
-                    latest[(source, single.key)] = Latest(message_id, single.seq, message, None)
+                if single.key is not None:
+                    seen = latest.get((source, single.key))
+                    if seen is None or _overtakes(seen, message, single.seq):
+                        latest[(source, single.key)] = Latest(message_id, single.seq, message, None)
                 continue
             group = _GROUP.decode(payload)
         except msgspec.DecodeError:
             continue  # not an event of this wire format (a digest, say): it keys nothing
         for inner in reversed(group.events):
             key = inner.key
-            if key is not None and (source, key) not in latest:
-                latest[(source, key)] = Latest(message_id, inner.seq, message, inner)
+            if key is not None:
+                seen = latest.get((source, key))
+                if seen is None or _overtakes(seen, message, inner.seq):
+                    latest[(source, key)] = Latest(message_id, inner.seq, message, inner)
     return latest
+
+
+def _overtakes(seen: Latest, message: Message, seq: int) -> bool:
+    """Whether an event of ``message`` (stored no later than ``seen``'s) is newer than ``seen``."""
+    return seq > seen.seq and message.origin == seen.message.origin
 
 
 class StateKeeper:

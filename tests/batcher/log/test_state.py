@@ -62,6 +62,27 @@ async def test_snapshot_holds_exactly_the_latest_event_of_each_open_key(store: P
     assert carrier.event_type == "JOB_PROGRESS"
 
 
+async def test_a_key_closed_in_an_earlier_message_of_its_batch_is_closed(store: PostgresStore, tmp_path: Path) -> None:
+    # Messages are ordered by their first seq: the JOB_COMPLETED aggregate (b's, then a's) is
+    # stored before a's JOB_PROGRESS, which is older than a's JOB_COMPLETED all the same.
+    await emit_all(
+        store,
+        tmp_path,
+        [
+            ("JOB_STARTED", "s", "a"),
+            ("JOB_COMPLETED", "s", "b"),
+            ("JOB_PROGRESS", "s", "a"),
+            ("JOB_COMPLETED", "s", "a"),
+        ],
+    )
+    stored = [(m.event_type, m.id) async for m in store.replay(0)]
+    assert [t for t, _ in stored] == ["JOB_STARTED", "JOB_COMPLETED", "JOB_PROGRESS"]
+
+    snapshot = await store.snapshot()
+    assert snapshot.count == 0 and snapshot_events(snapshot.body)[1] == []
+    assert (await store.fetch("SELECT keys FROM sse_state_meta"))[0][0] == 0
+
+
 async def test_filters_apply_to_each_keys_latest_event(store: PostgresStore, tmp_path: Path) -> None:
     await emit_all(
         store,
