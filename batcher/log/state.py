@@ -71,13 +71,14 @@ _ENCODE: Final = msgspec.json.Encoder().encode
 _KEY_FIELD: Final = b'"key":'
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Latest:
     """One key's latest event in a batch: its message id, seq and type, and where its text comes from.
 
     ``inner`` is the event inside an aggregate, None for a single event (whose payload is the
     event). The text is made only by :meth:`text`, so a key closed in the same batch, or overtaken
-    by a later event, never costs an encoding.
+    by a later event, never costs an encoding. Not frozen: a batch makes one per key, and a frozen
+    dataclass's ``__init__`` costs about twice as much.
     """
 
     message_id: int
@@ -112,6 +113,7 @@ def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tu
     costs a substring search per message.
     """
     latest: dict[tuple[str, str], Latest] = {}
+    seen_of = latest.get
     # Newest message first: a key's first sighting is usually its latest event, and the events it
     # overtook cost a dict lookup and a comparison each, never an object.
     for row in reversed(rows):
@@ -120,30 +122,29 @@ def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tu
         payload = message.payload
         if _KEY_FIELD not in payload:
             continue
-        source = message.source
+        source, origin = message.source, message.origin
         try:
             if message.type == message.event_type:
                 single = _KEYED.decode(payload)
                 if single.key is not None:
-                    seen = latest.get((source, single.key))
-                    if seen is None or _overtakes(seen, message, single.seq):
-                        latest[(source, single.key)] = Latest(message_id, single.seq, message, None)
+                    name = (source, single.key)
+                    seen = seen_of(name)
+                    if seen is None or (single.seq > seen.seq and origin == seen.message.origin):
+                        latest[name] = Latest(message_id, single.seq, message, None)
                 continue
             group = _GROUP.decode(payload)
         except msgspec.DecodeError:
             continue  # not an event of this wire format (a digest, say): it keys nothing
         for inner in reversed(group.events):
             key = inner.key
-            if key is not None:
-                seen = latest.get((source, key))
-                if seen is None or _overtakes(seen, message, inner.seq):
-                    latest[(source, key)] = Latest(message_id, inner.seq, message, inner)
+            if key is None:
+                continue
+            name = (source, key)
+            seen = seen_of(name)
+            # An older message's event is newer only within one run (seqs restart with each).
+            if seen is None or (inner.seq > seen.seq and origin == seen.message.origin):
+                latest[name] = Latest(message_id, inner.seq, message, inner)
     return latest
-
-
-def _overtakes(seen: Latest, message: Message, seq: int) -> bool:
-    """Whether an event of ``message`` (stored no later than ``seen``'s) is newer than ``seen``."""
-    return seq > seen.seq and message.origin == seen.message.origin
 
 
 class StateKeeper:
