@@ -38,30 +38,37 @@ INSERT INTO sse_state_meta (one) VALUES (true) ON CONFLICT DO NOTHING;
 """
 
 # One statement per batch, inside the batch's transaction: every key the batch touched, once, with
-# its latest event. Open keys are upserted, keys whose latest event is final are deleted, and the
-# key count moves by the difference. ``message_id <=`` on both sides makes a retried batch (whose
-# first attempt committed) unable to move a key back to an older event or to close a reopened one.
+# its latest event. Open keys ($1-$6) are upserted, keys whose latest event is final ($7-$9) are
+# deleted, and the key count moves by the difference. ``message_id <=`` on both sides makes a
+# retried batch (whose first attempt committed) unable to move a key back to an older event or to
+# close a reopened one. The closed keys come as arrays of their own, and each finds its row by one
+# probe of the primary key (a scalar subquery per key, which the planner cannot turn into a join):
+# as a join, the planner prices an index probe as a disk read and hash-joins the batch's keys
+# against a scan of the whole table once it holds a few thousand keys, so a batch's close would
+# cost what the state holds instead of what the batch holds. The rows found are deleted by their
+# ctid, in the same statement, under the write lock that serialises every write.
 APPLY: Final = f"""
-WITH incoming AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bool[])
-        AS t(source, key, message_id, seq, event_type, event, final)
-), upserted AS (
+WITH upserted AS (
     INSERT INTO sse_state AS s (source, key, message_id, seq, event_type, event)
-    SELECT source, key, message_id, seq, event_type, event FROM incoming WHERE NOT final
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[])
     ON CONFLICT (source, key) DO UPDATE
         SET message_id = EXCLUDED.message_id, seq = EXCLUDED.seq,
             event_type = EXCLUDED.event_type, event = EXCLUDED.event
         WHERE s.message_id <= EXCLUDED.message_id
     RETURNING (xmax = 0) AS fresh
 ), closed AS (
-    DELETE FROM sse_state s USING incoming i
-    WHERE i.final AND s.source = i.source AND s.key = i.key AND s.message_id <= i.message_id
+    DELETE FROM sse_state
+    WHERE ctid = ANY (ARRAY(
+        SELECT (SELECT s.ctid FROM sse_state s
+                WHERE s.source = c.source AND s.key = c.key AND s.message_id <= c.message_id)
+        FROM unnest($7::text[], $8::text[], $9::bigint[]) AS c(source, key, message_id)
+    ))
     RETURNING 1
 )
 UPDATE sse_state_meta
 SET keys = keys + (SELECT count(*) FROM upserted WHERE fresh) - (SELECT count(*) FROM closed),
-    upto_id = greatest(upto_id, $8)
-RETURNING keys, (SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', $9::text) WHERE $9::text IS NOT NULL) n)
+    upto_id = greatest(upto_id, $10)
+RETURNING keys, (SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', $11::text) WHERE $11::text IS NOT NULL) n)
 """
 # A write that touched no key still moves ``upto_id``. Both statements also send the commit's
 # NOTIFY (``_sql.NOTIFY``'s, when ``notify`` is not null), so keeping the state costs the write no

@@ -71,13 +71,14 @@ _ENCODE: Final = msgspec.json.Encoder().encode
 _KEY_FIELD: Final = b'"key":'
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Latest:
     """One key's latest event in a batch: its message id, seq and type, and where its text comes from.
 
     ``inner`` is the event inside an aggregate, None for a single event (whose payload is the
     event). The text is made only by :meth:`text`, so a key closed in the same batch, or overtaken
-    by a later event, never costs an encoding.
+    by a later event, never costs an encoding. Not frozen: a batch makes one per key, and a frozen
+    dataclass's ``__init__`` costs about twice as much.
     """
 
     message_id: int
@@ -101,34 +102,48 @@ class Latest:
 
 
 def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tuple[str, str], Latest]:
-    """Each (source, key) of the stored messages with its latest event, walking ``rows`` in id order.
+    """Each (source, key) of the stored messages with its latest event.
 
-    ``rows`` are ``(id, idem_key, ...)`` as the write returns them. A payload without a ``"key":``
-    is skipped unread, so keyless traffic costs a substring search per message.
+    ``rows`` are ``(id, idem_key, ...)`` as the write returns them. Between two messages of one
+    batcher run (the same ``origin``), the later event is the one with the higher seq, whatever
+    the message ids: messages are ordered by their first seq, so an aggregate can be stored before
+    another that holds an older event of the same key (a job's ``JOB_COMPLETED`` grouped with an
+    earlier job's, then its own ``JOB_PROGRESS`` alone after it). Between runs, seqs restart, and
+    the message id decides. A payload without a ``"key":`` is skipped unread, so keyless traffic
+    costs a substring search per message.
     """
     latest: dict[tuple[str, str], Latest] = {}
-    # Newest first: a key's first sighting is its latest event, and the events it overtook cost
-    # one dict lookup each, never an object.
+    seen_of = latest.get
+    # Newest message first: a key's first sighting is usually its latest event, and the events it
+    # overtook cost a dict lookup and a comparison each, never an object.
     for row in reversed(rows):
         message_id = row[0]
         message = by_key[row[1]]
         payload = message.payload
         if _KEY_FIELD not in payload:
             continue
-        source = message.source
+        source, origin = message.source, message.origin
         try:
             if message.type == message.event_type:
                 single = _KEYED.decode(payload)
-                if single.key is not None and (source, single.key) not in latest:
-                    latest[(source, single.key)] = Latest(message_id, single.seq, message, None)
+                if single.key is not None:
+                    name = (source, single.key)
+                    seen = seen_of(name)
+                    if seen is None or (single.seq > seen.seq and origin == seen.message.origin):
+                        latest[name] = Latest(message_id, single.seq, message, None)
                 continue
             group = _GROUP.decode(payload)
         except msgspec.DecodeError:
             continue  # not an event of this wire format (a digest, say): it keys nothing
         for inner in reversed(group.events):
             key = inner.key
-            if key is not None and (source, key) not in latest:
-                latest[(source, key)] = Latest(message_id, inner.seq, message, inner)
+            if key is None:
+                continue
+            name = (source, key)
+            seen = seen_of(name)
+            # An older message's event is newer only within one run (seqs restart with each).
+            if seen is None or (inner.seq > seen.seq and origin == seen.message.origin):
+                latest[name] = Latest(message_id, inner.seq, message, inner)
     return latest
 
 
@@ -170,18 +185,22 @@ class StateKeeper:
             keys: int = await conn.fetchval(state_sql.KEYS, newest, notify)
         else:
             final = self.final_types
-            items = list(latest.values())
-            closes = [item.message.event_type in final for item in items]
+            opened: list[tuple[str, str, Latest]] = []
+            closed: list[tuple[str, str, Latest]] = []
+            for (source, key), item in latest.items():
+                (closed if item.message.event_type in final else opened).append((source, key, item))
             keys = await conn.fetchval(
                 state_sql.APPLY,
-                [source for source, _ in latest],
-                [key for _, key in latest],
-                [item.message_id for item in items],
-                [item.seq for item in items],
-                [item.message.event_type for item in items],
+                [source for source, _, _ in opened],
+                [key for _, key, _ in opened],
+                [item.message_id for _, _, item in opened],
+                [item.seq for _, _, item in opened],
+                [item.message.event_type for _, _, item in opened],
+                [item.text() for _, _, item in opened],
                 # A closed key is deleted: its text is never needed.
-                ["" if closing else item.text() for item, closing in zip(items, closes, strict=True)],
-                closes,
+                [source for source, _, _ in closed],
+                [key for _, key, _ in closed],
+                [item.message_id for _, _, item in closed],
                 newest,
                 notify,
             )

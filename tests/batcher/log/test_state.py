@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import asyncpg
@@ -10,6 +10,7 @@ import asyncpg
 from sse_batcher.batcher import AggregationRules, BatcherConfig, SSEEventBatcher
 from sse_batcher.batcher.config import DEFAULT_FINAL_TYPES
 from sse_batcher.batcher.events import Message
+from sse_batcher.batcher.log.state import StateKeeper
 from sse_batcher.batcher.log.store import PostgresStore
 from tests.pg import started_store
 
@@ -61,6 +62,27 @@ async def test_snapshot_holds_exactly_the_latest_event_of_each_open_key(store: P
     assert carrier.event_type == "JOB_PROGRESS"
 
 
+async def test_a_key_closed_in_an_earlier_message_of_its_batch_is_closed(store: PostgresStore, tmp_path: Path) -> None:
+    # Messages are ordered by their first seq: the JOB_COMPLETED aggregate (b's, then a's) is
+    # stored before a's JOB_PROGRESS, which is older than a's JOB_COMPLETED all the same.
+    await emit_all(
+        store,
+        tmp_path,
+        [
+            ("JOB_STARTED", "s", "a"),
+            ("JOB_COMPLETED", "s", "b"),
+            ("JOB_PROGRESS", "s", "a"),
+            ("JOB_COMPLETED", "s", "a"),
+        ],
+    )
+    stored = [(m.event_type, m.id) async for m in store.replay(0)]
+    assert [t for t, _ in stored] == ["JOB_STARTED", "JOB_COMPLETED", "JOB_PROGRESS"]
+
+    snapshot = await store.snapshot()
+    assert snapshot.count == 0 and snapshot_events(snapshot.body)[1] == []
+    assert (await store.fetch("SELECT keys FROM sse_state_meta"))[0][0] == 0
+
+
 async def test_filters_apply_to_each_keys_latest_event(store: PostgresStore, tmp_path: Path) -> None:
     await emit_all(
         store,
@@ -86,6 +108,20 @@ async def test_a_retried_batch_moves_no_key_back(store: PostgresStore, tmp_path:
 
     _, events = snapshot_events((await store.snapshot()).body)
     assert [e["type"] for e in events] == ["JOB_PROGRESS"] and events[0]["message_id"] > first[0].id
+
+
+async def test_a_retried_close_never_closes_a_reopened_key(store: PostgresStore, tmp_path: Path) -> None:
+    await emit_all(store, tmp_path / "1", [("JOB_STARTED", "s", "k")])
+    await emit_all(store, tmp_path / "2", [("JOB_COMPLETED", "s", "k")])
+    closing = await _messages_of(store)
+    await emit_all(store, tmp_path / "3", [("JOB_STARTED", "s", "k")])
+    reopened = (await store.fetch("SELECT max(id) FROM sse_events"))[0][0]
+
+    await store.write(closing)  # the start and the close again, as after a lost COMMIT answer
+
+    _, events = snapshot_events((await store.snapshot()).body)
+    assert [(e["key"], e["message_id"]) for e in events] == [("k", reopened)]
+    assert (await store.fetch("SELECT keys FROM sse_state_meta"))[0][0] == 1
 
 
 async def _messages_of(store: PostgresStore) -> list[Message]:
@@ -174,3 +210,52 @@ async def test_the_state_statement_still_sends_the_commits_notify(dsn: str, tmp_
         await listener.close()
 
     assert heard == [str(last)]
+
+
+class _Explaining:
+    """A real connection that also EXPLAINs every ``fetchval`` statement before running it."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.plans: list[Any] = []
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        self.plans.append(json.loads(await self.conn.fetchval("EXPLAIN (FORMAT JSON) " + query, *args)))
+        return await self.conn.fetchval(query, *args)
+
+
+def _scans(node: dict[str, Any]) -> set[tuple[str, str]]:
+    """Every (node type, table) of a JSON plan node and the nodes under it."""
+    found = {(node["Node Type"], node.get("Relation Name", ""))}
+    for child in node.get("Plans", []):
+        found |= _scans(child)
+    return found
+
+
+async def test_closing_keys_probe_the_state_by_key_however_large_it_is(dsn: str, tmp_path: Path) -> None:
+    # A close must cost what the batch holds, not what the state holds: 20,000 open keys, a batch
+    # closing 300 of them, and the statement must reach them through the primary key.
+    async with started_store(dsn) as store:
+        await store.fetch(
+            "INSERT INTO sse_state SELECT 's', 'k' || i, i, 0, 'JOB_STARTED', '{}' FROM generate_series(0, 19999) i"
+        )
+        await store.fetch("UPDATE sse_state_meta SET keys = 20000")
+        await store.fetch("ANALYZE sse_state")
+        batch = [("JOB_COMPLETED", "s", f"k{i}") for i in range(300)] + [
+            ("JOB_PROGRESS", "s", f"p{i}") for i in range(30)
+        ]
+        await emit_all(store, tmp_path, batch)
+        messages = {m.idem_key: m for m in await _messages_of(store)}
+        rows = await store.fetch("SELECT id, idem_key FROM sse_events ORDER BY id")
+        conn = await asyncpg.connect(dsn)
+        try:
+            explaining = _Explaining(conn)
+            keeper = StateKeeper(max_keys=100_000, final_types=DEFAULT_FINAL_TYPES)
+            await keeper.apply(cast(asyncpg.Connection, explaining), rows, messages, None)
+        finally:
+            await conn.close()
+
+    [plan] = explaining.plans
+    scans = _scans(plan[0]["Plan"])
+    assert ("Seq Scan", "sse_state") not in scans
+    assert ("Index Scan", "sse_state") in scans

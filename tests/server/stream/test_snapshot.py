@@ -55,16 +55,17 @@ async def expected_state(dsn: str, upto_id: int) -> dict[tuple[str, str], tuple[
         rows = await conn.fetch("SELECT id, data::text FROM sse_events WHERE id <= $1 ORDER BY id", upto_id)
     finally:
         await conn.close()
+    # Each source here publishes through one node, so its events share one seq order: a key's
+    # latest event is its highest seq, even when an aggregate carrying an older one was stored
+    # after the message carrying a newer one.
+    keyed = [(e, message_id) for message_id, text in rows for e in unroll(text) if e.get("key") is not None]
+    keyed.sort(key=lambda pair: (pair[0]["source"], pair[0]["seq"]))
     state: dict[tuple[str, str], tuple[int, int, str]] = {}
-    for message_id, text in rows:
-        for event in unroll(text):
-            key = event.get("key")
-            if key is None:
-                continue
-            if event["type"] in _FINAL:
-                state.pop((event["source"], key), None)
-            else:
-                state[(event["source"], key)] = (message_id, event["seq"], event["type"])
+    for event, message_id in keyed:
+        if event["type"] in _FINAL:
+            state.pop((event["source"], event["key"]), None)
+        else:
+            state[(event["source"], event["key"])] = (message_id, event["seq"], event["type"])
     return state
 
 
