@@ -11,7 +11,8 @@ shutdown, and an SSE stream never ends on its own:
    uvicorn starts shutting down; under another ASGI server only by the lifespan's exit, see
    :mod:`sse_batcher.server.asgi`): refuse new publishes and streams, flush the batcher so every
    accepted event is stored and fanned out, then close the hub, so each stream writes what it has
-   queued and ends. Then uvicorn's wait for connections is short.
+   queued and ends; every publish still waiting for its commit is answered (504, ``kept`` saying
+   whether its events are on disk). Then uvicorn's wait for connections is short.
 2. The lifespan's exit: drain if nobody did, stop the demo workers, close the batcher (storing
    anything emitted since), the store, and the embedded PostgreSQL.
 """
@@ -115,9 +116,17 @@ class Runtime:
         self._drain_requested.set()
 
     async def drain(self) -> None:
-        """Refuse new work, store and fan out every accepted event, end every stream; wait for it."""
+        """Refuse new work, store and fan out every accepted event, end every stream; wait for it.
+
+        However it ends (done, or cut short by the caller's timeout), every publish still waiting
+        with ``?wait=stored`` is answered then (a 504 saying whether its events are kept), while
+        uvicorn still lets responses finish; it would cancel them later, with nothing said.
+        """
         self.request_drain()
-        await self._drained.wait()
+        try:
+            await self._drained.wait()
+        finally:
+            self.batcher.end_waits()
 
     async def _drain_when_asked(self) -> None:
         try:
@@ -138,6 +147,7 @@ class Runtime:
             self.task_failures += 1
             logger.exception("shutdown flush failed")
         finally:
+            self.batcher.end_waits()
             self.hub.close()
             self._drained.set()
 
