@@ -8,7 +8,8 @@ What it holds the cluster to (each check names the anomaly kind it reports):
 - ``duplicate``: no event (marker) is stored twice, whatever it was answered;
 - ``refused-stored``: an event whose every attempt was refused (4xx, or 503) is not stored;
 - ``unacked-lost``: an event answered 202 and never stored is a loss the cluster may take only when
-  the node that answered it was killed (SIGKILL) within ``loss_window_seconds`` after the answer;
+  the node that answered it was killed (SIGKILL) between the request's start and ``loss_window_seconds``
+  after the answer (a node can answer and die before the client has read the answer);
   such losses are counted (``window_losses``), not flagged;
 - ``stream-gap``: every connection got exactly the stored messages after its resume id, in order
   (a live-only connection: after its first message), and no ``HISTORY_TRUNCATED`` for an id still held;
@@ -150,7 +151,9 @@ def _publishes(
             for marker, key in zip(publish.markers, publish.keys, strict=True):
                 if stored_in.get(marker) or _superseded(history, publish, key, by_id):
                     continue
-                if any(publish.ended <= at <= publish.ended + limits.loss_window_seconds for at in kills[publish.node]):
+                # From the request's start: a node can answer, then die before the client has read it.
+                window = publish.ended + limits.loss_window_seconds
+                if any(publish.started <= at <= window for at in kills[publish.node]):
                     window_losses += 1
                     continue
                 lost.append(marker)

@@ -117,6 +117,20 @@ def test_a_202_loss_is_counted_after_a_kill_and_flagged_without_one() -> None:
     assert result.window_losses == 1
 
 
+def test_a_202_read_after_the_kill_that_lost_it_is_counted_not_flagged() -> None:
+    # The node answered, then died before the client had read the whole answer: the kill lands
+    # between the request's start and its recorded end.
+    history = _clean()
+    history.stored.pop()
+    history.streams.clear()
+    history.kills.append(Kill(node="n1", at=9.9))
+    assert _kinds(history) == ["unacked-lost"]  # killed before the request: explains nothing
+    history.kills.append(Kill(node="n1", at=10.05))
+    result = check(history)
+    assert result.anomalies == ()
+    assert result.window_losses == 1
+
+
 def test_a_superseded_event_of_a_coalesced_type_is_not_a_loss() -> None:
     history = History(seed=1, coalesced_types=frozenset({"P"}))
     history.publishes += [
