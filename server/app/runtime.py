@@ -43,6 +43,10 @@ __all__ = ["DemoFarmLike", "Runtime", "RuntimeNotReady", "StartingLike", "runtim
 
 logger = logging.getLogger(__name__)
 
+# After the drain, how long the publishes it answered get to write their 504s before every request
+# still unanswered is cancelled and answered 503; well within uvicorn's grace (at least 1 s).
+_ANSWER_GRACE_SECONDS = 0.25
+
 
 class DemoFarmLike(Protocol):
     """What the server needs of ``sse_batcher.workers.demo.farm.DemoFarm``."""
@@ -104,6 +108,10 @@ class Runtime:
         self.process.cpu_percent(None)
         self._drain_requested = anyio.Event()
         self._drained = anyio.Event()
+        # The cancel scopes of HTTP requests whose response has not begun (server.app.cutoff).
+        self.unanswered: set[anyio.CancelScope] = set()
+        self._tasks: TaskGroup | None = None
+        self._answering = False
 
     # -- shutdown ----------------------------------------------------------------------------
     @property
@@ -126,7 +134,22 @@ class Runtime:
         try:
             await self._drained.wait()
         finally:
-            self.batcher.end_waits()
+            self._answer_the_rest()
+
+    def _answer_the_rest(self) -> None:
+        """Answer what still waits once the drain ends: publishes waiting for their commit now (504),
+        then, a moment later, every request whose response has not begun (503, via its cancel scope)."""
+        self.batcher.end_waits()
+        if self._answering or self._tasks is None:
+            return
+        self._answering = True
+
+        async def cut() -> None:
+            await anyio.sleep(_ANSWER_GRACE_SECONDS)  # the 504s above are written first
+            for scope in list(self.unanswered):
+                scope.cancel()
+
+        self._tasks.start_soon(cut)
 
     async def _drain_when_asked(self) -> None:
         try:
@@ -147,12 +170,13 @@ class Runtime:
             self.task_failures += 1
             logger.exception("shutdown flush failed")
         finally:
-            self.batcher.end_waits()
+            self._answer_the_rest()
             self.hub.close()
             self._drained.set()
 
     def start_background(self, tasks: TaskGroup) -> None:
         """Start the loops that run for the app's life in ``tasks``: retention, the hub, digests, the drain."""
+        self._tasks = tasks
         tasks.start_soon(self._supervise, "retention", self.store.run_retention)
         tasks.start_soon(self._supervise, "hub", self.hub.run)
         tasks.start_soon(self._drain_when_asked)

@@ -109,16 +109,17 @@ async def test_sigterm_stores_and_delivers_every_accepted_event_then_exits_0(dsn
     assert len(delivered) == len(set(delivered))
 
 
-async def test_sigterm_answers_a_publish_waiting_on_an_unreachable_database_504_then_exits_0(
+async def test_sigterm_answers_requests_waiting_on_an_unreachable_database_504_and_503_then_exits_0(
     dsn: str, tmp_path: Path
 ) -> None:
-    # The wait (20 s) outlasts uvicorn's grace for open responses (1 s of these 5): the server must
-    # answer it with what it knows before that grace ends, not let the cancellation make it a 500.
+    # The waits (a publish's 20 s, a resume lookup's 8 s) outlast uvicorn's grace for open responses
+    # (1 s of these 5): the server must answer them with what it knows before that grace ends, not
+    # let the cancellation make them 500s.
     proxy = ChaosProxy(unix_socket_of(dsn))
     port = await proxy.start()
     database = dsn.split("?")[0].rsplit("/", 1)[1]
     env = {
-        "SSE_STORE_TIMEOUT_SECONDS": "3",
+        "SSE_STORE_TIMEOUT_SECONDS": "8",
         "SSE_PUBLISH_WAIT_TIMEOUT_SECONDS": "20",
         "SSE_SHUTDOWN_TIMEOUT_SECONDS": "5",
     }
@@ -130,14 +131,21 @@ async def test_sigterm_answers_a_publish_waiting_on_an_unreachable_database_504_
         proxy.partition()  # bytes stop, nothing is closed: the commit neither succeeds nor fails
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             answer: list[httpx.Response] = []
+            resumed: list[httpx.Response] = []
             exits: list[int | None] = []
 
             async def publish() -> None:
                 body = [{"type": "T", "source": "s", "data": {"i": i}} for i in range(3)]
                 answer.append(await client.post("/api/events?wait=stored", json=body))
 
+            async def resume() -> None:
+                async with client.stream("GET", "/events", headers={"Last-Event-ID": "1"}) as stream:
+                    await stream.aread()
+                    resumed.append(stream)
+
             async with anyio.create_task_group() as tg:
                 tg.start_soon(publish)
+                tg.start_soon(resume)
                 await anyio.sleep(1.0)
                 exits.append(await anyio.to_thread.run_sync(server.stop))
             response = answer[0]
@@ -145,6 +153,10 @@ async def test_sigterm_answers_a_publish_waiting_on_an_unreachable_database_504_
         body = response.json()
         assert set(body) >= {"error", "state", "kept", "ids"}
         assert body["ids"] == [None, None, None]
+        assert resumed[0].status_code == 503, (resumed[0].status_code, resumed[0].text)
+        assert resumed[0].json()["error"] == "the server is shutting down"
+        assert resumed[0].headers["Retry-After"] == "1"
+        assert resumed[0].headers["X-Content-Type-Options"] == "nosniff"
         assert "Exception in ASGI application" not in server.log.read_text()
         assert exits == [0]
     finally:
