@@ -12,7 +12,9 @@ shutdown, and an SSE stream never ends on its own:
    :mod:`sse_batcher.server.asgi`): refuse new publishes and streams, flush the batcher so every
    accepted event is stored and fanned out, then close the hub, so each stream writes what it has
    queued and ends; every publish still waiting for its commit is answered (504, ``kept`` saying
-   whether its events are on disk). Then uvicorn's wait for connections is short.
+   whether its events are on disk), and a moment later every other request still waiting before
+   its response (on an unreachable database, say) is answered 503 (:mod:`.cutoff`). Then uvicorn's
+   wait for connections is short, and cancels nothing.
 2. The lifespan's exit: drain if nobody did, stop the demo workers, close the batcher (storing
    anything emitted since), the store, and the embedded PostgreSQL.
 """
