@@ -194,6 +194,16 @@ class BatcherCore(Service):
         self._refused_early += 1
         return BufferFullError(f"the dead-letter file refuses writes ({self._writer.dead_letter_error}); retry shortly")
 
+    def end_waits(self) -> None:
+        """Answer every coroutine waiting in ``publish()`` or ``aemit(wait=True)`` now, and every later
+        one at once, with :class:`AckTimeoutError` saying where its events stand (``kept``).
+
+        For a server shutting down: it can still send those answers, where its ASGI server would
+        soon cancel the requests instead. The events are not dropped: they are stored, or kept on
+        disk, as any other. Worker threads blocked in ``emit(wait=True)`` keep waiting.
+        """
+        self._tracker.end_waits()
+
     # -- flushing ----------------------------------------------------------------------------
     async def flush(self, timeout: float | None = None) -> bool:
         """Store and hand out every event accepted before the call.

@@ -56,7 +56,7 @@ async def put_and_wait(buffer: EventBuffer, tracker: FlushTracker, items: list[I
     """
     acks, on_seq = tracker.expect([(item[1], item[0]) for item in items])
     buffer.put_many(items, on_seq)
-    return await wait_for_acks(acks, limit)
+    return await wait_for_acks(acks, limit, tracker)
 
 
 def _outcome(acks: Sequence[Ack]) -> tuple[list[int | None], str | None]:
@@ -75,13 +75,14 @@ def _outcome(acks: Sequence[Ack]) -> tuple[list[int | None], str | None]:
     return ids, state
 
 
-def timeout_error(acks: Sequence[Ack], seconds: float) -> AckTimeoutError:
-    """The error for acks not all stored within ``seconds``."""
+def timeout_error(acks: Sequence[Ack], seconds: float, *, ended: bool = False) -> AckTimeoutError:
+    """The error for acks not all stored within ``seconds`` (``ended``: the wait was ended first)."""
     ids, state = _outcome(acks)
     unstored = [a for a in acks if not (a.future.done() and a.future.exception() is None)]
     kept = all(a.state == KEPT for a in unstored)
+    within = "before the batcher stopped waiting to shut down" if ended else f"within {seconds:g} s"
     return AckTimeoutError(
-        f"{len(unstored)} of {len(acks)} events were not committed within {seconds:g} s "
+        f"{len(unstored)} of {len(acks)} events were not committed {within} "
         f"({'kept on disk, to be stored once PostgreSQL answers' if kept else state})",
         state=state or BUFFERED,
         kept=kept,
@@ -89,12 +90,16 @@ def timeout_error(acks: Sequence[Ack], seconds: float) -> AckTimeoutError:
     )
 
 
-async def wait_for_acks(acks: Sequence[Ack], limit: float) -> list[int]:
-    """Wait up to ``limit`` seconds for every ack; return their message ids.
+async def wait_for_acks(acks: Sequence[Ack], limit: float, tracker: FlushTracker) -> list[int]:
+    """Wait up to ``limit`` seconds for every ack, or until ``tracker.end_waits()``; return their ids.
+
+    The early end is for a shutdown: the server answers the wait with what it knows while it may
+    still send an answer, rather than have the request cancelled under it.
 
     Raises:
         StoreRejectedError: PostgreSQL refused one of the events.
-        AckTimeoutError: not all stored in time (``kept`` says whether the rest is on disk).
+        AckTimeoutError: not all stored in time, or the wait was ended (``kept`` says whether the
+            rest is on disk).
     """
     # Not asyncio.wrap_future: cancelling the wait (the timeout) would cancel the acks too, and a
     # late commit must still resolve them for anyone else asking.
@@ -110,8 +115,25 @@ async def wait_for_acks(acks: Sequence[Ack], limit: float) -> list[int]:
 
     for ack in acks:
         ack.future.add_done_callback(lambda f: loop.call_soon_threadsafe(one_done, f))
-    with anyio.move_on_after(limit):
-        await done.wait()
+    ended = False
+
+    def end() -> None:
+        nonlocal ended
+        ended = True
+        done.set()
+
+    def end_soon() -> None:
+        loop.call_soon_threadsafe(end)
+
+    forget = tracker.on_end_waits(end_soon)
+    if forget is None:
+        end()
+    try:
+        with anyio.move_on_after(limit):
+            await done.wait()
+    finally:
+        if forget is not None:
+            forget()
     ids, state = _outcome(acks)
     if state is None:
         return [i for i in ids if i is not None]
@@ -119,4 +141,4 @@ async def wait_for_acks(acks: Sequence[Ack], limit: float) -> list[int]:
         failure = ack.future.exception() if ack.future.done() else None
         if isinstance(failure, StoreRejectedError):
             raise failure
-    raise timeout_error(acks, limit)
+    raise timeout_error(acks, limit, ended=ended)

@@ -61,6 +61,8 @@ class FlushTracker:
         # (source, type) -> seqs waited for (sorted, since seqs only grow) and their acks.
         self._acks: dict[tuple[str, str], tuple[list[int], dict[int, Ack]]] = {}
         self._ack_count = 0
+        # How each coroutine waiting for its acks is told to stop waiting (end_waits); None once told.
+        self._ending: set[Callable[[], None]] | None = set()
 
     # -- flush() -----------------------------------------------------------------------------
     def handled(self, events: int, *, bypass: bool) -> None:
@@ -108,6 +110,29 @@ class FlushTracker:
                 self._ack_count += 1
 
         return acks, register
+
+    def on_end_waits(self, end: Callable[[], None]) -> Callable[[], None] | None:
+        """Have :meth:`end_waits` call ``end``; return what unregisters it, or None when waits have
+        ended already (the caller answers at once)."""
+        with self._lock:
+            if self._ending is None:
+                return None
+            self._ending.add(end)
+        ending = self._ending
+
+        def forget() -> None:
+            with self._lock:
+                ending.discard(end)
+
+        return forget
+
+    def end_waits(self) -> None:
+        """Tell every coroutine waiting for acks to stop waiting and answer with what it knows, now
+        and from now on; the acks themselves still resolve when their events are stored."""
+        with self._lock:
+            ending, self._ending = self._ending, None
+        for end in ending or ():
+            end()
 
     @property
     def waiting(self) -> int:

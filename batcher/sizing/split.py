@@ -211,6 +211,11 @@ class SplitBatcher(Service):
             raise failures[0]
         return ids
 
+    def end_waits(self) -> None:
+        """Answer every publish waiting on either arm now (``SSEEventBatcher.end_waits``)."""
+        for arm in self._arms:
+            arm.end_waits()
+
     async def flush(self, timeout: float | None = None) -> bool:
         """Flush both arms at once; True when both stored everything."""
         results = [False, False]

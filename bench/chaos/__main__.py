@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="schedule seed (default: a random one, printed)")
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--kinds", default=None, help=f"comma-separated subset of: {', '.join(FAULT_KINDS)}")
+    parser.add_argument(
+        "--whole-rounds", action="store_true", help="finish the round of the deck begun when the time runs out"
+    )
     parser.add_argument("--logs", type=Path, default=None, help="copy the node logs to this directory")
     parser.add_argument("--history", type=Path, default=None, help="write the recorded history to this JSON file")
     args = parser.parse_args(argv)
@@ -37,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     print(f"seed {seed}; {args.seconds:g} s of faults on {args.nodes} nodes; {machine()}", flush=True)
     started = time.monotonic()
-    outcome = asyncio.run(run_campaign(seed, args.seconds, nodes=args.nodes, kinds=kinds, logs=args.logs))
+    outcome = asyncio.run(
+        run_campaign(seed, args.seconds, nodes=args.nodes, kinds=kinds, logs=args.logs, whole_rounds=args.whole_rounds)
+    )
     print(render(outcome.history, outcome.result, outcome.kinds))
     if args.history is not None:
         history = dataclasses.asdict(outcome.history)

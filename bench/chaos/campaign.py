@@ -55,9 +55,18 @@ class CampaignResult:
 
 
 async def run_campaign(
-    seed: int, seconds: float, *, nodes: int = 3, kinds: list[str] | None = None, logs: Path | None = None
+    seed: int,
+    seconds: float,
+    *,
+    nodes: int = 3,
+    kinds: list[str] | None = None,
+    logs: Path | None = None,
+    whole_rounds: bool = False,
 ) -> CampaignResult:
-    """Run the campaign and check its history; node logs are copied to ``logs`` when given."""
+    """Run the campaign and check its history; node logs are copied to ``logs`` when given.
+
+    ``whole_rounds``: finish the deck begun when ``seconds`` run out (see ``faults.run_faults``).
+    """
     kinds = kinds or list(FAULT_KINDS)
     history = History(seed=seed, coalesced_types=frozenset({COALESCED_TYPE}))
     rng = random.Random(seed)
@@ -74,7 +83,8 @@ async def run_campaign(
             for spec in SUBSCRIBERS
         ]
         try:
-            await run_faults(the_cluster, rng, time.monotonic() + seconds, kinds=kinds)
+            until = time.monotonic() + seconds
+            await run_faults(the_cluster, rng, until, kinds=kinds, whole_rounds=whole_rounds)
             await _heal(the_cluster)
             stop_publishers.set()
             await _finish(publishers, _CLIENT_STOP_SECONDS)

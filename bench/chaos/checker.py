@@ -8,7 +8,8 @@ What it holds the cluster to (each check names the anomaly kind it reports):
 - ``duplicate``: no event (marker) is stored twice, whatever it was answered;
 - ``refused-stored``: an event whose every attempt was refused (4xx, or 503) is not stored;
 - ``unacked-lost``: an event answered 202 and never stored is a loss the cluster may take only when
-  the node that answered it was killed (SIGKILL) within ``loss_window_seconds`` after the answer;
+  the node that answered it was killed (SIGKILL) between the request's start and ``loss_window_seconds``
+  after the answer (a node can answer and die before the client has read the answer);
   such losses are counted (``window_losses``), not flagged;
 - ``stream-gap``: every connection got exactly the stored messages after its resume id, in order
   (a live-only connection: after its first message), and no ``HISTORY_TRUNCATED`` for an id still held;
@@ -18,11 +19,13 @@ What it holds the cluster to (each check names the anomaly kind it reports):
 - ``timeout-but-stored``: a 504 for events whose messages a stream had already delivered well before
   it was sent (the waiter missed its commit; a client that retries without a key then stores them
   twice). Delivery, not ``created_at``, dates the commit: ``created_at`` is when the transaction
-  began, and a partition can hold a COMMIT for seconds;
+  began, and a partition can hold a COMMIT for seconds. Not flagged when a fault on the node's way to
+  PostgreSQL held from the commit to the answer: the COMMIT's answer may have been lost with the link;
 - ``node-exit``: no node process exits unless the campaign stopped or killed it;
 - ``node-stuck``: no node stays unhealthy once every fault is undone (a live process that no longer
   serves is worse than an exit: no supervisor restarts it);
-- ``memory-growth``: within each run of a node process, resident memory stays flat.
+- ``memory-growth``: within each run of a node process, resident memory stays flat (compared over
+  the samples of its fullest process tree: a supervisor waiting for its database has no workers yet).
 """
 
 from __future__ import annotations
@@ -39,6 +42,20 @@ __all__ = ["Anomaly", "CheckResult", "Limits", "check"]
 
 _CONTROL = "HISTORY_TRUNCATED"
 _ANSWER_504 = frozenset({"error", "state", "kept", "ids"})
+# Faults on a node's way to PostgreSQL (pg-restart: every node's): a COMMIT may succeed while its
+# answer is held or lost, so the node rightly answers 504 for events already stored.
+_LINK_FAULTS = frozenset(
+    {
+        "pg-restart",
+        "partition",
+        "cut",
+        "slow-db",
+        "kill-in-outage",
+        "deadletter-unwritable",
+        "scale-workers",
+        "ab-toggle",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,7 +167,9 @@ def _publishes(
             for marker, key in zip(publish.markers, publish.keys, strict=True):
                 if stored_in.get(marker) or _superseded(history, publish, key, by_id):
                     continue
-                if any(publish.ended <= at <= publish.ended + limits.loss_window_seconds for at in kills[publish.node]):
+                # From the request's start: a node can answer, then die before the client has read it.
+                window = publish.ended + limits.loss_window_seconds
+                if any(publish.started <= at <= window for at in kills[publish.node]):
                     window_losses += 1
                     continue
                 lost.append(marker)
@@ -166,7 +185,14 @@ def _publishes(
             delivered = [first_delivery.get(stored_in[m][0]) for m in publish.markers]
             known = [at for at in delivered if at is not None]
             committed = max(known) if len(known) == len(delivered) else publish.ended
-            if committed < publish.ended - limits.commit_slack_seconds:
+            link_failed = any(
+                fault.kind in _LINK_FAULTS
+                and fault.node in (publish.node, None)
+                and fault.started <= publish.ended
+                and fault.ended >= committed - limits.commit_slack_seconds
+                for fault in history.faults
+            )
+            if committed < publish.ended - limits.commit_slack_seconds and not link_failed:
                 anomalies.append(
                     Anomaly(
                         kind="timeout-but-stored",
@@ -294,9 +320,16 @@ def _error_body(body: object) -> bool:
 
 
 def _memory(history: History, limits: Limits) -> list[Anomaly]:
+    # Within one run, only the samples of its fullest process tree: a --workers node started while
+    # its database is away is its supervisor alone until the workers start.
+    fullest: dict[tuple[str, int], int] = defaultdict(int)
+    for sample in history.memory:
+        key = (sample.node, sample.run)
+        fullest[key] = max(fullest[key], sample.processes)
     runs: dict[tuple[str, int], list[tuple[float, int]]] = defaultdict(list)
     for sample in history.memory:
-        runs[(sample.node, sample.run)].append((sample.at, sample.rss_bytes))
+        if sample.processes == fullest[(sample.node, sample.run)]:
+            runs[(sample.node, sample.run)].append((sample.at, sample.rss_bytes))
     found: list[Anomaly] = []
     for (node, run), samples in runs.items():
         if len(samples) < limits.memory_min_samples:

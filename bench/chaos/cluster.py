@@ -194,11 +194,13 @@ class Cluster:
                 last_sample = now
                 for node in self.nodes:
                     rss = 0
-                    for process in node.tree():
+                    tree = node.tree()
+                    for process in tree:
                         with contextlib.suppress(psutil.Error):
                             rss += process.memory_info().rss
                     if rss and not node.down:
-                        self.history.memory.append(MemorySample(node=node.name, run=node.run, at=now, rss_bytes=rss))
+                        sample = MemorySample(node=node.name, run=node.run, at=now, rss_bytes=rss, processes=len(tree))
+                        self.history.memory.append(sample)
 
 
 @asynccontextmanager

@@ -155,12 +155,23 @@ FAULT_KINDS: dict[str, FaultFn] = {
 }
 
 
-async def run_faults(cluster: Cluster, rng: random.Random, until: float, *, kinds: list[str] | None = None) -> None:
-    """Inject faults one at a time until ``until`` (``time.monotonic()``), recording each."""
+async def run_faults(
+    cluster: Cluster,
+    rng: random.Random,
+    until: float,
+    *,
+    kinds: list[str] | None = None,
+    whole_rounds: bool = False,
+) -> None:
+    """Inject faults one at a time until ``until`` (``time.monotonic()``), recording each.
+
+    ``whole_rounds``: go on past ``until`` until the deck is empty, so every kind is drawn as often
+    as every other, and a short run draws each kind at least once.
+    """
     deck: list[str] = []
-    while time.monotonic() < until:
+    while time.monotonic() < until or (whole_rounds and deck):
         await asyncio.sleep(rng.uniform(0.5, 2.0))
-        if time.monotonic() >= until:
+        if time.monotonic() >= until and not (whole_rounds and deck):
             return
         if not deck:
             deck = list(kinds or FAULT_KINDS)

@@ -132,6 +132,7 @@ class MemorySample:
     run: int
     at: float
     rss_bytes: int
+    processes: int = 0  # in the tree (0: not recorded); a supervisor's children come and go
 
 
 @dataclass(slots=True, kw_only=True)

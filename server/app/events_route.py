@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sse_batcher.server._http import error
+from sse_batcher.server.app.cutoff import cut_at_shutdown, shutting_down
 from sse_batcher.server.app.runtime import RuntimeNotReady
 from sse_batcher.server.app.stream import stream_events
 from sse_batcher.server.security.middleware import SECURITY_HEADERS, CORSMiddleware
@@ -56,7 +57,12 @@ class EventsRoute:
             return
         request = Request(scope, receive)
         try:
-            response = await stream_events(request)
+            # The resume lookup may wait on an unreachable PostgreSQL: answered 503 if still waiting
+            # after a shutdown's drain. The stream itself is written outside, through the server's send.
+            with cut_at_shutdown(request.app.state) as cut:
+                response = await stream_events(request)
+            if cut.cut:
+                response = shutting_down()
         except RuntimeNotReady as exc:
             # What the app's handler answers on the other routes: starting or shutting down.
             response = error(503, str(exc), {"Retry-After": "2"})

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Scope
 
 from sse_batcher import frontend
 from sse_batcher.server._http import BodyError, error, json_response, publish_token_required, read_json
+from sse_batcher.server.app.cutoff import DrainCutoff
 from sse_batcher.server.app.events_route import EventsRoute
 from sse_batcher.server.app.history import stats_history
 from sse_batcher.server.app.metrics import metrics, new_registry
@@ -114,13 +115,15 @@ async def not_ready(request: Request, exc: Exception) -> Response:
 class _App(Starlette):
     """Starlette with GET /events served ahead of its middleware stack (:mod:`.events_route`).
 
+    Inside it, :class:`~.cutoff.DrainCutoff` answers 503 what still waits after a shutdown's drain.
     The Host check stays outermost, so no path, ``/events`` included, answers a foreign ``Host``;
     it looks at the request once and never wraps ``send``.
     """
 
     def build_middleware_stack(self) -> ASGIApp:
         config: ServerConfig = self.state.config
-        events = EventsRoute(super().build_middleware_stack(), config.cors_origins)
+        cutoff = DrainCutoff(super().build_middleware_stack(), self.state)
+        events = EventsRoute(cutoff, config.cors_origins)
         return HostCheckMiddleware(events, allowed=allowed_hosts(config.allowed_hosts, config.host))
 
 

@@ -17,7 +17,8 @@ Every status a client can cause is a 4xx or 503 with a JSON ``{"error": ...}`` b
 ``?wait=stored`` answers only once every event is committed: 201 ``{"accepted": n, "ids": [...]}``
 (each event's message id; events of one aggregate share it). The events ride in ordinary batches,
 so waiting costs the caller latency, not the server throughput. Not committed within
-SSE_PUBLISH_WAIT_TIMEOUT_SECONDS: 504 ``{"error", "state", "kept", "ids"}``, where ``kept`` says
+SSE_PUBLISH_WAIT_TIMEOUT_SECONDS, or by the end of a shutdown's drain (answered then, before uvicorn
+would cancel the request): 504 ``{"error", "state", "kept", "ids"}``, where ``kept`` says
 whether the events are safe on disk (the dead-letter file, stored once PostgreSQL answers), so a
 retry with the same idempotency key stores nothing twice either way.
 

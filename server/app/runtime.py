@@ -11,7 +11,10 @@ shutdown, and an SSE stream never ends on its own:
    uvicorn starts shutting down; under another ASGI server only by the lifespan's exit, see
    :mod:`sse_batcher.server.asgi`): refuse new publishes and streams, flush the batcher so every
    accepted event is stored and fanned out, then close the hub, so each stream writes what it has
-   queued and ends. Then uvicorn's wait for connections is short.
+   queued and ends; every publish still waiting for its commit is answered (504, ``kept`` saying
+   whether its events are on disk), and a moment later every other request still waiting before
+   its response (on an unreachable database, say) is answered 503 (:mod:`.cutoff`). Then uvicorn's
+   wait for connections is short, and cancels nothing.
 2. The lifespan's exit: drain if nobody did, stop the demo workers, close the batcher (storing
    anything emitted since), the store, and the embedded PostgreSQL.
 """
@@ -41,6 +44,10 @@ from sse_batcher.server.stream.latency import DeliveryLatency
 __all__ = ["DemoFarmLike", "Runtime", "RuntimeNotReady", "StartingLike", "runtime_of"]
 
 logger = logging.getLogger(__name__)
+
+# After the drain, how long the publishes it answered get to write their 504s before every request
+# still unanswered is cancelled and answered 503; well within uvicorn's grace (at least 1 s).
+_ANSWER_GRACE_SECONDS = 0.25
 
 
 class DemoFarmLike(Protocol):
@@ -103,6 +110,10 @@ class Runtime:
         self.process.cpu_percent(None)
         self._drain_requested = anyio.Event()
         self._drained = anyio.Event()
+        # The cancel scopes of HTTP requests whose response has not begun (server.app.cutoff).
+        self.unanswered: set[anyio.CancelScope] = set()
+        self._tasks: TaskGroup | None = None
+        self._answering = False
 
     # -- shutdown ----------------------------------------------------------------------------
     @property
@@ -115,9 +126,32 @@ class Runtime:
         self._drain_requested.set()
 
     async def drain(self) -> None:
-        """Refuse new work, store and fan out every accepted event, end every stream; wait for it."""
+        """Refuse new work, store and fan out every accepted event, end every stream; wait for it.
+
+        However it ends (done, or cut short by the caller's timeout), every publish still waiting
+        with ``?wait=stored`` is answered then (a 504 saying whether its events are kept), while
+        uvicorn still lets responses finish; it would cancel them later, with nothing said.
+        """
         self.request_drain()
-        await self._drained.wait()
+        try:
+            await self._drained.wait()
+        finally:
+            self._answer_the_rest()
+
+    def _answer_the_rest(self) -> None:
+        """Answer what still waits once the drain ends: publishes waiting for their commit now (504),
+        then, a moment later, every request whose response has not begun (503, via its cancel scope)."""
+        self.batcher.end_waits()
+        if self._answering or self._tasks is None:
+            return
+        self._answering = True
+
+        async def cut() -> None:
+            await anyio.sleep(_ANSWER_GRACE_SECONDS)  # the 504s above are written first
+            for scope in list(self.unanswered):
+                scope.cancel()
+
+        self._tasks.start_soon(cut)
 
     async def _drain_when_asked(self) -> None:
         try:
@@ -138,11 +172,13 @@ class Runtime:
             self.task_failures += 1
             logger.exception("shutdown flush failed")
         finally:
+            self._answer_the_rest()
             self.hub.close()
             self._drained.set()
 
     def start_background(self, tasks: TaskGroup) -> None:
         """Start the loops that run for the app's life in ``tasks``: retention, the hub, digests, the drain."""
+        self._tasks = tasks
         tasks.start_soon(self._supervise, "retention", self.store.run_retention)
         tasks.start_soon(self._supervise, "hub", self.hub.run)
         tasks.start_soon(self._drain_when_asked)

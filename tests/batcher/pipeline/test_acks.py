@@ -101,3 +101,27 @@ async def test_emit_wait_keeps_one_deadline_for_room_and_commit_together(store: 
     assert len(outcome) == 1 and isinstance(outcome[0], AckTimeoutError)
     # One limit for the whole call: spending it twice would take 1.75 limits here.
     assert elapsed[0] < limit * 1.4
+
+
+async def test_end_waits_answers_a_waiting_publish_at_once_and_a_late_commit_still_stores_it(
+    store: PostgresStore, dsn: str, tmp_path: Path
+) -> None:
+    async with running(store, config(tmp_path, batch_timeout_seconds=30, leading_edge=False)) as (batcher, _):
+        errors: list[AckTimeoutError] = []
+
+        async def publish() -> None:
+            with pytest.raises(AckTimeoutError) as caught:
+                await batcher.publish([{"type": "T", "data": {"m": "waited"}}], timeout=30)
+            errors.append(caught.value)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(publish)
+                await anyio.wait_all_tasks_blocked()
+                batcher.end_waits()
+        with anyio.fail_after(5), pytest.raises(AckTimeoutError, match="stopped waiting"):
+            await batcher.publish([{"type": "T", "data": {"m": "late"}}], timeout=30)  # answered at once
+        assert await batcher.flush(5)
+    assert [(e.state, e.kept, e.ids) for e in errors] == [("buffered", False, [None])]
+    stored = " ".join(row["data"] for row in await stored_rows(dsn))
+    assert "waited" in stored and "late" in stored

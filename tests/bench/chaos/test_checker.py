@@ -7,6 +7,7 @@ from typing import Any
 
 from bench.chaos.checker import check
 from bench.chaos.history import (
+    Fault,
     History,
     Kill,
     MemorySample,
@@ -117,6 +118,20 @@ def test_a_202_loss_is_counted_after_a_kill_and_flagged_without_one() -> None:
     assert result.window_losses == 1
 
 
+def test_a_202_read_after_the_kill_that_lost_it_is_counted_not_flagged() -> None:
+    # The node answered, then died before the client had read the whole answer: the kill lands
+    # between the request's start and its recorded end.
+    history = _clean()
+    history.stored.pop()
+    history.streams.clear()
+    history.kills.append(Kill(node="n1", at=9.9))
+    assert _kinds(history) == ["unacked-lost"]  # killed before the request: explains nothing
+    history.kills.append(Kill(node="n1", at=10.05))
+    result = check(history)
+    assert result.anomalies == ()
+    assert result.window_losses == 1
+
+
 def test_a_superseded_event_of_a_coalesced_type_is_not_a_loss() -> None:
     history = History(seed=1, coalesced_types=frozenset({"P"}))
     history.publishes += [
@@ -174,6 +189,36 @@ def test_a_504_for_events_streamed_long_before_it_is_flagged() -> None:
     early = Received(id=3, event="T", data="{}", at=14.0)
     history.streams.append(Stream(node="n3", started=12, ended=20, resume_id=2, status=200, messages=(early,)))
     assert _kinds(history) == ["timeout-but-stored"]
+
+
+def test_a_504_for_events_committed_as_the_nodes_database_link_failed_is_not_flagged() -> None:
+    # The COMMIT went through; its answer was held or lost with the link: the node cannot know.
+    history = _clean()
+    answer = {"error": "timeout", "state": "buffered", "kept": False, "ids": [None]}
+    history.publishes.append(_publish(("x",), 504, answer, at=20.0))
+    history.stored.append(_message(3, "x", at=12.0))
+    early = Received(id=3, event="T", data="{}", at=14.0)
+    history.streams.append(Stream(node="n3", started=12, ended=20, resume_id=2, status=200, messages=(early,)))
+    history.faults.append(Fault(kind="partition", node="n2", started=13.5, ended=18.0))
+    assert _kinds(history) == ["timeout-but-stored"]  # another node's partition explains nothing
+    history.faults.append(Fault(kind="kill", node="n1", started=13.5, ended=18.0))
+    assert _kinds(history) == ["timeout-but-stored"]  # nor a fault that leaves the link alone
+    history.faults.append(Fault(kind="scale-workers", node="n1", started=13.9, ended=25.0))
+    assert _kinds(history) == []
+
+
+def test_memory_is_compared_within_one_shape_of_a_nodes_process_tree() -> None:
+    # A --workers 2 node started while its database is away is its supervisor alone at first.
+    history = _clean()
+    history.memory += [MemorySample(node="n1", run=0, at=float(t), rss_bytes=44 * 2**20, processes=1) for t in range(3)]
+    history.memory += [
+        MemorySample(node="n1", run=0, at=float(t), rss_bytes=154 * 2**20, processes=3) for t in range(3, 12)
+    ]
+    assert _kinds(history) == []
+    history.memory += [
+        MemorySample(node="n1", run=0, at=float(t), rss_bytes=600 * 2**20, processes=3) for t in range(12, 20)
+    ]
+    assert _kinds(history) == ["memory-growth"]
 
 
 def test_an_unplanned_exit_and_growing_memory_are_flagged() -> None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from anyio.abc import Process
 
+from bench.chaos.proxy import ChaosProxy, unix_socket_of
 from sse_batcher.server.client import unroll
 from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.server.sse import Received, events_of, read_until
@@ -106,6 +107,62 @@ async def test_sigterm_stores_and_delivers_every_accepted_event_then_exits_0(dsn
     delivered = [e["seq"] for e in events_of(received.messages)]
     assert set(accepted) <= set(delivered)
     assert len(delivered) == len(set(delivered))
+
+
+async def test_sigterm_answers_requests_waiting_on_an_unreachable_database_504_and_503_then_exits_0(
+    dsn: str, tmp_path: Path
+) -> None:
+    # The waits (a publish's 20 s, a resume lookup's 8 s) outlast uvicorn's grace for open responses
+    # (1 s of these 5): the server must answer them with what it knows before that grace ends, not
+    # let the cancellation make them 500s.
+    proxy = ChaosProxy(unix_socket_of(dsn))
+    port = await proxy.start()
+    database = dsn.split("?")[0].rsplit("/", 1)[1]
+    env = {
+        "SSE_STORE_TIMEOUT_SECONDS": "8",
+        "SSE_PUBLISH_WAIT_TIMEOUT_SECONDS": "20",
+        "SSE_SHUTDOWN_TIMEOUT_SECONDS": "5",
+    }
+    server = ServerProcess(
+        f"postgresql://postgres@127.0.0.1:{port}/{database}?sslmode=disable", tmp_path, demo=False, env=env
+    )
+    try:
+        await anyio.to_thread.run_sync(server.start)
+        proxy.partition()  # bytes stop, nothing is closed: the commit neither succeeds nor fails
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            answer: list[httpx.Response] = []
+            resumed: list[httpx.Response] = []
+            exits: list[int | None] = []
+
+            async def publish() -> None:
+                body = [{"type": "T", "source": "s", "data": {"i": i}} for i in range(3)]
+                answer.append(await client.post("/api/events?wait=stored", json=body))
+
+            async def resume() -> None:
+                async with client.stream("GET", "/events", headers={"Last-Event-ID": "1"}) as stream:
+                    await stream.aread()
+                    resumed.append(stream)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(publish)
+                tg.start_soon(resume)
+                await anyio.sleep(1.0)
+                exits.append(await anyio.to_thread.run_sync(server.stop))
+            response = answer[0]
+        assert response.status_code == 504, (response.status_code, response.text, server.log.read_text()[-3000:])
+        body = response.json()
+        assert set(body) >= {"error", "state", "kept", "ids"}
+        assert body["ids"] == [None, None, None]
+        assert resumed[0].status_code == 503, (resumed[0].status_code, resumed[0].text)
+        assert resumed[0].json()["error"] == "the server is shutting down"
+        assert resumed[0].headers["Retry-After"] == "1"
+        assert resumed[0].headers["X-Content-Type-Options"] == "nosniff"
+        assert "Exception in ASGI application" not in server.log.read_text()
+        assert exits == [0]
+    finally:
+        proxy.heal()
+        await anyio.to_thread.run_sync(server.stop)
+        await proxy.aclose()
 
 
 def test_sigterm_lets_demo_jobs_in_progress_finish_and_delivers_their_endings(
