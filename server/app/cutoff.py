@@ -23,8 +23,8 @@ from starlette.datastructures import State
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sse_batcher.server._http import error
-from sse_batcher.server.security.middleware import SECURITY_HEADERS
+from sse_batcher.server import _http
+from sse_batcher.server.security.middleware import add_security_headers
 
 __all__ = ["Cut", "DrainCutoff", "cut_at_shutdown", "shutting_down"]
 
@@ -65,10 +65,7 @@ def cut_at_shutdown(state: State) -> Iterator[Cut]:
 
 def shutting_down() -> Response:
     """503 ``{"error"}`` with ``Retry-After`` and the security headers: the request was cut at shutdown."""
-    response = error(503, "the server is shutting down", {"Retry-After": "1"})
-    for name, value in SECURITY_HEADERS:
-        response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    return response
+    return add_security_headers(_http.shutting_down())
 
 
 class DrainCutoff:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sse_batcher.batcher import StoreError
-from sse_batcher.server._http import error
+from sse_batcher.server._http import error, shutting_down
 from sse_batcher.server.app.runtime import runtime_of
 from sse_batcher.server.app.stream import BadStreamRequest, request_filters
 from sse_batcher.server.security.guard import NotAllowed, guard_of
@@ -42,7 +42,7 @@ async def latest_state(request: Request) -> Response:
     except NotAllowed as exc:
         return error(403, str(exc), field=exc.field)
     if not runtime.accepting:
-        return error(503, "the server is shutting down", {"Retry-After": "1"})
+        return shutting_down()
     try:
         snapshot = await runtime.store.snapshot(types=types, sources=sources)
     except StoreError as exc:

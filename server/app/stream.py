@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from sse_batcher.batcher import EventValidationError, StoreError
 from sse_batcher.batcher.events import check_source, check_type
-from sse_batcher.server._http import error
+from sse_batcher.server._http import error, shutting_down
 from sse_batcher.server.app.runtime import Runtime, runtime_of
 from sse_batcher.server.security.guard import NotAllowed, guard_of
 from sse_batcher.server.security.tokens import InvalidStreamToken
@@ -156,8 +156,7 @@ async def stream_events(request: Request) -> Response:
     except InvalidStreamToken as exc:
         return error(401, str(exc), {"WWW-Authenticate": "Bearer"})
     try:
-        types = _names(request, "types", check_type)
-        sources = _names(request, "source", check_source)
+        types, sources = request_filters(request)
         last_event_id = _last_event_id(request)
         # A resume goes on from its Last-Event-ID; only a fresh stream starts from the state.
         snapshot = wants_snapshot(request) and last_event_id is None
@@ -168,7 +167,7 @@ async def stream_events(request: Request) -> Response:
     except NotAllowed as exc:
         return error(403, str(exc), field=exc.field)
     if not runtime.accepting:
-        return error(503, "the server is shutting down", {"Retry-After": "1"})
+        return shutting_down()
     release_slot = guard.stream_slot(request)
     if release_slot is None:
         return error(429, "too many open streams from this address", {"Retry-After": "5"})

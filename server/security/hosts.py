@@ -25,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sse_batcher.server._http import error
-from sse_batcher.server.security.middleware import SECURITY_HEADERS
+from sse_batcher.server.security.middleware import add_security_headers
 
 __all__ = ["HostCheckMiddleware", "allowed_hosts", "host_allowed"]
 
@@ -94,6 +94,4 @@ class HostCheckMiddleware:
             await self.app(scope, receive, send)
             return
         response = error(400, f"Host {host!r:.80} is not served here; list it in SSE_ALLOWED_HOSTS", field="Host")
-        for name, value in SECURITY_HEADERS:  # it stands outside the headers middleware
-            response.headers[name] = value
-        await response(scope, receive, send)
+        await add_security_headers(response)(scope, receive, send)  # it stands outside the headers middleware

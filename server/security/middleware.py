@@ -29,6 +29,7 @@ __all__ = [
     "SECURITY_HEADERS",
     "CORSMiddleware",
     "SecurityHeadersMiddleware",
+    "add_security_headers",
 ]
 
 # uPlot sets element styles through the CSSOM (el.style.x = ...), which style-src 'self' allows; the
@@ -54,6 +55,19 @@ SECURITY_HEADERS: Final = (
     ("X-Frame-Options", "DENY"),
 )
 _CORS_METHODS: Final = frozenset({"GET", "POST"})
+
+
+def add_security_headers(response: Response) -> Response:
+    """Add the security headers to a response answered outside :class:`SecurityHeadersMiddleware`.
+
+    The response's own headers win, as in the middleware.
+    """
+    present = {name for name, _ in response.raw_headers}
+    for name, value in SECURITY_HEADERS:
+        key = name.lower().encode("latin-1")
+        if key not in present:
+            response.raw_headers.append((key, value.encode("latin-1")))
+    return response
 
 
 # What a browser client sends: a bearer token, a JSON body, and the resume point when it reconnects.
