@@ -68,7 +68,8 @@ def database_address(config: ServerConfig) -> str:
 def unreachable_reason(exc: BaseException) -> str:
     """Why the database could not be reached, in a few words (from the driver's or the socket's error)."""
     cause: BaseException = exc
-    while cause.__cause__ is not None:
+    # A timeout is raised from the cancellation it made (asyncio.wait_for): the timeout is the reason.
+    while cause.__cause__ is not None and not isinstance(cause, TimeoutError):
         cause = cause.__cause__
     text = str(cause)
     if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in text:

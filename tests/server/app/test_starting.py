@@ -130,3 +130,27 @@ async def test_stopping_while_an_attempt_hangs_on_a_silent_database_ends_at_once
     finally:
         silent.close()
     assert starter.phase is Phase.STOPPED
+
+
+def test_a_database_that_takes_connections_and_never_answers_is_reported_as_timing_out(tmp_path: Path) -> None:
+    # As behind a partition: the port takes connections and never answers, so each attempt times out.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    env = {
+        "DATABASE_URL": f"postgresql://postgres@{address}/postgres",
+        "SSE_DATA_DIR": str(tmp_path),
+        "SSE_DB_WAIT_SECONDS": "2.5",
+        "SSE_STORE_TIMEOUT_SECONDS": "0.5",
+        "PATH": "/usr/bin:/bin",
+    }
+    args = [sys.executable, "-m", "sse_batcher.server", "serve", "--port", str(free_port()), "--no-demo"]
+    try:
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, cwd=Path.cwd())
+    finally:
+        silent.close()
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stderr
+    assert lines and all("no answer (timed out)" in line for line in lines), done.stderr
+    assert "CancelledError" not in done.stderr
