@@ -77,7 +77,7 @@ def unreachable_reason(exc: BaseException) -> str:
     if isinstance(cause, socket.gaierror):
         return f"cannot resolve the host name ({cause.strerror})"
     if isinstance(cause, TimeoutError):
-        return "no answer (timed out)"
+        return "no answer before the timeout"
     if isinstance(cause, OSError) and cause.strerror:
         return cause.strerror.lower()
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
