@@ -19,7 +19,6 @@ connection) and counts what was written; this module is what one write does in P
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import asyncpg
 
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log import _sql as sql
-from sse_batcher.batcher.log.state import Changes, StateKeeper
+from sse_batcher.batcher.log.state import StateKeeper
 from sse_batcher.batcher.protocols import Rejected, WriteResult
 
 __all__ = ["CommittedWrite", "write_batch"]
@@ -62,29 +61,13 @@ async def write_batch(
     try:
         async with conn.transaction():
             await conn.execute(sql.WRITE_LOCK)
-            insert = asyncio.ensure_future(conn.fetchmany(sql.INSERT_MESSAGE, [sql.row_args(m) for m in messages]))
-            changes = None
-            try:
-                if state is not None and state.enabled:
-                    # One step puts the INSERT on the wire; the state's walk then runs while
-                    # PostgreSQL stores the batch instead of after it.
-                    await asyncio.sleep(0)
-                    changes = state.changes(messages)
-                rows = await insert
-            except BaseException:
-                # The connection is free again only once the INSERT has ended.
-                insert.cancel()
-                await asyncio.wait([insert])
-                raise
+            rows = await conn.fetchmany(sql.INSERT_MESSAGE, [sql.row_args(m) for m in messages])
             inserted = len(rows)
             notify = str(rows[-1][0]) if inserted else None
             if inserted < len(messages):
-                # A retry or a key conflict: some messages were stored before, under older ids, so
-                # the walk's order (the batch's) is not the ids' order; walk the stored rows again.
                 rows = await conn.fetch(sql.SELECT_BY_KEYS, keys)
-                changes = None
             by_key, conflicts = _match(rows, messages)
-            displaced = await _apply_state(conn, state, _kept_rows(rows, by_key), by_key, notify, changes)
+            displaced = await _apply_state(conn, state, _kept_rows(rows, by_key), by_key, notify)
     except sql.ROW_ERRORS as exc:
         logger.warning("PostgreSQL refused a row of a batch of %s; writing row by row: %s", len(messages), exc)
         return await _write_isolating(conn, messages, state)
@@ -128,22 +111,17 @@ async def _apply_state(
     rows: Sequence[Any],
     by_key: dict[str, Message],
     notify: str | None,
-    changes: Changes | None = None,
 ) -> int:
     """Apply the stored rows to the latest state and send the commit's NOTIFY, in the caller's
     transaction; return the keys evicted.
 
-    ``changes`` is the walk of the batch when its messages are ``rows``, in order; None walks
-    ``rows`` here. With the state on, the state statement carries the NOTIFY, so it costs no round
-    trip of its own.
+    With the state on, the state statement carries the NOTIFY, so it costs no round trip of its own.
     """
     if state is None or not state.enabled or not rows:
         if notify is not None:
             await conn.execute(sql.NOTIFY, notify)
         return 0
-    if changes is None:
-        changes = state.changes([by_key[row[1]] for row in rows])
-    return await state.apply(conn, changes, [row[0] for row in rows], notify)
+    return await state.apply(conn, rows, by_key, notify)
 
 
 async def _write_isolating(

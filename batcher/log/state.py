@@ -5,8 +5,7 @@ An event's state key is (source, ``key``); events without a ``key`` are not part
 never runs ahead of or behind the log, and every node reads the same state:
 
 - one upsert per key per batch, never one per event: the batch's events are walked in id order
-  here, in Python, while PostgreSQL inserts the batch (:meth:`StateKeeper.changes`), and only
-  each key's latest event reaches PostgreSQL (``_state_sql.APPLY``);
+  here, in Python, and only each key's latest event reaches PostgreSQL (``_state_sql.APPLY``);
 - a key whose latest event has a *final* type (a rule's ``final = true``; by default
   ``JOB_COMPLETED`` and ``JOB_FAILED``) is deleted instead;
 - past ``max_keys`` the keys idle longest (smallest latest message id) are evicted and counted
@@ -21,9 +20,9 @@ Data flow: beside hop 6 (the store). Read by the server's snapshot (``server/str
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -31,7 +30,7 @@ import msgspec
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log import _state_sql as state_sql
 
-__all__ = ["Changes", "Latest", "StateKeeper", "StateSnapshot", "latest_by_key", "read_snapshot"]
+__all__ = ["Latest", "StateKeeper", "StateSnapshot", "latest_by_key", "read_snapshot"]
 
 
 class _Keyed(msgspec.Struct, gc=False):
@@ -74,15 +73,15 @@ _KEY_FIELD: Final = b'"key":'
 
 @dataclass(slots=True)
 class Latest:
-    """One key's latest event in a batch: the position of its message, its seq, and where its text comes from.
+    """One key's latest event in a batch: its message id, seq and type, and where its text comes from.
 
-    ``index`` is the message's place in the walked order (which is id order), so the walk can run
-    before PostgreSQL has answered with the ids. ``inner`` is the event inside an aggregate, None
-    for a single event (whose payload is the event). Not frozen: a batch makes one per key, and a
-    frozen dataclass's ``__init__`` costs about twice as much.
+    ``inner`` is the event inside an aggregate, None for a single event (whose payload is the
+    event). The text is made only by :meth:`text`, so a key closed in the same batch, or overtaken
+    by a later event, never costs an encoding. Not frozen: a batch makes one per key, and a frozen
+    dataclass's ``__init__`` costs about twice as much.
     """
 
-    index: int
+    message_id: int
     seq: int
     message: Message
     inner: _Inner | None
@@ -91,41 +90,35 @@ class Latest:
     def event_type(self) -> str:
         return self.message.event_type
 
-    def head(self) -> bytes:
-        """The whole event as JSON without its closing brace, so ``message_id`` can be added once known."""
+    def text(self) -> str:
+        """The whole event as JSON text, ``message_id`` included."""
         message = self.message
         inner = self.inner
         if inner is None:
-            return message.payload[:-1]
+            return (message.payload[:-1] + b',"message_id":%d}' % self.message_id).decode()
         source, seq, data = message.source, inner.seq, inner.data
-        # message_id 0 is a default, so it is left out and the id is appended by :func:`_with_id`.
-        return _ENCODE(_Whole(message.event_type, source, seq, inner.ts, data, inner.priority, inner.key))[:-1]
-
-    def text(self, message_id: int) -> str:
-        """The whole event as JSON text, ``message_id`` included."""
-        return _with_id(self.head(), message_id)
+        whole = _Whole(message.event_type, source, seq, inner.ts, data, inner.priority, inner.key, self.message_id)
+        return _ENCODE(whole).decode()
 
 
-def _with_id(head: bytes, message_id: int) -> str:
-    return (head + b',"message_id":%d}' % message_id).decode()
+def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tuple[str, str], Latest]:
+    """Each (source, key) of the stored messages with its latest event.
 
-
-def latest_by_key(messages: Sequence[Message]) -> dict[tuple[str, str], Latest]:
-    """Each (source, key) of ``messages`` (in id order) with its latest event.
-
-    Between two messages of one batcher run (the same ``origin``), the later event is the one with
-    the higher seq, whatever the message ids: messages are ordered by their first seq, so an
-    aggregate can be stored before another that holds an older event of the same key (a job's
-    ``JOB_COMPLETED`` grouped with an earlier job's, then its own ``JOB_PROGRESS`` alone after it).
-    Between runs, seqs restart, and the message id decides. A payload without a ``"key":`` is
-    skipped unread, so keyless traffic costs a substring search per message.
+    ``rows`` are ``(id, idem_key, ...)`` as the write returns them. Between two messages of one
+    batcher run (the same ``origin``), the later event is the one with the higher seq, whatever
+    the message ids: messages are ordered by their first seq, so an aggregate can be stored before
+    another that holds an older event of the same key (a job's ``JOB_COMPLETED`` grouped with an
+    earlier job's, then its own ``JOB_PROGRESS`` alone after it). Between runs, seqs restart, and
+    the message id decides. A payload without a ``"key":`` is skipped unread, so keyless traffic
+    costs a substring search per message.
     """
     latest: dict[tuple[str, str], Latest] = {}
     seen_of = latest.get
     # Newest message first: a key's first sighting is usually its latest event, and the events it
     # overtook cost a dict lookup and a comparison each, never an object.
-    for index in range(len(messages) - 1, -1, -1):
-        message = messages[index]
+    for row in reversed(rows):
+        message_id = row[0]
+        message = by_key[row[1]]
         payload = message.payload
         if _KEY_FIELD not in payload:
             continue
@@ -137,7 +130,7 @@ def latest_by_key(messages: Sequence[Message]) -> dict[tuple[str, str], Latest]:
                     name = (source, single.key)
                     seen = seen_of(name)
                     if seen is None or (single.seq > seen.seq and origin == seen.message.origin):
-                        latest[name] = Latest(index, single.seq, message, None)
+                        latest[name] = Latest(message_id, single.seq, message, None)
                 continue
             group = _GROUP.decode(payload)
         except msgspec.DecodeError:
@@ -150,33 +143,8 @@ def latest_by_key(messages: Sequence[Message]) -> dict[tuple[str, str], Latest]:
             seen = seen_of(name)
             # An older message's event is newer only within one run (seqs restart with each).
             if seen is None or (inner.seq > seen.seq and origin == seen.message.origin):
-                latest[name] = Latest(index, inner.seq, message, inner)
+                latest[name] = Latest(message_id, inner.seq, message, inner)
     return latest
-
-
-@dataclass(slots=True)
-class Changes:
-    """What one batch does to the state, worked out from its messages before their ids are known.
-
-    The write walks the batch while PostgreSQL inserts it (``_write.py``), so the walk costs the
-    write no wall time of its own; :meth:`StateKeeper.apply` adds the ids. Parallel lists, in the
-    shape the statement takes them: keys left open (with their latest event's text, less its
-    ``message_id``) and keys closed by a final type.
-    """
-
-    opened_sources: list[str]
-    opened_keys: list[str]
-    opened_at: list[int]
-    opened_seqs: list[int]
-    opened_types: list[str]
-    opened_heads: list[bytes]
-    closed_sources: list[str]
-    closed_keys: list[str]
-    closed_at: list[int]
-
-    @property
-    def empty(self) -> bool:
-        return not self.opened_keys and not self.closed_keys
 
 
 class StateKeeper:
@@ -198,52 +166,41 @@ class StateKeeper:
     def enabled(self) -> bool:
         return self.max_keys > 0
 
-    def changes(self, messages: Sequence[Message]) -> Changes:
-        """Walk ``messages`` (in the order their ids will have) into the keys they open and close."""
-        final = self.final_types
-        changes = Changes([], [], [], [], [], [], [], [], [])
-        for (source, key), item in latest_by_key(messages).items():
-            if item.message.event_type in final:  # a closed key is deleted: its text is never needed
-                changes.closed_sources.append(source)
-                changes.closed_keys.append(key)
-                changes.closed_at.append(item.index)
-            else:
-                changes.opened_sources.append(source)
-                changes.opened_keys.append(key)
-                changes.opened_at.append(item.index)
-                changes.opened_seqs.append(item.seq)
-                changes.opened_types.append(item.message.event_type)
-                changes.opened_heads.append(item.head())
-        return changes
+    async def apply(
+        self, conn: asyncpg.Connection, rows: Sequence[Any], by_key: Mapping[str, Message], notify: str | None
+    ) -> int:
+        """Upsert or close every key of the batch on ``conn`` (inside its transaction); return the keys evicted.
 
-    async def apply(self, conn: asyncpg.Connection, changes: Changes, ids: Sequence[int], notify: str | None) -> int:
-        """Upsert or close the keys of ``changes`` on ``conn`` (inside its transaction); return the keys evicted.
-
-        ``ids[i]`` is the stored id of the walk's message ``i``. ``notify`` (the commit's NOTIFY
-        payload, None for none) is sent by the same statement. The caller adds the returned number
-        to :attr:`displaced` once the transaction committed.
+        ``notify`` (the commit's NOTIFY payload, None for none) is sent by the same statement.
+        The caller adds the returned number to :attr:`displaced` once the transaction committed.
 
         Raises:
-            ValueError: the state is off or ``ids`` is empty (the caller sends its NOTIFY itself).
+            ValueError: the state is off or ``rows`` is empty (the caller sends its NOTIFY itself).
         """
-        if not self.enabled or not ids:
+        if not self.enabled or not rows:
             raise ValueError("apply() needs the state on and at least one stored row")
-        newest = max(ids)
-        if changes.empty:
+        newest = max(row[0] for row in rows)
+        latest = latest_by_key(rows, by_key)
+        if not latest:
             keys: int = await conn.fetchval(state_sql.KEYS, newest, notify)
         else:
-            opened_ids = [ids[i] for i in changes.opened_at]
+            final = self.final_types
+            opened: list[tuple[str, str, Latest]] = []
+            closed: list[tuple[str, str, Latest]] = []
+            for (source, key), item in latest.items():
+                (closed if item.message.event_type in final else opened).append((source, key, item))
             keys = await conn.fetchval(
                 state_sql.APPLY,
-                changes.opened_sources,
-                changes.opened_keys,
-                opened_ids,
-                changes.opened_seqs,
-                changes.opened_types,
-                [_with_id(head, message_id) for head, message_id in zip(changes.opened_heads, opened_ids, strict=True)],
-                changes.closed_sources,
-                changes.closed_keys,
-                [ids[i] for i in changes.closed_at],
+                [source for source, _, _ in opened],
+                [key for _, key, _ in opened],
+                [item.message_id for _, _, item in opened],
+                [item.seq for _, _, item in opened],
+                [item.message.event_type for _, _, item in opened],
+                [item.text() for _, _, item in opened],
+                # A closed key is deleted: its text is never needed.
+                [source for source, _, _ in closed],
+                [key for _, key, _ in closed],
+                [item.message_id for _, _, item in closed],
                 newest,
                 notify,
             )

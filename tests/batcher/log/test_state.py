@@ -251,9 +251,7 @@ async def test_closing_keys_probe_the_state_by_key_however_large_it_is(dsn: str,
         try:
             explaining = _Explaining(conn)
             keeper = StateKeeper(max_keys=100_000, final_types=DEFAULT_FINAL_TYPES)
-            ordered = [messages[row[1]] for row in rows]
-            changes = keeper.changes(ordered)
-            await keeper.apply(cast(asyncpg.Connection, explaining), changes, [row[0] for row in rows], None)
+            await keeper.apply(cast(asyncpg.Connection, explaining), rows, messages, None)
         finally:
             await conn.close()
 
