@@ -253,7 +253,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
        "batcher.max_message_bytes", minimum=1),
     _s("SSE_EMIT_TIMEOUT_SECONDS", float, 5.0, _B, "how long a worker thread waits for room in a full buffer",
        minimum=0),
-    _s("SSE_SHUTDOWN_TIMEOUT_SECONDS", float, 10.0, _B, "bound on the shutdown flush and drain",
+    _s("SSE_SHUTDOWN_TIMEOUT_SECONDS", float, 10.0, _B, "bound on the whole shutdown: drain, flush, closing the store",
        "shutdown_timeout_seconds", "batcher.shutdown_timeout_seconds", positive=True),
     # Adaptive sizing
     _s("SSE_DYNAMIC_BATCHING", bool, True, _Z, "adaptive batch size and timeout", "sizing.enabled"),

@@ -13,7 +13,17 @@ from pathlib import Path
 import anyio
 import httpx
 
-__all__ = ["ServerProcess", "free_port", "until_healthy"]
+from bench.chaos.proxy import ChaosProxy, unix_socket_of
+
+__all__ = ["ServerProcess", "free_port", "proxied", "until_healthy"]
+
+
+async def proxied(dsn: str) -> tuple[ChaosProxy, str]:
+    """A started proxy to the embedded PostgreSQL of ``dsn``, and the dsn a node reaches it by (over TCP)."""
+    proxy = ChaosProxy(unix_socket_of(dsn))
+    port = await proxy.start()
+    database = dsn.split("?")[0].rsplit("/", 1)[1]
+    return proxy, f"postgresql://postgres@127.0.0.1:{port}/{database}?sslmode=disable"
 
 
 def free_port() -> int:

@@ -113,14 +113,15 @@ class StorePool:
         except sql.UNAVAILABLE as exc:
             raise StoreUnavailableError(f"store query failed: {exc!r}") from exc
 
-    async def close(self) -> None:
-        """Close the pool, waiting up to the timeout for connections in use, then terminate."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Close the pool, waiting for connections in use up to ``timeout`` (at most the store's), then terminate."""
         self._connected = False
+        limit = self._timeout if timeout is None else min(timeout, self._timeout)
         try:
-            with anyio.fail_after(self._timeout):
+            with anyio.fail_after(limit):
                 await self._pool.close()
         except TimeoutError:
-            logger.warning("closing the store took over %s s; terminating its connections", self._timeout)
+            logger.warning("closing the store took over %g s; terminating its connections", limit)
             self._pool.terminate()
         except BaseException:
             self._pool.terminate()

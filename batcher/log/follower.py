@@ -49,6 +49,7 @@ Sink = Callable[[Sequence[StoredMessage]], None]
 
 _RECONNECT_MIN_SECONDS = 0.05
 _RECONNECT_MAX_SECONDS = 2.0
+_CLOSE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,7 +258,9 @@ class LogFollower(Service):
         if conn is None or conn.is_closed():
             return
         try:
-            with anyio.move_on_after(self._config.timeout_seconds):
+            # A read-only connection: ending it abruptly loses nothing, so a link that does not
+            # answer (a partition) holds a shutdown for a second, not for the statement timeout.
+            with anyio.move_on_after(min(self._config.timeout_seconds, _CLOSE_SECONDS)):
                 await conn.close()
         except Exception:
             conn.terminate()

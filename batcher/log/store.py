@@ -101,17 +101,20 @@ class PostgresStore(Service):
         self._pool = await StorePool.open(self._config)
         self._state = State.RUNNING
 
-    async def aclose(self) -> None:
-        """Close the pool, waiting up to ``timeout_seconds`` for connections in use, then terminate.
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Close the pool, waiting for connections in use up to ``timeout`` (at most ``timeout_seconds``),
+        then terminate them.
 
-        Can be called more than once.
+        A shutdown passes what is left of its own bound: a connection whose write the batcher gave
+        up on is still being reset by the driver, and behind a partition that reset waits for the
+        whole statement timeout. Can be called more than once.
         """
         if self._state is State.CLOSED:
             return
         self._state = State.CLOSED
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            await pool.close(timeout)
 
     async def write(self, messages: Sequence[Message]) -> WriteResult:
         """Store ``messages`` in one transaction, skipping any already stored (same ``idem_key``).

@@ -36,6 +36,7 @@ from sse_batcher.batcher.digests import Digester
 from sse_batcher.batcher.log import LogFollower
 from sse_batcher.batcher.sizing import BatchSizer
 from sse_batcher.server.app.history import StatsHistory
+from sse_batcher.server.app.shutdown_budget import ShutdownBudget
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.node import NodeFigures, NodeHeartbeat
 from sse_batcher.server.stream.hub import Hub
@@ -86,8 +87,11 @@ class Runtime:
         follower: LogFollower,
         database: str,
         delivery_latency: DeliveryLatency | None = None,
+        budget: ShutdownBudget | None = None,
     ) -> None:
         self.config = config
+        # Started when the drain is asked for; the closes after it take what is left (wiring.py).
+        self.budget = budget if budget is not None else ShutdownBudget(config.shutdown_timeout_seconds)
         self.store = store
         self.batcher = batcher
         self.hub = hub
@@ -123,6 +127,7 @@ class Runtime:
 
     def request_drain(self) -> None:
         """Ask for :meth:`drain` without waiting for it; safe to call many times."""
+        self.budget.start()
         self._drain_requested.set()
 
     async def drain(self) -> None:

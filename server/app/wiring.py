@@ -27,6 +27,7 @@ from sse_batcher.batcher.sizing.named import pin_rule_timeouts
 from sse_batcher.server.app.history import Reading, StatsHistory
 from sse_batcher.server.app.host_exit import host_server, watch_host_exit
 from sse_batcher.server.app.runtime import DemoFarmLike, Runtime
+from sse_batcher.server.app.shutdown_budget import ShutdownBudget
 from sse_batcher.server.config import ServerConfig
 from sse_batcher.server.nodes.database import embedded_database
 from sse_batcher.server.nodes.node import NodeHeartbeat, NodeSlot, default_node_id
@@ -51,7 +52,15 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         # The rules say which types close a key in the latest state, which the store keeps.
         final_types = (rules or AggregationRules()).final_types()
         store_config = replace(store_config, state_final_types=final_types)
-        store = await stack.enter_async_context(PostgresStore(store_config))
+        # Every close after the drain takes what is left of one shutdown bound, not a bound of its own.
+        budget = ShutdownBudget(config.shutdown_timeout_seconds)
+        store = PostgresStore(store_config)
+        await store.start()
+
+        async def close_store() -> None:  # last: what the bound has left, for connections still in use
+            await store.aclose(budget.left(1.0))
+
+        stack.push_async_callback(close_store)
         # A slot of its own under data_dir, so this node's dead-letter file is its own; taken before
         # the batcher starts (which writes back what the slot holds) and released after it closed.
         slot = stack.enter_context(NodeSlot.take(config.data_dir, config.slot))
@@ -87,7 +96,11 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
         # A local commit wakes the follower at once instead of waiting for its notification.
         stack.callback(batcher.add_listener(follower.poke))
         await batcher.start()
-        stack.push_async_callback(batcher.aclose)
+
+        async def close_batcher() -> None:  # what it cannot store by then goes to the dead-letter file
+            await batcher.aclose(budget.left(0.8))
+
+        stack.push_async_callback(close_batcher)
         # Digest windows live in PostgreSQL, closed by whichever node gets there first.
         digester = None
         if digest_rules:
@@ -107,6 +120,7 @@ async def open_runtime(config: ServerConfig) -> AsyncIterator[Runtime]:
             follower=follower,
             database=config.describe_database(),
             delivery_latency=delivery_latency,
+            budget=budget,
         )
         runtime.digester = digester
         runtime.history = history

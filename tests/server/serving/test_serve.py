@@ -17,11 +17,10 @@ import httpx
 import pytest
 from anyio.abc import Process
 
-from bench.chaos.proxy import ChaosProxy, unix_socket_of
 from sse_batcher.server.client import unroll
 from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 from tests.server.sse import Received, events_of, read_until
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, proxied
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -115,17 +114,13 @@ async def test_sigterm_answers_requests_waiting_on_an_unreachable_database_504_a
     # The waits (a publish's 20 s, a resume lookup's 8 s) outlast uvicorn's grace for open responses
     # (1 s of these 5): the server must answer them with what it knows before that grace ends, not
     # let the cancellation make them 500s.
-    proxy = ChaosProxy(unix_socket_of(dsn))
-    port = await proxy.start()
-    database = dsn.split("?")[0].rsplit("/", 1)[1]
+    proxy, node_dsn = await proxied(dsn)
     env = {
         "SSE_STORE_TIMEOUT_SECONDS": "8",
         "SSE_PUBLISH_WAIT_TIMEOUT_SECONDS": "20",
         "SSE_SHUTDOWN_TIMEOUT_SECONDS": "5",
     }
-    server = ServerProcess(
-        f"postgresql://postgres@127.0.0.1:{port}/{database}?sslmode=disable", tmp_path, demo=False, env=env
-    )
+    server = ServerProcess(node_dsn, tmp_path, demo=False, env=env)
     try:
         await anyio.to_thread.run_sync(server.start)
         proxy.partition()  # bytes stop, nothing is closed: the commit neither succeeds nor fails
