@@ -22,13 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import asyncpg
 import msgspec
 
 from sse_batcher.batcher.events import Message
 from sse_batcher.batcher.log import _state_sql as state_sql
+
+if TYPE_CHECKING:
+    from sse_batcher.batcher.log._pool import StorePool
 
 __all__ = ["Latest", "StateKeeper", "StateSnapshot", "latest_by_key", "read_snapshot"]
 
@@ -209,9 +212,14 @@ class StateKeeper:
         evicted: int = await conn.fetchval(state_sql.EVICT, keys - self.max_keys)
         return evicted
 
-    async def expire(self, conn: asyncpg.Connection, upto_id: int) -> int:
-        """Delete the keys whose latest event is at or before ``upto_id`` (retention's cutoff); count them."""
-        gone: int = await conn.fetchval(state_sql.EXPIRE, upto_id)
+    async def expire(self, pool: StorePool, upto_id: int) -> int:
+        """Delete the keys whose latest event is at or before ``upto_id`` (retention's cutoff); count them.
+
+        Raises:
+            StoreUnavailableError: PostgreSQL failed; nothing was deleted.
+        """
+        rows = await pool.fetch(state_sql.EXPIRE, upto_id)
+        gone: int = rows[0][0]
         self.expired += gone
         return gone
 

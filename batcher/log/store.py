@@ -103,12 +103,9 @@ class PostgresStore(Service):
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Close the pool, waiting for connections in use up to ``timeout`` (at most ``timeout_seconds``),
-        then terminate them.
-
-        A shutdown passes what is left of its own bound: a connection whose write the batcher gave
-        up on is still being reset by the driver, and behind a partition that reset waits for the
-        whole statement timeout. Can be called more than once.
-        """
+        then terminate them. A shutdown passes what is left of its bound (behind a partition, the
+        driver's reset of a connection whose write was given up waits out the statement timeout).
+        Can be called more than once."""
         if self._state is State.CLOSED:
             return
         self._state = State.CLOSED
@@ -264,7 +261,8 @@ class PostgresStore(Service):
         cutoff = await pool.fetch(sql.EXPIRED_CUTOFF, self._config.retention_seconds)
         if not cutoff:
             return 0
-        await self._expire_state(pool, cutoff[0][0])
+        if self._state_keeper.enabled:  # a key whose latest event is expiring leaves with it
+            await self._state_keeper.expire(pool, cutoff[0][0])
         batch = self._config.retention_delete_batch
         total = 0
         while True:
@@ -274,20 +272,6 @@ class PostgresStore(Service):
             self._retention_deleted += deleted
             if deleted < batch:
                 return total
-
-    async def _expire_state(self, pool: StorePool, upto_id: int) -> None:
-        """Retention's part in the state: a key whose latest event is expiring leaves with it."""
-        if not self._state_keeper.enabled:
-            return
-
-        async def expire(conn_pool: asyncpg.Pool) -> int:
-            async with conn_pool.acquire(timeout=self._config.timeout_seconds) as conn:
-                return await self._state_keeper.expire(conn, upto_id)
-
-        try:
-            await pool.run(expire)
-        except sql.UNAVAILABLE as exc:
-            raise StoreUnavailableError(f"expiring the state failed: {exc!r}") from exc
 
     async def run_retention(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Call :meth:`delete_expired` every ``retention_interval_seconds`` until cancelled or closed.
