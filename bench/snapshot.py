@@ -12,6 +12,10 @@ aggregate, the case that needs the event made whole. Then a real server process 
   objects (``parsed``, the client's own work included), then the stream is closed;
 - ``/api/state``: from sending the request until the body is read, and until it is parsed.
 
+The peer is what a client without the snapshot does: resume from id 0 (``Last-Event-ID: 0``) and
+rebuild the state from the whole log, timed until the newest id has arrived and until every event
+has been folded into a dict of latest events by key (checked to hold N keys).
+
 Printed: p50 and p99 in ms of each, the body size, and the count (checked to be N). With the
 default 200 requests, p99 is the third-slowest request, not the slowest.
 """
@@ -84,6 +88,33 @@ def by_json(client: httpx.Client, keys: int) -> Sample:
     return arrived, parsed, len(response.content)
 
 
+def by_replay(client: httpx.Client, keys: int, upto_id: int) -> Sample:
+    """The peer: every stored message from id 0, folded into the latest event of each key."""
+    started = time.perf_counter()
+    last = b"id: %d\n" % upto_id
+    buffer = bytearray()
+    with client.stream("GET", "/events", headers={"Last-Event-ID": "0"}) as response:
+        for chunk in response.iter_raw():
+            buffer += chunk
+            # The newest message has arrived once the blank line after its id (and data) has.
+            at = buffer.rfind(last)
+            if at >= 0 and buffer.find(b"\n\n", at) >= 0:
+                break
+    arrived = time.perf_counter() - started
+    latest: dict[tuple[str, str], object] = {}
+    for line in bytes(buffer).split(b"\n"):
+        if not line.startswith(b"data: {"):
+            continue
+        message = msgspec.json.decode(line[6:])
+        for event in message.get("events", [message]):
+            if "key" in event:
+                latest[(message["source"], event["key"])] = event
+    parsed = time.perf_counter() - started
+    if len(latest) != keys:
+        raise RuntimeError(f"the replay rebuilt {len(latest)} keys, expected {keys}")
+    return arrived, parsed, len(buffer)
+
+
 def _p50_p99(seconds: list[float]) -> tuple[float, float]:
     times = sorted(t * 1000 for t in seconds)
     return statistics.median(times), times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
@@ -103,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--replays", type=int, default=20, help="requests of the peer (a whole replay each)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with postgres() as server, tempfile.TemporaryDirectory() as tmp:
@@ -117,6 +149,9 @@ def main() -> None:
                 by_json(client, args.keys)
                 report("/events?snapshot=1", [by_stream(client, args.keys) for _ in range(args.requests)])
                 report("/api/state", [by_json(client, args.keys) for _ in range(args.requests)])
+                upto_id = msgspec.json.decode(client.get("/api/state").content)["upto_id"]
+                replays = [by_replay(client, args.keys, upto_id) for _ in range(args.replays)]
+                report("peer: replay from 0", replays)
         finally:
             node.stop()
 
