@@ -18,9 +18,7 @@ from starlette.responses import Response
 from sse_batcher.batcher import StoreError
 from sse_batcher.server._http import error, shutting_down
 from sse_batcher.server.app.runtime import runtime_of
-from sse_batcher.server.app.stream import BadStreamRequest, request_filters
-from sse_batcher.server.security.guard import NotAllowed, guard_of
-from sse_batcher.server.security.tokens import InvalidStreamToken
+from sse_batcher.server.app.stream import read_subscription
 
 __all__ = ["latest_state"]
 
@@ -28,23 +26,13 @@ __all__ = ["latest_state"]
 async def latest_state(request: Request) -> Response:
     """GET /api/state: 200 JSON, or a JSON error (400, 401, 403, 503)."""
     runtime = runtime_of(request)
-    guard = guard_of(request)
-    try:
-        grant = guard.subscriber(request)
-    except InvalidStreamToken as exc:
-        return error(401, str(exc), {"WWW-Authenticate": "Bearer"})
-    try:
-        types, sources = request_filters(request)
-    except BadStreamRequest as exc:
-        return error(400, str(exc), field=exc.field)
-    try:
-        types, sources = guard.narrow(grant, types, sources)
-    except NotAllowed as exc:
-        return error(403, str(exc), field=exc.field)
+    asked = read_subscription(request)
+    if isinstance(asked, Response):
+        return asked
     if not runtime.accepting:
         return shutting_down()
     try:
-        snapshot = await runtime.store.snapshot(types=types, sources=sources)
+        snapshot = await runtime.store.snapshot(types=asked.types, sources=asked.sources)
     except StoreError as exc:
         return error(503, f"the store is unavailable: {exc}", {"Retry-After": "1"})
     return Response(snapshot.body, media_type="application/json", headers={"Cache-Control": "no-store"})

@@ -19,6 +19,7 @@ The last hop of the data flow: hub -> subscriber queue -> the response -> the so
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -30,12 +31,20 @@ from sse_batcher.batcher.events import check_source, check_type
 from sse_batcher.server._http import error, shutting_down
 from sse_batcher.server.app.runtime import Runtime, runtime_of
 from sse_batcher.server.security.guard import NotAllowed, guard_of
-from sse_batcher.server.security.tokens import InvalidStreamToken
+from sse_batcher.server.security.tokens import InvalidStreamToken, StreamGrant
 from sse_batcher.server.stream.hub import HubClosedError, HubFullError
 from sse_batcher.server.stream.response import HubStreamResponse
 from sse_batcher.server.stream.snapshot import parse_snapshot_flag, state_snapshot
 
-__all__ = ["BadStreamRequest", "parse_last_event_id", "request_filters", "stream_events", "wants_snapshot"]
+__all__ = [
+    "BadStreamRequest",
+    "Subscription",
+    "parse_last_event_id",
+    "read_subscription",
+    "request_filters",
+    "stream_events",
+    "wants_snapshot",
+]
 
 # Ids are PostgreSQL bigints.
 _MAX_ID = 2**63 - 1
@@ -117,6 +126,39 @@ def wants_snapshot(request: Request) -> bool:
         raise BadStreamRequest("snapshot", str(exc)) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """Who reads and what: the credential's grant, the filters it narrowed, and the snapshot flag."""
+
+    grant: StreamGrant | None
+    types: frozenset[str] | None
+    sources: frozenset[str] | None
+    snapshot: bool = False
+
+
+def read_subscription(request: Request, *, snapshot_flag: bool = False) -> Subscription | Response:
+    """The subscription a read endpoint (``/events``, ``/api/state``) serves, or the JSON error to answer.
+
+    In this order: 401 without a valid credential, 400 for a bad filter (or, with
+    ``snapshot_flag``, a bad ``snapshot``), 403 for a filter the credential's grant leaves out.
+    """
+    guard = guard_of(request)
+    try:
+        grant = guard.subscriber(request)
+    except InvalidStreamToken as exc:
+        return error(401, str(exc), {"WWW-Authenticate": "Bearer"})
+    try:
+        types, sources = request_filters(request)
+        snapshot = wants_snapshot(request) if snapshot_flag else False
+    except BadStreamRequest as exc:
+        return error(400, str(exc), field=exc.field)
+    try:
+        types, sources = guard.narrow(grant, types, sources)
+    except NotAllowed as exc:
+        return error(403, str(exc), field=exc.field)
+    return Subscription(grant, types, sources, snapshot)
+
+
 def _truncated(first_available_id: int | None, last_event_id: int | None) -> bytes:
     data = msgspec.json.encode(
         {"type": "HISTORY_TRUNCATED", "first_available_id": first_available_id, "last_event_id": last_event_id}
@@ -151,21 +193,13 @@ async def stream_events(request: Request) -> Response:
     """GET /events: 200 text/event-stream, or a JSON error (400, 401, 403, 429, 503)."""
     runtime = runtime_of(request)
     guard = guard_of(request)
-    try:
-        grant = guard.subscriber(request)
-    except InvalidStreamToken as exc:
-        return error(401, str(exc), {"WWW-Authenticate": "Bearer"})
-    try:
-        types, sources = request_filters(request)
-        last_event_id = _last_event_id(request)
-        # A resume goes on from its Last-Event-ID; only a fresh stream starts from the state.
-        snapshot = wants_snapshot(request) and last_event_id is None
-    except BadStreamRequest as exc:
-        return error(400, str(exc), field=exc.field)
-    try:
-        types, sources = guard.narrow(grant, types, sources)
-    except NotAllowed as exc:
-        return error(403, str(exc), field=exc.field)
+    asked = read_subscription(request, snapshot_flag=True)
+    if isinstance(asked, Response):
+        return asked
+    grant, types, sources = asked.grant, asked.types, asked.sources
+    last_event_id = _last_event_id(request)
+    # A resume goes on from its Last-Event-ID; only a fresh stream starts from the state.
+    snapshot = asked.snapshot and last_event_id is None
     if not runtime.accepting:
         return shutting_down()
     release_slot = guard.stream_slot(request)
