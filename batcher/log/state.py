@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import asyncpg
 import msgspec
@@ -33,14 +33,22 @@ from sse_batcher.batcher.log import _state_sql as state_sql
 if TYPE_CHECKING:
     from sse_batcher.batcher.log._pool import StorePool
 
-__all__ = ["Latest", "StateKeeper", "StateSnapshot", "latest_by_key", "read_snapshot"]
+__all__ = ["Latest", "StateKeeper", "StateSnapshot", "event_json", "latest_by_key", "read_snapshot"]
 
 
 class _Keyed(msgspec.Struct, gc=False):
-    """What a single event's payload says about its key (everything else is kept as text)."""
+    """What an event says about its key: a single event's payload, or an aggregate's inner event.
+
+    Everything else is skipped unread; the text of an open key's latest event is made only once
+    the walk has found it (:func:`event_json`).
+    """
 
     seq: int = 0
     key: str | None = None
+
+
+class _KeyedGroup(msgspec.Struct, gc=False):
+    events: list[_Keyed]
 
 
 class _Inner(msgspec.Struct, gc=False):
@@ -69,43 +77,41 @@ class _Whole(msgspec.Struct, gc=False, omit_defaults=True):
 
 
 _KEYED: Final = msgspec.json.Decoder(_Keyed)
+_KEYED_GROUP: Final = msgspec.json.Decoder(_KeyedGroup)
 _GROUP: Final = msgspec.json.Decoder(_Group)
 _ENCODE: Final = msgspec.json.Encoder().encode
 _KEY_FIELD: Final = b'"key":'
 
+# A key's latest event in a batch: (message id, seq, the message carrying it, the event's index
+# among an aggregate's events, -1 for a single event). A plain tuple: a batch makes one per key,
+# and a tuple costs a third of a slotted object's construction.
+Latest: TypeAlias = tuple[int, int, Message, int]
 
-@dataclass(slots=True)
-class Latest:
-    """One key's latest event in a batch: its message id, seq and type, and where its text comes from.
 
-    ``inner`` is the event inside an aggregate, None for a single event (whose payload is the
-    event). The text is made only by :meth:`text`, so a key closed in the same batch, or overtaken
-    by a later event, never costs an encoding. Not frozen: a batch makes one per key, and a frozen
-    dataclass's ``__init__`` costs about twice as much.
+def _json(value: object) -> str:
+    """``value`` as JSON text: the state statement's parameters travel as JSON (see ``APPLY``)."""
+    return _ENCODE(value).decode()
+
+
+def event_json(latest: Latest, groups: dict[str, list[_Inner]]) -> bytes:
+    """A key's latest event whole, ``message_id`` included.
+
+    ``groups`` keeps each aggregate's events once decoded, so a batch decodes an aggregate once
+    however many of its events are some key's latest.
     """
-
-    message_id: int
-    seq: int
-    message: Message
-    inner: _Inner | None
-
-    @property
-    def event_type(self) -> str:
-        return self.message.event_type
-
-    def text(self) -> str:
-        """The whole event as JSON text, ``message_id`` included."""
-        message = self.message
-        inner = self.inner
-        if inner is None:
-            return (message.payload[:-1] + b',"message_id":%d}' % self.message_id).decode()
-        source, seq, data = message.source, inner.seq, inner.data
-        whole = _Whole(message.event_type, source, seq, inner.ts, data, inner.priority, inner.key, self.message_id)
-        return _ENCODE(whole).decode()
+    message_id, _, message, index = latest
+    if index < 0:
+        return message.payload[:-1] + b',"message_id":%d}' % message_id
+    events = groups.get(message.idem_key)
+    if events is None:
+        events = groups[message.idem_key] = _GROUP.decode(message.payload).events
+    inner = events[index]
+    source, type_ = message.source, message.event_type
+    return _ENCODE(_Whole(type_, source, inner.seq, inner.ts, inner.data, inner.priority, inner.key, message_id))
 
 
-def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tuple[str, str], Latest]:
-    """Each (source, key) of the stored messages with its latest event.
+def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[str, dict[str, Latest]]:
+    """Each source's keys, each with its latest event among the stored messages.
 
     ``rows`` are ``(id, idem_key, ...)`` as the write returns them. Between two messages of one
     batcher run (the same ``origin``), the later event is the one with the higher seq, whatever
@@ -115,8 +121,7 @@ def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tu
     the message id decides. A payload without a ``"key":`` is skipped unread, so keyless traffic
     costs a substring search per message.
     """
-    latest: dict[tuple[str, str], Latest] = {}
-    seen_of = latest.get
+    by_source: dict[str, dict[str, Latest]] = {}
     # Newest message first: a key's first sighting is usually its latest event, and the events it
     # overtook cost a dict lookup and a comparison each, never an object.
     for row in reversed(rows):
@@ -125,29 +130,27 @@ def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[tu
         payload = message.payload
         if _KEY_FIELD not in payload:
             continue
-        source, origin = message.source, message.origin
         try:
-            if message.type == message.event_type:
-                single = _KEYED.decode(payload)
-                if single.key is not None:
-                    name = (source, single.key)
-                    seen = seen_of(name)
-                    if seen is None or (single.seq > seen.seq and origin == seen.message.origin):
-                        latest[name] = Latest(message_id, single.seq, message, None)
-                continue
-            group = _GROUP.decode(payload)
+            events = (
+                [_KEYED.decode(payload)] if message.type == message.event_type else _KEYED_GROUP.decode(payload).events
+            )
         except msgspec.DecodeError:
             continue  # not an event of this wire format (a digest, say): it keys nothing
-        for inner in reversed(group.events):
+        single = message.type == message.event_type
+        latest = by_source.get(message.source)
+        if latest is None:
+            latest = by_source[message.source] = {}
+        seen_of, origin = latest.get, message.origin
+        for index in range(len(events) - 1, -1, -1):
+            inner = events[index]
             key = inner.key
             if key is None:
                 continue
-            name = (source, key)
-            seen = seen_of(name)
+            seen = seen_of(key)
             # An older message's event is newer only within one run (seqs restart with each).
-            if seen is None or (inner.seq > seen.seq and origin == seen.message.origin):
-                latest[name] = Latest(message_id, inner.seq, message, inner)
-    return latest
+            if seen is None or (inner.seq > seen[1] and origin == seen[2].origin):
+                latest[key] = (message_id, inner.seq, message, -1 if single else index)
+    return by_source
 
 
 class StateKeeper:
@@ -183,27 +186,29 @@ class StateKeeper:
         if not self.enabled or not rows:
             raise ValueError("apply() needs the state on and at least one stored row")
         newest = max(row[0] for row in rows)
-        latest = latest_by_key(rows, by_key)
-        if not latest:
+        by_source = latest_by_key(rows, by_key)
+        if not by_source:
             keys: int = await conn.fetchval(state_sql.KEYS, newest, notify)
         else:
             final = self.final_types
             opened: list[tuple[str, str, Latest]] = []
-            closed: list[tuple[str, str, Latest]] = []
-            for (source, key), item in latest.items():
-                (closed if item.message.event_type in final else opened).append((source, key, item))
+            closed: dict[str, list[str]] = {}
+            for source, latest in by_source.items():
+                for key, item in latest.items():
+                    if item[2].event_type in final:
+                        closed.setdefault(source, []).append(key)  # deleted: its text is never needed
+                    else:
+                        opened.append((source, key, item))
+            groups: dict[str, list[_Inner]] = {}
             keys = await conn.fetchval(
                 state_sql.APPLY,
-                [source for source, _, _ in opened],
-                [key for _, key, _ in opened],
-                [item.message_id for _, _, item in opened],
-                [item.seq for _, _, item in opened],
-                [item.message.event_type for _, _, item in opened],
-                [item.text() for _, _, item in opened],
-                # A closed key is deleted: its text is never needed.
-                [source for source, _, _ in closed],
-                [key for _, key, _ in closed],
-                [item.message_id for _, _, item in closed],
+                _json([source for source, _, _ in opened]),
+                _json([key for _, key, _ in opened]),
+                _json([item[0] for _, _, item in opened]),
+                _json([item[1] for _, _, item in opened]),
+                _json([item[2].event_type for _, _, item in opened]),
+                (b"[%s]" % b",".join([event_json(item, groups) for _, _, item in opened])).decode(),
+                _json(closed),
                 newest,
                 notify,
             )

@@ -62,6 +62,22 @@ async def test_snapshot_holds_exactly_the_latest_event_of_each_open_key(store: P
     assert carrier.event_type == "JOB_PROGRESS"
 
 
+async def test_keys_and_events_of_any_text_reach_the_state_unchanged(store: PostgresStore, tmp_path: Path) -> None:
+    # The state statement's parameters travel as JSON text: quotes, backslashes, control characters
+    # and non-ASCII in keys and data must come back as they went in, open or closed.
+    odd = ['a"b', "c\\d", "e\x1ff", "\u00e9\u2713", "{x}", "[1,2]", " ", "\n"]
+    await emit_all(
+        store,
+        tmp_path,
+        [("JOB_STARTED", "thumbnail", key) for key in odd] + [("JOB_COMPLETED", "thumbnail", key) for key in odd[::2]],
+    )
+    _, events = snapshot_events((await store.snapshot()).body)
+
+    assert sorted(e["key"] for e in events) == sorted(odd[1::2])
+    assert all(e["data"]["job_id"] == e["key"] for e in events)
+    assert (await store.fetch("SELECT keys FROM sse_state_meta"))[0][0] == len(odd[1::2])
+
+
 async def test_a_key_closed_in_an_earlier_message_of_its_batch_is_closed(store: PostgresStore, tmp_path: Path) -> None:
     # Messages are ordered by their first seq: the JOB_COMPLETED aggregate (b's, then a's) is
     # stored before a's JOB_PROGRESS, which is older than a's JOB_COMPLETED all the same.
