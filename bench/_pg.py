@@ -14,7 +14,7 @@ import psutil
 
 from sse_batcher.server.nodes.embedded_pg import EmbeddedPostgres
 
-__all__ = ["machine", "postgres"]
+__all__ = ["machine", "postgres", "postgres_cpu"]
 
 
 @contextmanager
@@ -39,3 +39,20 @@ def machine() -> str:
         f"{platform.machine()}, {psutil.cpu_count()} cores{mhz}, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
     )
+
+
+def postgres_cpu(pgdata: Path) -> float:
+    """CPU seconds (user + system) of the postmaster and every process it runs now.
+
+    A backend's time counts only while it lives: read it while the connections measured are open.
+    """
+    pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    master = psutil.Process(pid)
+    total = 0.0
+    for process in [master, *master.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total

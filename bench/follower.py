@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
-import psutil
 
-from bench._pg import machine, postgres
+from bench._pg import machine, postgres, postgres_cpu
 from sse_batcher.batcher import Message, PostgresStore, StoreConfig, StoredMessage
 from sse_batcher.batcher.events import Event
 from sse_batcher.batcher.log import LogFollower
@@ -99,30 +98,17 @@ async def _follow_for(dsn: str, target: int) -> None:
         await asyncio.to_thread(sys.stdin.readline)
 
 
-def _postgres_cpu(pgdata: Path) -> float:
-    pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-    master = psutil.Process(pid)
-    total = 0.0
-    for process in [master, *master.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 async def _write(dsn: str, commits: int, origin: str, pgdata: Path) -> tuple[float, float, float]:
     """Commit ``commits`` batches; (seconds, PostgreSQL CPU before, after), read while connected."""
     async with PostgresStore(StoreConfig(dsn=dsn, pool_size=1)) as store:
         await store.write(_batch(origin, -100))  # connect first: the backend's start is not the cost
-        before = _postgres_cpu(pgdata)
+        before = postgres_cpu(pgdata)
         started = time.perf_counter()
         for i in range(commits):
             await store.write(_batch(origin, i * 100))
         elapsed = time.perf_counter() - started
         await asyncio.sleep(0.5)  # let the followers read the last commits
-        return elapsed, before, _postgres_cpu(pgdata)
+        return elapsed, before, postgres_cpu(pgdata)
 
 
 def cost(dsn: str, pgdata: Path, commits: int, nodes: int) -> tuple[float, float, float]:
