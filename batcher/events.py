@@ -65,7 +65,7 @@ class Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     idempotency_key: str | None = None
 
 
-class Message(msgspec.Struct, frozen=True, gc=False):
+class Message(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """A unit of storage and broadcast: a single event or the aggregate of a group.
 
     ``payload`` is exactly the JSON of the SSE ``data:`` line. ``event_type`` is the type of the
@@ -78,6 +78,10 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     answers none of that run's waiters. Empty in lines written before messages carried it.
     ``absorbed`` are the seqs of events the message stands for without carrying them (superseded
     by key or folded as identical), so their acknowledgements are answered with its id.
+    ``event_keys`` and ``event_seqs`` are the ``key`` and ``seq`` of each event the payload
+    carries, in its order, as the aggregator knew them: the latest state reads them instead of
+    decoding the payload again. Empty when not known (none of the events has a key, or the message
+    was read back from a file, which never carries them), and then the payload is what counts.
     """
 
     idem_key: str
@@ -93,6 +97,8 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     origin: str = ""
     absorbed: tuple[int, ...] = ()
     idem_digest: str = ""
+    event_keys: tuple[str | None, ...] = ()
+    event_seqs: tuple[int, ...] = ()
 
 
 class StoredMessage(msgspec.Struct, frozen=True, gc=False):

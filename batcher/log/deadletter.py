@@ -47,6 +47,16 @@ class _Quarantined(msgspec.Struct, frozen=True):
 _QUARANTINED_DECODER: Final = msgspec.json.Decoder(_Quarantined)
 
 
+def _on_disk(message: Message) -> Message:
+    """``message`` as a file keeps it: without the events' keys and seqs, which only repeat the payload.
+
+    Read back, the payload is then the one account of its events, whatever wrote the line.
+    """
+    if not message.event_keys:
+        return message
+    return msgspec.structs.replace(message, event_keys=(), event_seqs=())
+
+
 class DeadLetterFile:
     """Batches waiting for the store, in order, under ``directory`` (created if missing)."""
 
@@ -73,7 +83,7 @@ class DeadLetterFile:
         Raises:
             OSError: the disk refused (full, read-only, ...).
         """
-        line = _ENCODER.encode(list(messages)) + b"\n"
+        line = _ENCODER.encode([_on_disk(m) for m in messages]) + b"\n"
         with self._lock:
             self._append_line(self._path, line)
 
@@ -147,7 +157,7 @@ class DeadLetterFile:
             return
         now = time.time()
         lines = b"".join(
-            _ENCODER.encode(_Quarantined(rejected_at=now, reason=item.reason, message=item.message)) + b"\n"
+            _ENCODER.encode(_Quarantined(rejected_at=now, reason=item.reason, message=_on_disk(item.message))) + b"\n"
             for item in rejected
         )
         with self._lock:

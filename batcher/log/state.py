@@ -83,9 +83,10 @@ _ENCODE: Final = msgspec.json.Encoder().encode
 _KEY_FIELD: Final = b'"key":'
 
 # A key's latest event in a batch: (message id, seq, the message carrying it, the event's index
-# among an aggregate's events, -1 for a single event). A plain tuple: a batch makes one per key,
-# and a tuple costs a third of a slotted object's construction.
-Latest: TypeAlias = tuple[int, int, Message, int]
+# among an aggregate's events (-1 for a single event), whether its type is final, the message's
+# origin). A plain tuple: a batch makes one per key, and a tuple costs a third of a slotted
+# object's construction.
+Latest: TypeAlias = tuple[int, int, Message, int, bool, str]
 
 
 def _json(value: object) -> str:
@@ -99,7 +100,7 @@ def event_json(latest: Latest, groups: dict[str, list[_Inner]]) -> bytes:
     ``groups`` keeps each aggregate's events once decoded, so a batch decodes an aggregate once
     however many of its events are some key's latest.
     """
-    message_id, _, message, index = latest
+    message_id, _, message, index, _, _ = latest
     if index < 0:
         return message.payload[:-1] + b',"message_id":%d}' % message_id
     events = groups.get(message.idem_key)
@@ -110,7 +111,21 @@ def event_json(latest: Latest, groups: dict[str, list[_Inner]]) -> bytes:
     return _ENCODE(_Whole(type_, source, inner.seq, inner.ts, inner.data, inner.priority, inner.key, message_id))
 
 
-def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[str, dict[str, Latest]]:
+def _keys_of(message: Message) -> tuple[tuple[str | None, ...], tuple[int, ...]]:
+    """The key and seq of each event ``message``'s payload carries, read from the payload."""
+    try:
+        if message.type == message.event_type:
+            single = _KEYED.decode(message.payload)
+            return (single.key,), (single.seq,)
+        events = _KEYED_GROUP.decode(message.payload).events
+    except msgspec.DecodeError:
+        return (), ()  # not an event of this wire format (a digest, say): it keys nothing
+    return tuple([e.key for e in events]), tuple([e.seq for e in events])
+
+
+def latest_by_key(
+    rows: Sequence[Any], by_key: Mapping[str, Message], final_types: Collection[str]
+) -> dict[str, dict[str, Latest]]:
     """Each source's keys, each with its latest event among the stored messages.
 
     ``rows`` are ``(id, idem_key, ...)`` as the write returns them. Between two messages of one
@@ -118,8 +133,9 @@ def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[st
     the message ids: messages are ordered by their first seq, so an aggregate can be stored before
     another that holds an older event of the same key (a job's ``JOB_COMPLETED`` grouped with an
     earlier job's, then its own ``JOB_PROGRESS`` alone after it). Between runs, seqs restart, and
-    the message id decides. A payload without a ``"key":`` is skipped unread, so keyless traffic
-    costs a substring search per message.
+    the message id decides. A message from the aggregator says its events' keys and seqs
+    (``Message.event_keys``), so its payload is not decoded; one read back from a file is, unless
+    its payload has no ``"key":``, so keyless traffic costs a substring search per message.
     """
     by_source: dict[str, dict[str, Latest]] = {}
     # Newest message first: a key's first sighting is usually its latest event, and the events it
@@ -127,29 +143,26 @@ def latest_by_key(rows: Sequence[Any], by_key: Mapping[str, Message]) -> dict[st
     for row in reversed(rows):
         message_id = row[0]
         message = by_key[row[1]]
-        payload = message.payload
-        if _KEY_FIELD not in payload:
-            continue
-        try:
-            events = (
-                [_KEYED.decode(payload)] if message.type == message.event_type else _KEYED_GROUP.decode(payload).events
-            )
-        except msgspec.DecodeError:
-            continue  # not an event of this wire format (a digest, say): it keys nothing
-        single = message.type == message.event_type
+        keys, seqs = message.event_keys, message.event_seqs
+        if not keys or len(keys) != len(seqs):
+            if _KEY_FIELD not in message.payload:
+                continue
+            keys, seqs = _keys_of(message)
         latest = by_source.get(message.source)
         if latest is None:
             latest = by_source[message.source] = {}
-        seen_of, origin = latest.get, message.origin
-        for index in range(len(events) - 1, -1, -1):
-            inner = events[index]
-            key = inner.key
+        seen_of, origin, final = latest.get, message.origin, message.event_type in final_types
+        single = message.type == message.event_type
+        index = len(keys)
+        for key in reversed(keys):
+            index -= 1
             if key is None:
                 continue
+            seq = seqs[index]
             seen = seen_of(key)
             # An older message's event is newer only within one run (seqs restart with each).
-            if seen is None or (inner.seq > seen[1] and origin == seen[2].origin):
-                latest[key] = (message_id, inner.seq, message, -1 if single else index)
+            if seen is None or (seq > seen[1] and origin == seen[5]):
+                latest[key] = (message_id, seq, message, -1 if single else index, final, origin)
     return by_source
 
 
@@ -186,19 +199,18 @@ class StateKeeper:
         if not self.enabled or not rows:
             raise ValueError("apply() needs the state on and at least one stored row")
         newest = max(row[0] for row in rows)
-        by_source = latest_by_key(rows, by_key)
+        by_source = latest_by_key(rows, by_key, self.final_types)
         if not by_source:
             keys: int = await conn.fetchval(state_sql.KEYS, newest, notify)
         else:
-            final = self.final_types
             opened: list[tuple[str, str, Latest]] = []
             closed: dict[str, list[str]] = {}
             for source, latest in by_source.items():
-                for key, item in latest.items():
-                    if item[2].event_type in final:
-                        closed.setdefault(source, []).append(key)  # deleted: its text is never needed
-                    else:
-                        opened.append((source, key, item))
+                shut = [key for key, item in latest.items() if item[4]]  # deleted: its text is never needed
+                if shut:
+                    closed[source] = shut
+                if len(shut) < len(latest):
+                    opened += [(source, key, item) for key, item in latest.items() if not item[4]]
             groups: dict[str, list[_Inner]] = {}
             keys = await conn.fetchval(
                 state_sql.APPLY,

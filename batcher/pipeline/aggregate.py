@@ -104,6 +104,7 @@ def _single(event: Event, origin: str, absorbed: tuple[int, ...] = ()) -> Messag
         idem_key = f"k:{key}"
         payload = _ENCODER.encode(msgspec.structs.replace(event, idempotency_key=None))
         digest = content_digest(event)
+    keyed = event.key is not None
     return Message(
         idem_key=idem_key,
         type=event.type,
@@ -118,6 +119,8 @@ def _single(event: Event, origin: str, absorbed: tuple[int, ...] = ()) -> Messag
         origin=origin,
         absorbed=absorbed,
         idem_digest=digest,
+        event_keys=(event.key,) if keyed else (),
+        event_seqs=(event.seq,) if keyed else (),
     )
 
 
@@ -133,6 +136,8 @@ def _group(
     refs = map(_JOB_DECODER.decode, [e.data for e in events])
     job_ids = [ref.job_id for ref in refs if ref.job_id is not msgspec.UNSET]
     name = aggregate_type(first.type)
+    keys = tuple([e.key for e in events])
+    keyed = keys.count(None) < len(keys)
     body = _Aggregate(
         type=name,
         event_type=first.type,
@@ -157,6 +162,8 @@ def _group(
         payload=_ENCODER.encode(body),
         origin=origin,
         absorbed=absorbed,
+        event_keys=keys if keyed else (),
+        event_seqs=tuple([e.seq for e in events]) if keyed else (),
     )
 
 

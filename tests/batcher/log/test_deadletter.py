@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -117,6 +118,18 @@ def test_quarantined_messages_keep_their_reason_and_are_never_written_back(tmp_p
     assert deadletter.quarantined() == [*refused, Rejected(message=message(2), reason="other")]
     assert deadletter.count_batches() == 0
     assert deadletter.rejected_path == tmp_path / "rejected.jsonl"
+
+
+def test_a_file_keeps_no_event_keys_so_its_payloads_alone_say_what_they_carry(tmp_path: Path) -> None:
+    # The keys and seqs a message carries only repeat its payload; read back, the payload is decoded.
+    carrying = msgspec.structs.replace(message(1), event_keys=("job-1", None), event_seqs=(1, 2))
+    deadletter = DeadLetterFile(tmp_path)
+    deadletter.append([carrying])
+    deadletter.quarantine([Rejected(message=carrying, reason="refused")])
+
+    assert b"event_keys" not in deadletter.path.read_bytes() + deadletter.rejected_path.read_bytes()
+    assert deadletter.batches() == [[message(1)]]
+    assert [r.message for r in deadletter.quarantined()] == [message(1)]
 
 
 def test_adopting_a_file_moves_its_readable_batches_behind_ours_and_empties_it(tmp_path: Path) -> None:

@@ -6,12 +6,17 @@ from typing import Any, cast
 
 import anyio
 import asyncpg
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sse_batcher.batcher import AggregationRules, BatcherConfig, SSEEventBatcher
 from sse_batcher.batcher.config import DEFAULT_FINAL_TYPES
-from sse_batcher.batcher.events import Message
-from sse_batcher.batcher.log.state import StateKeeper
+from sse_batcher.batcher.events import Event, Message
+from sse_batcher.batcher.log.state import StateKeeper, event_json, latest_by_key
 from sse_batcher.batcher.log.store import PostgresStore
+from sse_batcher.batcher.pipeline.aggregate import aggregate
+from sse_batcher.batcher.rules import TypeRule
 from tests.pg import started_store
 
 
@@ -275,3 +280,60 @@ async def test_closing_keys_probe_the_state_by_key_however_large_it_is(dsn: str,
     scans = _scans(plan[0]["Plan"])
     assert ("Seq Scan", "sse_state") not in scans
     assert ("Index Scan", "sse_state") in scans
+
+
+_RULES = st.sampled_from(
+    [
+        None,
+        AggregationRules(types={"JOB_PROGRESS": TypeRule(coalesce="key")}),
+        AggregationRules(
+            types={"JOB_PROGRESS": TypeRule(group_identical=True), "JOB_STARTED": TypeRule(max_group_size=2)}
+        ),
+        AggregationRules(types={"JOB_STARTED": TypeRule(batched=False)}),
+    ]
+)
+_EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["JOB_STARTED", "JOB_PROGRESS", "JOB_COMPLETED"]),
+        st.sampled_from(["thumbnail", "overlay"]),
+        st.one_of(st.none(), st.sampled_from(["a", "b", 'c"', "\u00e9"])),
+        st.sampled_from(["normal", "critical"]),
+        st.integers(0, 2),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=_EVENTS, rules=_RULES, max_bytes=st.sampled_from([None, 600]))
+def test_the_keys_a_message_carries_say_what_its_payload_says(
+    events: list[tuple[str, str, str | None, str, int]], rules: AggregationRules | None, max_bytes: int | None
+) -> None:
+    # The walk reads each message's event_keys/event_seqs instead of decoding its payload; a message
+    # read back from a file has none and is decoded. Both must find the same latest events.
+    batch = [
+        Event(type_, source, seq, 1000.0 + seq, msgspec.Raw(msgspec.json.encode({"n": n})), priority, key)  # type: ignore[arg-type]
+        for seq, (type_, source, key, priority, n) in enumerate(events, start=1)
+    ]
+    messages = aggregate(batch, "o", rules, max_message_bytes=max_bytes)
+    rows = [(i, m.idem_key) for i, m in enumerate(messages, start=1)]
+    carried = {m.idem_key: m for m in messages}
+    read_back = {m.idem_key: msgspec.structs.replace(m, event_keys=(), event_seqs=()) for m in messages}
+    finals = DEFAULT_FINAL_TYPES
+
+    walked = latest_by_key(rows, carried, finals)
+    decoded = latest_by_key(rows, read_back, finals)
+
+    def comparable(by_source: dict[str, dict[str, Any]]) -> dict[tuple[str, str], tuple[Any, ...]]:
+        groups: dict[str, Any] = {}
+        return {
+            (source, key): (item[0], item[1], item[4], event_json(item, groups))
+            for source, latest in by_source.items()
+            for key, item in latest.items()
+        }
+
+    assert comparable(walked) == comparable(decoded)
+    # And, when no rule absorbed an event, both are the emitted truth: each key's last event in emit order.
+    if not any(m.absorbed for m in messages):
+        truth = {(e.source, e.key): e.seq for e in batch if e.key is not None}
+        assert {name: item[1] for name, item in comparable(walked).items()} == truth
