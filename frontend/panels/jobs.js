@@ -65,7 +65,6 @@ export function createJobsPanel({ root = document, requestRender }) {
       bar.setAttribute("role", "progressbar");
       bar.setAttribute("aria-valuemin", "0");
       bar.setAttribute("aria-valuemax", "100");
-      bar.append(el("span", "job-bar-fill"));
       li.append(name, el("span", "job-pct"), bar, el("span", "job-step"));
       rows.push(li);
     }
@@ -74,6 +73,8 @@ export function createJobsPanel({ root = document, requestRender }) {
 
   function fillRow(li, key, job) {
     const [name, pct, bar, step] = li.children;
+    const percent = job.percent;
+    const transform = `scaleX(${((percent ?? 0) / 100).toFixed(3)})`;
     if (li.dataset.key !== key) {
       li.dataset.key = key;
       li.dataset.jobId = job.jobId;
@@ -81,11 +82,14 @@ export function createJobsPanel({ root = document, requestRender }) {
       setText(name.firstChild, `#${job.jobId}`);
       setText(name.lastChild, job.source);
       bar.setAttribute("aria-label", `job ${job.jobId} progress`);
+      // A row taken over by another job gets a new bar already at that job's progress: the old one
+      // would slide there from the previous job's, and a bar moving back reads as a job going back.
+      const fresh = el("span", "job-bar-fill");
+      fresh.style.transform = transform;
+      bar.replaceChildren(fresh);
     }
-    const percent = job.percent;
     setText(pct, isNumber(percent) ? `${Math.round(percent)} %` : "…");
     const fill = bar.firstChild;
-    const transform = `scaleX(${((percent ?? 0) / 100).toFixed(3)})`;
     if (fill.style.transform !== transform) fill.style.transform = transform;
     const now = String(Math.round(percent ?? 0));
     if (bar.getAttribute("aria-valuenow") !== now) bar.setAttribute("aria-valuenow", now);

@@ -309,3 +309,50 @@ def test_dashboard_opened_mid_run_shows_every_job_already_running_at_once(quiet_
             browser.close()
     assert sorted(shown) == list(range(22))
     assert percent == "40 %" and count == "22 running"
+
+
+def test_a_row_taken_over_by_another_job_never_shows_the_previous_jobs_bar(quiet_server: ServerProcess) -> None:
+    # Rows are reused by position: when job 1 (at 90 %) finishes and job 2 starts, job 2 takes the
+    # first row. Its bar must read 0 % from its first frame, not slide back from job 1's 90 %.
+    def publish(*events: tuple[str, int, dict[str, Any]]) -> None:
+        body = [{"type": t, "source": "render", "key": str(j), "data": {"job_id": j, **d}} for t, j, d in events]
+        answer = httpx.post(f"{quiet_server.url}api/events", params={"wait": "stored"}, json=body, timeout=20)
+        assert answer.status_code == 201
+
+    with require_playwright().sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(quiet_server.url)
+            page.wait_for_selector("#conn-state[data-state='open']")
+            publish(("JOB_STARTED", 1, {}), ("JOB_PROGRESS", 1, {"percent": 90}))
+            page.wait_for_function(
+                """() => {
+                  const fill = document.querySelector("#jobs li.job[data-job-id='1'] .job-bar-fill");
+                  return fill && fill.getAnimations().length === 0
+                    && new DOMMatrix(getComputedStyle(fill).transform).a === 0.9;
+                }"""
+            )
+            # Every frame from the one job 2's row appears in: its bar's scale, and whether it is moving.
+            page.evaluate(
+                """() => {
+                  window.jobTwoScales = [];
+                  const tick = () => {
+                    const fill = document.querySelector("#jobs li.job[data-job-id='2'] .job-bar-fill");
+                    if (fill) {
+                      const scale = new DOMMatrix(getComputedStyle(fill).transform).a;
+                      window.jobTwoScales.push([scale, fill.getAnimations().length]);
+                    }
+                    if (window.jobTwoScales.length < 30) requestAnimationFrame(tick);
+                  };
+                  requestAnimationFrame(tick);
+                }"""
+            )
+            publish(("JOB_COMPLETED", 1, {}), ("JOB_STARTED", 2, {}))
+            page.wait_for_function("() => window.jobTwoScales.length >= 30", timeout=15_000)
+            scales = page.evaluate("() => window.jobTwoScales")
+            first_row = page.eval_on_selector("#jobs li.job", "row => row.dataset.jobId")
+        finally:
+            browser.close()
+    assert first_row == "2"
+    assert all(sample == [0, 0] for sample in scales), scales
