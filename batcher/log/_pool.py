@@ -28,6 +28,23 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
+class _Connection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg ships no type hints
+    """A pool connection whose close gives up by aborting the connection, never by raising.
+
+    After :meth:`asyncpg.Pool.expire_connections` (see :meth:`StorePool.run`), asyncpg closes each
+    expired connection in a task nobody awaits. Behind a partition that close times out, and the
+    exception left in the task reaches asyncio's handler as "Task exception was never retrieved",
+    with a traceback, once per connection. A connection being closed is gone either way.
+    """
+
+    async def close(self, *, timeout: float | None = None) -> None:
+        try:
+            await super().close(timeout=timeout)
+        except Exception as exc:  # whatever stopped the close, the connection is dropped
+            logger.debug("closing a store connection failed (%r); aborting it", exc)
+            self.terminate()
+
+
 class StorePool:
     """An asyncpg pool with the store's timeout and retry; :attr:`connected` says how the last call went."""
 
@@ -57,6 +74,7 @@ class StorePool:
                 command_timeout=timeout,
                 init=sql.init_connection,
                 server_settings={"application_name": "sse-batcher"},
+                connection_class=_Connection,
             )
             async with pool.acquire(timeout=timeout) as conn, conn.transaction():
                 # Two processes starting at once would race on CREATE ... IF NOT EXISTS.
