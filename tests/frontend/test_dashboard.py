@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -286,27 +287,40 @@ def quiet_server(browser_ready: None, pg_server: EmbeddedPostgres, tmp_path: Pat
         process.stop()
 
 
-def test_dashboard_opened_mid_run_shows_every_job_already_running_at_once(quiet_server: ServerProcess) -> None:
-    def job(type_: str, job_id: int, **data: Any) -> dict[str, Any]:
-        return {"type": type_, "source": "render", "key": str(job_id), "data": {"job_id": job_id, **data}}
+def _job(type_: str, job_id: int, **data: Any) -> dict[str, Any]:
+    """A job event keyed by its job, as the workers emit them."""
+    return {"type": type_, "source": "render", "key": str(job_id), "data": {"job_id": job_id, **data}}
 
-    events = [job("JOB_STARTED", i) for i in range(30)]
-    events += [job("JOB_PROGRESS", i, percent=40, step="tile 2/5") for i in range(0, 30, 2)]
-    events += [job("JOB_COMPLETED", i) for i in range(25, 30)] + [job("JOB_FAILED", i) for i in range(22, 25)]
-    stored = httpx.post(f"{quiet_server.url}api/events", params={"wait": "stored"}, json=events, timeout=20)
-    assert stored.status_code == 201
-    # Nothing is published from here on: only the snapshot can tell the page what is running.
+
+def _publish_stored(server: ServerProcess, events: list[dict[str, Any]]) -> None:
+    answer = httpx.post(f"{server.url}api/events", params={"wait": "stored"}, json=events, timeout=20)
+    assert answer.status_code == 201
+
+
+@contextmanager
+def _dashboard(server: ServerProcess) -> Iterator[Any]:
+    """The dashboard of ``server`` opened in a new Chromium, closed afterwards."""
     with require_playwright().sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(quiet_server.url)
-            page.wait_for_function("() => document.querySelectorAll('#jobs li.job').length === 22", timeout=15_000)
-            shown = page.eval_on_selector_all("#jobs li.job", "rows => rows.map(r => Number(r.dataset.jobId))")
-            percent = page.text_content("#jobs li.job[data-job-id='4'] .job-pct")
-            count = page.text_content("#jobs-count")
+            page.goto(server.url)
+            yield page
         finally:
             browser.close()
+
+
+def test_dashboard_opened_mid_run_shows_every_job_already_running_at_once(quiet_server: ServerProcess) -> None:
+    events = [_job("JOB_STARTED", i) for i in range(30)]
+    events += [_job("JOB_PROGRESS", i, percent=40, step="tile 2/5") for i in range(0, 30, 2)]
+    events += [_job("JOB_COMPLETED", i) for i in range(25, 30)] + [_job("JOB_FAILED", i) for i in range(22, 25)]
+    _publish_stored(quiet_server, events)
+    # Nothing is published from here on: only the snapshot can tell the page what is running.
+    with _dashboard(quiet_server) as page:
+        page.wait_for_function("() => document.querySelectorAll('#jobs li.job').length === 22", timeout=15_000)
+        shown = page.eval_on_selector_all("#jobs li.job", "rows => rows.map(r => Number(r.dataset.jobId))")
+        percent = page.text_content("#jobs li.job[data-job-id='4'] .job-pct")
+        count = page.text_content("#jobs-count")
     assert sorted(shown) == list(range(22))
     assert percent == "40 %" and count == "22 running"
 
@@ -314,45 +328,34 @@ def test_dashboard_opened_mid_run_shows_every_job_already_running_at_once(quiet_
 def test_a_row_taken_over_by_another_job_never_shows_the_previous_jobs_bar(quiet_server: ServerProcess) -> None:
     # Rows are reused by position: when job 1 (at 90 %) finishes and job 2 starts, job 2 takes the
     # first row. Its bar must read 0 % from its first frame, not slide back from job 1's 90 %.
-    def publish(*events: tuple[str, int, dict[str, Any]]) -> None:
-        body = [{"type": t, "source": "render", "key": str(j), "data": {"job_id": j, **d}} for t, j, d in events]
-        answer = httpx.post(f"{quiet_server.url}api/events", params={"wait": "stored"}, json=body, timeout=20)
-        assert answer.status_code == 201
-
-    with require_playwright().sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(quiet_server.url)
-            page.wait_for_selector("#conn-state[data-state='open']")
-            publish(("JOB_STARTED", 1, {}), ("JOB_PROGRESS", 1, {"percent": 90}))
-            page.wait_for_function(
-                """() => {
-                  const fill = document.querySelector("#jobs li.job[data-job-id='1'] .job-bar-fill");
-                  return fill && fill.getAnimations().length === 0
-                    && new DOMMatrix(getComputedStyle(fill).transform).a === 0.9;
-                }"""
-            )
-            # Every frame from the one job 2's row appears in: its bar's scale, and whether it is moving.
-            page.evaluate(
-                """() => {
-                  window.jobTwoScales = [];
-                  const tick = () => {
-                    const fill = document.querySelector("#jobs li.job[data-job-id='2'] .job-bar-fill");
-                    if (fill) {
-                      const scale = new DOMMatrix(getComputedStyle(fill).transform).a;
-                      window.jobTwoScales.push([scale, fill.getAnimations().length]);
-                    }
-                    if (window.jobTwoScales.length < 30) requestAnimationFrame(tick);
-                  };
-                  requestAnimationFrame(tick);
-                }"""
-            )
-            publish(("JOB_COMPLETED", 1, {}), ("JOB_STARTED", 2, {}))
-            page.wait_for_function("() => window.jobTwoScales.length >= 30", timeout=15_000)
-            scales = page.evaluate("() => window.jobTwoScales")
-            first_row = page.eval_on_selector("#jobs li.job", "row => row.dataset.jobId")
-        finally:
-            browser.close()
+    with _dashboard(quiet_server) as page:
+        page.wait_for_selector("#conn-state[data-state='open']")
+        _publish_stored(quiet_server, [_job("JOB_STARTED", 1), _job("JOB_PROGRESS", 1, percent=90)])
+        page.wait_for_function(
+            """() => {
+              const fill = document.querySelector("#jobs li.job[data-job-id='1'] .job-bar-fill");
+              return fill && fill.getAnimations().length === 0
+                && new DOMMatrix(getComputedStyle(fill).transform).a === 0.9;
+            }"""
+        )
+        # Every frame from the one job 2's row appears in: its bar's scale, and whether it is moving.
+        page.evaluate(
+            """() => {
+              window.jobTwoScales = [];
+              const tick = () => {
+                const fill = document.querySelector("#jobs li.job[data-job-id='2'] .job-bar-fill");
+                if (fill) {
+                  const scale = new DOMMatrix(getComputedStyle(fill).transform).a;
+                  window.jobTwoScales.push([scale, fill.getAnimations().length]);
+                }
+                if (window.jobTwoScales.length < 30) requestAnimationFrame(tick);
+              };
+              requestAnimationFrame(tick);
+            }"""
+        )
+        _publish_stored(quiet_server, [_job("JOB_COMPLETED", 1), _job("JOB_STARTED", 2)])
+        page.wait_for_function("() => window.jobTwoScales.length >= 30", timeout=15_000)
+        scales = page.evaluate("() => window.jobTwoScales")
+        first_row = page.eval_on_selector("#jobs li.job", "row => row.dataset.jobId")
     assert first_row == "2"
     assert all(sample == [0, 0] for sample in scales), scales
