@@ -89,18 +89,22 @@ async def test_a_node_started_while_its_database_is_away_waits_then_serves_once_
     assert "Traceback" not in node.log.read_text()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_node_whose_database_never_answers_exits_1_after_one_line_per_attempt(tmp_path: Path, workers: int) -> None:
-    address = f"127.0.0.1:{free_port()}"
+def _serve_on(address: str, tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``serve --no-demo`` against PostgreSQL at ``address`` until it exits; its output is kept."""
     env = {
         "DATABASE_URL": f"postgresql://postgres@{address}/postgres",
         "SSE_DATA_DIR": str(tmp_path),
-        "SSE_DB_WAIT_SECONDS": "1.5",
         "PATH": "/usr/bin:/bin",
+        **env,
     }
-    args = [sys.executable, "-m", "sse_batcher.server", "serve", "--port", str(free_port()), "--no-demo"]
-    args += ["--workers", str(workers)]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, cwd=Path.cwd())
+    args = [sys.executable, "-m", "sse_batcher.server", "serve", "--port", str(free_port()), "--no-demo", *extra]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, cwd=Path.cwd())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_node_whose_database_never_answers_exits_1_after_one_line_per_attempt(tmp_path: Path, workers: int) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    done = _serve_on(address, tmp_path, {"SSE_DB_WAIT_SECONDS": "1.5"}, "--workers", str(workers))
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
@@ -138,16 +142,8 @@ def test_a_database_that_takes_connections_and_never_answers_is_reported_as_timi
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)
     address = f"127.0.0.1:{silent.getsockname()[1]}"
-    env = {
-        "DATABASE_URL": f"postgresql://postgres@{address}/postgres",
-        "SSE_DATA_DIR": str(tmp_path),
-        "SSE_DB_WAIT_SECONDS": "2.5",
-        "SSE_STORE_TIMEOUT_SECONDS": "0.5",
-        "PATH": "/usr/bin:/bin",
-    }
-    args = [sys.executable, "-m", "sse_batcher.server", "serve", "--port", str(free_port()), "--no-demo"]
     try:
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, cwd=Path.cwd())
+        done = _serve_on(address, tmp_path, {"SSE_DB_WAIT_SECONDS": "2.5", "SSE_STORE_TIMEOUT_SECONDS": "0.5"})
     finally:
         silent.close()
     lines = done.stderr.strip().splitlines()
