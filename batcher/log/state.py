@@ -83,10 +83,10 @@ _ENCODE: Final = msgspec.json.Encoder().encode
 _KEY_FIELD: Final = b'"key":'
 
 # A key's latest event in a batch: (message id, seq, the message carrying it, the event's index
-# among an aggregate's events (-1 for a single event), whether its type is final, the message's
-# origin). A plain tuple: a batch makes one per key, and a tuple costs a third of a slotted
-# object's construction.
-Latest: TypeAlias = tuple[int, int, Message, int, bool, str]
+# among an aggregate's events (-1 for a single event), whether its type is final). A plain tuple:
+# a batch makes one per key, and a tuple costs a third of a slotted object's construction. The
+# final flag is decided once per message, where every key of the batch would otherwise look it up.
+Latest: TypeAlias = tuple[int, int, Message, int, bool]
 
 
 def _json(value: object) -> str:
@@ -100,7 +100,7 @@ def event_json(latest: Latest, groups: dict[str, list[_Inner]]) -> bytes:
     ``groups`` keeps each aggregate's events once decoded, so a batch decodes an aggregate once
     however many of its events are some key's latest.
     """
-    message_id, _, message, index, _, _ = latest
+    message_id, _, message, index, _ = latest
     if index < 0:
         return message.payload[:-1] + b',"message_id":%d}' % message_id
     events = groups.get(message.idem_key)
@@ -148,6 +148,8 @@ def latest_by_key(
             if _KEY_FIELD not in message.payload:
                 continue
             keys, seqs = _keys_of(message)
+            if keys.count(None) == len(keys):
+                continue  # "key": was in the data, not a key of any event
         latest = by_source.get(message.source)
         if latest is None:
             latest = by_source[message.source] = {}
@@ -161,8 +163,8 @@ def latest_by_key(
             seq = seqs[index]
             seen = seen_of(key)
             # An older message's event is newer only within one run (seqs restart with each).
-            if seen is None or (seq > seen[1] and origin == seen[5]):
-                latest[key] = (message_id, seq, message, -1 if single else index, final, origin)
+            if seen is None or (seq > seen[1] and origin == seen[2].origin):
+                latest[key] = (message_id, seq, message, -1 if single else index, final)
     return by_source
 
 
